@@ -1,0 +1,4 @@
+// TEMPORARY: replaced by the real command during this session.
+export async function run(_argv: readonly string[]): Promise<number | undefined> {
+  throw new Error("switchyard sim: not built yet");
+}

@@ -1,0 +1,128 @@
+/**
+ * Resource and endpoint shapes shared by sources (files, Kubernetes), the datastore, scrapers and scheduling.
+ * Sources normalise CRDs into these plain specs; nothing below this line knows about YAML or the API server.
+ */
+
+export type Criticality = "Critical" | "Standard" | "Sheddable";
+
+export interface ObjectMeta {
+  readonly name: string;
+  readonly namespace: string;
+  /** ms since epoch; orders "oldest wins" conflicts. 0 when unknown. */
+  readonly creationTimestamp: number;
+  /** Where the object came from, for log lines: a file path with a document index, or `k8s`. */
+  readonly origin?: string;
+}
+
+export interface PoolSpec extends ObjectMeta {
+  readonly selector: Readonly<Record<string, string>>;
+  /** 1..8 unique ports; each is a distinct endpoint per pod. */
+  readonly targetPorts: readonly number[];
+  readonly appProtocol: "http" | "kubernetes.io/h2c";
+  readonly failureMode: "FailOpen" | "FailClose";
+  /** Autoscaling hints from the seed article's pool sketch (optional). */
+  readonly minReplicas?: number;
+  readonly maxReplicas?: number;
+  readonly targetGpuCacheUtilization?: number;
+}
+
+export interface TargetModel {
+  readonly name: string;
+  readonly weight: number;
+}
+
+export interface ModelSpec extends ObjectMeta {
+  readonly modelName: string;
+  readonly criticality: Criticality;
+  readonly targetModels: readonly TargetModel[];
+  readonly poolRef: string;
+}
+
+export interface ObjectiveSpec extends ObjectMeta {
+  /** Higher is more important; negative is sheddable. Unset = 0. */
+  readonly priority: number;
+  readonly poolRef: string;
+}
+
+export interface RewriteRule {
+  /** Exact model names; empty = match every model. */
+  readonly matches: readonly string[];
+  readonly targets: readonly { readonly modelRewrite: string; readonly weight: number }[];
+}
+
+export interface RewriteSpec extends ObjectMeta {
+  readonly poolRef: string;
+  readonly rules: readonly RewriteRule[];
+}
+
+export interface PodSpec extends ObjectMeta {
+  readonly labels: Readonly<Record<string, string>>;
+  readonly annotations: Readonly<Record<string, string>>;
+  readonly podIP: string;
+  readonly ready: boolean;
+  /** deletionTimestamp is set: terminating pods are never endpoints. */
+  readonly deleting: boolean;
+}
+
+/** A complete snapshot of everything a source knows. The datastore reconciles against it. */
+export interface ResourceSet {
+  readonly pools: readonly PoolSpec[];
+  readonly models: readonly ModelSpec[];
+  readonly objectives: readonly ObjectiveSpec[];
+  readonly rewrites: readonly RewriteSpec[];
+  readonly pods: readonly PodSpec[];
+}
+
+/** The model-server signals scheduling reads (GIE's endpoint metrics struct). */
+export interface EndpointMetrics {
+  readonly waitingQueueSize: number;
+  readonly runningRequestsSize: number;
+  /** 0..1 */
+  readonly kvCacheUsagePercent: number;
+  /** LoRA adapters running / waiting, from `vllm:lora_requests_info`. */
+  readonly activeModels: ReadonlySet<string>;
+  readonly waitingModels: ReadonlySet<string>;
+  /** `max_lora`; 0 when the server reports no LoRA info. */
+  readonly maxActiveModels: number;
+  /** From cache_config_info; 0 when unknown. */
+  readonly cacheBlockSize: number;
+  readonly cacheNumBlocks: number;
+  /** `performance.now()` when the scrape response completed. */
+  readonly updateTime: number;
+}
+
+/**
+ * One routable target: a (ready pod, target port) pair, named `<pod>-rank-<idx>` as GIE does.
+ * The object is stable for as long as the pod keeps its IP and port, so scrape state and in-flight counters
+ * survive resource reloads; `metrics` is replaced wholesale by the scraper (never mutated in place).
+ */
+export interface Endpoint {
+  /** `ip:port` (IPv6 in brackets), the value written into the destination header. */
+  readonly key: string;
+  readonly name: string;
+  readonly podName: string;
+  readonly namespace: string;
+  readonly address: string;
+  readonly port: number;
+  readonly rank: number;
+  readonly labels: Readonly<Record<string, string>>;
+  /** Metric mapping chosen from the engine-type label (`vllm` by default). */
+  readonly engine: string;
+  metrics: EndpointMetrics | undefined;
+  /** Requests this EPP replica routed here that have not finished. */
+  inflightRequests: number;
+  /** Estimated tokens of those requests. */
+  inflightTokens: number;
+  /** Last scrape error, for /debug and logs. */
+  lastScrapeError: string | undefined;
+}
+
+export function endpointKey(address: string, port: number): string {
+  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+/** True when the endpoint has metrics no older than `maxAgeMs` at `now` (performance.now()). */
+export function isFresh(endpoint: Endpoint, now: number, maxAgeMs: number): boolean {
+  const m = endpoint.metrics;
+  return m !== undefined && now - m.updateTime <= maxAgeMs;
+}

@@ -1,0 +1,87 @@
+/**
+ * Scheduling framework interfaces, after GIE's plugin model (framework/interface/scheduling/plugins.go@v1.5.0):
+ * candidates → filters → weighted scorers (each score clamped to [0,1]) → picker. Plugins see endpoints and
+ * their metrics only, never protocol types.
+ */
+import type { Criticality, Endpoint } from "../datastore/types.js";
+
+export interface TypedName {
+  readonly type: string;
+  readonly name: string;
+}
+
+/** What scheduling knows about one request. Built once per request by the director. */
+export interface SchedulingRequest {
+  readonly requestId: string;
+  /** Model named in the body (what the client asked for). */
+  readonly model: string;
+  /** Model after rewrite; the LoRA adapter name for affinity. */
+  readonly targetModel: string;
+  readonly criticality: Criticality;
+  readonly priority: number;
+  /** Text used for prefix hashing (GIE's per-API rule); may be empty. */
+  readonly prefixText: string;
+  /** Estimated prompt tokens (chars / 4). */
+  readonly inputTokens: number;
+  /** `max_tokens` / `max_completion_tokens` when the client sent one. */
+  readonly maxTokens: number | undefined;
+  /** Lower-cased request headers. */
+  readonly headers: ReadonlyMap<string, string>;
+}
+
+/** Per-cycle scratch space shared by the plugins of one scheduling run. */
+export type CycleState = Map<string, unknown>;
+
+export type ScorerCategory = "Affinity" | "Distribution" | "Balance";
+
+export interface Plugin {
+  readonly typedName: TypedName;
+}
+
+export interface Filter extends Plugin {
+  /** Returns the surviving subset. An empty result fails the profile (GIE: 429). */
+  filter(state: CycleState, request: SchedulingRequest, endpoints: readonly Endpoint[]): readonly Endpoint[];
+}
+
+export interface Scorer extends Plugin {
+  readonly category: ScorerCategory;
+  /** One score per endpoint, same order as the input; the framework clamps each to [0,1]. */
+  score(state: CycleState, request: SchedulingRequest, endpoints: readonly Endpoint[]): ArrayLike<number>;
+}
+
+export interface ScoredEndpoint {
+  readonly endpoint: Endpoint;
+  /** Σ weight × clamp(score); not normalised by the weight sum, as GIE. */
+  readonly score: number;
+}
+
+export interface Picker extends Plugin {
+  /** At most `maxNumOfEndpoints`, best first. */
+  pick(state: CycleState, scored: readonly ScoredEndpoint[]): readonly Endpoint[];
+}
+
+/** Runs after a successful pick, before the request is forwarded (e.g. prefix-index insert). */
+export interface PreRequest extends Plugin {
+  preRequest(request: SchedulingRequest, chosen: readonly Endpoint[]): void;
+}
+
+/** Per-endpoint breakdown kept for decision logs and /debug. */
+export interface EndpointScoreBreakdown {
+  readonly endpoint: string;
+  readonly total: number;
+  readonly scores: Readonly<Record<string, number>>;
+}
+
+export interface SchedulingResult {
+  /** Primary first, then fallbacks. Never empty. */
+  readonly endpoints: readonly Endpoint[];
+  readonly profile: string;
+  readonly breakdown: readonly EndpointScoreBreakdown[];
+  /** Endpoints removed by filters, with the filter that removed them. */
+  readonly rejected: readonly { readonly endpoint: string; readonly by: string }[];
+}
+
+export interface Scheduler {
+  /** Throws SwitchyardError SY_SCHEDULING_FAILED when every candidate is filtered out. */
+  schedule(request: SchedulingRequest, candidates: readonly Endpoint[]): SchedulingResult;
+}
