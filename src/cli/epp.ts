@@ -1,4 +1,559 @@
-// TEMPORARY: replaced by the real command during this session.
-export async function run(_argv: readonly string[]): Promise<number | undefined> {
-  throw new Error("switchyard epp: not built yet");
+/**
+ * `switchyard epp`: the endpoint picker. Wires a resource source (files or Kubernetes) into the datastore, the
+ * scrapers into endpoint metrics, the EndpointPickerConfig into a scheduler and admission, and serves ext_proc,
+ * gRPC health and metrics on GIE's ports. Flags mirror GIE v1.5's EPP (api-resources.md §7).
+ */
+import { readFileSync } from "node:fs";
+import type { LevelWithSilent } from "pino";
+import { SheddingAdmission } from "../admission/legacy.js";
+import type { Admission } from "../admission/types.js";
+import {
+  DEFAULT_GRPC_HEALTH_PORT,
+  DEFAULT_GRPC_PORT,
+  DEFAULT_MAX_BODY_BYTES,
+  DEFAULT_METRICS_PORT,
+  DEFAULT_METRICS_STALENESS_THRESHOLD_MS,
+  DEFAULT_REFRESH_METRICS_INTERVAL_MS,
+  DEFAULT_SCRAPE_TIMEOUT_MS,
+  FAIRNESS_ID_HEADER,
+  POOL_GROUP,
+} from "../common/constants.js";
+import { ConfigError } from "../common/errors.js";
+import { MetricsScraper } from "../datalayer/scraper.js";
+import { Datastore } from "../datastore/datastore.js";
+import { isFresh } from "../datastore/types.js";
+import { createHealthServer } from "../extproc/health.js";
+import { createExtProcServer } from "../extproc/server.js";
+import type { DebugSnapshot } from "../observability/debug.js";
+import { DecisionLog } from "../observability/decisions.js";
+import { startMetricsServer } from "../observability/http.js";
+import { createLogger, type Logger } from "../observability/logger.js";
+import { EppMetrics } from "../observability/metrics.js";
+import { Director } from "../request/director.js";
+import { createPluginHandle, createScheduler, loadPickerConfig, type PickerConfig } from "../scheduling/index.js";
+import { FileSource } from "../sources/file.js";
+import { KubernetesSource } from "../sources/kubernetes.js";
+import { LeaderElector, leaseNameFor } from "../sources/leader.js";
+import { checks, type FlagValues, formatHelp, parseFlags } from "./flags.js";
+
+export const EPP_FLAGS = {
+  "grpc-port": { kind: "int", default: DEFAULT_GRPC_PORT, help: "ext_proc gRPC port", check: checks.port },
+  "grpc-health-port": {
+    kind: "int",
+    default: DEFAULT_GRPC_HEALTH_PORT,
+    help: "gRPC health port (grpc.health.v1: '', liveness, readiness, envoy.service.ext_proc.v3.ExternalProcessor)",
+    check: checks.port,
+  },
+  "metrics-port": {
+    kind: "int",
+    default: DEFAULT_METRICS_PORT,
+    help: "HTTP port for /metrics and /debug/endpoints",
+    check: checks.port,
+  },
+  host: { kind: "string", default: "0.0.0.0", help: "address every server binds to" },
+  "pool-name": { kind: "string", default: "", help: "InferencePool this EPP serves" },
+  "pool-namespace": {
+    kind: "string",
+    default: "",
+    help: 'namespace of the pool; "" means $NAMESPACE, else "default"',
+  },
+  "pool-group": { kind: "string", default: POOL_GROUP, help: "API group of the pool resource" },
+  resources: {
+    kind: "string",
+    default: "",
+    help: "file or directory of Kubernetes-style YAML (pools, models, objectives, rewrites, pods); reloaded on change. Without it the EPP watches the Kubernetes API",
+  },
+  kubeconfig: { kind: "string", default: "", help: "kubeconfig path; default in-cluster config, then $KUBECONFIG" },
+  "endpoint-selector": {
+    kind: "string",
+    default: "",
+    help: "standalone mode without an InferencePool: pod label selector k=v,k2=v2 (exclusive with --pool-name)",
+  },
+  "endpoint-target-ports": { kind: "list", default: [], help: "standalone mode: 1-8 target ports, comma-separated" },
+  "disable-endpoint-subset-filter": {
+    kind: "bool",
+    default: false,
+    help: "ignore the proxy's envoy.lb.subset_hint",
+  },
+  "refresh-metrics-interval": {
+    kind: "duration",
+    default: DEFAULT_REFRESH_METRICS_INTERVAL_MS,
+    help: "how often each endpoint's /metrics is scraped",
+    check: checks.positive,
+  },
+  "refresh-prometheus-metrics-interval": {
+    kind: "duration",
+    default: 5000,
+    help: "accepted for GIE compatibility; pool gauges are computed when Prometheus scrapes, so this has no effect",
+  },
+  "metrics-staleness-threshold": {
+    kind: "duration",
+    default: DEFAULT_METRICS_STALENESS_THRESHOLD_MS,
+    help: "endpoints whose metrics are older than this are left out of the pool gauges",
+  },
+  "scrape-timeout": {
+    kind: "duration",
+    default: DEFAULT_SCRAPE_TIMEOUT_MS,
+    help: "deadline for one /metrics scrape (connect included)",
+    check: checks.positive,
+  },
+  "ha-enable-leader-election": {
+    kind: "bool",
+    default: false,
+    help: "take a coordination.k8s.io Lease; only the leader reports ready (active-passive, as GIE)",
+  },
+  "secure-serving": {
+    kind: "bool",
+    default: true,
+    help: "serve ext_proc over TLS (self-signed unless --cert-path)",
+  },
+  "cert-path": { kind: "string", default: "", help: "directory holding tls.crt and tls.key" },
+  "health-checking": {
+    kind: "bool",
+    default: false,
+    help: "also register the gRPC health service on the ext_proc port",
+  },
+  "config-file": { kind: "string", default: "", help: "EndpointPickerConfig YAML file (exclusive with --config-text)" },
+  "config-text": { kind: "string", default: "", help: "EndpointPickerConfig YAML text (exclusive with --config-file)" },
+  "max-body-bytes": {
+    kind: "int",
+    default: DEFAULT_MAX_BODY_BYTES,
+    help: "largest request body accepted; larger bodies get 413",
+    check: checks.positive,
+  },
+  "request-body-mode": {
+    kind: "string",
+    default: "full-duplex",
+    help: "body mode assumed when Envoy sends no protocol_config: full-duplex | buffered",
+    check: (v: string) => (v === "full-duplex" || v === "buffered" ? undefined : "must be full-duplex or buffered"),
+  },
+  "echo-request-headers": {
+    kind: "bool",
+    default: false,
+    help: "echo every received request header back like GIE (default: send only what changed)",
+  },
+  "reject-unknown-models": {
+    kind: "bool",
+    default: false,
+    help: "answer 404 for models no InferenceModel or rewrite names (GIE v1 serves them as Standard)",
+  },
+  "tenant-header": {
+    kind: "string",
+    default: FAIRNESS_ID_HEADER,
+    help: "request header naming the tenant for budgets and fair queueing",
+  },
+  "drain-timeout": {
+    kind: "duration",
+    default: 30_000,
+    help: "on SIGTERM, how long in-flight streams may finish before the process exits",
+  },
+  "log-level": {
+    kind: "string",
+    default: "info",
+    help: "trace | debug | info | warn | error | silent (debug logs every routing decision)",
+  },
+  v: {
+    kind: "int",
+    default: 0,
+    help: "GIE verbosity; when set, 1-2 = info, 3 = debug (VERBOSE), 4+ = trace; overrides --log-level",
+  },
+  "log-format": { kind: "string", default: "auto", help: "json | pretty | auto (pretty when stdout is a TTY)" },
+  // Deprecated GIE flags: rejected when set, exactly as GIE v1.5 does, with the replacement named.
+  ...Object.fromEntries(
+    [
+      "total-queued-requests-metric",
+      "total-running-requests-metric",
+      "kv-cache-usage-percentage-metric",
+      "lora-info-metric",
+      "cache-info-metric",
+      "model-server-metrics-scheme",
+      "model-server-metrics-path",
+      "model-server-metrics-port",
+      "model-server-metrics-https-insecure-skip-verify",
+    ].map((name) => [
+      name,
+      {
+        kind: "string",
+        default: "",
+        help: "deprecated in GIE v1.5 and rejected; configure engineConfigs of core-metrics-extractor instead",
+        check: () =>
+          "deprecated and rejected (as in GIE v1.5): use core-metrics-extractor engineConfigs in the config file",
+      },
+    ]),
+  ),
+} as const satisfies Record<string, unknown>;
+
+type EppFlagValues = FlagValues<typeof EPP_FLAGS>;
+
+const SUMMARY =
+  "Endpoint picker for Envoy ext_proc (GIE v1 protocol). Resources come from --resources files or the Kubernetes API.";
+
+export interface RunningEpp {
+  readonly grpcPort: number;
+  readonly healthPort: number;
+  readonly metricsPort: number;
+  readonly datastore: Datastore;
+  readonly metrics: EppMetrics;
+  readonly logger: Logger;
+  snapshot(): DebugSnapshot;
+  /** Stops accepting streams, drains in-flight ones for up to `graceMs`, then closes everything. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface StartEppOverrides {
+  readonly logger?: Logger;
+  /** Replaces the admission layer built from the config (tests, benchmarks). */
+  readonly admission?: (ctx: AdmissionContext) => Admission;
+  /** Skip scraping (benchmarks that set endpoint metrics directly). */
+  readonly scrape?: boolean;
+  /** Use this datastore instead of creating one from --resources / Kubernetes (benchmarks). */
+  readonly datastore?: Datastore;
+}
+
+export interface AdmissionContext {
+  readonly config: PickerConfig;
+  readonly datastore: Datastore;
+  readonly metrics: EppMetrics;
+  readonly logger: Logger;
+  readonly detector: ReturnType<typeof createScheduler>["pluginSet"]["saturationDetector"];
+  readonly refreshIntervalMs: number;
+}
+
+/** Admission factory used when the caller does not override it; the flow-control module replaces this hook. */
+let defaultAdmissionFactory = (ctx: AdmissionContext): Admission =>
+  new SheddingAdmission({
+    detector: ctx.detector,
+    onShed: (r, reason) => ctx.metrics.shedTotal.inc({ criticality: r.criticality, reason }),
+  });
+
+export function setDefaultAdmissionFactory(factory: (ctx: AdmissionContext) => Admission): void {
+  defaultAdmissionFactory = factory;
+}
+
+function logLevel(f: EppFlagValues): LevelWithSilent {
+  if (f.$set.has("v")) return f.v >= 4 ? "trace" : f.v >= 3 ? "debug" : "info";
+  const level = f["log-level"];
+  if (!["trace", "debug", "info", "warn", "error", "fatal", "silent"].includes(level))
+    throw new ConfigError(`unknown level "${level}"`, undefined, "--log-level");
+  return level as LevelWithSilent;
+}
+
+function loadConfig(f: EppFlagValues): PickerConfig {
+  if (f["config-file"] && f["config-text"])
+    throw new ConfigError("--config-file and --config-text are mutually exclusive", undefined, "--config-file");
+  if (f["config-text"]) return loadPickerConfig({ text: f["config-text"] });
+  if (f["config-file"]) {
+    let text: string;
+    try {
+      text = readFileSync(f["config-file"], "utf8");
+    } catch (err) {
+      throw new ConfigError(`cannot read: ${(err as Error).message}`, f["config-file"]);
+    }
+    return loadPickerConfig({ text, file: f["config-file"] });
+  }
+  return loadPickerConfig({});
+}
+
+export async function startEpp(argv: readonly string[], overrides: StartEppOverrides = {}): Promise<RunningEpp> {
+  const f = parseFlags(EPP_FLAGS, argv);
+  if (f.$args.length > 0) throw new ConfigError(`unexpected argument "${f.$args[0]}"`);
+  const format = f["log-format"];
+  const logger =
+    overrides.logger ??
+    createLogger({ level: logLevel(f), pretty: format === "auto" ? undefined : format === "pretty", name: "epp" });
+  const namespace = f["pool-namespace"] || process.env.NAMESPACE || "default";
+  const standalone = f["endpoint-selector"] !== "";
+  if (standalone && f["pool-name"])
+    throw new ConfigError(
+      "--endpoint-selector and --pool-name are mutually exclusive",
+      undefined,
+      "--endpoint-selector",
+    );
+  if (!standalone && !f["pool-name"] && !overrides.datastore)
+    throw new ConfigError("required (or use --endpoint-selector for standalone mode)", undefined, "--pool-name");
+  if (standalone && f.resources)
+    throw new ConfigError(
+      "standalone mode watches pods through the Kubernetes API; use --pool-name with --resources",
+      undefined,
+      "--endpoint-selector",
+    );
+  const targetPorts = f["endpoint-target-ports"].map((p) => Number(p));
+  const poolName = standalone ? "standalone" : f["pool-name"];
+
+  const config = loadConfig(f);
+  for (const w of config.warnings) logger.warn({ config: config.file ?? "(inline)" }, w);
+
+  const datastore = overrides.datastore ?? new Datastore({ poolName, poolNamespace: namespace, logger });
+  const handle = createPluginHandle({ endpoints: () => datastore.endpoints() });
+  const metrics = new EppMetrics({
+    commit: process.env.SWITCHYARD_COMMIT,
+    buildRef: process.env.SWITCHYARD_VERSION ?? "switchyard",
+    poolSnapshot: () => {
+      const pool = datastore.pool();
+      if (!pool) return undefined;
+      const now = performance.now();
+      return {
+        poolName: pool.name,
+        stalenessMs: f["metrics-staleness-threshold"],
+        saturation: detector.saturation(datastore.endpoints(), now),
+        endpoints: datastore.endpoints().map((e) => ({
+          name: e.name,
+          key: e.key,
+          ageMs: e.metrics ? now - e.metrics.updateTime : undefined,
+          queue: e.metrics?.waitingQueueSize,
+          running: e.metrics?.runningRequestsSize,
+          kv: e.metrics?.kvCacheUsagePercent,
+        })),
+      };
+    },
+  });
+  const scheduler = createScheduler(config, handle, {
+    onPluginDuration: (point, type, name, seconds) =>
+      metrics.pluginDuration.observe({ extension_point: point, plugin_type: type, plugin_name: name }, seconds),
+  });
+  const detector = scheduler.pluginSet.saturationDetector;
+  const admissionCtx: AdmissionContext = {
+    config,
+    datastore,
+    metrics,
+    logger,
+    detector,
+    refreshIntervalMs: f["refresh-metrics-interval"],
+  };
+  const admission = (overrides.admission ?? defaultAdmissionFactory)(admissionCtx);
+  const decisions = new DecisionLog(50);
+  const director = new Director({
+    datastore,
+    scheduler,
+    preRequest: scheduler.preRequestPlugins,
+    admission,
+    metrics,
+    logger,
+    decisions,
+    rejectUnknownModels: f["reject-unknown-models"],
+    disableSubsetFilter: f["disable-endpoint-subset-filter"],
+    tenantHeader: f["tenant-header"],
+  });
+
+  datastore.onEndpointsChanged((added, removed) => {
+    for (const e of added) logger.info({ endpoint: e.key, pod: e.podName }, "endpoint joined the pool");
+    for (const e of removed) {
+      logger.info({ endpoint: e.key, pod: e.podName }, "endpoint left the pool");
+      scheduler.endpointRemoved(e.key);
+    }
+  });
+
+  // Sources: files, or the Kubernetes API (informers).
+  let stopSource: () => Promise<void> = async () => {};
+  if (!overrides.datastore) {
+    if (f.resources) {
+      const source = new FileSource({ path: f.resources, datastore, logger });
+      const report = await source.start();
+      logger.info(
+        { resources: f.resources, accepted: report.accepted, rejected: report.rejected.length },
+        "resources loaded",
+      );
+      stopSource = () => source.stop();
+    } else {
+      const source = new KubernetesSource({
+        ...(f.kubeconfig ? { kubeconfig: f.kubeconfig } : {}),
+        namespace,
+        poolName,
+        poolGroup: f["pool-group"],
+        datastore,
+        logger,
+        ...(standalone ? { standalone: { selector: f["endpoint-selector"], targetPorts, poolName } } : {}),
+      });
+      await source.start();
+      logger.info({ pool: poolName, namespace }, "kubernetes source synced");
+      stopSource = async () => source.stop();
+    }
+  }
+
+  const scraper =
+    overrides.scrape === false
+      ? undefined
+      : new MetricsScraper({
+          source: datastore,
+          intervalMs: f["refresh-metrics-interval"],
+          timeoutMs: f["scrape-timeout"],
+          logger,
+          hooks: {
+            onScrape: (endpoint, result) => {
+              const labels = { pod: endpoint.name, endpoint: endpoint.key };
+              metrics.scrapeDuration.observe(labels, result.durationMs / 1000);
+              if (!result.ok) metrics.scrapeErrors.inc({ ...labels, reason: result.error?.reason ?? "unknown" });
+            },
+          },
+        });
+  scraper?.start();
+
+  const leaderElection = f["ha-enable-leader-election"];
+  const health = createHealthServer({ host: f.host, port: f["grpc-health-port"], leaderElection });
+  const server = createExtProcServer({
+    host: f.host,
+    port: f["grpc-port"],
+    factory: {
+      begin: () => {
+        metrics.streamsInFlight.inc();
+        const lifecycle = director.begin();
+        const done = lifecycle.done.bind(lifecycle);
+        lifecycle.done = (outcome) => {
+          metrics.streamsInFlight.dec();
+          done(outcome);
+        };
+        return lifecycle;
+      },
+    },
+    logger,
+    maxBodyBytes: f["max-body-bytes"],
+    defaultRequestBodyMode: f["request-body-mode"] as "full-duplex" | "buffered",
+    echoRequestHeaders: f["echo-request-headers"],
+    tls: f["secure-serving"] ? (f["cert-path"] ? { certPath: f["cert-path"] } : {}) : false,
+    ...(f["health-checking"] ? { healthOnSamePort: health.state } : {}),
+  });
+
+  const snapshot = (): DebugSnapshot => {
+    const now = performance.now();
+    const pool = datastore.pool();
+    const endpoints = datastore.endpoints();
+    return {
+      version: 1,
+      time: new Date().toISOString(),
+      pool: pool
+        ? { name: pool.name, namespace: pool.namespace, selector: pool.selector, targetPorts: pool.targetPorts }
+        : null,
+      synced: datastore.synced(),
+      saturation: detector.saturation(endpoints, now),
+      saturated: detector.isSaturated(endpoints, now),
+      endpoints: endpoints.map((e) => {
+        const m = e.metrics;
+        return {
+          name: e.name,
+          key: e.key,
+          pod: e.podName,
+          engine: e.engine,
+          fresh: isFresh(e, now, detector.metricsStalenessMs),
+          ageMs: m ? Math.round(now - m.updateTime) : null,
+          metrics: m
+            ? {
+                queue: m.waitingQueueSize,
+                running: m.runningRequestsSize,
+                kvCacheUsage: m.kvCacheUsagePercent,
+                activeAdapters: [...m.activeModels],
+                waitingAdapters: [...m.waitingModels],
+                maxLoras: m.maxActiveModels,
+                blockSize: m.cacheBlockSize,
+                numBlocks: m.cacheNumBlocks,
+              }
+            : null,
+          inflight: e.inflightRequests,
+          inflightTokens: e.inflightTokens,
+          routed: e.routedRequests,
+          lastScrapeError: e.lastScrapeError ?? null,
+        };
+      }),
+      decisions: decisions.recent(20),
+    };
+  };
+
+  const metricsServer = await startMetricsServer({
+    host: f.host,
+    port: f["metrics-port"],
+    metrics,
+    debugSnapshot: snapshot,
+    logger,
+  });
+  const { port: grpcPort } = await server.start();
+  const healthPort = (await health.start()).port;
+
+  let elector: LeaderElector | undefined;
+  if (leaderElection) {
+    elector = new LeaderElector({
+      ...(f.kubeconfig ? { kubeconfig: f.kubeconfig } : {}),
+      namespace,
+      leaseName: leaseNameFor(namespace, poolName),
+      logger,
+      onStartedLeading: () => {
+        logger.info("became leader");
+        health.setLeader(true);
+      },
+      onStoppedLeading: () => {
+        logger.warn("lost leadership");
+        health.setLeader(false);
+      },
+    });
+    elector.start();
+  }
+
+  // Ready once resources are loaded and every endpoint has had its first scrape attempt (GIE: pool synced).
+  void (scraper ? scraper.firstRound() : Promise.resolve()).then(() => {
+    health.setSynced(datastore.synced() || overrides.datastore !== undefined);
+    logger.info({ synced: datastore.synced(), endpoints: datastore.endpoints().length }, "first scrape round done");
+  });
+  datastore.onEndpointsChanged(() => {
+    if (datastore.synced()) health.setSynced(true);
+  });
+
+  logger.info(
+    {
+      grpcPort,
+      healthPort,
+      metricsPort: metricsServer.port,
+      pool: poolName,
+      namespace,
+      tls: f["secure-serving"],
+      profile: scheduler.profile,
+      source: overrides.datastore ? "provided" : f.resources ? `file:${f.resources}` : "kubernetes",
+    },
+    "switchyard epp started",
+  );
+
+  let stopped = false;
+  return {
+    grpcPort,
+    healthPort,
+    metricsPort: metricsServer.port,
+    datastore,
+    metrics,
+    logger,
+    snapshot,
+    async stop(graceMs = f["drain-timeout"]) {
+      if (stopped) return;
+      stopped = true;
+      health.setSynced(false);
+      await server.stop(graceMs);
+      await elector?.stop();
+      await scraper?.stop();
+      await stopSource();
+      await health.stop();
+      await metricsServer.close();
+      (admission as { close?: () => void }).close?.();
+      logger.flush?.();
+    },
+  };
+}
+
+export async function run(argv: readonly string[]): Promise<number | undefined> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(formatHelp("epp", SUMMARY, EPP_FLAGS));
+    return 0;
+  }
+  const epp = await startEpp(argv);
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    epp.logger.info({ signal }, "draining in-flight streams");
+    epp.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        epp.logger.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+  return undefined;
 }

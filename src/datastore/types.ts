@@ -113,6 +113,8 @@ export interface Endpoint {
   inflightRequests: number;
   /** Estimated tokens of those requests. */
   inflightTokens: number;
+  /** Requests this EPP replica has routed here since the endpoint appeared (for /debug and `switchyard top`). */
+  routedRequests: number;
   /** Last scrape error, for /debug and logs. */
   lastScrapeError: string | undefined;
 }

@@ -85,3 +85,46 @@ export interface Scheduler {
   /** Throws SwitchyardError SY_SCHEDULING_FAILED when every candidate is filtered out. */
   schedule(request: SchedulingRequest, candidates: readonly Endpoint[]): SchedulingResult;
 }
+
+/**
+ * Decides whether the pool is saturated (GIE's SaturationDetector). Lives with the plugins so one configured
+ * `utilization-detector` can serve both as a scheduling filter and as admission's detector.
+ */
+export interface SaturationDetector extends Plugin {
+  /**
+   * GIE v1.5 utilization score: mean over `endpoints` of max(q/Q, kv/KV); stale or missing metrics count 1.0; no
+   * endpoints → 1.0. Not capped, so one badly overloaded endpoint can lift the mean past 1. For gauges and flow control.
+   */
+  saturation(endpoints: readonly Endpoint[], now: number): number;
+  /** True when no endpoint has fresh metrics with queue < Q and KV < KV threshold (zero endpoints = saturated). */
+  isSaturated(endpoints: readonly Endpoint[], now: number): boolean;
+  /** Metrics older than this many ms are stale; scorers read the same threshold. */
+  readonly metricsStalenessMs: number;
+}
+
+/** Plugins that keep per-endpoint state (e.g. the prefix index) forget an endpoint that left the pool. */
+export interface EndpointStateHolder extends Plugin {
+  endpointRemoved(endpointKey: string): void;
+}
+
+/** Label values of `inference_extension_plugin_duration_seconds{extension_point}` (GIE names). */
+export type ExtensionPoint = "Filter" | "Scorer" | "Picker" | "PreRequest";
+
+export type PluginDurationHook = (
+  extensionPoint: ExtensionPoint,
+  pluginType: string,
+  pluginName: string,
+  seconds: number,
+) => void;
+
+/** What createScheduler returns: the Scheduler seam plus what the director runs after the pick. */
+export interface PluginScheduler extends Scheduler {
+  /** Name of the profile that runs. */
+  readonly profile: string;
+  /** Every configured plugin implementing PreRequest, in config order (e.g. the prefix-index insert). */
+  readonly preRequestPlugins: readonly PreRequest[];
+  /** Runs every PreRequest plugin for the chosen endpoints, reporting each duration through the hook. */
+  preRequest(request: SchedulingRequest, chosen: readonly Endpoint[]): void;
+  /** Drops per-endpoint plugin state of an endpoint that left the pool. */
+  endpointRemoved(endpointKey: string): void;
+}

@@ -1,0 +1,105 @@
+/**
+ * Child-process supervision for `switchyard up` and `switchyard bench`: every child is started from this package's
+ * own CLI, its output goes to a log file, and stopAll() ends them all (SIGTERM, then SIGKILL after a grace period)
+ * so Ctrl-C never leaves a simulator or gateway behind.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { createWriteStream, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** dist/cli.js (or src/cli.ts under tsx when running from source). */
+export function cliEntry(): string {
+  return fileURLToPath(new URL("../cli.js", import.meta.url));
+}
+
+export interface Child {
+  readonly name: string;
+  readonly process: ChildProcess;
+  readonly logFile: string;
+  /** Resolves with the exit code (or signal name) when the child exits. */
+  readonly exited: Promise<number | string>;
+}
+
+export class Supervisor {
+  readonly #children: Child[] = [];
+  #stopping = false;
+
+  constructor(readonly logDir: string) {}
+
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
+  /** Starts `switchyard <args…>` as a child. */
+  start(name: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Child {
+    const logFile = join(this.logDir, `${name}.log`);
+    const log = createWriteStream(logFile, { flags: "w" });
+    const entry = cliEntry();
+    const execArgv = entry.endsWith(".ts") ? ["--import", "tsx"] : [];
+    const child = spawn(process.execPath, [...execArgv, entry, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ...env },
+    });
+    child.stdout?.pipe(log, { end: false });
+    child.stderr?.pipe(log, { end: false });
+    const exited = new Promise<number | string>((resolve) => {
+      child.once("exit", (code, signal) => {
+        log.end();
+        resolve(code ?? signal ?? "unknown");
+      });
+    });
+    const entryRecord: Child = { name, process: child, logFile, exited };
+    this.#children.push(entryRecord);
+    return entryRecord;
+  }
+
+  children(): readonly Child[] {
+    return this.#children;
+  }
+
+  /** Last lines of a child's log, for error messages. */
+  tail(child: Child, lines = 15): string {
+    try {
+      return readFileSync(child.logFile, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+    } catch {
+      return "";
+    }
+  }
+
+  async stopAll(graceMs = 5000): Promise<void> {
+    this.#stopping = true;
+    const running = this.#children.filter((c) => c.process.exitCode === null && c.process.signalCode === null);
+    for (const c of running) c.process.kill("SIGTERM");
+    const timer = setTimeout(() => {
+      for (const c of running)
+        if (c.process.exitCode === null && c.process.signalCode === null) c.process.kill("SIGKILL");
+    }, graceMs);
+    await Promise.all(running.map((c) => c.exited));
+    clearTimeout(timer);
+  }
+}
+
+/** Polls `check` until it resolves truthy or the deadline passes. */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false>,
+  timeoutMs: number,
+  intervalMs = 100,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ""}`,
+      );
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

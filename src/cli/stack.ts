@@ -1,0 +1,134 @@
+/**
+ * The simulated fleet shared by `switchyard up`, the e2e tests and the benchmark: which simulators run where, and
+ * the InferencePool / InferenceModel / Pod documents that describe them to the EPP's file source.
+ */
+
+export interface SimPod {
+  readonly name: string;
+  readonly address: string;
+  readonly port: number;
+  /** Latency multiplier (1 = baseline, 2 = twice as slow). */
+  readonly speed: number;
+  readonly loras: readonly string[];
+  readonly maxLoras: number;
+}
+
+export interface FleetOptions {
+  readonly count: number;
+  /** First three octets, e.g. "127.0.1" → 127.0.1.1, 127.0.1.2, … */
+  readonly addressPrefix: string;
+  readonly port: number;
+  /** Speeds cycled over the pods. */
+  readonly speeds?: readonly number[];
+  /** Adapters served by the first `loraPods` pods. */
+  readonly loras?: readonly string[];
+  readonly loraPods?: number;
+  readonly maxLoras?: number;
+}
+
+export const BASE_MODEL = "meta-llama/Llama-3.1-8B-Instruct";
+export const POOL_NAME = "local-pool";
+export const POOL_NAMESPACE = "default";
+
+export function fleet(options: FleetOptions): SimPod[] {
+  const speeds = options.speeds ?? [1];
+  const loras = options.loras ?? ["sql-lora", "tweet-summary-lora"];
+  const loraPods = options.loraPods ?? 2;
+  return Array.from({ length: options.count }, (_, i) => ({
+    name: `sim-${i + 1}`,
+    address: `${options.addressPrefix}.${i + 1}`,
+    port: options.port,
+    speed: speeds[i % speeds.length]!,
+    loras: i < loraPods ? loras : [],
+    maxLoras: options.maxLoras ?? 2,
+  }));
+}
+
+/** The `switchyard sim` arguments for one pod (set env POD_NAME=pod.name for the x-inference-pod header). */
+export function simArgs(pod: SimPod, extra: readonly string[] = []): string[] {
+  const args = ["--host", pod.address, "--port", String(pod.port), "--model", BASE_MODEL, "--speed", String(pod.speed)];
+  if (pod.loras.length > 0) args.push("--lora-modules", pod.loras.join(","), "--max-loras", String(pod.maxLoras));
+  return [...args, ...extra];
+}
+
+/** Multi-document YAML for the EPP's `--resources`. Models: one per criticality, plus the LoRA adapters. */
+export function fleetResources(
+  pods: readonly SimPod[],
+  loras: readonly string[] = ["sql-lora", "tweet-summary-lora"],
+): string {
+  const now = "2026-01-01T00:00:00Z";
+  const docs: string[] = [
+    `apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata:
+  name: ${POOL_NAME}
+  namespace: ${POOL_NAMESPACE}
+spec:
+  selector:
+    matchLabels:
+      app: switchyard-sim
+  targetPorts:
+    - number: ${pods[0]?.port ?? 8000}
+  endpointPickerRef:
+    name: switchyard-epp
+    port:
+      number: 9002
+    failureMode: FailOpen`,
+    model("llama3", "Critical", BASE_MODEL, now),
+    model("llama3-standard", "Standard", BASE_MODEL, now),
+    model("llama3-batch", "Sheddable", BASE_MODEL, now),
+    model(BASE_MODEL, "Standard", undefined, now),
+    ...loras.map((l) => model(l, "Standard", undefined, now)),
+    `apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata:
+  name: batch
+  namespace: ${POOL_NAMESPACE}
+spec:
+  priority: -1
+  poolRef:
+    name: ${POOL_NAME}`,
+    `apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata:
+  name: interactive
+  namespace: ${POOL_NAMESPACE}
+spec:
+  priority: 10
+  poolRef:
+    name: ${POOL_NAME}`,
+  ];
+  for (const pod of pods)
+    docs.push(`apiVersion: v1
+kind: Pod
+metadata:
+  name: ${pod.name}
+  namespace: ${POOL_NAMESPACE}
+  labels:
+    app: switchyard-sim
+status:
+  podIP: ${pod.address}
+  conditions:
+    - type: Ready
+      status: "True"`);
+  return `${docs.join("\n---\n")}\n`;
+}
+
+function model(modelName: string, criticality: string, target: string | undefined, created: string): string {
+  const name = modelName
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, "-")
+    .replace(/^-+|-+$/g, "");
+  const targets = target ? `\n  targetModels:\n    - name: ${target}\n      weight: 100` : "";
+  return `apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceModel
+metadata:
+  name: ${name}
+  namespace: ${POOL_NAMESPACE}
+  creationTimestamp: "${created}"
+spec:
+  modelName: ${modelName}
+  criticality: ${criticality}${targets}
+  poolRef:
+    name: ${POOL_NAME}`;
+}

@@ -1,0 +1,501 @@
+/**
+ * Polls every endpoint's `/metrics` and replaces `endpoint.metrics` with what it reads (model-servers.md §4, §6).
+ *
+ * Scheduling never waits on this: it only reads `endpoint.metrics` and judges freshness by `updateTime`.
+ *
+ * Design rules, each a lesson from GIE's poller:
+ * - One setTimeout chain per endpoint, scheduled only after the previous scrape settled, so two scrapes of one
+ *   endpoint can never overlap; a scrape slower than the interval simply skips ticks.
+ * - One undici Client (a single keep-alive connection, pipelining 1) per origin, so 20 scrapes/s reuse one socket.
+ *   The connect timeout is short, so a dead pod fails fast instead of holding a slot for undici's 10 s default.
+ * - The body is always consumed (or dumped on non-200), otherwise the socket is never returned.
+ * - On failure the previous metrics object is kept untouched, so it ages into staleness instead of reading as 0,
+ *   and retries back off exponentially up to `maxBackoffMs` (default 2 s, the pool staleness threshold, so a pod that
+ *   recovers is fresh again within one staleness window).
+ * - The per-request deadline is our own AbortController + cleared timer rather than AbortSignal.timeout: the timer
+ *   is gone the moment the scrape ends, so stop() leaves nothing behind, and removal aborts through the same signal.
+ */
+import { Client } from "undici";
+import { DEFAULT_REFRESH_METRICS_INTERVAL_MS, DEFAULT_SCRAPE_TIMEOUT_MS } from "../common/constants.js";
+import { ConfigError } from "../common/errors.js";
+import type { Endpoint } from "../datastore/types.js";
+import { type Logger, silentLogger } from "../observability/logger.js";
+import { type EngineConfig, EngineRegistry, extractMetrics } from "./engines.js";
+
+/** What the scraper needs from the datastore: the current endpoints and a change feed. */
+export interface EndpointSource {
+  endpoints(): readonly Endpoint[];
+  /** Subscribes to membership changes; returns the unsubscribe function. */
+  onEndpointsChanged(listener: (added: readonly Endpoint[], removed: readonly Endpoint[]) => void): () => void;
+}
+
+export type ScrapeFailureReason =
+  /** No response (headers and body) within `timeoutMs`. */
+  | "timeout"
+  /** TCP/TLS connection could not be established (refused, unreachable, connect timeout). */
+  | "connect"
+  /** The server answered with a status other than 200. */
+  | "status"
+  /** The connection failed mid-request or the body was cut short / too large. */
+  | "network"
+  /** The body lacked a required signal (or was not an exposition at all). */
+  | "parse"
+  /** The endpoint's engine type has no metric mapping. */
+  | "engine"
+  /** The endpoint cannot be turned into a URL. */
+  | "target";
+
+export class ScrapeError extends Error {
+  override readonly name = "ScrapeError";
+  constructor(
+    readonly reason: ScrapeFailureReason,
+    message: string,
+    options?: { cause?: unknown; statusCode?: number },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.statusCode = options?.statusCode;
+  }
+  readonly statusCode: number | undefined;
+}
+
+export interface ScrapeResult {
+  readonly ok: boolean;
+  /** From request start to body completion (or failure). */
+  readonly durationMs: number;
+  readonly error?: ScrapeError;
+}
+
+export interface ScraperHooks {
+  /** Called after every scrape attempt, e.g. to count errors and observe latency. Must not throw (it is guarded). */
+  onScrape?(endpoint: Endpoint, result: ScrapeResult): void;
+}
+
+export interface MetricsScraperOptions {
+  source: EndpointSource;
+  /** Poll interval per endpoint. Default 50 ms (GIE `--refresh-metrics-interval`). */
+  intervalMs?: number;
+  /** Deadline for one scrape, connect included. Default 1000 ms. */
+  timeoutMs?: number;
+  /** Metrics path. Default `/metrics`. */
+  path?: string;
+  /** Default `http`. */
+  scheme?: "http" | "https";
+  /** Scrape this port instead of the endpoint's target port (GIE `--model-server-metrics-port`). Default: unset. */
+  metricsPort?: number;
+  /** Skip TLS verification for `https` (GIE's `insecureSkipVerify`, default true: pods serve self-signed certs). */
+  insecureSkipVerify?: boolean;
+  /** Engine mappings: a registry, or custom engine configs merged over the built-ins. Default: built-ins only. */
+  engines?: EngineRegistry | readonly EngineConfig[];
+  /** Upper bound of the retry backoff after repeated failures. Default 2000 ms. */
+  maxBackoffMs?: number;
+  /** Largest accepted `/metrics` body. Default 16 MiB. */
+  maxBodyBytes?: number;
+  /** Default: a silent logger. */
+  logger?: Logger;
+  hooks?: ScraperHooks;
+}
+
+export const DEFAULT_MAX_SCRAPE_BACKOFF_MS = 2_000;
+export const DEFAULT_MAX_METRICS_BODY_BYTES = 16 * 1024 * 1024;
+/** `text/plain; version=0.0.4` keeps servers on the classic format instead of OpenMetrics (§5). */
+export const METRICS_ACCEPT_HEADER = "text/plain; version=0.0.4";
+
+interface Deferred {
+  readonly promise: Promise<void>;
+  resolve(): void;
+}
+
+function deferred(): Deferred {
+  // Promise.withResolvers is Node 22+; this runs on Node 20 too.
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+interface SharedClient {
+  readonly client: Client;
+  refs: number;
+}
+
+/** Per-endpoint loop state. */
+interface Target {
+  readonly endpoint: Endpoint;
+  readonly origin: string;
+  shared: SharedClient | undefined;
+  timer: NodeJS.Timeout | undefined;
+  /** The in-flight scrape, if any; stop() awaits it so no hook fires after stop() resolves. */
+  inflight: Promise<void> | undefined;
+  abort: AbortController | undefined;
+  stopped: boolean;
+  failures: number;
+  readonly firstAttempt: Deferred;
+  attempted: boolean;
+  warnedEngine: boolean;
+}
+
+function checkPositive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+    throw new ConfigError(`must be a positive finite number of milliseconds, got ${String(value)}`, undefined, name);
+  }
+  return value;
+}
+
+function hostPort(address: string, port: number): string {
+  return address.includes(":") && !address.startsWith("[") ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+function errorCode(err: unknown): string | undefined {
+  if (err !== null && typeof err === "object" && "code" in err && typeof err.code === "string") return err.code;
+  return undefined;
+}
+
+const CONNECT_CODES = new Set([
+  "ECONNREFUSED",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EADDRNOTAVAIL",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "UND_ERR_CONNECT_TIMEOUT",
+]);
+
+function classify(err: unknown, url: string): ScrapeError {
+  if (err instanceof ScrapeError) return err;
+  const code = errorCode(err);
+  const detail = err instanceof Error ? err.message : String(err);
+  if (code !== undefined && CONNECT_CODES.has(code)) {
+    return new ScrapeError("connect", `GET ${url}: cannot connect (${code})`, { cause: err });
+  }
+  if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") {
+    return new ScrapeError("timeout", `GET ${url}: ${detail}`, { cause: err });
+  }
+  if (code === "UND_ERR_RES_EXCEEDED_MAX_SIZE") {
+    return new ScrapeError("network", `GET ${url}: body larger than the limit`, { cause: err });
+  }
+  return new ScrapeError("network", `GET ${url}: ${code ? `${code} ` : ""}${detail}`, { cause: err });
+}
+
+export class MetricsScraper {
+  readonly #source: EndpointSource;
+  readonly #intervalMs: number;
+  readonly #timeoutMs: number;
+  readonly #path: string;
+  readonly #scheme: "http" | "https";
+  readonly #metricsPort: number | undefined;
+  readonly #insecureSkipVerify: boolean;
+  readonly #engines: EngineRegistry;
+  readonly #maxBackoffMs: number;
+  readonly #maxBodyBytes: number;
+  readonly #logger: Logger;
+  readonly #hooks: ScraperHooks;
+
+  readonly #targets = new Map<string, Target>();
+  readonly #clients = new Map<string, SharedClient>();
+  /** Clients being destroyed; stop() awaits them so no socket outlives it. */
+  readonly #closing = new Set<Promise<void>>();
+  readonly #started = deferred();
+  #state: "new" | "running" | "stopped" = "new";
+  #unsubscribe: (() => void) | undefined;
+
+  constructor(options: MetricsScraperOptions) {
+    if (options === null || typeof options !== "object") throw new ConfigError("options must be an object");
+    const { source } = options;
+    if (
+      source === null ||
+      typeof source !== "object" ||
+      typeof source.endpoints !== "function" ||
+      typeof source.onEndpointsChanged !== "function"
+    ) {
+      throw new ConfigError("must implement endpoints() and onEndpointsChanged()", undefined, "source");
+    }
+    this.#source = source;
+    this.#intervalMs = checkPositive("intervalMs", options.intervalMs, DEFAULT_REFRESH_METRICS_INTERVAL_MS);
+    this.#timeoutMs = checkPositive("timeoutMs", options.timeoutMs, DEFAULT_SCRAPE_TIMEOUT_MS);
+    this.#maxBackoffMs = Math.max(
+      this.#intervalMs,
+      checkPositive("maxBackoffMs", options.maxBackoffMs, DEFAULT_MAX_SCRAPE_BACKOFF_MS),
+    );
+    this.#maxBodyBytes = checkPositive("maxBodyBytes", options.maxBodyBytes, DEFAULT_MAX_METRICS_BODY_BYTES);
+    const path = options.path ?? "/metrics";
+    if (typeof path !== "string" || !path.startsWith("/") || /[\s#]/.test(path)) {
+      throw new ConfigError(
+        `must be an absolute path without spaces or "#", got ${JSON.stringify(path)}`,
+        undefined,
+        "path",
+      );
+    }
+    this.#path = path;
+    const scheme = options.scheme ?? "http";
+    if (scheme !== "http" && scheme !== "https") {
+      throw new ConfigError(`must be "http" or "https", got ${JSON.stringify(scheme)}`, undefined, "scheme");
+    }
+    this.#scheme = scheme;
+    const port = options.metricsPort;
+    if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) {
+      throw new ConfigError(`must be an integer port 1-65535, got ${String(port)}`, undefined, "metricsPort");
+    }
+    this.#metricsPort = port;
+    this.#insecureSkipVerify = options.insecureSkipVerify ?? true;
+    this.#engines =
+      options.engines instanceof EngineRegistry
+        ? options.engines
+        : new EngineRegistry({ engineConfigs: options.engines ?? [] });
+    this.#logger = options.logger ?? silentLogger;
+    this.#hooks = options.hooks ?? {};
+  }
+
+  get engines(): EngineRegistry {
+    return this.#engines;
+  }
+
+  /** Number of endpoints being polled. */
+  get size(): number {
+    return this.#targets.size;
+  }
+
+  /** Starts polling the source's current endpoints and follows its changes. Idempotent; throws after stop(). */
+  start(): void {
+    if (this.#state === "running") return;
+    if (this.#state === "stopped") throw new Error("MetricsScraper: start() after stop()");
+    this.#state = "running";
+    this.#unsubscribe = this.#source.onEndpointsChanged((added, removed) => this.#onChanged(added, removed));
+    for (const endpoint of this.#source.endpoints()) this.#add(endpoint);
+    this.#started.resolve();
+  }
+
+  /**
+   * Resolves once every endpoint known when this is called (or, before start(), when start() runs) has had one
+   * scrape attempt, successful or not. Endpoints removed in the meantime count as done. Used for readiness.
+   */
+  async firstRound(): Promise<void> {
+    await this.#started.promise;
+    const pending: Promise<void>[] = [];
+    for (const t of this.#targets.values()) {
+      if (!t.attempted) pending.push(t.firstAttempt.promise);
+    }
+    await Promise.all(pending);
+  }
+
+  /** Stops every loop, aborts in-flight scrapes and closes every connection. No timer or socket survives it. */
+  async stop(): Promise<void> {
+    if (this.#state === "stopped") {
+      await Promise.all(this.#closing);
+      return;
+    }
+    this.#state = "stopped";
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+    const inflight: Promise<void>[] = [];
+    for (const t of this.#targets.values()) {
+      if (t.inflight) inflight.push(t.inflight);
+      this.#stopTarget(t);
+    }
+    this.#targets.clear();
+    this.#started.resolve(); // a firstRound() awaiting a start() that never comes
+    await Promise.all(inflight);
+    await Promise.all(this.#closing);
+  }
+
+  #onChanged(added: readonly Endpoint[], removed: readonly Endpoint[]): void {
+    if (this.#state !== "running") return;
+    // Removals first: a datastore replacing an endpoint object under the same key sends both in one call.
+    for (const endpoint of removed) {
+      const t = this.#targets.get(endpoint.key);
+      if (t !== undefined && t.endpoint === endpoint) {
+        this.#targets.delete(endpoint.key);
+        this.#stopTarget(t);
+      }
+    }
+    for (const endpoint of added) this.#add(endpoint);
+  }
+
+  #add(endpoint: Endpoint): void {
+    const existing = this.#targets.get(endpoint.key);
+    if (existing !== undefined) {
+      if (existing.endpoint === endpoint) return;
+      this.#stopTarget(existing);
+    }
+    const port = this.#metricsPort ?? endpoint.port;
+    const t: Target = {
+      endpoint,
+      origin: `${this.#scheme}://${hostPort(endpoint.address, port)}`,
+      shared: undefined,
+      timer: undefined,
+      inflight: undefined,
+      abort: undefined,
+      stopped: false,
+      failures: 0,
+      firstAttempt: deferred(),
+      attempted: false,
+      warnedEngine: false,
+    };
+    this.#targets.set(endpoint.key, t);
+    // First scrape right away: readiness waits on it.
+    this.#schedule(t, 0);
+  }
+
+  #stopTarget(t: Target): void {
+    t.stopped = true;
+    if (t.timer !== undefined) {
+      clearTimeout(t.timer);
+      t.timer = undefined;
+    }
+    t.abort?.abort(new ScrapeError("network", "endpoint removed"));
+    this.#release(t);
+    t.firstAttempt.resolve();
+  }
+
+  #schedule(t: Target, delayMs: number): void {
+    if (t.stopped) return;
+    t.timer = setTimeout(() => {
+      t.timer = undefined;
+      if (t.stopped || t.inflight !== undefined) return;
+      t.inflight = this.#scrape(t).finally(() => {
+        t.inflight = undefined;
+      });
+    }, delayMs);
+    t.timer.unref();
+  }
+
+  #acquire(t: Target): Client {
+    if (t.shared !== undefined) return t.shared.client;
+    let shared = this.#clients.get(t.origin);
+    if (shared === undefined) {
+      const client = new Client(t.origin, {
+        pipelining: 1,
+        connectTimeout: this.#timeoutMs,
+        // Backstops only: the per-request AbortController enforces timeoutMs precisely.
+        headersTimeout: this.#timeoutMs + 1_000,
+        bodyTimeout: this.#timeoutMs + 1_000,
+        // Idle well past the interval, so consecutive scrapes reuse the connection.
+        keepAliveTimeout: Math.max(4_000, 4 * this.#intervalMs),
+        keepAliveMaxTimeout: Math.max(600_000, 4 * this.#intervalMs),
+        maxResponseSize: this.#maxBodyBytes,
+        ...(this.#scheme === "https" ? { connect: { rejectUnauthorized: !this.#insecureSkipVerify } } : {}),
+      });
+      shared = { client, refs: 0 };
+      this.#clients.set(t.origin, shared);
+    }
+    shared.refs++;
+    t.shared = shared;
+    return shared.client;
+  }
+
+  #release(t: Target): void {
+    const shared = t.shared;
+    if (shared === undefined) return;
+    t.shared = undefined;
+    shared.refs--;
+    if (shared.refs > 0) return;
+    if (this.#clients.get(t.origin) === shared) this.#clients.delete(t.origin);
+    // destroy, not close: an in-flight scrape of a removed endpoint is worthless, so do not wait for it.
+    const closing = shared.client.destroy().catch(() => {});
+    this.#closing.add(closing);
+    void closing.finally(() => this.#closing.delete(closing));
+  }
+
+  async #scrape(t: Target): Promise<void> {
+    const endpoint = t.endpoint;
+    const url = `${t.origin}${this.#path}`;
+    const started = performance.now();
+    let error: ScrapeError | undefined;
+    let finished = started;
+    try {
+      const mapping = this.#engines.resolve(endpoint);
+      if (mapping === undefined) {
+        const name = endpoint.engine || this.#engines.engineFor(endpoint.labels);
+        throw new ScrapeError(
+          "engine",
+          `no metric mapping for engine "${name}" (known: ${this.#engines.names().join(", ")})`,
+        );
+      }
+      let client: Client;
+      try {
+        client = this.#acquire(t);
+      } catch (err) {
+        throw new ScrapeError("target", `cannot scrape ${url}: ${err instanceof Error ? err.message : String(err)}`, {
+          cause: err,
+        });
+      }
+      const abort = new AbortController();
+      t.abort = abort;
+      const deadline = setTimeout(() => {
+        abort.abort(new ScrapeError("timeout", `GET ${url}: no complete response within ${this.#timeoutMs} ms`));
+      }, this.#timeoutMs);
+      deadline.unref();
+      let text: string;
+      try {
+        const res = await client.request({
+          method: "GET",
+          path: this.#path,
+          headers: { accept: METRICS_ACCEPT_HEADER },
+          signal: abort.signal,
+        });
+        if (res.statusCode !== 200) {
+          // Drain so the connection is reusable; a huge error body gets the socket closed by dump's limit instead.
+          await res.body.dump({ limit: 128 * 1024, signal: abort.signal }).catch(() => {});
+          throw new ScrapeError("status", `GET ${url}: HTTP ${res.statusCode}`, { statusCode: res.statusCode });
+        }
+        text = await res.body.text();
+        finished = performance.now();
+      } catch (err) {
+        throw abort.signal.aborted && abort.signal.reason instanceof ScrapeError
+          ? abort.signal.reason
+          : classify(err, url);
+      } finally {
+        clearTimeout(deadline);
+        t.abort = undefined;
+      }
+      if (t.stopped) return;
+      try {
+        endpoint.metrics = extractMetrics(mapping, text, finished, this.#path);
+      } catch (err) {
+        throw new ScrapeError("parse", `${url}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      }
+      endpoint.lastScrapeError = undefined;
+    } catch (err) {
+      error = err instanceof ScrapeError ? err : classify(err, url);
+      finished = performance.now();
+    }
+    if (t.stopped) return; // removed mid-scrape: its outcome no longer matters, and its client is gone
+    t.attempted = true;
+    t.firstAttempt.resolve();
+    const durationMs = finished - started;
+    if (error === undefined) {
+      if (t.failures > 0) {
+        this.#logger.info({ endpoint: endpoint.key, failures: t.failures }, "metrics scrape recovered");
+      }
+      t.failures = 0;
+      this.#report(endpoint, { ok: true, durationMs });
+      // Align to the tick grid: a scrape that overran the interval skips the ticks it missed.
+      this.#schedule(t, this.#intervalMs - (durationMs % this.#intervalMs));
+      return;
+    }
+    endpoint.lastScrapeError = error.message;
+    t.failures++;
+    if (error.reason === "engine") {
+      if (!t.warnedEngine) this.#logger.warn({ endpoint: endpoint.key, err: error.message }, "metrics scrape failing");
+      t.warnedEngine = true;
+    } else if (t.failures === 1) {
+      this.#logger.warn({ endpoint: endpoint.key, reason: error.reason, err: error.message }, "metrics scrape failing");
+    } else {
+      this.#logger.debug({ endpoint: endpoint.key, reason: error.reason, err: error.message }, "metrics scrape failed");
+    }
+    this.#report(endpoint, { ok: false, durationMs, error });
+    const backoff = this.#intervalMs * 2 ** Math.min(t.failures - 1, 30);
+    this.#schedule(t, Math.min(this.#maxBackoffMs, backoff));
+  }
+
+  #report(endpoint: Endpoint, result: ScrapeResult): void {
+    const hook = this.#hooks.onScrape;
+    if (hook === undefined) return;
+    try {
+      hook(endpoint, result);
+    } catch (err) {
+      this.#logger.error({ err }, "onScrape hook threw");
+    }
+  }
+}

@@ -1,0 +1,217 @@
+/**
+ * The Envoy-facing gRPC server: `/envoy.service.ext_proc.v3.ExternalProcessor/Process`, one ExtProcStream per call.
+ *
+ * TLS follows GIE's `--secure-serving`: a mounted `tls.crt`/`tls.key` pair, or a self-signed RSA certificate made at
+ * start — every gateway in ext-proc-protocol.md §6 accepts any certificate from the EPP.
+ */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { generate } from "selfsigned";
+import { DEFAULT_GRPC_PORT, DEFAULT_MAX_BODY_BYTES } from "../common/constants.js";
+import { ConfigError } from "../common/errors.js";
+import { type Logger, silentLogger } from "../observability/logger.js";
+import type { LifecycleFactory } from "./handler.js";
+import { addHealthService, bindAddress, checkPort, type HealthState } from "./health.js";
+import type { ProcessingRequest, ProcessingResponse } from "./messages.js";
+import { extProcService } from "./proto.js";
+import { type BodyMode, ExtProcStream, type ProcessCall } from "./stream.js";
+
+export interface ExtProcTlsOptions {
+  /** Directory holding `tls.crt` and `tls.key` (GIE's --cert-path). Default: a self-signed RSA cert made at start. */
+  readonly certPath?: string;
+}
+
+export interface ExtProcServerOptions {
+  /** Creates one RequestLifecycle per stream. Required. */
+  readonly factory: LifecycleFactory;
+  /** Listen address. Default "0.0.0.0". */
+  readonly host?: string;
+  /** Listen port; 0 picks a free one. Default 9002 (GIE's --grpc-port). */
+  readonly port?: number;
+  /** Default: silent. */
+  readonly logger?: Logger;
+  /** Request body cap; larger bodies get 413. Default 16 MiB. */
+  readonly maxBodyBytes?: number;
+  /** Body mode when Envoy sends no protocol_config. Default "full-duplex". */
+  readonly defaultRequestBodyMode?: BodyMode;
+  /** Echo every non-system request header like GIE. Default false. */
+  readonly echoRequestHeaders?: boolean;
+  /** false = plaintext (tests, benchmarks, mTLS sidecars). Default false; the CLI turns it on like GIE. */
+  readonly tls?: false | ExtProcTlsOptions;
+  /** Also serve grpc.health.v1.Health from this state on the same port (GIE --health-checking). Default: off. */
+  readonly healthOnSamePort?: HealthState;
+  /** Extra grpc-js server options, applied last (tuning escape hatch). Default: none. */
+  readonly grpcOptions?: grpc.ServerOptions;
+}
+
+export interface ExtProcServer {
+  start(): Promise<{ port: number }>;
+  /**
+   * Stops accepting streams (new ones get UNAVAILABLE), lets in-flight streams finish for up to `graceMs`
+   * (default 5000), then force-closes the rest.
+   */
+  stop(graceMs?: number): Promise<void>;
+  activeStreams(): number;
+  readonly draining: boolean;
+}
+
+/**
+ * Headroom over maxBodyBytes for one gRPC message: a BUFFERED body arrives (and a rewritten one leaves) in a single
+ * message beside headers and metadata.
+ */
+const MESSAGE_SLACK_BYTES = 1024 * 1024;
+const BODY_MODES: ReadonlySet<string> = new Set(["full-duplex", "buffered"]);
+
+function validate(options: ExtProcServerOptions): void {
+  if (options === null || typeof options !== "object") throw new ConfigError("options must be an object");
+  if (typeof options.factory?.begin !== "function") {
+    throw new ConfigError("must be a LifecycleFactory with begin()", undefined, "factory");
+  }
+  if (options.host !== undefined && (typeof options.host !== "string" || options.host === "")) {
+    throw new ConfigError("must be a non-empty string", undefined, "host");
+  }
+  if (options.port !== undefined) checkPort("port", options.port);
+  const max = options.maxBodyBytes;
+  if (max !== undefined && (!Number.isSafeInteger(max) || max <= 0)) {
+    throw new ConfigError(`must be a positive integer, got ${String(max)}`, undefined, "maxBodyBytes");
+  }
+  const mode = options.defaultRequestBodyMode;
+  if (mode !== undefined && !BODY_MODES.has(mode)) {
+    throw new ConfigError(
+      `must be "full-duplex" or "buffered", got "${String(mode)}"`,
+      undefined,
+      "defaultRequestBodyMode",
+    );
+  }
+  const tls = options.tls;
+  if (tls !== undefined && tls !== false && (tls === null || typeof tls !== "object")) {
+    throw new ConfigError("must be false or { certPath?: string }", undefined, "tls");
+  }
+}
+
+async function serverCredentials(tls: false | ExtProcTlsOptions | undefined): Promise<grpc.ServerCredentials> {
+  if (tls === undefined || tls === false) return grpc.ServerCredentials.createInsecure();
+  let cert: Buffer;
+  let key: Buffer;
+  if (tls.certPath !== undefined) {
+    const certFile = join(tls.certPath, "tls.crt");
+    const keyFile = join(tls.certPath, "tls.key");
+    try {
+      [cert, key] = await Promise.all([readFile(certFile), readFile(keyFile)]);
+    } catch (err) {
+      throw new ConfigError(`cannot read TLS material: ${(err as Error).message}`, tls.certPath, "certPath");
+    }
+  } else {
+    // GIE makes a self-signed RSA certificate when --cert-path is unset; proxies do not verify it (§6).
+    const pems = await generate([{ name: "commonName", value: "switchyard-epp" }], {
+      keyType: "rsa",
+      keySize: 2048,
+      algorithm: "sha256",
+      notAfterDate: new Date(Date.now() + 10 * 365 * 24 * 3600 * 1000),
+    });
+    cert = Buffer.from(pems.cert);
+    key = Buffer.from(pems.private);
+  }
+  return grpc.ServerCredentials.createSsl(null, [{ cert_chain: cert, private_key: key }], false);
+}
+
+export function createExtProcServer(options: ExtProcServerOptions): ExtProcServer {
+  validate(options);
+  const host = options.host ?? "0.0.0.0";
+  const port = options.port ?? DEFAULT_GRPC_PORT;
+  const logger = options.logger ?? silentLogger;
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const streamOptions = {
+    maxBodyBytes,
+    defaultRequestBodyMode: options.defaultRequestBodyMode ?? "full-duplex",
+    echoRequestHeaders: options.echoRequestHeaders ?? false,
+    logger,
+  } as const;
+  const messageLimit = maxBodyBytes + MESSAGE_SLACK_BYTES;
+  const grpcOptions: grpc.ServerOptions = {
+    "grpc.max_receive_message_length": messageLimit,
+    "grpc.max_send_message_length": messageLimit,
+    // Envoy keeps a few long-lived HTTP/2 connections; ping them so a vanished peer frees its streams.
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    "grpc.keepalive_permit_without_calls": 1,
+    ...options.grpcOptions,
+  };
+
+  let server: grpc.Server | undefined;
+  let draining = false;
+  let active = 0;
+  let stopping: Promise<void> | undefined;
+
+  const onClose = (): void => {
+    active--;
+  };
+
+  function handleCall(call: ProcessCall): void {
+    if (draining) {
+      call.emit("error", { code: grpc.status.UNAVAILABLE, details: "switchyard is shutting down" });
+      return;
+    }
+    active++;
+    try {
+      new ExtProcStream(call, options.factory, streamOptions, onClose);
+    } catch (err) {
+      // ExtProcStream converts its own failures; this guards the handler contract (nothing escapes to grpc-js).
+      logger.error({ err }, "ext_proc stream setup failed");
+      call.emit("error", { code: grpc.status.INTERNAL, details: "stream setup failed" });
+    }
+  }
+
+  return {
+    get draining() {
+      return draining;
+    },
+    activeStreams: () => active,
+    async start() {
+      if (server !== undefined) throw new Error("ext_proc server already started");
+      const credentials = await serverCredentials(options.tls);
+      const s = new grpc.Server(grpcOptions);
+      s.addService(extProcService().service, {
+        Process: (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) => handleCall(call),
+      });
+      if (options.healthOnSamePort !== undefined) addHealthService(s, options.healthOnSamePort);
+      server = s;
+      const address = bindAddress(host, port);
+      return new Promise((resolve, reject) => {
+        s.bindAsync(address, credentials, (err, bound) => {
+          if (err) {
+            server = undefined;
+            reject(new Error(`ext_proc server cannot listen on ${address}: ${err.message}`));
+            return;
+          }
+          logger.info(
+            { address: bindAddress(host, bound), tls: options.tls !== undefined && options.tls !== false },
+            "ext_proc listening",
+          );
+          resolve({ port: bound });
+        });
+      });
+    },
+    stop(graceMs = 5000) {
+      if (stopping !== undefined) return stopping;
+      draining = true;
+      const s = server;
+      if (s === undefined) return Promise.resolve();
+      stopping = new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          logger.warn({ activeStreams: active }, "ext_proc grace period over; closing remaining streams");
+          s.forceShutdown();
+          resolve();
+        }, graceMs);
+        s.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      }).finally(() => {
+        server = undefined;
+      });
+      return stopping;
+    },
+  };
+}

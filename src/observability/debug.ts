@@ -1,0 +1,46 @@
+/**
+ * The JSON document served at /debug/endpoints. `switchyard top` and the local stack's live table read it, so it
+ * is a stable, versioned shape (bump `version` on breaking changes).
+ */
+import type { DecisionRecord } from "./decisions.js";
+
+export interface DebugEndpoint {
+  readonly name: string;
+  readonly key: string;
+  readonly pod: string;
+  readonly engine: string;
+  /** Metrics no older than the saturation staleness bound. */
+  readonly fresh: boolean;
+  /** ms since the last successful scrape; null when never scraped. */
+  readonly ageMs: number | null;
+  readonly metrics: {
+    readonly queue: number;
+    readonly running: number;
+    readonly kvCacheUsage: number;
+    readonly activeAdapters: readonly string[];
+    readonly waitingAdapters: readonly string[];
+    readonly maxLoras: number;
+    readonly blockSize: number;
+    readonly numBlocks: number;
+  } | null;
+  readonly inflight: number;
+  readonly inflightTokens: number;
+  readonly routed: number;
+  readonly lastScrapeError: string | null;
+}
+
+export interface DebugSnapshot {
+  readonly version: 1;
+  readonly time: string;
+  readonly pool: {
+    readonly name: string;
+    readonly namespace: string;
+    readonly selector: Readonly<Record<string, string>>;
+    readonly targetPorts: readonly number[];
+  } | null;
+  readonly synced: boolean;
+  readonly saturation: number;
+  readonly saturated: boolean;
+  readonly endpoints: readonly DebugEndpoint[];
+  readonly decisions: readonly DecisionRecord[];
+}

@@ -1,0 +1,376 @@
+/**
+ * The EPP's Prometheus surface. Names, types and labels follow GIE v1.5.0 exactly (api-resources.md §9) so the GIE
+ * Grafana dashboard and alerts work unchanged; switchyard's own series use the `switchyard_` prefix.
+ *
+ * Rules: label sets are bounded (model, pool, pod, error code, criticality, tenant capped by the budget's own
+ * expiry) — never request ids. Pool gauges are computed when Prometheus scrapes (`collect()`), not on timers.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+
+/** GIE's request-duration buckets, 5 ms … 3600 s. */
+const DURATION_BUCKETS = [
+  0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 45, 60, 120, 180, 240,
+  300, 360, 480, 600, 900, 1200, 1800, 2700, 3600,
+];
+const SIZE_BUCKETS = [
+  64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576, 2097152, 4194304,
+  8388608, 16777216, 33554432, 67108864, 134217728, 268435456, 536870912, 1073741824,
+];
+const TOKEN_BUCKETS = [
+  1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32778, 65536, 131072, 262144, 524288, 1048576,
+];
+const NTPOT_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60];
+/** Sub-millisecond resolution: scheduling takes microseconds, GIE's histogram spans 0.1 ms … 100 ms. */
+const SCHEDULER_BUCKETS = [
+  0.00001, 0.000025, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+];
+const TTFT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160];
+const SCRAPE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+const QUEUE_WAIT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+/** What the pool gauges need, read at scrape time. */
+export interface PoolSnapshot {
+  readonly poolName: string;
+  readonly endpoints: readonly {
+    readonly name: string;
+    readonly key: string;
+    /** ms since the last successful scrape; undefined when never scraped. */
+    readonly ageMs: number | undefined;
+    readonly queue: number | undefined;
+    readonly running: number | undefined;
+    readonly kv: number | undefined;
+  }[];
+  /** Freshness bound for the pool averages (`--metrics-staleness-threshold`, GIE default 2 s). */
+  readonly stalenessMs: number;
+  readonly saturation: number;
+}
+
+export interface MetricsOptions {
+  /** Called on every Prometheus scrape. */
+  readonly poolSnapshot?: () => PoolSnapshot | undefined;
+  readonly commit?: string;
+  readonly buildRef?: string;
+  /** Node process metrics (default true). */
+  readonly processMetrics?: boolean;
+}
+
+export class EppMetrics {
+  readonly registry = new Registry();
+
+  // GIE: inference_objective_*
+  readonly requestTotal: Counter<"model_name" | "target_model_name" | "priority">;
+  readonly requestErrorTotal: Counter<"model_name" | "target_model_name" | "error_code">;
+  readonly requestDuration: Histogram<"model_name" | "target_model_name">;
+  readonly requestSizes: Histogram<"model_name" | "target_model_name">;
+  readonly responseSizes: Histogram<"model_name" | "target_model_name">;
+  readonly inputTokens: Histogram<"model_name" | "target_model_name">;
+  readonly outputTokens: Histogram<"model_name" | "target_model_name">;
+  readonly promptCachedTokens: Histogram<"model_name" | "target_model_name">;
+  readonly ntpot: Histogram<"model_name" | "target_model_name">;
+  readonly runningRequests: Gauge<"model_name">;
+
+  // GIE: inference_extension_*
+  readonly schedulerE2e: Histogram;
+  readonly schedulerAttempts: Counter<"status" | "target_model_name" | "pod_name" | "namespace" | "port">;
+  readonly pluginDuration: Histogram<"extension_point" | "plugin_type" | "plugin_name">;
+  readonly modelRewriteDecisions: Counter<"model_rewrite_name" | "model_name" | "target_model">;
+  readonly flowQueueDuration: Histogram<
+    "fairness_id" | "priority" | "outcome" | "inference_pool" | "model_name" | "target_model_name"
+  >;
+  readonly flowQueueSize: Gauge<"fairness_id" | "priority" | "inference_pool" | "model_name" | "target_model_name">;
+  readonly flowQueueBytes: Gauge<"fairness_id" | "priority" | "inference_pool" | "model_name" | "target_model_name">;
+  readonly poolSaturation: Gauge<"inference_pool">;
+
+  // switchyard's own
+  readonly shedTotal: Counter<"criticality" | "reason">;
+  readonly scrapeErrors: Counter<"pod" | "endpoint" | "reason">;
+  readonly scrapeDuration: Histogram<"pod" | "endpoint">;
+  readonly metricsAge: Gauge<"pod" | "endpoint">;
+  readonly streamsInFlight: Gauge;
+  readonly ttft: Histogram<"model_name" | "target_model_name">;
+  readonly rateLimited: Counter<"tenant" | "model_name" | "limit">;
+  readonly tokensCharged: Counter<"model_name" | "kind">;
+  readonly queueWait: Histogram<"priority" | "outcome">;
+  readonly recommendedReplicas: Gauge<"inference_pool">;
+
+  readonly #options: MetricsOptions;
+
+  constructor(options: MetricsOptions = {}) {
+    this.#options = options;
+    const r = this.registry;
+    const mt = ["model_name", "target_model_name"] as const;
+    this.requestTotal = new Counter({
+      name: "inference_objective_request_total",
+      help: "Counter of inference objective requests broken out for each model and target model.",
+      labelNames: ["model_name", "target_model_name", "priority"],
+      registers: [r],
+    });
+    this.requestErrorTotal = new Counter({
+      name: "inference_objective_request_error_total",
+      help: "Counter of inference objective requests errors broken out for each model and target model.",
+      labelNames: ["model_name", "target_model_name", "error_code"],
+      registers: [r],
+    });
+    this.requestDuration = new Histogram({
+      name: "inference_objective_request_duration_seconds",
+      help: "Inference objective response latency distribution in seconds for each model and target model.",
+      labelNames: mt,
+      buckets: DURATION_BUCKETS,
+      registers: [r],
+    });
+    this.requestSizes = new Histogram({
+      name: "inference_objective_request_sizes",
+      help: "Inference objective requests size distribution in bytes for each model and target model.",
+      labelNames: mt,
+      buckets: SIZE_BUCKETS,
+      registers: [r],
+    });
+    this.responseSizes = new Histogram({
+      name: "inference_objective_response_sizes",
+      help: "Inference objective responses size distribution in bytes for each model and target model.",
+      labelNames: mt,
+      buckets: SIZE_BUCKETS,
+      registers: [r],
+    });
+    this.inputTokens = new Histogram({
+      name: "inference_objective_input_tokens",
+      help: "Inference objective input token count distribution for requests in each model.",
+      labelNames: mt,
+      buckets: TOKEN_BUCKETS,
+      registers: [r],
+    });
+    this.outputTokens = new Histogram({
+      name: "inference_objective_output_tokens",
+      help: "Inference objective output token count distribution for requests in each model.",
+      labelNames: mt,
+      buckets: TOKEN_BUCKETS,
+      registers: [r],
+    });
+    this.promptCachedTokens = new Histogram({
+      name: "inference_objective_prompt_cached_tokens",
+      help: "Inference objective prompt cached token count distribution for requests in each model.",
+      labelNames: mt,
+      buckets: TOKEN_BUCKETS,
+      registers: [r],
+    });
+    this.ntpot = new Histogram({
+      name: "inference_objective_normalized_time_per_output_token_seconds",
+      help: "Inference objective latency divided by number of output tokens in seconds for each model and target model.",
+      labelNames: mt,
+      buckets: NTPOT_BUCKETS,
+      registers: [r],
+    });
+    this.runningRequests = new Gauge({
+      name: "inference_objective_running_requests",
+      help: "Inference objective number of running requests in each model.",
+      labelNames: ["model_name"],
+      registers: [r],
+    });
+    this.schedulerE2e = new Histogram({
+      name: "inference_extension_scheduler_e2e_duration_seconds",
+      help: "End-to-end scheduling latency distribution in seconds.",
+      buckets: SCHEDULER_BUCKETS,
+      registers: [r],
+    });
+    this.schedulerAttempts = new Counter({
+      name: "inference_extension_scheduler_attempts_total",
+      help: "Total number of scheduling attempts.",
+      labelNames: ["status", "target_model_name", "pod_name", "namespace", "port"],
+      registers: [r],
+    });
+    this.pluginDuration = new Histogram({
+      name: "inference_extension_plugin_duration_seconds",
+      help: "Plugin processing latency distribution in seconds for each extension point, plugin type and plugin name.",
+      labelNames: ["extension_point", "plugin_type", "plugin_name"],
+      buckets: SCHEDULER_BUCKETS,
+      registers: [r],
+    });
+    this.modelRewriteDecisions = new Counter({
+      name: "inference_extension_model_rewrite_decisions_total",
+      help: "Total number of model rewrite decisions.",
+      labelNames: ["model_rewrite_name", "model_name", "target_model"],
+      registers: [r],
+    });
+    const flowLabels = ["fairness_id", "priority", "inference_pool", "model_name", "target_model_name"] as const;
+    this.flowQueueDuration = new Histogram({
+      name: "inference_extension_flow_control_request_queue_duration_seconds",
+      help: "Distribution of the total time requests spend in the flow control layer.",
+      labelNames: ["fairness_id", "priority", "outcome", "inference_pool", "model_name", "target_model_name"],
+      buckets: QUEUE_WAIT_BUCKETS,
+      registers: [r],
+    });
+    this.flowQueueSize = new Gauge({
+      name: "inference_extension_flow_control_queue_size",
+      help: "Current number of requests being actively managed by the flow control layer.",
+      labelNames: flowLabels,
+      registers: [r],
+    });
+    this.flowQueueBytes = new Gauge({
+      name: "inference_extension_flow_control_queue_bytes",
+      help: "Current size in bytes of requests being actively managed by the flow control layer.",
+      labelNames: flowLabels,
+      registers: [r],
+    });
+    const self = this;
+    this.poolSaturation = new Gauge({
+      name: "inference_extension_flow_control_pool_saturation",
+      help: "Current saturation of the inference pool (mean over endpoints of max(queue/Q, kv/KV); >= 1 is saturated).",
+      labelNames: ["inference_pool"],
+      registers: [r],
+      collect() {
+        const s = self.#options.poolSnapshot?.();
+        this.reset();
+        if (s) this.set({ inference_pool: s.poolName }, s.saturation);
+      },
+    });
+    new Gauge({
+      name: "inference_extension_info",
+      help: "General information of the current build of Inference Extension.",
+      labelNames: ["commit", "build_ref"],
+      registers: [r],
+      collect() {
+        this.set({ commit: options.commit ?? "unknown", build_ref: options.buildRef ?? "switchyard" }, 1);
+      },
+    });
+    this.#registerPoolGauges();
+
+    this.shedTotal = new Counter({
+      name: "switchyard_requests_shed_total",
+      help: "Requests rejected by admission control, by criticality and reason (saturated, rate_limited, queue_full, queue_timeout, client_disconnected).",
+      labelNames: ["criticality", "reason"],
+      registers: [r],
+    });
+    this.scrapeErrors = new Counter({
+      name: "switchyard_scrape_errors_total",
+      help: "Failed /metrics scrapes of model-server endpoints.",
+      labelNames: ["pod", "endpoint", "reason"],
+      registers: [r],
+    });
+    this.scrapeDuration = new Histogram({
+      name: "switchyard_scrape_duration_seconds",
+      help: "Latency of /metrics scrapes of model-server endpoints.",
+      labelNames: ["pod", "endpoint"],
+      buckets: SCRAPE_BUCKETS,
+      registers: [r],
+    });
+    this.metricsAge = new Gauge({
+      name: "switchyard_endpoint_metrics_age_seconds",
+      help: "Age of each endpoint's latest successful scrape at Prometheus scrape time (+Inf when never scraped).",
+      labelNames: ["pod", "endpoint"],
+      registers: [r],
+      collect() {
+        const s = self.#options.poolSnapshot?.();
+        this.reset();
+        if (!s) return;
+        for (const e of s.endpoints)
+          this.set({ pod: e.name, endpoint: e.key }, e.ageMs === undefined ? Number.POSITIVE_INFINITY : e.ageMs / 1000);
+      },
+    });
+    this.streamsInFlight = new Gauge({
+      name: "switchyard_extproc_streams_in_flight",
+      help: "ext_proc streams currently open.",
+      registers: [r],
+    });
+    this.ttft = new Histogram({
+      name: "switchyard_request_ttft_seconds",
+      help: "Time to first token as seen at the EPP: from the routing decision to the first response body byte.",
+      labelNames: mt,
+      buckets: TTFT_BUCKETS,
+      registers: [r],
+    });
+    this.rateLimited = new Counter({
+      name: "switchyard_rate_limited_total",
+      help: "Requests rejected by token or request budgets, by tenant, model and limit (tpm, rpm).",
+      labelNames: ["tenant", "model_name", "limit"],
+      registers: [r],
+    });
+    this.tokensCharged = new Counter({
+      name: "switchyard_budget_tokens_total",
+      help: "Tokens charged to budgets: kind=estimated at admission, kind=reconciled after the response.",
+      labelNames: ["model_name", "kind"],
+      registers: [r],
+    });
+    this.queueWait = new Histogram({
+      name: "switchyard_queue_wait_seconds",
+      help: "Time requests waited in the flow-control queue, by priority band and outcome.",
+      labelNames: ["priority", "outcome"],
+      buckets: QUEUE_WAIT_BUCKETS,
+      registers: [r],
+    });
+    this.recommendedReplicas = new Gauge({
+      name: "switchyard_pool_recommended_replicas",
+      help: "Replica count recommended by the HPA formula ceil(ready x avg KV / target), clamped to [min, max].",
+      labelNames: ["inference_pool"],
+      registers: [r],
+    });
+    if (options.processMetrics !== false) collectDefaultMetrics({ register: r });
+  }
+
+  /** Pool gauges count only endpoints fresher than the staleness bound, as GIE does. */
+  #registerPoolGauges(): void {
+    const self = this;
+    const fresh = (s: PoolSnapshot) => s.endpoints.filter((e) => e.ageMs !== undefined && e.ageMs <= s.stalenessMs);
+    const average = (name: string, help: string, pick: (e: PoolSnapshot["endpoints"][number]) => number | undefined) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ["name"],
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          const s = self.#options.poolSnapshot?.();
+          if (!s) return;
+          const values = fresh(s)
+            .map(pick)
+            .filter((v): v is number => v !== undefined);
+          this.set({ name: s.poolName }, values.length === 0 ? 0 : values.reduce((a, b) => a + b, 0) / values.length);
+        },
+      });
+    average(
+      "inference_pool_average_kv_cache_utilization",
+      "The average kv cache utilization for an inference server pool.",
+      (e) => e.kv,
+    );
+    average(
+      "inference_pool_average_queue_size",
+      "The average number of requests pending in the model server queue.",
+      (e) => e.queue,
+    );
+    average(
+      "inference_pool_average_running_requests",
+      "The average number of requests currently being processed by model servers.",
+      (e) => e.running,
+    );
+    new Gauge({
+      name: "inference_pool_ready_pods",
+      help: "The number of ready pods in the inference server pool.",
+      labelNames: ["name"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const s = self.#options.poolSnapshot?.();
+        if (s) this.set({ name: s.poolName }, fresh(s).length);
+      },
+    });
+    new Gauge({
+      name: "inference_pool_per_pod_queue_size",
+      help: "The total number of requests pending in the model server queue for each underlying pod.",
+      labelNames: ["name", "model_server_pod"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const s = self.#options.poolSnapshot?.();
+        if (!s) return;
+        for (const e of fresh(s)) this.set({ name: s.poolName, model_server_pod: e.name }, e.queue ?? 0);
+      },
+    });
+  }
+
+  contentType(): string {
+    return this.registry.contentType;
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

@@ -1,0 +1,46 @@
+/** Public surface of the scheduling framework, for the director, admission and CLI wiring. */
+
+export {
+  DEFAULT_PATH,
+  defaultPickerConfig,
+  EPP_CONFIG_KIND,
+  instantiatePlugins,
+  LLMD_EPP_CONFIG_API_VERSION,
+  type LoadPickerConfigOptions,
+  loadPickerConfig,
+  type PickerConfig,
+  type PluginSet,
+  type PluginSpec,
+  type ProfilePluginSpec,
+  type ProfileSpec,
+  type ResolvedProfile,
+  type WeightedScorer,
+} from "./config.js";
+export { ParamReader, PluginParamError, parseGoDuration } from "./params.js";
+export { registerBuiltinPlugins } from "./plugins/builtins.js";
+export { PrefixCacheScorer, PrefixIndex, prefixBlockHashes } from "./plugins/prefix-cache.js";
+export { RecordedPlugin } from "./plugins/recorded.js";
+export { UtilizationDetector } from "./plugins/utilization-detector.js";
+export { createRandom, type RandomSource } from "./random.js";
+export {
+  createPluginHandle,
+  DefaultPluginHandle,
+  isFilter,
+  isPicker,
+  isPreRequest,
+  isSaturationDetector,
+  isScorer,
+  type PluginFactory,
+  type PluginHandle,
+  type PluginHandleOptions,
+  pluginFactory,
+  registeredPluginTypes,
+  registerPlugin,
+} from "./registry.js";
+export {
+  type ConfiguredScheduler,
+  createScheduler,
+  NO_ENDPOINTS_MESSAGE,
+  type SchedulerOptions,
+} from "./scheduler.js";
+export type * from "./types.js";

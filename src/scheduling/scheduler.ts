@@ -1,0 +1,158 @@
+/**
+ * The scheduling framework (scheduling.md §1): candidates → filters (in order) → weighted scorers → picker, in the
+ * profile the single-profile handler selects (the first configured). Hot path: no logging, no I/O, no closures per
+ * call; the only allocations are the result (which outlives the call) and rejection records when a filter removes
+ * something.
+ */
+import { SwitchyardError } from "../common/errors.js";
+import type { Endpoint } from "../datastore/types.js";
+import { instantiatePlugins, type PickerConfig, type PluginSet, type ResolvedProfile } from "./config.js";
+import { createPluginHandle, type DefaultPluginHandle, isEndpointStateHolder, isPreRequest } from "./registry.js";
+import type {
+  CycleState,
+  EndpointScoreBreakdown,
+  EndpointStateHolder,
+  PluginDurationHook,
+  PluginScheduler,
+  PreRequest,
+  SchedulingRequest,
+  SchedulingResult,
+  ScoredEndpoint,
+} from "./types.js";
+
+/** GIE's scheduler error text (director.go@v1.5.0), kept byte-compatible. */
+export const NO_ENDPOINTS_MESSAGE = "failed to find target endpoint: no endpoints available for the given request";
+
+export interface SchedulerOptions {
+  /**
+   * Called once per plugin invocation with its duration in seconds, for
+   * `inference_extension_plugin_duration_seconds{extension_point, plugin_type, plugin_name}`. When absent no clock
+   * is read.
+   */
+  readonly onPluginDuration?: PluginDurationHook;
+}
+
+type Rejection = { readonly endpoint: string; readonly by: string };
+const NO_REJECTIONS: readonly Rejection[] = [];
+
+/** Score clamped to [0,1]; NaN (a scorer bug or a missing entry) counts as 0. */
+function clamp01(v: number): number {
+  return v > 0 ? Math.min(v, 1) : 0;
+}
+
+class ProfileScheduler implements PluginScheduler {
+  readonly profile: string;
+  readonly preRequestPlugins: readonly PreRequest[];
+  readonly pluginSet: PluginSet;
+  readonly #p: ResolvedProfile;
+  readonly #stateHolders: readonly EndpointStateHolder[];
+  readonly #hook: PluginDurationHook | undefined;
+  /** Reused: schedule() is synchronous, so one cycle state can never be shared by two runs. */
+  readonly #state: CycleState = new Map();
+
+  constructor(set: PluginSet, options: SchedulerOptions) {
+    this.pluginSet = set;
+    this.#p = set.profiles[0]!;
+    this.profile = this.#p.name;
+    this.preRequestPlugins = set.plugins.filter(isPreRequest);
+    this.#stateHolders = set.plugins.filter(isEndpointStateHolder);
+    this.#hook = options.onPluginDuration;
+  }
+
+  schedule(request: SchedulingRequest, candidates: readonly Endpoint[]): SchedulingResult {
+    if (candidates.length === 0) throw new SwitchyardError("SY_SCHEDULING_FAILED", NO_ENDPOINTS_MESSAGE);
+    const state = this.#state;
+    state.clear();
+    try {
+      return this.#run(state, request, candidates);
+    } finally {
+      state.clear();
+    }
+  }
+
+  #run(state: CycleState, request: SchedulingRequest, candidates: readonly Endpoint[]): SchedulingResult {
+    const hook = this.#hook;
+    const { filters, scorers, picker } = this.#p;
+    let current = candidates;
+    let rejected = NO_REJECTIONS as Rejection[];
+
+    for (let f = 0; f < filters.length; f++) {
+      const filter = filters[f]!;
+      const t0 = hook ? performance.now() : 0;
+      const next = filter.filter(state, request, current);
+      if (hook) hook("Filter", filter.typedName.type, filter.typedName.name, (performance.now() - t0) / 1000);
+      if (next.length !== current.length) {
+        if (rejected === NO_REJECTIONS) rejected = [];
+        const kept = new Set(next);
+        const by = filter.typedName.name;
+        for (let i = 0; i < current.length; i++)
+          if (!kept.has(current[i]!)) rejected.push({ endpoint: current[i]!.key, by });
+      }
+      if (next.length === 0) throw new SwitchyardError("SY_SCHEDULING_FAILED", NO_ENDPOINTS_MESSAGE);
+      current = next;
+    }
+
+    const n = current.length;
+    const totals = new Float64Array(n);
+    const perPlugin = new Array<Record<string, number>>(n);
+    for (let i = 0; i < n; i++) perPlugin[i] = {};
+    for (let s = 0; s < scorers.length; s++) {
+      const { scorer, weight } = scorers[s]!;
+      const name = scorer.typedName.name;
+      const t0 = hook ? performance.now() : 0;
+      const raw = scorer.score(state, request, current);
+      if (hook) hook("Scorer", scorer.typedName.type, name, (performance.now() - t0) / 1000);
+      for (let i = 0; i < n; i++) {
+        const v = clamp01(raw[i] as number);
+        totals[i]! += weight * v;
+        perPlugin[i]![name] = v;
+      }
+    }
+
+    const scored = new Array<ScoredEndpoint>(n);
+    const breakdown = new Array<EndpointScoreBreakdown>(n);
+    for (let i = 0; i < n; i++) {
+      const endpoint = current[i]!;
+      scored[i] = { endpoint, score: totals[i]! };
+      breakdown[i] = { endpoint: endpoint.key, total: totals[i]!, scores: perPlugin[i]! };
+    }
+
+    const t0 = hook ? performance.now() : 0;
+    const picked = picker.pick(state, scored);
+    if (hook) hook("Picker", picker.typedName.type, picker.typedName.name, (performance.now() - t0) / 1000);
+    if (picked.length === 0) throw new SwitchyardError("SY_SCHEDULING_FAILED", NO_ENDPOINTS_MESSAGE);
+    return { endpoints: picked, profile: this.profile, breakdown, rejected };
+  }
+
+  preRequest(request: SchedulingRequest, chosen: readonly Endpoint[]): void {
+    const hook = this.#hook;
+    const plugins = this.preRequestPlugins;
+    for (let i = 0; i < plugins.length; i++) {
+      const p = plugins[i]!;
+      const t0 = hook ? performance.now() : 0;
+      p.preRequest(request, chosen);
+      if (hook) hook("PreRequest", p.typedName.type, p.typedName.name, (performance.now() - t0) / 1000);
+    }
+  }
+
+  endpointRemoved(endpointKey: string): void {
+    for (const p of this.#stateHolders) p.endpointRemoved(endpointKey);
+  }
+}
+
+export interface ConfiguredScheduler extends PluginScheduler {
+  /** The instances behind the scheduler (shared with admission through the same handle). */
+  readonly pluginSet: PluginSet;
+}
+
+/**
+ * Builds the scheduler for `config` on `handle` (instantiating its plugins there if not done yet, so admission's
+ * saturation detector is the same instance). Only the first profile runs (single-profile handler).
+ */
+export function createScheduler(
+  config: PickerConfig,
+  handle: DefaultPluginHandle = createPluginHandle(),
+  options: SchedulerOptions = {},
+): ConfiguredScheduler {
+  return new ProfileScheduler(instantiatePlugins(config, handle), options);
+}

@@ -1,0 +1,184 @@
+/**
+ * The EPP end to end over real sockets: a grpc-js ext_proc server on 127.0.0.1, fake vLLM pods on 127.0.1.x
+ * scraped over HTTP, resources from a file, and a fake-Envoy client playing FULL_DUPLEX_STREAMED.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CHAT_HEADERS, chatBody, type Harness, startHarness } from "../helpers/epp-harness.js";
+
+describe("epp routing", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({
+      models: [
+        { name: "critical-model", criticality: "Critical" },
+        { name: "batch-model", criticality: "Sheddable" },
+        {
+          name: "split-model",
+          targets: [
+            { name: "target-a", weight: 70 },
+            { name: "target-b", weight: 30 },
+          ],
+        },
+      ],
+    });
+  });
+  afterAll(async () => h?.close());
+
+  const addr = (i: number) => `${h.pods[i]!.address}:${h.port}`;
+  const route = (body: string | Buffer, extra: Record<string, unknown> = {}) =>
+    h.client.roundTrip({ headers: CHAT_HEADERS, body, ...extra });
+
+  it("routes to the endpoint with the lowest queue and KV usage", async () => {
+    h.setPod(0, { waiting: 4, running: 3, kv: 0.7 });
+    h.setPod(1, { waiting: 0, running: 1, kv: 0.1 });
+    h.setPod(2, { waiting: 2, running: 2, kv: 0.5 });
+    await h.settle();
+    for (let i = 0; i < 10; i++) {
+      const r = await route(chatBody("any-model"));
+      expect(r.status).toBe("routed");
+      expect(r.destination).toBe(addr(1));
+      expect(r.metadataDestination).toBe(r.destination);
+      expect(r.clearRouteCache).toBe(true);
+    }
+  });
+
+  it("prefers a pod with the LoRA adapter loaded over one with lower KV usage", async () => {
+    h.setPod(0, { waiting: 0, running: 1, kv: 0.5, runningLoras: ["sql-lora"], maxLora: 1 });
+    h.setPod(1, { waiting: 0, running: 1, kv: 0.1, runningLoras: ["other-lora"], maxLora: 1 });
+    h.setPod(2, { waiting: 0, running: 1, kv: 0.2, runningLoras: ["other-lora"], maxLora: 1 });
+    await h.settle();
+    for (let i = 0; i < 10; i++) expect((await route(chatBody("sql-lora"))).destination).toBe(addr(0));
+  });
+
+  it("admits Critical when every pod is busy and sheds Sheddable with 429", async () => {
+    for (let i = 0; i < 3; i++) h.setPod(i, { waiting: 20, running: 8, kv: 0.95 });
+    await h.settle();
+    const critical = await route(chatBody("critical-model"));
+    expect(critical.status).toBe("routed");
+    const batch = await route(chatBody("batch-model"));
+    expect(batch.status).toBe("immediate");
+    expect(batch.immediate?.status).toBe(429);
+    expect(batch.immediate?.body).toBe(
+      "inference error: ResourceExhausted - system saturated, sheddable request dropped",
+    );
+    expect(batch.immediate?.headers.get("x-switchyard-error-code")).toBe("SY_SHED");
+    // Standard is admitted even when saturated (no flow control configured).
+    expect((await route(chatBody("any-model"))).status).toBe("routed");
+    for (let i = 0; i < 3; i++) h.setPod(i, { waiting: 0, running: 0, kv: 0.1 });
+    await h.settle();
+    expect((await route(chatBody("batch-model"))).status).toBe("routed");
+  });
+
+  it("reassembles a body split across many chunks and forwards it byte for byte", async () => {
+    // Odd spacing, key order and escapes must survive: switchyard never re-serialises an unchanged body.
+    const body = Buffer.from(
+      '{ "messages" : [ {"role":"user","content":"caf\\u00e9 <b>&amp;</b> 1.0e3"} ],\n  "model":"any-model", "n": 12345678901234567890 }',
+    );
+    const r = await route(body, { chunkSize: 7 });
+    expect(r.status).toBe("routed");
+    expect(Buffer.compare(r.body, body)).toBe(0);
+    expect(r.setHeaders.get("content-length")).toBe(String(body.length));
+  });
+
+  it("routes a GET without a body to some endpoint", async () => {
+    const r = await h.client.roundTrip({ headers: { ":method": "GET", ":path": "/v1/models" } });
+    expect(r.status).toBe("routed");
+    expect([addr(0), addr(1), addr(2)]).toContain(r.destination);
+    expect(r.setHeaders.has("content-length")).toBe(false);
+  });
+
+  it("answers invalid JSON with 400 and a clear message", async () => {
+    const r = await route('{"model": "x", "messages": [');
+    expect(r.status).toBe("immediate");
+    expect(r.immediate?.status).toBe(400);
+    expect(r.immediate?.body).toMatch(/^inference error: BadRequest - error unmarshaling request body/);
+    const missing = await route(JSON.stringify({ messages: [{ role: "user", content: "x" }] }));
+    expect(missing.immediate?.status).toBe(400);
+    expect(missing.immediate?.body).toBe("inference error: BadRequest - model not found in request body");
+  });
+
+  it("honours the subset hint and answers 503 when nothing in it matches", async () => {
+    for (let i = 0; i < 5; i++) {
+      const r = await route(chatBody("any-model"), { subsetHint: [addr(2)] });
+      expect(r.destination).toBe(addr(2));
+    }
+    const none = await route(chatBody("any-model"), { subsetHint: ["10.9.9.9:8000"] });
+    expect(none.immediate?.status).toBe(503);
+    expect(none.immediate?.body).toBe(
+      "inference error: ServiceUnavailable - failed to find endpoint candidates for serving the request",
+    );
+    const empty = await route(chatBody("any-model"), { subsetHint: [] });
+    expect(empty.immediate?.status).toBe(503);
+  });
+
+  it("passes an SSE response through chunk by chunk", async () => {
+    const events = [
+      'data: {"id":"1","object":"chat.completion.chunk","model":"any-model","choices":[{"delta":{"content":"Hi"}}]}\n\n',
+      'data: {"id":"1","object":"chat.completion.chunk","model":"any-model","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}\n\ndata: [DONE]\n\n',
+    ];
+    const r = await route(chatBody("any-model", "hi", { stream: true }), {
+      response: { headers: { ":status": "200", "content-type": "text/event-stream" }, body: events },
+    });
+    expect(r.response?.body.toString()).toBe(events.join(""));
+    // One reply per upstream chunk: streaming is never buffered.
+    const bodyReplies = r.messages.filter((m) => m.response_body !== undefined);
+    expect(bodyReplies.length).toBe(events.length);
+  });
+
+  it("splits a weighted InferenceModel across its targets and rewrites the body", async () => {
+    const counts = new Map<string, number>();
+    const body = chatBody("split-model");
+    for (let i = 0; i < 1000; i++) {
+      const r = await route(body);
+      const model = JSON.parse(r.body.toString()).model as string;
+      counts.set(model, (counts.get(model) ?? 0) + 1);
+      if (i === 0) {
+        expect(r.setHeaders.get("content-length")).toBe(String(r.body.length));
+        // Only the model value changed.
+        expect(r.body.toString().replace(/target-[ab]/, "split-model")).toBe(body);
+      }
+    }
+    expect(counts.get("target-a")! / 1000).toBeGreaterThan(0.63);
+    expect(counts.get("target-a")! / 1000).toBeLessThan(0.77);
+    expect((counts.get("target-a") ?? 0) + (counts.get("target-b") ?? 0)).toBe(1000);
+  });
+
+  it("routes a 220 KB body and echoes it in chunks of at most 62000 bytes", async () => {
+    const prompt = "x".repeat(220 * 1024);
+    const body = Buffer.from(chatBody("any-model", prompt));
+    const r = await route(body, { chunkSize: 16 * 1024 });
+    expect(r.status).toBe("routed");
+    expect(Buffer.compare(r.body, body)).toBe(0);
+    const chunks = r.messages
+      .map((m) => m.request_body?.response?.body_mutation?.streamed_response?.body)
+      .filter((b): b is Buffer => b !== undefined);
+    expect(chunks.length).toBeGreaterThanOrEqual(4);
+    for (const c of chunks) expect(c.length).toBeLessThanOrEqual(62000);
+  });
+});
+
+describe("epp with stale metrics", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({ models: [{ name: "batch-model", criticality: "Sheddable" }] });
+  });
+  afterAll(async () => h?.close());
+
+  it("treats an endpoint whose scrapes fail as unknown, not as idle", async () => {
+    h.setPod(0, { waiting: 3, running: 3, kv: 0.6 });
+    h.setPod(1, { waiting: 0, running: 0, kv: 0.0 });
+    h.setPod(2, { waiting: 3, running: 3, kv: 0.6 });
+    await h.settle();
+    // Pod 1 looked idle, then its /metrics breaks: its last (idle-looking) numbers go stale and must not attract load.
+    h.pods[1]!.behaviour = { status: 500, body: "boom", delayMs: 0 };
+    await h.settle();
+    await new Promise((r) => setTimeout(r, 400));
+    const key = `${h.pods[1]!.address}:${h.port}`;
+    const snap = h.epp.snapshot();
+    expect(snap.endpoints.find((e) => e.key === key)?.fresh).toBe(false);
+    for (let i = 0; i < 10; i++) {
+      const r = await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("m") });
+      expect(r.destination).not.toBe(key);
+    }
+  });
+});
