@@ -106,6 +106,8 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     subset: flags.$set.has("subset") ? flags.subset : undefined,
     logger,
   });
+  // The async destination buffers 4 KiB; the "listening" line (with the bound port) must show up now.
+  logger.flush();
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
       process.off("SIGINT", stop);

@@ -424,7 +424,7 @@ export class Exchange {
 
   // ================= upstream =================
 
-  /** Sends the request upstream over `order`; `viaEpp` keeps the processor in the response path. */
+  /** Sends the request upstream over `order`; while the EPP is active its response goes through the processor. */
   async #forward(order: readonly string[], list: HeaderList, feed: BodyFeed | undefined): Promise<void> {
     const generation = ++this.#generation;
     const abort = new AbortController();
@@ -789,6 +789,7 @@ export class Exchange {
     if (call === undefined) return;
     if (this.#callOpen) {
       this.#callOpen = false;
+      this.#ctx.stats.eppCancels++;
       call.cancel();
     }
   }

@@ -23,6 +23,8 @@ export interface GatewayStats {
   readonly destinationMismatch: number;
   /** Clients that went away before their response finished. */
   readonly clientAborts: number;
+  /** ext_proc streams the gateway cancelled (client abort, failure) instead of half-closing them. */
+  readonly eppCancels: number;
 }
 
 export class StatsRecorder {
@@ -35,6 +37,7 @@ export class StatsRecorder {
   retries = 0;
   destinationMismatch = 0;
   clientAborts = 0;
+  eppCancels = 0;
   readonly routed = new Map<string, number>();
 
   route(endpoint: string): void {
@@ -54,6 +57,7 @@ export class StatsRecorder {
       retries: this.retries,
       destinationMismatch: this.destinationMismatch,
       clientAborts: this.clientAborts,
+      eppCancels: this.eppCancels,
     };
   }
 }

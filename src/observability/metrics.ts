@@ -27,6 +27,12 @@ const SCHEDULER_BUCKETS = [
 const TTFT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160];
 const SCRAPE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 const QUEUE_WAIT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+/** Fractions 0 … 1 in tenths, as GIE's prefix-indexer hit-ratio histogram. */
+const RATIO_BUCKETS = [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1];
+/** Matched prefix length in characters (GIE counts bytes of the hashed prompt prefix), 1 … 1 Mi. */
+const HIT_BYTES_BUCKETS = [
+  1, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576,
+];
 
 /** What the pool gauges need, read at scrape time. */
 export interface PoolSnapshot {
@@ -39,6 +45,8 @@ export interface PoolSnapshot {
     readonly queue: number | undefined;
     readonly running: number | undefined;
     readonly kv: number | undefined;
+    /** False when the latest scrape attempt failed; undefined before the first attempt. */
+    readonly scrapeOk?: boolean | undefined;
   }[];
   /** Freshness bound for the pool averages (`--metrics-staleness-threshold`, GIE default 2 s). */
   readonly stalenessMs: number;
@@ -48,6 +56,8 @@ export interface PoolSnapshot {
 export interface MetricsOptions {
   /** Called on every Prometheus scrape. */
   readonly poolSnapshot?: () => PoolSnapshot | undefined;
+  /** Entries in the prefix-cache index(es), read on every scrape; undefined when no prefix scorer is configured. */
+  readonly prefixIndexSize?: () => number | undefined;
   readonly commit?: string;
   readonly buildRef?: string;
   /** Node process metrics (default true). */
@@ -74,6 +84,10 @@ export class EppMetrics {
   readonly schedulerAttempts: Counter<"status" | "target_model_name" | "pod_name" | "namespace" | "port">;
   readonly pluginDuration: Histogram<"extension_point" | "plugin_type" | "plugin_name">;
   readonly modelRewriteDecisions: Counter<"model_rewrite_name" | "model_name" | "target_model">;
+  readonly prefixHitRatio: Histogram;
+  readonly prefixHitBytes: Histogram;
+  readonly flowDispatchCycle: Histogram;
+  readonly flowEnqueueDuration: Histogram<"fairness_id" | "priority" | "outcome">;
   readonly flowQueueDuration: Histogram<
     "fairness_id" | "priority" | "outcome" | "inference_pool" | "model_name" | "target_model_name"
   >;
@@ -191,6 +205,41 @@ export class EppMetrics {
       labelNames: ["model_rewrite_name", "model_name", "target_model"],
       registers: [r],
     });
+    this.prefixHitRatio = new Histogram({
+      name: "inference_extension_prefix_indexer_hit_ratio",
+      help: "Ratio of the request's prefix found in the prefix-cache index (best endpoint), per scheduled request.",
+      buckets: RATIO_BUCKETS,
+      registers: [r],
+    });
+    this.prefixHitBytes = new Histogram({
+      name: "inference_extension_prefix_indexer_hit_bytes",
+      help: "Length of the request prefix found in the prefix-cache index (best endpoint), per scheduled request.",
+      buckets: HIT_BYTES_BUCKETS,
+      registers: [r],
+    });
+    new Gauge({
+      name: "inference_extension_prefix_indexer_size",
+      help: "Number of block entries in the prefix-cache index.",
+      registers: [r],
+      collect() {
+        this.reset();
+        const size = options.prefixIndexSize?.();
+        if (size !== undefined) this.set(size);
+      },
+    });
+    this.flowDispatchCycle = new Histogram({
+      name: "inference_extension_flow_control_dispatch_cycle_duration_seconds",
+      help: "Distribution of the time taken for each flow-control dispatch cycle.",
+      buckets: SCHEDULER_BUCKETS,
+      registers: [r],
+    });
+    this.flowEnqueueDuration = new Histogram({
+      name: "inference_extension_flow_control_request_enqueue_duration_seconds",
+      help: "Distribution of the time taken to enqueue requests into the flow control layer.",
+      labelNames: ["fairness_id", "priority", "outcome"],
+      buckets: SCHEDULER_BUCKETS,
+      registers: [r],
+    });
     const flowLabels = ["fairness_id", "priority", "inference_pool", "model_name", "target_model_name"] as const;
     this.flowQueueDuration = new Histogram({
       name: "inference_extension_flow_control_request_queue_duration_seconds",
@@ -264,6 +313,30 @@ export class EppMetrics {
         if (!s) return;
         for (const e of s.endpoints)
           this.set({ pod: e.name, endpoint: e.key }, e.ageMs === undefined ? Number.POSITIVE_INFINITY : e.ageMs / 1000);
+      },
+    });
+    new Gauge({
+      name: "switchyard_endpoint_scrape_up",
+      help: "1 when the endpoint's latest /metrics scrape succeeded, 0 when it failed (absent before the first attempt).",
+      labelNames: ["pod", "endpoint"],
+      registers: [r],
+      collect() {
+        const s = self.#options.poolSnapshot?.();
+        this.reset();
+        if (!s) return;
+        for (const e of s.endpoints)
+          if (e.scrapeOk !== undefined) this.set({ pod: e.name, endpoint: e.key }, e.scrapeOk ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "switchyard_pool_endpoints",
+      help: "Endpoints in the pool, fresh or not (inference_pool_ready_pods counts only those with fresh metrics).",
+      labelNames: ["name"],
+      registers: [r],
+      collect() {
+        const s = self.#options.poolSnapshot?.();
+        this.reset();
+        if (s) this.set({ name: s.poolName }, s.endpoints.length);
       },
     });
     this.streamsInFlight = new Gauge({

@@ -306,6 +306,7 @@ describe("gateway with an EPP (FULL_DUPLEX_STREAMED)", () => {
       "the abort to be counted",
     );
     expect(g.stats().inFlight).toEqual({});
+    expect(g.stats().eppCancels).toBe(1);
   });
 });
 
@@ -527,6 +528,7 @@ describe("stream lifecycle and large bodies", () => {
       "the half-close",
     );
     expect(e.streams[0]!.cancelled).toBe(false);
+    expect(g.stats().eppCancels).toBe(0);
   });
 
   it("carries a 3 MB request and a 3 MB response intact through the EPP", async () => {

@@ -215,3 +215,51 @@ describe("switchyard gateway --help", () => {
     await expect(run(["--lb", "epp"])).rejects.toThrow(/EPP address/);
   });
 });
+
+describe("switchyard gateway (process)", () => {
+  it("serves until SIGTERM, then exits 0", async () => {
+    const { spawn } = await import("node:child_process");
+    const { startFakePods, send, within } = await import("./fakes.js");
+    const p = await startFakePods(["127.0.1.1"]);
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "src/cli.ts",
+        "gateway",
+        "--port",
+        "0",
+        "--lb",
+        "round-robin",
+        "--endpoints",
+        p.endpoints[0]!,
+      ],
+      { cwd: process.cwd(), stdio: ["ignore", "pipe", "pipe"] },
+    );
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    try {
+      let out = "";
+      const url = await within(
+        new Promise<string>((resolve, reject) => {
+          child.stdout.on("data", (c: Buffer) => {
+            out += c.toString();
+            const m = /"url":"(http:\/\/[^"]+)"/.exec(out);
+            if (m) resolve(m[1]!);
+          });
+          child.once("exit", (code) => reject(new Error(`exited early with ${code}: ${out}`)));
+        }),
+        "the gateway to listen",
+        20_000,
+      );
+      const r = await send(url, { method: "GET" });
+      expect(r.status).toBe(200);
+      expect(r.headers["x-gateway-destination-endpoint-served"]).toBe(p.endpoints[0]);
+      child.kill("SIGTERM");
+      expect(await within(exited, "the gateway to exit", 20_000)).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      await p.close();
+    }
+  });
+});

@@ -123,7 +123,7 @@ describe("OpenAI API shapes", () => {
       servedModelNames: ["base"],
       loraModules: '{"name":"sql","path":"/adapters/sql","base_model_name":"base"} {"name":"chat"}',
     });
-    const body = await (await fetch(`${sim.url}/v1/models`)).json();
+    const body = await json(await fetch(`${sim.url}/v1/models`));
     expect(body.object).toBe("list");
     expect(body.data.map((m: { id: string }) => m.id)).toEqual(["base", "sql", "chat"]);
     expect(body.data[1]).toMatchObject({ object: "model", root: "/adapters/sql", parent: "base" });

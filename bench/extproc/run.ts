@@ -1,0 +1,242 @@
+/**
+ * `npm run bench:extproc`: the EPP's own overhead, side by side with a no-op ext_proc server in one run.
+ *
+ * A client process plays Envoy: one bidirectional stream per request (request_headers, body chunks with EoS), over
+ * 4 HTTP/2 connections (like Envoy workers), and times each request from its first message to the last body
+ * chunk coming back. Servers run in child processes; their CPU is read with process.cpuUsage() around the
+ * measured window, so "CPU µs per request" is the server's alone. Modes are interleaved (noop, switchyard, noop,
+ * …) and each scenario is repeated; medians are reported, and ratios switchyard / no-op.
+ *
+ * Scenarios:
+ * - chat-1k: ~1 KB chat bodies, closed loop at concurrency 16 (server-bound: measures CPU per request);
+ * - large-220k-c20 / c150: 220 KB prompts (GIE issue #2928's case) with 20 and 150 users, each of whom waits a
+ *   simulated 1 s model-server time between requests — the load shape of GIE's test, where the EPP sees
+ *   ~concurrency req/s and the question is how much latency it adds.
+ *
+ * Env: BENCH_SECONDS (default 8), BENCH_REPS (default 3), BENCH_QUICK=1 (2 s, 1 rep).
+ */
+import { type ChildProcess, fork } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import type { ProcessingRequest, ProcessingResponse } from "../../src/extproc/messages.js";
+import { extProcService } from "../../src/extproc/proto.js";
+
+const QUICK = process.env.BENCH_QUICK === "1";
+const SECONDS = Number(process.env.BENCH_SECONDS ?? (QUICK ? 2 : 8));
+const REPS = Number(process.env.BENCH_REPS ?? (QUICK ? 1 : 3));
+const CONNECTIONS = 4;
+const CHUNK = 32 * 1024;
+
+interface Scenario {
+  readonly name: string;
+  readonly bodyBytes: number;
+  readonly concurrency: number;
+  /** Simulated model-server time between a user's requests (0 = closed loop at full speed). */
+  readonly thinkMs: number;
+}
+
+const SCENARIOS: readonly Scenario[] = [
+  { name: "chat-1k", bodyBytes: 1024, concurrency: 16, thinkMs: 0 },
+  { name: "large-220k-c20", bodyBytes: 220 * 1024, concurrency: 20, thinkMs: 1000 },
+  { name: "large-220k-c150", bodyBytes: 220 * 1024, concurrency: 150, thinkMs: 1000 },
+];
+
+function chatBody(bytes: number): Buffer {
+  const base = { model: "meta-llama/Llama-3.1-8B-Instruct", max_tokens: 128, stream: true };
+  const overhead = JSON.stringify({ ...base, messages: [{ role: "user", content: "" }] }).length;
+  const content = "The quick brown fox jumps over the lazy dog. ".repeat(Math.ceil(bytes / 45)).slice(0, Math.max(0, bytes - overhead));
+  return Buffer.from(JSON.stringify({ ...base, messages: [{ role: "user", content }] }));
+}
+
+const HEADERS = [
+  [":method", "POST"],
+  [":path", "/v1/chat/completions"],
+  [":authority", "gateway.local"],
+  [":scheme", "http"],
+  ["content-type", "application/json"],
+  ["user-agent", "bench"],
+  ["accept", "*/*"],
+  ["x-request-id", ""],
+] as const;
+
+type Call = grpc.ClientDuplexStream<ProcessingRequest, ProcessingResponse>;
+
+function oneRequest(client: grpc.Client & { Process: () => Call }, body: Buffer, id: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const start = performance.now();
+    const call = client.Process();
+    let done = false;
+    call.on("data", (msg: ProcessingResponse) => {
+      if (msg.immediate_response) {
+        done = true;
+        reject(new Error(`immediate response ${msg.immediate_response.status?.code}`));
+        call.end();
+        return;
+      }
+      if (msg.request_body?.response?.body_mutation?.streamed_response?.end_of_stream) {
+        done = true;
+        const elapsed = performance.now() - start;
+        call.end();
+        resolve(elapsed);
+      }
+    });
+    call.on("error", (err) => {
+      if (!done) reject(err);
+    });
+    call.write({
+      request_headers: {
+        headers: {
+          headers: HEADERS.map(([k, v]) => ({ key: k, raw_value: Buffer.from(k === "x-request-id" ? `req-${id}` : v) })),
+        },
+      },
+      protocol_config: { request_body_mode: 4, response_body_mode: 4 },
+    } as ProcessingRequest);
+    for (let i = 0; i < body.length; i += CHUNK)
+      call.write({ request_body: { body: body.subarray(i, i + CHUNK), end_of_stream: i + CHUNK >= body.length } });
+  });
+}
+
+interface Sample {
+  mode: string;
+  scenario: string;
+  completed: number;
+  errors: number;
+  rps: number;
+  p50: number;
+  p99: number;
+  cpuMicrosPerRequest: number;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+function ask<T>(child: ChildProcess, msg: object, key: string): Promise<T> {
+  return new Promise((resolve) => {
+    const onMsg = (m: Record<string, unknown>) => {
+      if (key in m) {
+        child.off("message", onMsg);
+        resolve(m as T);
+      }
+    };
+    child.on("message", onMsg);
+    child.send(msg);
+  });
+}
+
+async function runOnce(mode: string, scenario: Scenario): Promise<Sample> {
+  const serverPath = fileURLToPath(new URL("./server.ts", import.meta.url));
+  const child = fork(serverPath, [mode], { execArgv: ["--import", "tsx"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const { port } = await new Promise<{ port: number }>((resolve, reject) => {
+    child.once("message", (m) => resolve(m as { port: number }));
+    child.once("exit", (code) => reject(new Error(`${mode} server exited with ${code}`)));
+  });
+  const Ctor = extProcService();
+  const clients = Array.from(
+    { length: CONNECTIONS },
+    () =>
+      new Ctor(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+        "grpc.use_local_subchannel_pool": 1,
+        "grpc.max_receive_message_length": 64 << 20,
+      }) as unknown as grpc.Client & { Process: () => Call },
+  );
+  const body = chatBody(scenario.bodyBytes);
+  let id = 0;
+  const latencies: number[] = [];
+  let errors = 0;
+  let measuring = false;
+  let stop = false;
+  const user = async (u: number) => {
+    // Stagger users so think-time scenarios do not arrive in lockstep.
+    if (scenario.thinkMs > 0) await new Promise((r) => setTimeout(r, (u * scenario.thinkMs) / scenario.concurrency));
+    while (!stop) {
+      try {
+        const lat = await oneRequest(clients[u % CONNECTIONS]!, body, id++);
+        if (measuring) latencies.push(lat);
+      } catch {
+        if (measuring) errors++;
+      }
+      if (scenario.thinkMs > 0 && !stop) await new Promise((r) => setTimeout(r, scenario.thinkMs));
+    }
+  };
+  const users = Array.from({ length: scenario.concurrency }, (_, u) => user(u));
+  await new Promise((r) => setTimeout(r, scenario.thinkMs > 0 ? scenario.thinkMs + 1000 : 1000)); // warm-up
+  await ask(child, { cmd: "cpu-start" }, "ok");
+  measuring = true;
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, SECONDS * 1000));
+  measuring = false;
+  const elapsed = (performance.now() - t0) / 1000;
+  const { cpuMicros } = await ask<{ cpuMicros: number }>(child, { cmd: "cpu" }, "cpuMicros");
+  stop = true;
+  await Promise.all(users);
+  for (const c of clients) c.close();
+  child.send({ cmd: "stop" });
+  await new Promise((r) => child.once("exit", r));
+  latencies.sort((a, b) => a - b);
+  return {
+    mode,
+    scenario: scenario.name,
+    completed: latencies.length,
+    errors,
+    rps: latencies.length / elapsed,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    cpuMicrosPerRequest: latencies.length > 0 ? cpuMicros / latencies.length : Number.NaN,
+  };
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+};
+
+const results: Sample[] = [];
+for (const scenario of SCENARIOS) {
+  for (let rep = 0; rep < REPS; rep++) {
+    for (const mode of ["noop", "switchyard"]) {
+      const s = await runOnce(mode, scenario);
+      results.push(s);
+      process.stdout.write(
+        `${scenario.name.padEnd(16)} rep ${rep + 1}/${REPS} ${mode.padEnd(10)} ${s.completed} req ${s.rps.toFixed(0)} req/s p50 ${s.p50.toFixed(2)} ms p99 ${s.p99.toFixed(2)} ms cpu ${s.cpuMicrosPerRequest.toFixed(0)} µs/req errors ${s.errors}\n`,
+      );
+    }
+  }
+}
+
+const lines = [
+  `# ext_proc overhead: switchyard vs a no-op ext_proc server (${new Date().toISOString()}, node ${process.version}, ${SECONDS} s × ${REPS} reps, medians)`,
+  "",
+  "| scenario | mode | req/s | p50 ms | p99 ms | server CPU µs/req | errors |",
+  "|---|---|---|---|---|---|---|",
+];
+const summary: Record<string, unknown> = {};
+for (const scenario of SCENARIOS) {
+  const row: Record<string, Record<string, number>> = {};
+  for (const mode of ["noop", "switchyard"]) {
+    const xs = results.filter((r) => r.mode === mode && r.scenario === scenario.name);
+    row[mode] = {
+      rps: median(xs.map((x) => x.rps)),
+      p50: median(xs.map((x) => x.p50)),
+      p99: median(xs.map((x) => x.p99)),
+      cpu: median(xs.map((x) => x.cpuMicrosPerRequest)),
+      errors: xs.reduce((a, x) => a + x.errors, 0),
+    };
+    const r = row[mode]!;
+    lines.push(
+      `| ${scenario.name} | ${mode} | ${r.rps!.toFixed(0)} | ${r.p50!.toFixed(2)} | ${r.p99!.toFixed(2)} | ${r.cpu!.toFixed(0)} | ${r.errors} |`,
+    );
+  }
+  const n = row.noop!;
+  const s = row.switchyard!;
+  summary[scenario.name] = { ...row, ratio: { cpu: s.cpu! / n.cpu!, p99: s.p99! / n.p99!, rps: s.rps! / n.rps! } };
+  lines.push(
+    `| ${scenario.name} | **ratio switchyard/no-op** | ${(s.rps! / n.rps!).toFixed(2)} | ${(s.p50! / n.p50!).toFixed(2)} | ${(s.p99! / n.p99!).toFixed(2)} | ${(s.cpu! / n.cpu!).toFixed(2)} | |`,
+  );
+}
+const report = `${lines.join("\n")}\n`;
+process.stdout.write(`\n${report}`);
+const out = process.env.BENCH_OUT;
+if (out) writeFileSync(out, JSON.stringify({ results, summary, report }, null, 2));

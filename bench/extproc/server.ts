@@ -1,0 +1,156 @@
+/**
+ * Benchmark server child: `noop` is the cheapest correct FULL_DUPLEX_STREAMED endpoint picker (buffer the body,
+ * answer a prebuilt destination, echo the body in ≤62000-byte chunks); `switchyard` is the real EPP (parse,
+ * admission, 8 endpoints scored by the default profile). Both run in their own process so process.cpuUsage()
+ * measures the server alone. Parent protocol over IPC: → {cmd:"cpu"} ← {cpuMicros}; → {cmd:"stop"}.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { startEpp } from "../../src/cli/epp.js";
+import { BODY_CHUNK_BYTES } from "../../src/common/constants.js";
+import { Datastore } from "../../src/datastore/datastore.js";
+import type { EndpointMetrics, PodSpec } from "../../src/datastore/types.js";
+import {
+  destinationMetadata,
+  headersResponse,
+  type ProcessingRequest,
+  type ProcessingResponse,
+  streamedChunk,
+} from "../../src/extproc/messages.js";
+import { extProcService } from "../../src/extproc/proto.js";
+import { silentLogger } from "../../src/observability/logger.js";
+
+const mode = process.argv[2] ?? "noop";
+const ENDPOINTS = 8;
+
+async function startNoop(): Promise<{ port: number; stop: () => Promise<void> }> {
+  const server = new grpc.Server({ "grpc.max_receive_message_length": 64 << 20 });
+  const destination = "10.0.0.1:8000";
+  const metadata = destinationMetadata(destination);
+  server.addService(extProcService().service, {
+    Process(call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) {
+      const chunks: Buffer[] = [];
+      call.on("data", (msg: ProcessingRequest) => {
+        const body = msg.request_body;
+        if (!body) return;
+        if (body.body && body.body.length > 0) chunks.push(body.body);
+        if (!body.end_of_stream) return;
+        const full = Buffer.concat(chunks);
+        call.write(
+          headersResponse(
+            "request_headers",
+            {
+              clearRouteCache: true,
+              setHeaders: [
+                ["x-gateway-destination-endpoint", destination],
+                ["content-length", String(full.length)],
+              ],
+            },
+            metadata,
+          ),
+        );
+        if (full.length === 0) call.write(streamedChunk("request_body", full, true));
+        for (let i = 0; i < full.length; i += BODY_CHUNK_BYTES)
+          call.write(
+            streamedChunk("request_body", full.subarray(i, i + BODY_CHUNK_BYTES), i + BODY_CHUNK_BYTES >= full.length),
+          );
+      });
+      call.on("end", () => call.end());
+      call.on("error", () => {});
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return { port, stop: () => new Promise((r) => server.tryShutdown(() => r())) };
+}
+
+async function startSwitchyard(): Promise<{ port: number; stop: () => Promise<void> }> {
+  const datastore = new Datastore({ poolName: "bench", poolNamespace: "default" });
+  const pods: PodSpec[] = Array.from({ length: ENDPOINTS }, (_, i) => ({
+    name: `pod-${i}`,
+    namespace: "default",
+    creationTimestamp: 0,
+    labels: { app: "bench" },
+    annotations: {},
+    podIP: `10.0.0.${i + 1}`,
+    ready: true,
+    deleting: false,
+  }));
+  datastore.apply({
+    pools: [
+      {
+        name: "bench",
+        namespace: "default",
+        creationTimestamp: 0,
+        selector: { app: "bench" },
+        targetPorts: [8000],
+        appProtocol: "http",
+        failureMode: "FailClose",
+      },
+    ],
+    models: [],
+    objectives: [],
+    rewrites: [],
+    pods,
+  });
+  // Metrics are set in memory (as the scraper would) so the measurement is the per-request path only.
+  const refresh = () => {
+    const now = performance.now();
+    for (const [i, e] of datastore.endpoints().entries()) {
+      const m: EndpointMetrics = {
+        waitingQueueSize: i % 3,
+        runningRequestsSize: 2 + (i % 4),
+        kvCacheUsagePercent: 0.1 + i * 0.05,
+        activeModels: new Set(i < 2 ? ["sql-lora"] : []),
+        waitingModels: new Set(),
+        maxActiveModels: 2,
+        cacheBlockSize: 16,
+        cacheNumBlocks: 4096,
+        updateTime: now,
+      };
+      e.metrics = m;
+    }
+  };
+  refresh();
+  const timer = setInterval(refresh, 50);
+  const epp = await startEpp(
+    [
+      "--pool-name",
+      "bench",
+      "--secure-serving=false",
+      "--host",
+      "127.0.0.1",
+      "--grpc-port",
+      "0",
+      "--grpc-health-port",
+      "0",
+      "--metrics-port",
+      "0",
+      "--log-level",
+      "silent",
+    ],
+    { logger: silentLogger, datastore, scrape: false },
+  );
+  return {
+    port: epp.grpcPort,
+    stop: async () => {
+      clearInterval(timer);
+      await epp.stop(100);
+    },
+  };
+}
+
+const server = mode === "switchyard" ? await startSwitchyard() : await startNoop();
+let cpuMark = process.cpuUsage();
+process.on("message", (msg: { cmd: string }) => {
+  if (msg.cmd === "cpu-start") {
+    cpuMark = process.cpuUsage();
+    process.send?.({ ok: true });
+  } else if (msg.cmd === "cpu") {
+    const d = process.cpuUsage(cpuMark);
+    process.send?.({ cpuMicros: d.user + d.system });
+  } else if (msg.cmd === "stop") {
+    void server.stop().then(() => process.exit(0));
+  }
+});
+process.send?.({ ready: true, port: server.port });

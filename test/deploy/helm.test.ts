@@ -1,0 +1,280 @@
+/**
+ * Renders the chart with the real `helm` binary and checks the objects. CI installs helm
+ * (`go install helm.sh/helm/v3/cmd/helm@v3.16.4`); without it this file FAILS unless SWITCHYARD_SKIP_HELM=1.
+ */
+import { execFile } from "node:child_process";
+import { accessSync, constants } from "node:fs";
+import { homedir } from "node:os";
+import { delimiter, join } from "node:path";
+import { promisify } from "node:util";
+import { beforeAll, describe, expect, it } from "vitest";
+import { parseAllDocuments, parse as parseYaml } from "yaml";
+import { leaseNameFor } from "../../src/sources/leader.js";
+import { type CrdVersion, loadCrds, ROOT, validateObject } from "./crd-schema.js";
+
+const run = promisify(execFile);
+const CHART = join(ROOT, "deploy", "helm", "switchyard");
+const NS = "llm";
+const RELEASE = "llama4-pool";
+const skip = process.env.SWITCHYARD_SKIP_HELM === "1";
+
+function findHelm(): string | undefined {
+  const candidates = [
+    ...(process.env.PATH ?? "").split(delimiter).map((d) => join(d, "helm")),
+    join(homedir(), "go", "bin", "helm"),
+  ];
+  for (const c of candidates) {
+    try {
+      accessSync(c, constants.X_OK);
+      return c;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+interface K8sObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  spec?: Record<string, unknown>;
+  data?: Record<string, string>;
+  rules?: { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[];
+  [k: string]: unknown;
+}
+
+let helm: string | undefined;
+let crds: Map<string, CrdVersion>;
+
+async function render(...set: string[]): Promise<K8sObject[]> {
+  const args = ["template", RELEASE, CHART, "--namespace", NS, ...set.flatMap((s) => ["--set", s])];
+  const { stdout } = await run(helm!, args, { timeout: 60_000, maxBuffer: 16 * 1024 * 1024 });
+  return parseAllDocuments(stdout)
+    .map((d) => d.toJS() as K8sObject | null)
+    .filter((d): d is K8sObject => d !== null);
+}
+
+function one(objs: K8sObject[], kind: string): K8sObject {
+  const found = objs.filter((o) => o.kind === kind);
+  expect(found, kind).toHaveLength(1);
+  return found[0]!;
+}
+
+interface Container {
+  args: string[];
+  ports: { name: string; containerPort: number }[];
+  livenessProbe: { grpc: { port: number; service: string } };
+  readinessProbe: { grpc: { port: number; service: string } };
+  securityContext: Record<string, unknown>;
+  command?: string[];
+}
+
+function podSpec(objs: K8sObject[]): {
+  securityContext: Record<string, unknown>;
+  containers: Container[];
+  serviceAccountName: string;
+} {
+  const d = one(objs, "Deployment") as unknown as { spec: { template: { spec: never } } };
+  return d.spec.template.spec;
+}
+
+describe.skipIf(skip)("helm chart deploy/helm/switchyard", () => {
+  beforeAll(() => {
+    helm = findHelm();
+    if (helm === undefined) {
+      throw new Error(
+        "helm not found on PATH or in ~/go/bin. Install it (go install helm.sh/helm/v3/cmd/helm@v3.16.4) " +
+          "or set SWITCHYARD_SKIP_HELM=1 to skip the chart tests.",
+      );
+    }
+    crds = loadCrds();
+  });
+
+  it("renders the single-replica install with GIE's wiring", async () => {
+    const objs = await render();
+    expect(objs.map((o) => o.kind).sort()).toEqual(
+      ["ConfigMap", "Deployment", "InferencePool", "Role", "RoleBinding", "Service", "ServiceAccount"].sort(),
+    );
+    for (const o of objs) expect(o.metadata.namespace, o.kind).toBe(NS);
+
+    const pod = podSpec(objs);
+    const c = pod.containers[0]!;
+    expect(c.args).toEqual([
+      `--pool-name=${RELEASE}`,
+      `--pool-namespace=${NS}`,
+      "--pool-group=inference.networking.k8s.io",
+      "--grpc-port=9002",
+      "--grpc-health-port=9003",
+      "--metrics-port=9090",
+      "--config-file=/config/default-plugins.yaml",
+    ]);
+    expect(c.ports.map((p) => [p.name, p.containerPort])).toEqual([
+      ["grpc", 9002],
+      ["grpc-health", 9003],
+      ["metrics", 9090],
+    ]);
+    expect(c.livenessProbe.grpc).toEqual({ port: 9003, service: "liveness" });
+    expect(c.readinessProbe.grpc).toEqual({ port: 9003, service: "readiness" });
+    expect(pod.securityContext).toMatchObject({ runAsNonRoot: true });
+    expect(c.securityContext).toMatchObject({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true });
+    expect(pod.serviceAccountName).toBe(`${RELEASE}-epp`);
+    expect((one(objs, "Deployment").spec as { strategy: { type: string } }).strategy.type).toBe("RollingUpdate");
+
+    const svc = one(objs, "Service") as unknown as {
+      metadata: { name: string };
+      spec: { ports: { name: string; port: number }[] };
+    };
+    expect(svc.metadata.name).toBe(`${RELEASE}-epp`);
+    expect(svc.spec.ports.map((p) => [p.name, p.port])).toEqual([
+      ["grpc", 9002],
+      ["grpc-health", 9003],
+      ["metrics", 9090],
+    ]);
+
+    const pool = one(objs, "InferencePool");
+    expect(validateObject(crds, pool)).toEqual([]);
+    expect(pool.metadata.name).toBe(RELEASE);
+    expect(pool.spec).toMatchObject({
+      selector: { matchLabels: { app: "vllm-llama3-8b-instruct" } },
+      targetPorts: [{ number: 8000 }],
+      endpointPickerRef: { name: `${RELEASE}-epp`, port: { number: 9002 }, failureMode: "FailOpen" },
+    });
+
+    const config = parseYaml(one(objs, "ConfigMap").data!["default-plugins.yaml"]!) as {
+      kind: string;
+      plugins: { type: string }[];
+      schedulingProfiles: { plugins: { pluginRef: string; weight?: number }[] }[];
+    };
+    expect(config.kind).toBe("EndpointPickerConfig");
+    expect(config.schedulingProfiles[0]!.plugins).toEqual([
+      { pluginRef: "queue-scorer", weight: 2 },
+      { pluginRef: "kv-cache-utilization-scorer", weight: 2 },
+      { pluginRef: "lora-affinity-scorer", weight: 1 },
+      { pluginRef: "max-score-picker" },
+    ]);
+  });
+
+  it("grants least-privilege RBAC", async () => {
+    const objs = await render();
+    const role = one(objs, "Role");
+    const allowed = new Set([
+      "get list watch /pods",
+      "get list watch inference.networking.k8s.io/inferencepools",
+      "get list watch inference.networking.x-k8s.io/inferencemodels",
+      "get list watch inference.networking.x-k8s.io/inferenceobjectives",
+      "get list watch inference.networking.x-k8s.io/inferencemodelrewrites",
+      "patch update inference.networking.x-k8s.io/inferencemodels/status",
+    ]);
+    const granted = new Set<string>();
+    for (const r of role.rules!) {
+      for (const g of r.apiGroups) {
+        for (const res of r.resources) {
+          expect(r.verbs).not.toContain("*");
+          expect(res).not.toContain("*");
+          granted.add(`${[...r.verbs].sort().join(" ")} ${g === "" ? "" : g}/${res}`);
+        }
+      }
+    }
+    expect(granted).toEqual(allowed);
+    const binding = one(objs, "RoleBinding") as unknown as {
+      subjects: { kind: string; name: string }[];
+      roleRef: { kind: string; name: string };
+    };
+    expect(binding.roleRef).toMatchObject({ kind: "Role", name: role.metadata.name });
+    expect(binding.subjects).toEqual([{ kind: "ServiceAccount", name: `${RELEASE}-epp`, namespace: NS }]);
+    // Namespace-scoped only.
+    expect(objs.some((o) => o.kind === "ClusterRole" || o.kind === "ClusterRoleBinding")).toBe(false);
+  });
+
+  it("turns on HA for replicas > 1 and Istio's DestinationRule for provider istio", async () => {
+    const objs = await render("inferenceExtension.replicas=3", "provider.name=istio");
+    expect(objs.map((o) => o.kind).sort()).toEqual(
+      [
+        "ConfigMap",
+        "Deployment",
+        "DestinationRule",
+        "InferencePool",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+      ].sort(),
+    );
+    const deploy = one(objs, "Deployment");
+    expect(deploy.spec).toMatchObject({ replicas: 3, strategy: { type: "Recreate" } });
+    expect(podSpec(objs).containers[0]!.args).toContain("--ha-enable-leader-election=true");
+
+    const pdb = one(objs, "PodDisruptionBudget");
+    expect(pdb.spec).toMatchObject({ minAvailable: 1, unhealthyPodEvictionPolicy: "AlwaysAllow" });
+    const podLabels = (deploy.spec as { template: { metadata: { labels: Record<string, string> } } }).template.metadata
+      .labels;
+    expect(podLabels).toMatchObject(
+      (pdb.spec as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels,
+    );
+
+    // Leases: create (cannot be name-scoped) plus get/update on exactly GIE's lease name, nothing else.
+    const leaseRules = one(objs, "Role").rules!.filter((r) => r.apiGroups.includes("coordination.k8s.io"));
+    expect(leaseRules).toEqual([
+      { apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["create"] },
+      {
+        apiGroups: ["coordination.k8s.io"],
+        resources: ["leases"],
+        resourceNames: [leaseNameFor(NS, RELEASE)],
+        verbs: ["get", "update"],
+      },
+    ]);
+
+    const dr = one(objs, "DestinationRule");
+    expect(dr.spec).toEqual({
+      host: `${RELEASE}-epp.${NS}.svc.cluster.local`,
+      trafficPolicy: { tls: { mode: "SIMPLE", insecureSkipVerify: true } },
+    });
+    expect(validateObject(crds, one(objs, "InferencePool"))).toEqual([]);
+  });
+
+  it("renders a legacy v1alpha2 pool that validates, with matching RBAC and --pool-group", async () => {
+    const objs = await render("inferencePool.apiVersion=inference.networking.x-k8s.io/v1alpha2");
+    const pool = one(objs, "InferencePool");
+    expect(validateObject(crds, pool)).toEqual([]);
+    expect(pool.spec).toMatchObject({ targetPortNumber: 8000, extensionRef: { portNumber: 9002 } });
+    expect(podSpec(objs).containers[0]!.args).toContain("--pool-group=inference.networking.x-k8s.io");
+    const poolRules = one(objs, "Role").rules!.filter((r) => r.resources.includes("inferencepools"));
+    expect(poolRules.flatMap((r) => r.apiGroups)).toEqual(["inference.networking.x-k8s.io"]);
+  });
+
+  it("renders a ServiceMonitor that selects the EPP Service, flags, and custom plugin configs", async () => {
+    const objs = await render(
+      "inferenceExtension.monitoring.prometheus.enabled=true",
+      "inferenceExtension.flags.refresh-metrics-interval=100ms",
+      "inferenceExtension.pluginsConfigFile=mine.yaml",
+      "inferenceExtension.pluginsCustomConfig.mine\\.yaml=kind: EndpointPickerConfig",
+      "inferencePool.targetPorts[0].number=8000",
+      "inferencePool.targetPorts[1].number=8001",
+    );
+    const sm = one(objs, "ServiceMonitor") as unknown as {
+      spec: { selector: { matchLabels: Record<string, string> }; endpoints: { port: string }[] };
+    };
+    expect(one(objs, "Service").metadata.labels).toMatchObject(sm.spec.selector.matchLabels);
+    expect(sm.spec.endpoints[0]!.port).toBe("metrics");
+    const args = podSpec(objs).containers[0]!.args;
+    expect(args).toContain("--refresh-metrics-interval=100ms");
+    expect(args).toContain("--config-file=/config/mine.yaml");
+    expect(one(objs, "ConfigMap").data!["mine.yaml"]).toContain("EndpointPickerConfig");
+    const pool = one(objs, "InferencePool");
+    expect(pool.spec!.targetPorts).toEqual([{ number: 8000 }, { number: 8001 }]);
+    expect(validateObject(crds, pool)).toEqual([]);
+  });
+
+  it("fails the render with a clear message for invalid values", async () => {
+    for (const [set, message] of [
+      ["provider.name=gke", /provider.name must be none or istio/],
+      ["inferenceExtension.replicas=0", /replicas must be >= 1/],
+      ["inferenceExtension.pluginsConfigFile=missing.yaml", /neither default-plugins.yaml nor a key/],
+      ["inferencePool.modelServerType=tgi", /modelServerType must be/],
+    ] as const) {
+      await expect(render(set), set).rejects.toThrow(message);
+    }
+  });
+});
