@@ -36,11 +36,14 @@ interface Scenario {
   readonly thinkMs: number;
 }
 
-const SCENARIOS: readonly Scenario[] = [
+const ALL_SCENARIOS: readonly Scenario[] = [
   { name: "chat-1k", bodyBytes: 1024, concurrency: 16, thinkMs: 0 },
   { name: "large-220k-c20", bodyBytes: 220 * 1024, concurrency: 20, thinkMs: 1000 },
   { name: "large-220k-c150", bodyBytes: 220 * 1024, concurrency: 150, thinkMs: 1000 },
 ];
+const SCENARIOS = process.env.BENCH_SCENARIOS
+  ? ALL_SCENARIOS.filter((s) => process.env.BENCH_SCENARIOS!.split(",").includes(s.name))
+  : ALL_SCENARIOS;
 
 function chatBody(bytes: number): Buffer {
   const base = { model: "meta-llama/Llama-3.1-8B-Instruct", max_tokens: 128, stream: true };
@@ -128,7 +131,11 @@ function ask<T>(child: ChildProcess, msg: object, key: string): Promise<T> {
 
 async function runOnce(mode: string, scenario: Scenario): Promise<Sample> {
   const serverPath = fileURLToPath(new URL("./server.ts", import.meta.url));
-  const child = fork(serverPath, [mode], { execArgv: ["--import", "tsx"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const profile = process.env.BENCH_PROFILE ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_PROFILE] : [];
+  const child = fork(serverPath, [mode], {
+    execArgv: ["--import", "tsx", ...profile],
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
   const { port } = await new Promise<{ port: number }>((resolve, reject) => {
     child.once("message", (m) => resolve(m as { port: number }));
     child.once("exit", (code) => reject(new Error(`${mode} server exited with ${code}`)));

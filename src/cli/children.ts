@@ -4,13 +4,19 @@
  * so Ctrl-C never leaves a simulator or gateway behind.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { createWriteStream, readFileSync } from "node:fs";
+import { createWriteStream, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-/** dist/cli.js (or src/cli.ts under tsx when running from source). */
+/**
+ * The CLI entry next to this module: dist/cli.js when compiled; when running from source (tests under vitest)
+ * the package's built dist/cli.js if present (`npm test` builds first), else src/cli.ts under tsx.
+ */
 export function cliEntry(): string {
-  return fileURLToPath(new URL("../cli.js", import.meta.url));
+  const here = fileURLToPath(import.meta.url);
+  if (!here.endsWith(".ts")) return fileURLToPath(new URL("../cli.js", import.meta.url));
+  const built = fileURLToPath(new URL("../../dist/cli.js", import.meta.url));
+  return existsSync(built) ? built : fileURLToPath(new URL("../cli.ts", import.meta.url));
 }
 
 export interface Child {

@@ -34,6 +34,7 @@ import { createPluginHandle, createScheduler, loadPickerConfig, type PickerConfi
 import { FileSource } from "../sources/file.js";
 import { KubernetesSource } from "../sources/kubernetes.js";
 import { LeaderElector, leaseNameFor } from "../sources/leader.js";
+import { instrumentScheduler, prefixIndexSize, timedPreRequest } from "./epp-telemetry.js";
 import { checks, type FlagValues, formatHelp, parseFlags } from "./flags.js";
 
 export const EPP_FLAGS = {
@@ -156,6 +157,12 @@ export const EPP_FLAGS = {
     kind: "int",
     default: 0,
     help: "GIE verbosity; when set, 1-2 = info, 3 = debug (VERBOSE), 4+ = trace; overrides --log-level",
+  },
+  "plugin-timing-sample": {
+    kind: "int",
+    default: 8,
+    help: "record inference_extension_plugin_duration_seconds on one scheduling cycle in N (1 = every cycle, as GIE)",
+    check: checks.positive,
   },
   "log-format": { kind: "string", default: "auto", help: "json | pretty | auto (pretty when stdout is a TTY)" },
   // Deprecated GIE flags: rejected when set, exactly as GIE v1.5 does, with the replacement named.
@@ -280,7 +287,13 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   const targetPorts = f["endpoint-target-ports"].map((p) => Number(p));
   const poolName = standalone ? "standalone" : f["pool-name"];
 
-  const config = loadConfig(f);
+  let config: PickerConfig;
+  try {
+    config = loadConfig(f);
+  } catch (err) {
+    logConfigRejected(logger, err);
+    throw err;
+  }
   for (const w of config.warnings) logger.warn({ config: config.file ?? "(inline)" }, w);
 
   const datastore = overrides.datastore ?? new Datastore({ poolName, poolNamespace: namespace, logger });
@@ -303,14 +316,31 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
           queue: e.metrics?.waitingQueueSize,
           running: e.metrics?.runningRequestsSize,
           kv: e.metrics?.kvCacheUsagePercent,
+          scrapeOk: e.metrics || e.lastScrapeError ? e.lastScrapeError === undefined : undefined,
         })),
       };
     },
+    prefixIndexSize: () => indexSize?.(),
   });
-  const scheduler = createScheduler(config, handle, {
-    onPluginDuration: (point, type, name, seconds) =>
-      metrics.pluginDuration.observe({ extension_point: point, plugin_type: type, plugin_name: name }, seconds),
-  });
+  let scheduler: ReturnType<typeof createScheduler>;
+  try {
+    scheduler = createScheduler(config, handle, {
+      onPluginDuration: (point, type, name, seconds) =>
+        metrics.pluginDuration.observe({ extension_point: point, plugin_type: type, plugin_name: name }, seconds),
+    });
+  } catch (err) {
+    logConfigRejected(logger, err);
+    throw err;
+  }
+  const indexSize = prefixIndexSize(scheduler);
+  logger.info(
+    {
+      config: config.file ?? (f["config-text"] ? "(--config-text)" : "(default)"),
+      profile: scheduler.profile,
+      plugins: scheduler.pluginSet.plugins.map((p) => `${p.typedName.name}:${p.typedName.type}`),
+    },
+    "configuration accepted",
+  );
   const detector = scheduler.pluginSet.saturationDetector;
   const admissionCtx: AdmissionContext = {
     config,
@@ -324,8 +354,8 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   const decisions = new DecisionLog(50);
   const director = new Director({
     datastore,
-    scheduler,
-    preRequest: scheduler.preRequestPlugins,
+    scheduler: instrumentScheduler(scheduler, metrics),
+    preRequest: timedPreRequest(scheduler),
     admission,
     metrics,
     logger,
@@ -344,6 +374,9 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   });
 
   // Sources: files, or the Kubernetes API (informers).
+  const leaderElection = f["ha-enable-leader-election"];
+  let elector: LeaderElector | undefined;
+  let kubeSource: KubernetesSource | undefined;
   let stopSource: () => Promise<void> = async () => {};
   if (!overrides.datastore) {
     if (f.resources) {
@@ -363,7 +396,10 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
         datastore,
         logger,
         ...(standalone ? { standalone: { selector: f["endpoint-selector"], targetPorts, poolName } } : {}),
+        // Only the leader writes InferenceModel status, so replicas never fight over conditions.
+        writeStatus: leaderElection ? () => elector?.isLeader === true : true,
       });
+      kubeSource = source;
       await source.start();
       logger.info({ pool: poolName, namespace }, "kubernetes source synced");
       stopSource = async () => source.stop();
@@ -388,7 +424,6 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
         });
   scraper?.start();
 
-  const leaderElection = f["ha-enable-leader-election"];
   const health = createHealthServer({ host: f.host, port: f["grpc-health-port"], leaderElection });
   const server = createExtProcServer({
     host: f.host,
@@ -467,7 +502,6 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   const { port: grpcPort } = await server.start();
   const healthPort = (await health.start()).port;
 
-  let elector: LeaderElector | undefined;
   if (leaderElection) {
     elector = new LeaderElector({
       ...(f.kubeconfig ? { kubeconfig: f.kubeconfig } : {}),
@@ -477,6 +511,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
       onStartedLeading: () => {
         logger.info("became leader");
         health.setLeader(true);
+        kubeSource?.resync();
       },
       onStoppedLeading: () => {
         logger.warn("lost leadership");
@@ -532,6 +567,12 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
       logger.flush?.();
     },
   };
+}
+
+/** One structured line naming the file and field of a rejected configuration (the CLI also prints it). */
+function logConfigRejected(logger: Logger, err: unknown): void {
+  if (err instanceof ConfigError)
+    logger.error({ config: err.file ?? "(inline)", field: err.field, err: err.message }, "configuration rejected");
 }
 
 export async function run(argv: readonly string[]): Promise<number | undefined> {

@@ -20,6 +20,7 @@ import { DEFAULT_REFRESH_METRICS_INTERVAL_MS, DEFAULT_SCRAPE_TIMEOUT_MS } from "
 import { ConfigError } from "../common/errors.js";
 import type { Endpoint } from "../datastore/types.js";
 import { type Logger, silentLogger } from "../observability/logger.js";
+import { DEFAULT_LOG_THROTTLE_MS, LogThrottle } from "../observability/throttle.js";
 import { type EngineConfig, EngineRegistry, extractMetrics } from "./engines.js";
 
 /** What the scraper needs from the datastore: the current endpoints and a change feed. */
@@ -92,6 +93,8 @@ export interface MetricsScraperOptions {
   maxBodyBytes?: number;
   /** Default: a silent logger. */
   logger?: Logger;
+  /** A failing endpoint logs its first failure at warn, then at most one warn line per this many ms. Default 30 s. */
+  failureLogIntervalMs?: number;
   hooks?: ScraperHooks;
 }
 
@@ -191,6 +194,7 @@ export class MetricsScraper {
   readonly #maxBodyBytes: number;
   readonly #logger: Logger;
   readonly #hooks: ScraperHooks;
+  readonly #failureLog: LogThrottle;
 
   readonly #targets = new Map<string, Target>();
   readonly #clients = new Map<string, SharedClient>();
@@ -245,6 +249,9 @@ export class MetricsScraper {
         : new EngineRegistry({ engineConfigs: options.engines ?? [] });
     this.#logger = options.logger ?? silentLogger;
     this.#hooks = options.hooks ?? {};
+    this.#failureLog = new LogThrottle({
+      intervalMs: checkPositive("failureLogIntervalMs", options.failureLogIntervalMs, DEFAULT_LOG_THROTTLE_MS),
+    });
   }
 
   get engines(): EngineRegistry {
@@ -339,6 +346,7 @@ export class MetricsScraper {
 
   #stopTarget(t: Target): void {
     t.stopped = true;
+    this.#failureLog.reset(t.endpoint.key);
     if (t.timer !== undefined) {
       clearTimeout(t.timer);
       t.timer = undefined;
@@ -466,6 +474,7 @@ export class MetricsScraper {
     const durationMs = finished - started;
     if (error === undefined) {
       if (t.failures > 0) {
+        this.#failureLog.reset(endpoint.key);
         this.#logger.info({ endpoint: endpoint.key, failures: t.failures }, "metrics scrape recovered");
       }
       t.failures = 0;
@@ -479,10 +488,16 @@ export class MetricsScraper {
     if (error.reason === "engine") {
       if (!t.warnedEngine) this.#logger.warn({ endpoint: endpoint.key, err: error.message }, "metrics scrape failing");
       t.warnedEngine = true;
-    } else if (t.failures === 1) {
-      this.#logger.warn({ endpoint: endpoint.key, reason: error.reason, err: error.message }, "metrics scrape failing");
     } else {
-      this.#logger.debug({ endpoint: endpoint.key, reason: error.reason, err: error.message }, "metrics scrape failed");
+      // Rate-limited per endpoint: the first failure, then one line per interval with the suppressed count.
+      const suppressed = this.#failureLog.take(endpoint.key);
+      if (suppressed !== undefined)
+        this.#logger.warn(
+          { endpoint: endpoint.key, reason: error.reason, err: error.message, failures: t.failures, suppressed },
+          "metrics scrape failing",
+        );
+      else if (this.#logger.isLevelEnabled("debug"))
+        this.#logger.debug({ endpoint: endpoint.key, reason: error.reason, err: error.message }, "metrics scrape failed");
     }
     this.#report(endpoint, { ok: false, durationMs, error });
     const backoff = this.#intervalMs * 2 ** Math.min(t.failures - 1, 30);

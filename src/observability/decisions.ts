@@ -4,7 +4,8 @@
  */
 
 export interface DecisionRecord {
-  readonly time: string;
+  /** ms since epoch (formatted only when read, to keep the hot path cheap). */
+  readonly time: number;
   readonly requestId: string;
   readonly model: string;
   readonly targetModel: string;

@@ -5,7 +5,7 @@
  * accounting. It sees only the protocol-free seam in src/extproc/handler.ts.
  */
 import { randomInt } from "node:crypto";
-import type { Admission, AdmissionTicket } from "../admission/types.js";
+import type { Admission, AdmissionRequest, AdmissionTicket } from "../admission/types.js";
 import {
   DEFAULT_FAIRNESS_ID,
   FAIRNESS_ID_HEADER,
@@ -49,6 +49,45 @@ export interface DirectorOptions {
 }
 
 const PRIORITY_OF: Readonly<Record<Criticality, number>> = { Critical: 1, Standard: 0, Sheddable: -1 };
+const EMPTY = Buffer.alloc(0);
+
+type CounterChild = ReturnType<EppMetrics["requestTotal"]["labels"]>;
+type HistogramChild = ReturnType<EppMetrics["requestDuration"]["labels"]>;
+type GaugeChild = ReturnType<EppMetrics["runningRequests"]["labels"]>;
+
+/**
+ * prom-client hashes the label object on every call; resolving each (model, target) pair's children once keeps
+ * per-request metric updates to a property read. Cardinality is bounded by the configured models; the cache is
+ * reset if a flood of unknown model names ever grows it past a cap.
+ */
+interface ModelLabels {
+  readonly requestSizes: HistogramChild;
+  readonly responseSizes: HistogramChild;
+  readonly duration: HistogramChild;
+  readonly inputTokens: HistogramChild;
+  readonly outputTokens: HistogramChild;
+  readonly cachedTokens: HistogramChild;
+  readonly ntpot: HistogramChild;
+  readonly ttft: HistogramChild;
+  readonly running: GaugeChild;
+  requestTotal(priority: number): CounterChild;
+}
+
+const LABEL_CACHE_CAP = 2048;
+
+interface Shared extends DirectorOptions {
+  labels(model: string, target: string): ModelLabels;
+  attempts(target: string, endpoint: Endpoint): CounterChild;
+}
+
+interface Prepared {
+  readonly parsed: ParsedRequest;
+  readonly target: string;
+  readonly priority: number;
+  readonly objectiveName: string | undefined;
+  readonly candidates: () => readonly Endpoint[];
+  readonly admission: AdmissionRequest;
+}
 
 /** Path source order, GIE openai parser: `:path` → x-original-path → x-forwarded-path → /v1/completions. */
 function requestPath(headers: ReadonlyMap<string, string>): string {
@@ -64,23 +103,72 @@ function hostOf(value: string): string {
 }
 
 export class Director implements LifecycleFactory {
-  readonly #o: DirectorOptions;
+  readonly #shared: Shared;
   readonly #random: () => number;
   readonly #tenantHeader: string;
 
   constructor(options: DirectorOptions) {
-    this.#o = options;
     this.#random = options.random ?? Math.random;
     this.#tenantHeader = (options.tenantHeader ?? FAIRNESS_ID_HEADER).toLowerCase();
+    const m = options.metrics;
+    const byModel = new Map<string, ModelLabels>();
+    const byAttempt = new Map<string, CounterChild>();
+    this.#shared = {
+      ...options,
+      labels(model, target) {
+        const key = `${model}\u0000${target}`;
+        let l = byModel.get(key);
+        if (l) return l;
+        if (byModel.size >= LABEL_CACHE_CAP) byModel.clear();
+        const lt = { model_name: model, target_model_name: target };
+        const totals = new Map<number, CounterChild>();
+        l = {
+          requestSizes: m.requestSizes.labels(lt),
+          responseSizes: m.responseSizes.labels(lt),
+          duration: m.requestDuration.labels(lt),
+          inputTokens: m.inputTokens.labels(lt),
+          outputTokens: m.outputTokens.labels(lt),
+          cachedTokens: m.promptCachedTokens.labels(lt),
+          ntpot: m.ntpot.labels(lt),
+          ttft: m.ttft.labels(lt),
+          running: m.runningRequests.labels({ model_name: model }),
+          requestTotal(priority) {
+            let c = totals.get(priority);
+            if (!c) {
+              c = m.requestTotal.labels({ ...lt, priority: String(priority) });
+              totals.set(priority, c);
+            }
+            return c;
+          },
+        };
+        byModel.set(key, l);
+        return l;
+      },
+      attempts(target, endpoint) {
+        const key = `${target}\u0000${endpoint.key}`;
+        let c = byAttempt.get(key);
+        if (c) return c;
+        if (byAttempt.size >= LABEL_CACHE_CAP) byAttempt.clear();
+        c = m.schedulerAttempts.labels({
+          status: "success",
+          target_model_name: target,
+          pod_name: endpoint.podName,
+          namespace: endpoint.namespace,
+          port: String(endpoint.port),
+        });
+        byAttempt.set(key, c);
+        return c;
+      },
+    };
   }
 
   begin(): RequestLifecycle {
-    return new RequestContext(this.#o, this.#random, this.#tenantHeader);
+    return new RequestContext(this.#shared, this.#random, this.#tenantHeader);
   }
 }
 
 class RequestContext implements RequestLifecycle {
-  readonly #o: DirectorOptions;
+  readonly #o: Shared;
   readonly #random: () => number;
   readonly #tenantHeader: string;
   readonly #received = performance.now();
@@ -99,43 +187,57 @@ class RequestContext implements RequestLifecycle {
   #routed = false;
   #finished = false;
 
-  constructor(options: DirectorOptions, random: () => number, tenantHeader: string) {
+  #labels: ModelLabels | undefined;
+
+  constructor(options: Shared, random: () => number, tenantHeader: string) {
     this.#o = options;
     this.#random = random;
     this.#tenantHeader = tenantHeader;
   }
 
-  async route(request: IncomingRequest, signal: AbortSignal): Promise<RoutingDecision> {
+  /**
+   * Synchronous unless admission queues the request: a Promise (and its microtasks) is paid for only when a
+   * request actually waits, which keeps the common path cheap (bench/extproc).
+   */
+  route(request: IncomingRequest, signal: AbortSignal): RoutingDecision | Promise<RoutingDecision> {
     this.#requestId = request.requestId;
     try {
-      return request.headerOnly ? this.#routeHeaderOnly() : await this.#routeWithBody(request, signal);
-    } catch (err) {
-      const e = toSwitchyardError(err);
-      this.#countError(e.gieCode);
-      this.#o.decisions?.push({
-        time: new Date().toISOString(),
-        requestId: this.#requestId,
-        model: this.#model,
-        targetModel: this.#targetModel,
-        criticality: this.#criticality,
-        priority: PRIORITY_OF[this.#criticality],
-        outcome: "rejected",
-        error: { code: e.code, status: e.status, message: e.message },
-      });
-      const log = this.#o.logger;
-      if (log.isLevelEnabled("debug"))
-        log.debug(
-          {
-            requestId: this.#requestId,
-            model: this.#model,
-            targetModel: this.#targetModel,
-            code: e.code,
-            status: e.status,
+      if (request.headerOnly) return this.#routeHeaderOnly();
+      const prepared = this.#prepare(request);
+      const ticket = this.#o.admission.admit(prepared.admission, prepared.candidates, signal);
+      if (ticket instanceof Promise)
+        return ticket.then(
+          (t) => this.#schedule(request, prepared, t),
+          (err: unknown) => {
+            throw this.#reject(err);
           },
-          `request rejected: ${e.message}`,
         );
-      throw e;
+      return this.#schedule(request, prepared, ticket);
+    } catch (err) {
+      throw this.#reject(err);
     }
+  }
+
+  #reject(err: unknown): SwitchyardError {
+    const e = toSwitchyardError(err);
+    this.#countError(e.gieCode);
+    this.#o.decisions?.push({
+      time: Date.now(),
+      requestId: this.#requestId,
+      model: this.#model,
+      targetModel: this.#targetModel,
+      criticality: this.#criticality,
+      priority: PRIORITY_OF[this.#criticality],
+      outcome: "rejected",
+      error: { code: e.code, status: e.status, message: e.message },
+    });
+    const log = this.#o.logger;
+    if (log.isLevelEnabled("debug"))
+      log.debug(
+        { requestId: this.#requestId, model: this.#model, targetModel: this.#targetModel, code: e.code, status: e.status },
+        `request rejected: ${e.message}`,
+      );
+    return e;
   }
 
   /** GIE §5.7: header-only requests (GET) go to a random endpoint without scheduling. */
@@ -145,16 +247,16 @@ class RequestContext implements RequestLifecycle {
     const chosen = endpoints[randomInt(endpoints.length)]!;
     this.#routed = true;
     chosen.routedRequests++;
-    return { endpoints: [chosen.key], body: Buffer.alloc(0) };
+    return { endpoints: [chosen.key], body: EMPTY };
   }
 
-  async #routeWithBody(request: IncomingRequest, signal: AbortSignal): Promise<RoutingDecision> {
+  /** Parse, resolve the target model and priority, and check there is anything to route to. */
+  #prepare(request: IncomingRequest): Prepared {
     const o = this.#o;
     const headers = request.headers;
     const parsed = parseRequest(request.body, requestPath(headers));
     this.#parsed = parsed;
     this.#model = parsed.model;
-    o.metrics.requestSizes.observe({ model_name: parsed.model, target_model_name: parsed.model }, request.body.length);
 
     // Target model: rewrite header first, then the InferenceModel's weighted split, then InferenceModelRewrite.
     let target = headers.get(MODEL_NAME_REWRITE_HEADER) || parsed.model;
@@ -176,6 +278,8 @@ class RequestContext implements RequestLifecycle {
     if (!model && !rewrite && o.rejectUnknownModels && target === parsed.model)
       throw new SwitchyardError("SY_UNKNOWN_MODEL", `model "${parsed.model}" is not served by this pool`);
     this.#targetModel = target;
+    this.#labels = o.labels(parsed.model, target);
+    this.#labels.requestSizes.observe(request.body.length);
 
     // Priority: the InferenceObjective named by the header wins; otherwise the model's criticality.
     let priority = PRIORITY_OF[this.#criticality];
@@ -189,28 +293,35 @@ class RequestContext implements RequestLifecycle {
     }
 
     const hint = o.disableSubsetFilter ? undefined : request.subsetHint;
-    const candidates = (): readonly Endpoint[] => this.#candidates(hint);
+    const candidates = hint === undefined ? () => o.datastore.endpoints() : () => this.#candidates(hint);
     if (candidates().length === 0)
       throw new SwitchyardError("SY_NO_CANDIDATES", "failed to find endpoint candidates for serving the request");
-
-    const inputTokens = parsed.inputTokens;
-    this.#ticket = await o.admission.admit(
-      {
+    return {
+      parsed,
+      target,
+      priority,
+      objectiveName,
+      candidates,
+      admission: {
         requestId: this.#requestId,
         model: parsed.model,
         targetModel: target,
         criticality: this.#criticality,
         priority,
         tenant: headers.get(this.#tenantHeader) || DEFAULT_FAIRNESS_ID,
-        inputTokens,
+        inputTokens: parsed.inputTokens,
         maxTokens: parsed.maxTokens,
         bytes: request.body.length,
       },
-      candidates,
-      signal,
-    );
+    };
+  }
+
+  #schedule(request: IncomingRequest, p: Prepared, ticket: AdmissionTicket): RoutingDecision {
+    const o = this.#o;
+    this.#ticket = ticket;
+    const { parsed, target, priority } = p;
     // Late binding: candidates are re-read after admission, which may have queued the request.
-    const now = candidates();
+    const now = p.candidates();
     if (now.length === 0)
       throw new SwitchyardError("SY_NO_CANDIDATES", "failed to find endpoint candidates for serving the request");
 
@@ -221,49 +332,38 @@ class RequestContext implements RequestLifecycle {
       criticality: this.#criticality,
       priority,
       prefixText: parsed.prefixText,
-      inputTokens,
+      inputTokens: parsed.inputTokens,
       maxTokens: parsed.maxTokens,
-      headers,
+      headers: request.headers,
     };
     const t0 = performance.now();
     let result: ReturnType<Scheduler["schedule"]>;
     try {
       result = o.scheduler.schedule(schedulingRequest, now);
     } catch (err) {
-      o.metrics.schedulerAttempts.inc({
-        status: "failure",
-        target_model_name: target,
-        pod_name: "",
-        namespace: "",
-        port: "",
-      });
+      o.metrics.schedulerAttempts.inc({ status: "failure", target_model_name: target, pod_name: "", namespace: "", port: "" });
       throw err;
     }
     const elapsed = performance.now() - t0;
     o.metrics.schedulerE2e.observe(elapsed / 1000);
-    for (const p of o.preRequest ?? []) p.preRequest(schedulingRequest, result.endpoints);
+    for (const plugin of o.preRequest ?? []) plugin.preRequest(schedulingRequest, result.endpoints);
 
     const primary = result.endpoints[0]!;
-    o.metrics.schedulerAttempts.inc({
-      status: "success",
-      target_model_name: target,
-      pod_name: primary.podName,
-      namespace: primary.namespace,
-      port: String(primary.port),
-    });
-    o.metrics.requestTotal.inc({ model_name: parsed.model, target_model_name: target, priority: String(priority) });
-    o.metrics.runningRequests.inc({ model_name: parsed.model });
+    const labels = this.#labels!;
+    o.attempts(target, primary).inc();
+    labels.requestTotal(priority).inc();
+    labels.running.inc();
     this.#endpoint = primary;
-    this.#inflightTokens = inputTokens + (parsed.maxTokens ?? Math.ceil(inputTokens * 1.5));
+    this.#inflightTokens = parsed.inputTokens + (parsed.maxTokens ?? Math.ceil(parsed.inputTokens * 1.5));
     primary.inflightRequests++;
     primary.routedRequests++;
     primary.inflightTokens += this.#inflightTokens;
     this.#routed = true;
     this.#decidedAt = performance.now();
 
-    const keys = result.endpoints.map((e) => e.key);
+    const keys = result.endpoints.length === 1 ? [primary.key] : result.endpoints.map((e) => e.key);
     o.decisions?.push({
-      time: new Date().toISOString(),
+      time: Date.now(),
       requestId: this.#requestId,
       model: parsed.model,
       targetModel: target,
@@ -284,7 +384,7 @@ class RequestContext implements RequestLifecycle {
           targetModel: target,
           criticality: this.#criticality,
           priority,
-          objective: objectiveName,
+          objective: p.objectiveName,
           candidates: result.breakdown,
           filtered: result.rejected,
           chosen: keys,
@@ -293,11 +393,7 @@ class RequestContext implements RequestLifecycle {
       );
 
     const body = target === parsed.model ? request.body : rewriteModel(request.body, target, parsed.modelRange);
-    return {
-      endpoints: keys,
-      body,
-      ...(this.#ticket.headers ? { setHeaders: this.#ticket.headers } : {}),
-    };
+    return ticket.headers ? { endpoints: keys, body, setHeaders: ticket.headers } : { endpoints: keys, body };
   }
 
   #candidates(hint: readonly string[] | undefined): readonly Endpoint[] {
@@ -330,27 +426,23 @@ class RequestContext implements RequestLifecycle {
     const wasStarted = accountant.firstContentAt !== undefined;
     const out = accountant.feed(chunk, endOfStream);
     if (!wasStarted && accountant.firstContentAt !== undefined && this.#decidedAt > 0)
-      this.#o.metrics.ttft.observe(
-        { model_name: this.#model, target_model_name: this.#targetModel },
-        (accountant.firstContentAt - this.#decidedAt) / 1000,
-      );
+      this.#labels?.ttft.observe((accountant.firstContentAt - this.#decidedAt) / 1000);
     if (endOfStream) this.#recordCompletion(accountant);
     return out;
   }
 
   #recordCompletion(accountant: ResponseAccountant): void {
-    const m = this.#o.metrics;
-    const labels = { model_name: this.#model, target_model_name: this.#targetModel };
+    const l = this.#labels ?? this.#o.labels(this.#model, this.#targetModel);
     const seconds = (performance.now() - this.#received) / 1000;
-    m.requestDuration.observe(labels, seconds);
-    m.responseSizes.observe(labels, accountant.bytes);
+    l.duration.observe(seconds);
+    l.responseSizes.observe(accountant.bytes);
     const usage = accountant.usage();
     if (usage) {
-      m.inputTokens.observe(labels, usage.promptTokens);
-      m.outputTokens.observe(labels, usage.completionTokens);
-      m.promptCachedTokens.observe(labels, usage.cachedTokens);
+      l.inputTokens.observe(usage.promptTokens);
+      l.outputTokens.observe(usage.completionTokens);
+      l.cachedTokens.observe(usage.cachedTokens);
       // NTPOT as GIE: (response complete − request received) / output tokens, only when output tokens > 0.
-      if (usage.completionTokens > 0) m.ntpot.observe(labels, seconds / usage.completionTokens);
+      if (usage.completionTokens > 0) l.ntpot.observe(seconds / usage.completionTokens);
     }
     this.#ticket?.release(usage?.totalTokens);
     this.#ticket = undefined;
@@ -373,7 +465,7 @@ class RequestContext implements RequestLifecycle {
     if (e) {
       e.inflightRequests--;
       e.inflightTokens -= this.#inflightTokens;
-      this.#o.metrics.runningRequests.dec({ model_name: this.#model });
+      this.#labels?.running.dec();
     }
     if (this.#ticket) {
       this.#ticket.release(undefined);

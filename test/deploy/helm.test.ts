@@ -9,6 +9,8 @@ import { delimiter, join } from "node:path";
 import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
+import { EPP_FLAGS } from "../../src/cli/epp.js";
+import { parseFlags } from "../../src/cli/flags.js";
 import { leaseNameFor } from "../../src/sources/leader.js";
 import { type CrdVersion, loadCrds, ROOT, validateObject } from "./crd-schema.js";
 
@@ -114,6 +116,11 @@ describe.skipIf(skip)("helm chart deploy/helm/switchyard", () => {
       ["grpc-health", 9003],
       ["metrics", 9090],
     ]);
+    // The real `switchyard epp` accepts exactly these args.
+    const flags = parseFlags(EPP_FLAGS, c.args);
+    expect(flags["pool-name"]).toBe(RELEASE);
+    expect(flags["grpc-health-port"]).toBe(9003);
+    expect(flags.$args).toEqual([]);
     expect(c.livenessProbe.grpc).toEqual({ port: 9003, service: "liveness" });
     expect(c.readinessProbe.grpc).toEqual({ port: 9003, service: "readiness" });
     expect(pod.securityContext).toMatchObject({ runAsNonRoot: true });
@@ -204,7 +211,9 @@ describe.skipIf(skip)("helm chart deploy/helm/switchyard", () => {
     );
     const deploy = one(objs, "Deployment");
     expect(deploy.spec).toMatchObject({ replicas: 3, strategy: { type: "Recreate" } });
-    expect(podSpec(objs).containers[0]!.args).toContain("--ha-enable-leader-election=true");
+    const haArgs = podSpec(objs).containers[0]!.args;
+    expect(haArgs).toContain("--ha-enable-leader-election=true");
+    expect(parseFlags(EPP_FLAGS, haArgs)["ha-enable-leader-election"]).toBe(true);
 
     const pdb = one(objs, "PodDisruptionBudget");
     expect(pdb.spec).toMatchObject({ minAvailable: 1, unhealthyPodEvictionPolicy: "AlwaysAllow" });
@@ -260,6 +269,7 @@ describe.skipIf(skip)("helm chart deploy/helm/switchyard", () => {
     expect(sm.spec.endpoints[0]!.port).toBe("metrics");
     const args = podSpec(objs).containers[0]!.args;
     expect(args).toContain("--refresh-metrics-interval=100ms");
+    expect(parseFlags(EPP_FLAGS, args)["refresh-metrics-interval"]).toBe(100);
     expect(args).toContain("--config-file=/config/mine.yaml");
     expect(one(objs, "ConfigMap").data!["mine.yaml"]).toContain("EndpointPickerConfig");
     const pool = one(objs, "InferencePool");

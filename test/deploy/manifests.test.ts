@@ -1,5 +1,7 @@
 import { join, relative } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
+import { parseFlags } from "../../src/cli/flags.js";
+import { SIM_FLAGS } from "../../src/cli/sim.js";
 import { normalizeObject } from "../../src/sources/normalize.js";
 import { type CrdVersion, loadCrds, nonStructural, ROOT, validateObject, yamlDocs, yamlFiles } from "./crd-schema.js";
 
@@ -83,9 +85,14 @@ describe("deploy manifests", () => {
       expect(d.spec.template.metadata.labels, name).toMatchObject({ app: "llm-inference", model: "llama4-17b" });
     }
     const sim = byName.get("Deployment/llama4-17b-sim") as {
-      spec: { template: { spec: { containers: { command: string[] }[] } } };
+      spec: { template: { spec: { containers: { command: string[]; args: string[] }[] } } };
     };
-    expect(sim.spec.template.spec.containers[0]!.command).toEqual(["node", "/app/dist/cli.js", "sim"]);
+    const container = sim.spec.template.spec.containers[0]!;
+    expect(container.command).toEqual(["node", "/app/dist/cli.js", "sim"]);
+    // The real `switchyard sim` accepts these args.
+    const flags = parseFlags(SIM_FLAGS, container.args);
+    expect(flags.port).toBe(8000);
+    expect(flags.host).toBe("0.0.0.0");
   });
 
   it("reject what the API server would reject (the validator is not vacuous)", () => {
@@ -135,7 +142,7 @@ describe("deploy manifests", () => {
   it("wire Envoy Gateway the way GIE data planes expect", () => {
     const docs = manifests();
     const find = (kind: string, dir: string) =>
-      docs.filter((d) => d.doc.kind === kind && d.file.includes(dir)).map((d) => d.doc as Record<string, never>);
+      docs.filter((d) => d.doc.kind === kind && d.file.includes(dir)).map((d) => d.doc as unknown);
 
     const route = find("HTTPRoute", "envoy-gateway/")[0] as {
       spec: { rules: { backendRefs: Record<string, string>[]; timeouts: { request: string } }[] };
