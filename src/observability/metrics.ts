@@ -289,6 +289,8 @@ export class EppMetrics {
       labelNames: ["criticality", "reason"],
       registers: [r],
     });
+    // Zero-initialised so rate() and the shed-rate alert have a series before the first shed, not "no data".
+    this.shedTotal.inc({ criticality: "Sheddable", reason: "saturated" }, 0);
     this.scrapeErrors = new Counter({
       name: "switchyard_scrape_errors_total",
       help: "Failed /metrics scrapes of model-server endpoints.",
