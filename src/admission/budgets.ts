@@ -158,7 +158,9 @@ export interface BudgetRejection {
   readonly rule: string;
 }
 
-export type BudgetResult = { readonly ok: true; readonly charge: BudgetCharge } | ({ readonly ok: false } & BudgetRejection);
+export type BudgetResult =
+  | { readonly ok: true; readonly charge: BudgetCharge }
+  | ({ readonly ok: false } & BudgetRejection);
 
 interface Binding {
   entry: Entry;
@@ -222,12 +224,20 @@ export class BudgetLedger {
       if (e.tokens) {
         if (estimate > e.tokens.capacity) return this.#tooLarge(e, e.tokens, estimate);
         const wait = e.tokens.waitFor(estimate);
-        if (!tokensBinding || wait > tokensBinding.wait || (wait === tokensBinding.wait && e.tokens.level < tokensBinding.bucket.level))
+        if (
+          !tokensBinding ||
+          wait > tokensBinding.wait ||
+          (wait === tokensBinding.wait && e.tokens.level < tokensBinding.bucket.level)
+        )
           tokensBinding = { entry: e, bucket: e.tokens, wait };
       }
       if (e.requests) {
         const wait = e.requests.waitFor(1);
-        if (!requestsBinding || wait > requestsBinding.wait || (wait === requestsBinding.wait && e.requests.level < requestsBinding.bucket.level))
+        if (
+          !requestsBinding ||
+          wait > requestsBinding.wait ||
+          (wait === requestsBinding.wait && e.requests.level < requestsBinding.bucket.level)
+        )
           requestsBinding = { entry: e, bucket: e.requests, wait };
       }
     }

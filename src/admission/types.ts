@@ -25,8 +25,13 @@ export interface AdmissionRequest {
 export interface AdmissionTicket {
   /** Extra response headers for the client (e.g. x-ratelimit-remaining-tokens). */
   readonly headers?: readonly (readonly [string, string])[];
-  /** Called once when the request ends; `usedTokens` is the real total when the response reported usage. */
-  release(usedTokens: number | undefined): void;
+  /**
+   * Called when the request ends; only the first call counts. `usedTokens` is the real total when the response
+   * reported usage (streamed or not). `served` false means the request never reached a model server (e.g.
+   * scheduling failed after admission): budgets refund the whole estimate. Default true: without usage the estimate
+   * stays charged.
+   */
+  release(usedTokens: number | undefined, served?: boolean): void;
 }
 
 export interface Admission {

@@ -5,8 +5,8 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createWriteStream, existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
 /**
  * The CLI entry next to this module: dist/cli.js when compiled; when running from source (tests under vitest)
@@ -17,6 +17,12 @@ export function cliEntry(): string {
   if (!here.endsWith(".ts")) return fileURLToPath(new URL("../cli.js", import.meta.url));
   const built = fileURLToPath(new URL("../../dist/cli.js", import.meta.url));
   return existsSync(built) ? built : fileURLToPath(new URL("../cli.ts", import.meta.url));
+}
+
+/** The parent-death watchdog next to the entry (dist/cli/parent-watch.js, or the .ts source under tsx). */
+function parentWatch(entry: string): string {
+  const ext = entry.endsWith(".ts") ? ".ts" : ".js";
+  return pathToFileURL(join(dirname(entry), "cli", `parent-watch${ext}`)).href;
 }
 
 export interface Child {
@@ -39,11 +45,16 @@ export class Supervisor {
 
   /** Starts `switchyard <args…>` as a child. */
   start(name: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Child {
+    const entry = cliEntry();
+    const execArgv = [...(entry.endsWith(".ts") ? ["--import", "tsx"] : []), "--import", parentWatch(entry)];
+    return this.startProgram(name, process.execPath, [...execArgv, entry, ...args], env);
+  }
+
+  /** Starts any executable as a supervised child (e.g. llm-d-inference-sim for `switchyard bench`). */
+  startProgram(name: string, file: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Child {
     const logFile = join(this.logDir, `${name}.log`);
     const log = createWriteStream(logFile, { flags: "w" });
-    const entry = cliEntry();
-    const execArgv = entry.endsWith(".ts") ? ["--import", "tsx"] : [];
-    const child = spawn(process.execPath, [...execArgv, entry, ...args], {
+    const child = spawn(file, args, {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, ...env },
     });
@@ -53,6 +64,11 @@ export class Supervisor {
       child.once("exit", (code, signal) => {
         log.end();
         resolve(code ?? signal ?? "unknown");
+      });
+      // A missing or non-executable file emits "error" and never "exit"; unhandled, it would crash the parent.
+      child.once("error", (err) => {
+        log.end();
+        resolve(`spawn failed: ${err.message}`);
       });
     });
     const entryRecord: Child = { name, process: child, logFile, exited };
@@ -73,9 +89,21 @@ export class Supervisor {
     }
   }
 
+  /** Children that have not exited yet. */
+  running(): Child[] {
+    return this.#children.filter((c) => c.process.exitCode === null && c.process.signalCode === null);
+  }
+
+  /** SIGKILLs every running child at once (a second Ctrl-C: the user does not want to wait for draining). */
+  killAll(): void {
+    this.#stopping = true;
+    for (const c of this.running()) c.process.kill("SIGKILL");
+  }
+
+  /** SIGTERM to every running child, SIGKILL to those still running after `graceMs`; resolves when all exited. */
   async stopAll(graceMs = 5000): Promise<void> {
     this.#stopping = true;
-    const running = this.#children.filter((c) => c.process.exitCode === null && c.process.signalCode === null);
+    const running = this.running();
     for (const c of running) c.process.kill("SIGTERM");
     const timer = setTimeout(() => {
       for (const c of running)

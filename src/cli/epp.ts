@@ -5,7 +5,9 @@
  */
 import { readFileSync } from "node:fs";
 import type { LevelWithSilent } from "pino";
-import { SheddingAdmission } from "../admission/legacy.js";
+import { KubernetesScaler, parseScaleTarget } from "../admission/autoscale.js";
+import { configuredTenantHeader } from "../admission/config.js";
+import { createAdmissionController } from "../admission/controller.js";
 import type { Admission } from "../admission/types.js";
 import {
   DEFAULT_GRPC_HEALTH_PORT,
@@ -32,7 +34,7 @@ import { EppMetrics } from "../observability/metrics.js";
 import { Director } from "../request/director.js";
 import { createPluginHandle, createScheduler, loadPickerConfig, type PickerConfig } from "../scheduling/index.js";
 import { FileSource } from "../sources/file.js";
-import { KubernetesSource } from "../sources/kubernetes.js";
+import { KubernetesSource, loadKubeConfig } from "../sources/kubernetes.js";
 import { LeaderElector, leaseNameFor } from "../sources/leader.js";
 import { instrumentScheduler, prefixIndexSize, timedPreRequest } from "./epp-telemetry.js";
 import { checks, type FlagValues, formatHelp, parseFlags } from "./flags.js";
@@ -143,6 +145,16 @@ export const EPP_FLAGS = {
     default: FAIRNESS_ID_HEADER,
     help: "request header naming the tenant for budgets and fair queueing",
   },
+  autoscale: {
+    kind: "bool",
+    default: false,
+    help: "patch the scale subresource of --autoscale-target with switchyard_pool_recommended_replicas when it changes",
+  },
+  "autoscale-target": {
+    kind: "string",
+    default: "",
+    help: "workload --autoscale scales, deployment/<name> or statefulset/<name>, in the pool's namespace",
+  },
   "drain-timeout": {
     kind: "duration",
     default: 30_000,
@@ -224,14 +236,16 @@ export interface AdmissionContext {
   readonly logger: Logger;
   readonly detector: ReturnType<typeof createScheduler>["pluginSet"]["saturationDetector"];
   readonly refreshIntervalMs: number;
+  /** `--metrics-staleness-threshold`: freshness bound of the autoscaling averages. */
+  readonly poolMetricsStalenessMs?: number;
+  /** `--autoscale`: writes the recommended replica count to the pool's workload. */
+  readonly scaler?: KubernetesScaler;
+  /** With leader election only the leader patches the scale subresource. */
+  readonly isLeader?: () => boolean;
 }
 
-/** Admission factory used when the caller does not override it; the flow-control module replaces this hook. */
-let defaultAdmissionFactory = (ctx: AdmissionContext): Admission =>
-  new SheddingAdmission({
-    detector: ctx.detector,
-    onShed: (r, reason) => ctx.metrics.shedTotal.inc({ criticality: r.criticality, reason }),
-  });
+/** Admission factory used when the caller does not override it: budgets, shedding / flow control, autoscaling. */
+let defaultAdmissionFactory = (ctx: AdmissionContext): Admission => createAdmissionController(ctx);
 
 export function setDefaultAdmissionFactory(factory: (ctx: AdmissionContext) => Admission): void {
   defaultAdmissionFactory = factory;
@@ -321,6 +335,8 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
       };
     },
     prefixIndexSize: () => indexSize?.(),
+    // Read from the server at scrape time: no per-stream bookkeeping on the request path.
+    streamsInFlight: () => server.activeStreams(),
   });
   let scheduler: ReturnType<typeof createScheduler>;
   try {
@@ -349,6 +365,10 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
     logger,
     detector,
     refreshIntervalMs: f["refresh-metrics-interval"],
+    poolMetricsStalenessMs: f["metrics-staleness-threshold"],
+    ...(f.autoscale ? { scaler: createScaler(f, namespace) } : {}),
+    // Called from the autoscale timer, which first fires after `elector` below is initialised.
+    ...(f["ha-enable-leader-election"] ? { isLeader: () => elector?.isLeader === true } : {}),
   };
   const admission = (overrides.admission ?? defaultAdmissionFactory)(admissionCtx);
   const decisions = new DecisionLog(50);
@@ -362,7 +382,10 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
     decisions,
     rejectUnknownModels: f["reject-unknown-models"],
     disableSubsetFilter: f["disable-endpoint-subset-filter"],
-    tenantHeader: f["tenant-header"],
+    // An explicit --tenant-header wins over admission.tenantHeader in the config.
+    tenantHeader: f.$set.has("tenant-header")
+      ? f["tenant-header"]
+      : (configuredTenantHeader(config) ?? f["tenant-header"]),
   });
 
   datastore.onEndpointsChanged((added, removed) => {
@@ -428,18 +451,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   const server = createExtProcServer({
     host: f.host,
     port: f["grpc-port"],
-    factory: {
-      begin: () => {
-        metrics.streamsInFlight.inc();
-        const lifecycle = director.begin();
-        const done = lifecycle.done.bind(lifecycle);
-        lifecycle.done = (outcome) => {
-          metrics.streamsInFlight.dec();
-          done(outcome);
-        };
-        return lifecycle;
-      },
-    },
+    factory: director,
     logger,
     maxBodyBytes: f["max-body-bytes"],
     defaultRequestBodyMode: f["request-body-mode"] as "full-duplex" | "buffered",
@@ -543,6 +555,9 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
     },
     "switchyard epp started",
   );
+  // The async destination holds lines until 4 KiB accumulate; the start-up lines (ports, pool) must be visible
+  // at once to whoever tails the log, as `switchyard sim` and `gateway` do.
+  logger.flush?.();
 
   let stopped = false;
   return {
@@ -567,6 +582,20 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
       logger.flush?.();
     },
   };
+}
+
+function createScaler(f: EppFlagValues, namespace: string): KubernetesScaler {
+  if (!f["autoscale-target"])
+    throw new ConfigError(
+      "required with --autoscale (deployment/<name> or statefulset/<name>)",
+      undefined,
+      "--autoscale-target",
+    );
+  return new KubernetesScaler({
+    kubeConfig: loadKubeConfig(f.kubeconfig || undefined),
+    namespace,
+    target: parseScaleTarget(f["autoscale-target"]),
+  });
 }
 
 /** One structured line naming the file and field of a rejected configuration (the CLI also prints it). */

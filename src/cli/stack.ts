@@ -55,6 +55,9 @@ export function simArgs(pod: SimPod, extra: readonly string[] = []): string[] {
 export function fleetResources(
   pods: readonly SimPod[],
   loras: readonly string[] = ["sql-lora", "tweet-summary-lora"],
+  /** Pool target ports (default: the first pod's port). Servers that cannot bind one address each (e.g.
+   * llm-d-inference-sim, which listens on all interfaces) share one address on several ports, up to GIE's 8. */
+  targetPorts: readonly number[] = [pods[0]?.port ?? 8000],
 ): string {
   const now = "2026-01-01T00:00:00Z";
   const docs: string[] = [
@@ -68,7 +71,7 @@ spec:
     matchLabels:
       app: switchyard-sim
   targetPorts:
-    - number: ${pods[0]?.port ?? 8000}
+${targetPorts.map((p) => `    - number: ${p}`).join("\n")}
   endpointPickerRef:
     name: switchyard-epp
     port:
@@ -98,7 +101,11 @@ spec:
   poolRef:
     name: ${POOL_NAME}`,
   ];
-  for (const pod of pods)
+  const seen = new Set<string>();
+  for (const pod of pods) {
+    // One Pod per address: pods sharing an address are ranks of one Pod reached on different target ports.
+    if (seen.has(pod.address)) continue;
+    seen.add(pod.address);
     docs.push(`apiVersion: v1
 kind: Pod
 metadata:
@@ -111,6 +118,7 @@ status:
   conditions:
     - type: Ready
       status: "True"`);
+  }
   return `${docs.join("\n---\n")}\n`;
 }
 

@@ -2,10 +2,11 @@
  * `switchyard top`: a live table of a running EPP's endpoints (queue, running, KV %, adapters, metric age,
  * requests routed, in flight) read from its /debug/endpoints. `--once` prints one table and exits (scripts, tests).
  */
+
+import { ConfigError } from "../common/errors.js";
 import { fetchSnapshot, runLiveView, SnapshotError, snapshotUrl, type ViewOutput } from "../observability/live.js";
 import { renderEndpointTable } from "../observability/table.js";
 import { checks, formatHelp, parseFlags } from "./flags.js";
-import { ConfigError } from "../common/errors.js";
 
 export const TOP_FLAGS = {
   url: {
@@ -70,6 +71,9 @@ export async function run(argv: readonly string[], io: TopIo = defaultIo()): Pro
 
   const controller = new AbortController();
   const stop = () => controller.abort();
+  // `switchyard top | head` closes the pipe: EPIPE on stdout ends the loop quietly instead of crashing.
+  const stream = io.out as Partial<Pick<NodeJS.WritableStream, "on" | "off">>;
+  stream.on?.("error", stop);
   const external = io.signal;
   external?.addEventListener("abort", stop, { once: true });
   if (external === undefined) {
@@ -87,6 +91,7 @@ export async function run(argv: readonly string[], io: TopIo = defaultIo()): Pro
     });
   } finally {
     external?.removeEventListener("abort", stop);
+    stream.off?.("error", stop);
     process.off("SIGINT", stop);
     process.off("SIGTERM", stop);
   }

@@ -497,7 +497,10 @@ export class MetricsScraper {
           "metrics scrape failing",
         );
       else if (this.#logger.isLevelEnabled("debug"))
-        this.#logger.debug({ endpoint: endpoint.key, reason: error.reason, err: error.message }, "metrics scrape failed");
+        this.#logger.debug(
+          { endpoint: endpoint.key, reason: error.reason, err: error.message },
+          "metrics scrape failed",
+        );
     }
     this.#report(endpoint, { ok: false, durationMs, error });
     const backoff = this.#intervalMs * 2 ** Math.min(t.failures - 1, 30);

@@ -29,7 +29,8 @@ export function snapshotUrl(input: string): string {
   }
   if (url.protocol !== "http:" && url.protocol !== "https:")
     throw new SnapshotError(`unsupported scheme "${url.protocol}" in "${input}" (use http or https)`);
-  if (!url.pathname.endsWith(DEBUG_ENDPOINTS_PATH)) url.pathname = `${url.pathname.replace(/\/+$/, "")}${DEBUG_ENDPOINTS_PATH}`;
+  if (!url.pathname.endsWith(DEBUG_ENDPOINTS_PATH))
+    url.pathname = `${url.pathname.replace(/\/+$/, "")}${DEBUG_ENDPOINTS_PATH}`;
   url.search = "";
   url.hash = "";
   return url.toString();
@@ -48,7 +49,9 @@ function causeOf(err: unknown): string {
 function isSnapshot(v: unknown): v is DebugSnapshot {
   if (typeof v !== "object" || v === null) return false;
   const o = v as Record<string, unknown>;
-  return o.version === 1 && Array.isArray(o.endpoints) && Array.isArray(o.decisions) && typeof o.saturation === "number";
+  return (
+    o.version === 1 && Array.isArray(o.endpoints) && Array.isArray(o.decisions) && typeof o.saturation === "number"
+  );
 }
 
 /** GETs one snapshot. Rejects with SnapshotError naming the URL and what went wrong. */

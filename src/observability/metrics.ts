@@ -60,6 +60,8 @@ export interface MetricsOptions {
   readonly prefixIndexSize?: () => number | undefined;
   readonly commit?: string;
   readonly buildRef?: string;
+  /** Open ext_proc streams, read on every scrape; without it the gauge is whatever inc()/dec() made it. */
+  readonly streamsInFlight?: () => number;
   /** Node process metrics (default true). */
   readonly processMetrics?: boolean;
 }
@@ -345,6 +347,10 @@ export class EppMetrics {
       name: "switchyard_extproc_streams_in_flight",
       help: "ext_proc streams currently open.",
       registers: [r],
+      collect() {
+        const open = options.streamsInFlight?.();
+        if (open !== undefined) this.set(open);
+      },
     });
     this.ttft = new Histogram({
       name: "switchyard_request_ttft_seconds",

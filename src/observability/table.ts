@@ -67,8 +67,7 @@ export function renderEndpointTable(snapshot: DebugSnapshot, options: TableOptio
     }),
   ];
   if (snapshot.endpoints.length === 0) out.push("(no endpoints yet)");
-  for (const e of snapshot.endpoints)
-    if (e.lastScrapeError) out.push(paint(31, `! ${e.key}: ${e.lastScrapeError}`));
+  for (const e of snapshot.endpoints) if (e.lastScrapeError) out.push(paint(31, `! ${e.key}: ${e.lastScrapeError}`));
   const n = Math.max(0, Math.trunc(options.decisions ?? 0));
   if (n > 0 && snapshot.decisions.length > 0) {
     out.push("", paint(1, "recent decisions (newest first)"), ...renderDecisions(snapshot.decisions.slice(0, n)));

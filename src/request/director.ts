@@ -234,7 +234,13 @@ class RequestContext implements RequestLifecycle {
     const log = this.#o.logger;
     if (log.isLevelEnabled("debug"))
       log.debug(
-        { requestId: this.#requestId, model: this.#model, targetModel: this.#targetModel, code: e.code, status: e.status },
+        {
+          requestId: this.#requestId,
+          model: this.#model,
+          targetModel: this.#targetModel,
+          code: e.code,
+          status: e.status,
+        },
         `request rejected: ${e.message}`,
       );
     return e;
@@ -341,7 +347,13 @@ class RequestContext implements RequestLifecycle {
     try {
       result = o.scheduler.schedule(schedulingRequest, now);
     } catch (err) {
-      o.metrics.schedulerAttempts.inc({ status: "failure", target_model_name: target, pod_name: "", namespace: "", port: "" });
+      o.metrics.schedulerAttempts.inc({
+        status: "failure",
+        target_model_name: target,
+        pod_name: "",
+        namespace: "",
+        port: "",
+      });
       throw err;
     }
     const elapsed = performance.now() - t0;
@@ -461,6 +473,9 @@ class RequestContext implements RequestLifecycle {
   done(outcome: "completed" | "cancelled" | "error"): void {
     if (this.#finished) return;
     this.#finished = true;
+    // A response without a body (headers with end_of_stream) never reaches responseBody(): complete it here.
+    const accountant = this.#accountant;
+    if (outcome === "completed" && accountant !== undefined && !accountant.ended) this.#recordCompletion(accountant);
     const e = this.#endpoint;
     if (e) {
       e.inflightRequests--;
@@ -468,7 +483,8 @@ class RequestContext implements RequestLifecycle {
       this.#labels?.running.dec();
     }
     if (this.#ticket) {
-      this.#ticket.release(undefined);
+      // Not routed = rejected after admission (no candidates, scheduling failed): budgets refund the estimate.
+      this.#ticket.release(undefined, this.#routed);
       this.#ticket = undefined;
     }
     if (this.#routed && outcome !== "completed" && this.#status === 0) this.#countError("Cancelled");

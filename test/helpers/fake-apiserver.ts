@@ -118,7 +118,24 @@ export const DEFAULT_RESOURCES: readonly ResourceInfo[] = [
     kind: "InferenceModelRewrite",
     hasStatus: true,
   },
+  // apps/v1 workloads with the `scale` subresource, for the autoscaler's patches.
+  { group: "apps", version: "v1", plural: "deployments", kind: "Deployment", hasStatus: true },
+  { group: "apps", version: "v1", plural: "statefulsets", kind: "StatefulSet", hasStatus: true },
 ];
+
+/** Kinds whose `scale` subresource the fake serves (autoscaling/v1 Scale). */
+const SCALABLE = new Set(["deployments", "statefulsets"]);
+
+export interface ScaleWrite {
+  readonly method: string;
+  readonly contentType: string;
+  readonly resource: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly body: unknown;
+  /** spec.replicas after the write. */
+  readonly replicas: number;
+}
 
 export interface FakeApiServerOptions {
   /** Loopback address to bind (default 127.0.0.1). */
@@ -226,6 +243,8 @@ function jsonPatch(target: FakeObject, ops: unknown): FakeObject {
 export class FakeApiServer {
   readonly requests: RequestRecord[] = [];
   readonly statusWrites: StatusWrite[] = [];
+  /** Writes to the `scale` subresource of deployments and statefulsets, in order. */
+  readonly scaleWrites: ScaleWrite[] = [];
   #server: http.Server;
   #url = "";
   #rv = 1;
@@ -574,6 +593,10 @@ export class FakeApiServer {
         body: body === "" ? undefined : JSON.parse(body),
       });
     }
+    if (route.subresource === "scale" && SCALABLE.has(info.plural)) {
+      this.#scale(info, coll, key, current, method, contentType, body, send);
+      return;
+    }
     if (route.subresource !== undefined && route.subresource !== "status") {
       send(404, statusBody(404, "NotFound", `subresource ${route.subresource}`));
       return;
@@ -620,6 +643,76 @@ export class FakeApiServer {
       default:
         send(405, statusBody(405, "MethodNotAllowed", method));
     }
+  }
+
+  /** The autoscaling/v1 Scale view of a workload: GET reads it, PUT/PATCH write spec.replicas through it. */
+  #scale(
+    info: ResourceInfo,
+    coll: Map<string, FakeObject>,
+    key: string,
+    current: FakeObject,
+    method: string,
+    contentType: string,
+    body: string,
+    send: (status: number, payload: string) => void,
+  ): void {
+    const view = (o: FakeObject) => ({
+      apiVersion: "autoscaling/v1",
+      kind: "Scale",
+      metadata: {
+        name: o.metadata.name,
+        namespace: o.metadata.namespace,
+        uid: o.metadata.uid,
+        resourceVersion: o.metadata.resourceVersion,
+        creationTimestamp: o.metadata.creationTimestamp,
+      },
+      spec: { replicas: ((o.spec as Record<string, unknown> | undefined)?.replicas as number | undefined) ?? 1 },
+      status: { replicas: ((o.status as Record<string, unknown> | undefined)?.replicas as number | undefined) ?? 0 },
+    });
+    if (method === "GET") {
+      send(200, JSON.stringify(view(current)));
+      return;
+    }
+    if (method !== "PUT" && method !== "PATCH") {
+      send(405, statusBody(405, "MethodNotAllowed", method));
+      return;
+    }
+    let next: { spec?: { replicas?: unknown } };
+    try {
+      const parsed = JSON.parse(body) as unknown;
+      next =
+        method === "PUT"
+          ? (parsed as typeof next)
+          : contentType === "application/json-patch+json"
+            ? (jsonPatch(view(current) as unknown as FakeObject, parsed) as unknown as typeof next)
+            : (mergePatch(view(current), parsed) as typeof next);
+    } catch (err) {
+      send(422, statusBody(422, "Invalid", String(err)));
+      return;
+    }
+    const replicas = next.spec?.replicas;
+    if (typeof replicas !== "number" || !Number.isInteger(replicas) || replicas < 0) {
+      send(422, statusBody(422, "Invalid", `spec.replicas: Invalid value: ${JSON.stringify(replicas)}`));
+      return;
+    }
+    const updated = this.#replace(
+      info,
+      coll,
+      key,
+      current,
+      { ...clone(current), spec: { ...((current.spec as Record<string, unknown>) ?? {}), replicas } },
+      false,
+    );
+    this.scaleWrites.push({
+      method,
+      contentType,
+      resource: info.plural,
+      namespace: current.metadata.namespace ?? "",
+      name: current.metadata.name,
+      body: JSON.parse(body) as unknown,
+      replicas,
+    });
+    send(200, JSON.stringify(view(updated)));
   }
 
   #startWatch(
@@ -787,5 +880,21 @@ export function objectiveObject(
       ...(options.priority !== undefined ? { priority: options.priority } : {}),
       poolRef: { name: options.pool ?? "pool", group: "inference.networking.k8s.io" },
     },
+  };
+}
+
+/** An apps/v1 Deployment (or StatefulSet with kind "StatefulSet") with `replicas`, for scale-subresource tests. */
+export function workloadObject(
+  kind: "Deployment" | "StatefulSet",
+  name: string,
+  replicas: number,
+  namespace = "default",
+): FakeObject {
+  return {
+    apiVersion: "apps/v1",
+    kind,
+    metadata: { name, namespace, labels: { app: name } },
+    spec: { replicas, selector: { matchLabels: { app: name } } },
+    status: { replicas },
   };
 }

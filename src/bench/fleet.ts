@@ -1,0 +1,202 @@
+/**
+ * The benchmark fleet: an H100-like Llama-3-8B pool, scaled down so a 2-core machine can carry the token stream,
+ * with one slower pod, one much slower pod, and LoRA adapters resident on half of the pods with fewer GPU slots
+ * than adapters. The same parameters drive both backends: switchyard's simulator (in-process hosts, several
+ * simulators per process) and llm-d-inference-sim (one process per pod).
+ *
+ * Latency sources (order of magnitude, then scaled; see bench/README.md):
+ * - decode: vLLM on one H100 serves Llama-3-8B at ~10–15 ms per output token at small batch, rising to ~25–35 ms
+ *   near a full batch (vLLM v0.6.0 performance blog, Sept 2024; llm-d and GIE regression runs on H100 use the
+ *   same class of numbers) → --inter-token-latency 12ms, --time-factor-under-load 2.5;
+ * - prefill: ~5–10k prompt tokens/s per request → 0.15 ms per uncached token (a 10k-token document ≈ 1.5 s);
+ * - batch and KV: an H100 holds ~460k Llama-3-8B tokens of KV at bf16 and runs batches of 64–256; both are scaled
+ *   by ~1/16 (8 sequences, 32k tokens) so the whole fleet streams ~2k tokens/s, which this box can relay.
+ */
+import { accessSync, constants as fsConstants } from "node:fs";
+import { delimiter, join } from "node:path";
+import { ConfigError } from "../common/errors.js";
+import type { SimulatorOptions } from "../sim/options.js";
+import { BASE_MODEL, fleet, type SimPod } from "../cli/stack.js";
+import { CRITICALITY_MODELS } from "./workload.js";
+
+/** Names every backend pod answers to: the base model and the per-criticality InferenceModel names (the baselines
+ * forward the body untouched, so the servers must accept the un-rewritten names). */
+export const SERVED_MODEL_NAMES: readonly string[] = [BASE_MODEL, ...Object.values(CRITICALITY_MODELS)];
+
+export interface FleetParams {
+  readonly interTokenLatencyMs: number;
+  readonly timeFactorUnderLoad: number;
+  readonly timeToFirstTokenMs: number;
+  readonly prefillOverheadMs: number;
+  readonly prefillTimePerTokenMs: number;
+  readonly maxNumSeqs: number;
+  readonly maxWaitingQueueLength: number;
+  readonly kvCacheSize: number;
+  readonly blockSize: number;
+  readonly maxModelLen: number;
+  readonly maxLoras: number;
+  readonly loraLoadTimeMs: number;
+}
+
+export const H100_SCALED: FleetParams = {
+  interTokenLatencyMs: 12,
+  timeFactorUnderLoad: 2.5,
+  timeToFirstTokenMs: 10,
+  prefillOverheadMs: 5,
+  prefillTimePerTokenMs: 0.15,
+  maxNumSeqs: 8,
+  maxWaitingQueueLength: 128,
+  kvCacheSize: 2048,
+  blockSize: 16,
+  maxModelLen: 32_768,
+  maxLoras: 2,
+  loraLoadTimeMs: 100,
+};
+
+/** Speed per pod: the last pod twice as slow, the middle one 1.5× (an older GPU, a noisy neighbour). */
+export function podSpeeds(count: number): number[] {
+  const speeds = Array.from({ length: count }, () => 1);
+  if (count >= 2) speeds[count - 1] = 2;
+  if (count >= 4) speeds[Math.floor(count / 2) - 1] = 1.5;
+  return speeds;
+}
+
+export interface BenchFleetOptions {
+  readonly count: number;
+  readonly addressPrefix: string;
+  readonly port: number;
+  readonly loras: readonly string[];
+  readonly params: FleetParams;
+}
+
+/** Pod layout via the shared `fleet()`: LoRA adapters on the first half of the pods. */
+export function benchPods(o: BenchFleetOptions): SimPod[] {
+  return fleet({
+    count: o.count,
+    addressPrefix: o.addressPrefix,
+    port: o.port,
+    speeds: podSpeeds(o.count),
+    loras: o.loras,
+    loraPods: Math.max(1, Math.floor(o.count / 2)),
+    maxLoras: o.params.maxLoras,
+  });
+}
+
+/** Programmatic options for switchyard's simulator. */
+export function simOptions(pod: SimPod, p: FleetParams, seed: number): SimulatorOptions {
+  return {
+    model: BASE_MODEL,
+    servedModelNames: SERVED_MODEL_NAMES,
+    host: pod.address,
+    port: pod.port,
+    loraModules: pod.loras,
+    maxLoras: pod.maxLoras,
+    loraLoadTimeMs: p.loraLoadTimeMs,
+    maxModelLen: p.maxModelLen,
+    maxNumSeqs: p.maxNumSeqs,
+    maxWaitingQueueLength: p.maxWaitingQueueLength,
+    seed,
+    timeToFirstTokenMs: p.timeToFirstTokenMs,
+    interTokenLatencyMs: p.interTokenLatencyMs,
+    prefillOverheadMs: p.prefillOverheadMs,
+    prefillTimePerTokenMs: p.prefillTimePerTokenMs,
+    timeFactorUnderLoad: p.timeFactorUnderLoad,
+    kvCacheSize: p.kvCacheSize,
+    blockSize: p.blockSize,
+    enablePrefixCaching: true,
+    speed: pod.speed,
+    podName: pod.name,
+    podNamespace: "default",
+  };
+}
+
+/** Go duration text for a millisecond value (llm-d-inference-sim parses Go durations). */
+export function goDuration(ms: number): string {
+  if (Number.isInteger(ms)) return `${ms}ms`;
+  const us = Math.round(ms * 1000);
+  return `${us}us`;
+}
+
+/**
+ * llm-d-inference-sim flags for one pod (model-servers.md §7.2). It has no per-pod speed, so a slow pod's
+ * latencies are multiplied here; it has no bind-address flag (only --port) and listens on all interfaces, so pods
+ * get distinct ports on 127.0.0.1 instead of one port on distinct addresses.
+ */
+export function llmdArgs(pod: SimPod, p: FleetParams, seed: number): string[] {
+  const s = pod.speed;
+  const args = [
+    "--port",
+    String(pod.port),
+    "--model",
+    BASE_MODEL,
+    "--served-model-name",
+    ...SERVED_MODEL_NAMES,
+    "--max-num-seqs",
+    String(p.maxNumSeqs),
+    "--max-waiting-queue-length",
+    String(p.maxWaitingQueueLength),
+    "--max-model-len",
+    String(p.maxModelLen),
+    "--time-to-first-token",
+    goDuration((p.timeToFirstTokenMs + p.prefillOverheadMs) * s),
+    "--inter-token-latency",
+    goDuration(p.interTokenLatencyMs * s),
+    "--latency-calculator",
+    "per-token",
+    // The per-token calculator's TTFT is prefill-overhead + uncached tokens × prefill-time-per-token, so the
+    // constant part of our model goes into the overhead (and into --time-to-first-token for the constant one).
+    "--prefill-overhead",
+    goDuration((p.timeToFirstTokenMs + p.prefillOverheadMs) * s),
+    "--prefill-time-per-token",
+    goDuration(p.prefillTimePerTokenMs * s),
+    "--time-factor-under-load",
+    String(p.timeFactorUnderLoad),
+    "--enable-kvcache",
+    "--kv-cache-size",
+    String(p.kvCacheSize),
+    "--block-size",
+    String(p.blockSize),
+    "--force-dummy-tokenizer",
+    "--seed",
+    String(seed),
+    "--mode",
+    "random",
+  ];
+  if (pod.loras.length > 0) {
+    args.push(
+      "--lora-modules",
+      ...pod.loras.map((name) => JSON.stringify({ name, path: `/adapters/${name}`, base_model_name: BASE_MODEL })),
+      "--max-loras",
+      String(pod.maxLoras),
+    );
+  }
+  return args;
+}
+
+export const LLMD_INSTALL_HINT =
+  "install it with: CGO_ENABLED=0 go install github.com/llm-d/llm-d-inference-sim/cmd/llm-d-inference-sim@v0.10.2 " +
+  "(Go >= 1.25.7 and access to the Go module proxy), then put $(go env GOPATH)/bin on PATH or pass --llmd-bin";
+
+/** Finds the llm-d-inference-sim executable: an explicit path, then PATH, then $GOPATH/bin and ~/go/bin. */
+export function findLlmdBinary(explicit: string, env: NodeJS.ProcessEnv = process.env): string {
+  const executable = (file: string): boolean => {
+    try {
+      accessSync(file, fsConstants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (explicit !== "") {
+    if (executable(explicit)) return explicit;
+    throw new ConfigError(`llm-d-inference-sim not found or not executable at "${explicit}"; ${LLMD_INSTALL_HINT}`);
+  }
+  const dirs = (env.PATH ?? "").split(delimiter).filter((d) => d !== "");
+  if (env.GOPATH) dirs.push(join(env.GOPATH, "bin"));
+  if (env.HOME) dirs.push(join(env.HOME, "go", "bin"));
+  for (const dir of dirs) {
+    const file = join(dir, "llm-d-inference-sim");
+    if (executable(file)) return file;
+  }
+  throw new ConfigError(`llm-d-inference-sim is not installed (looked in PATH, $GOPATH/bin, ~/go/bin); ${LLMD_INSTALL_HINT}`);
+}

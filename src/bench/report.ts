@@ -1,0 +1,255 @@
+/**
+ * Report files of one benchmark run: results.json (inference-perf-shaped stages plus medians over repetitions),
+ * summary.md (tables, ratios to round-robin and least-request, the targets) and two SVG charts.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { AggregatePoint, StageSummary } from "./stats.js";
+import { renderLineChart, type Series } from "./svg.js";
+
+export const MODE_LABELS: Readonly<Record<string, string>> = {
+  "round-robin": "round-robin",
+  "least-request": "least-request",
+  switchyard: "switchyard (default profile)",
+  "gie-default": "GIE v1.5 default (queue 2 / kv 2 / prefix 3)",
+};
+
+const MODE_COLORS: Readonly<Record<string, string>> = {
+  "round-robin": "#d62728",
+  "least-request": "#ff7f0e",
+  switchyard: "#1f77b4",
+  "gie-default": "#2ca02c",
+};
+
+export interface BenchResults {
+  readonly version: 1;
+  readonly tool: string;
+  readonly generated_at: string;
+  readonly git_sha: string;
+  readonly command: string;
+  readonly backend: string;
+  readonly machine: { readonly cpus: number; readonly node: string; readonly loadavg_start: readonly number[] };
+  readonly fleet: unknown;
+  readonly workload: unknown;
+  readonly capacity: {
+    readonly measured: boolean;
+    readonly requests_per_sec: number;
+    readonly output_tokens_per_sec: number;
+    readonly mean_output_tokens: number;
+    readonly concurrency: number;
+  };
+  readonly modes: readonly string[];
+  readonly loads_pct: readonly number[];
+  readonly reps: number;
+  readonly stage_duration_s: number;
+  readonly stages: readonly StageSummary[];
+  readonly aggregate: readonly AggregatePoint[];
+  readonly targets: readonly TargetCheck[];
+}
+
+export interface TargetCheck {
+  readonly name: string;
+  readonly met: boolean | undefined;
+  readonly detail: string;
+}
+
+function point(agg: readonly AggregatePoint[], mode: string, load: number): AggregatePoint | undefined {
+  return agg.find((a) => a.mode === mode && a.load_pct === load);
+}
+
+const fmt = (v: number | undefined, digits = 0): string =>
+  v === undefined || !Number.isFinite(v) ? "–" : v.toFixed(digits);
+
+const ratio = (a: number | undefined, b: number | undefined): string =>
+  a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0
+    ? "–"
+    : `${(a / b).toFixed(2)}×`;
+
+/** The load step the targets are judged at: 85 % if swept, else the closest one. */
+export function targetLoad(loads: readonly number[]): number | undefined {
+  if (loads.length === 0) return undefined;
+  return [...loads].sort((a, b) => Math.abs(a - 85) - Math.abs(b - 85) || b - a)[0];
+}
+
+export function checkTargets(agg: readonly AggregatePoint[], loads: readonly number[]): TargetCheck[] {
+  const load = targetLoad(loads);
+  if (load === undefined) return [];
+  const sy = point(agg, "switchyard", load);
+  const rr = point(agg, "round-robin", load);
+  const lr = point(agg, "least-request", load);
+  const checks: TargetCheck[] = [];
+  if (sy && rr)
+    checks.push({
+      name: `TTFT p90 at ${load} % ≥ 50 % below round-robin`,
+      met: sy.ttft_p90_ms <= 0.5 * rr.ttft_p90_ms,
+      detail: `switchyard ${fmt(sy.ttft_p90_ms)} ms vs round-robin ${fmt(rr.ttft_p90_ms)} ms (${ratio(sy.ttft_p90_ms, rr.ttft_p90_ms)})`,
+    });
+  if (sy && lr)
+    checks.push({
+      name: `TTFT p90 at ${load} % below least-request`,
+      met: sy.ttft_p90_ms < lr.ttft_p90_ms,
+      detail: `switchyard ${fmt(sy.ttft_p90_ms)} ms vs least-request ${fmt(lr.ttft_p90_ms)} ms (${ratio(sy.ttft_p90_ms, lr.ttft_p90_ms)})`,
+    });
+  for (const base of [rr, lr]) {
+    if (!sy || !base) continue;
+    checks.push({
+      name: `output tokens/s at ${load} % no lower than ${base.mode}`,
+      // Within 2 %: the token rate of two runs of one open-loop trace differs by noise alone.
+      met: sy.output_tokens_per_sec >= 0.98 * base.output_tokens_per_sec,
+      detail: `switchyard ${fmt(sy.output_tokens_per_sec)} vs ${base.mode} ${fmt(base.output_tokens_per_sec)} tokens/s (${ratio(sy.output_tokens_per_sec, base.output_tokens_per_sec)})`,
+    });
+  }
+  const light = Math.min(...loads);
+  const syLight = point(agg, "switchyard", light);
+  if (sy && syLight && light < load)
+    checks.push({
+      name: `Critical TTFT p90 at ${load} % within 2× of light load (${light} %)`,
+      met: sy.critical_ttft_p90_ms <= 2 * syLight.critical_ttft_p90_ms,
+      detail: `${fmt(sy.critical_ttft_p90_ms)} ms vs ${fmt(syLight.critical_ttft_p90_ms)} ms (${ratio(sy.critical_ttft_p90_ms, syLight.critical_ttft_p90_ms)})`,
+    });
+  const top = Math.max(...loads);
+  const syTop = point(agg, "switchyard", top);
+  if (syTop)
+    checks.push({
+      name: `Sheddable absorbs shedding (at ${top} %)`,
+      met: syTop.critical_shed === 0 && (syTop.shed === 0 || syTop.sheddable_shed >= 0.8 * syTop.shed),
+      detail: `shed ${fmt(syTop.shed)} requests, of which Sheddable ${fmt(syTop.sheddable_shed)}, Critical ${fmt(syTop.critical_shed)}`,
+    });
+  return checks;
+}
+
+export function renderSummary(r: BenchResults): string {
+  const lines: string[] = [];
+  const agg = r.aggregate;
+  lines.push(`# Routing benchmark — ${r.generated_at}`);
+  lines.push("");
+  lines.push(
+    `Backend **${r.backend}**, ${r.modes.length} modes interleaved at each load step, ${r.reps} repetition(s), ${r.stage_duration_s} s open-loop Poisson stages. ` +
+      `Capacity ${r.capacity.measured ? "measured" : "given"}: **${r.capacity.requests_per_sec.toFixed(2)} req/s** ` +
+      `(${r.capacity.output_tokens_per_sec.toFixed(0)} output tokens/s at concurrency ${r.capacity.concurrency}, mean output ${r.capacity.mean_output_tokens.toFixed(0)} tokens). ` +
+      `git ${r.git_sha.slice(0, 12)}, ${r.machine.cpus} CPUs, Node ${r.machine.node}.`,
+  );
+  lines.push("");
+  lines.push("Values are medians over repetitions; ratios are mode ÷ baseline (below 1 is better for latency).");
+  lines.push("");
+  lines.push("## Targets");
+  lines.push("");
+  for (const t of r.targets) lines.push(`- ${t.met === true ? "✅" : t.met === false ? "❌" : "–"} ${t.name}: ${t.detail}`);
+  lines.push("");
+  lines.push("## TTFT, ITL, e2e and throughput per load step");
+  lines.push("");
+  lines.push(
+    "| load | req/s | mode | TTFT p50 | TTFT p90 | TTFT p99 | ITL p50 | ITL p90 | e2e p50 | e2e p90 | out tok/s | ok / shed / err / aborted | p90 vs RR | p90 vs LR | spread |",
+  );
+  lines.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+  for (const load of r.loads_pct) {
+    const rr = point(agg, "round-robin", load);
+    const lr = point(agg, "least-request", load);
+    for (const mode of r.modes) {
+      const a = point(agg, mode, load);
+      if (!a) continue;
+      lines.push(
+        `| ${load} % | ${a.rate.toFixed(2)} | ${mode} | ${fmt(a.ttft_p50_ms)} | ${fmt(a.ttft_p90_ms)} | ${fmt(a.ttft_p99_ms)} | ${fmt(a.itl_p50_ms, 1)} | ${fmt(a.itl_p90_ms, 1)} | ${fmt(a.e2e_p50_ms)} | ${fmt(a.e2e_p90_ms)} | ${fmt(a.output_tokens_per_sec)} | ${fmt(a.ok)} / ${fmt(a.shed)} / ${fmt(a.errors)} / ${fmt(a.aborted)} | ${ratio(a.ttft_p90_ms, rr?.ttft_p90_ms)} | ${ratio(a.ttft_p90_ms, lr?.ttft_p90_ms)} | ${fmt(a.running_spread_mean, 1)} |`,
+      );
+    }
+  }
+  lines.push("");
+  lines.push(
+    "Latencies in ms, measured by the client from the SSE stream. TTFT includes requests aborted at the stage deadline before their first token, counted at their waiting time (a lower bound). ITL pools the gaps between token-carrying reads (inference-perf's definition). `out tok/s` counts tokens received while the stage was sending. `spread` is the mean over 1 s samples of (max − min) running requests across pods.",
+  );
+  lines.push("");
+  lines.push("## By criticality (TTFT p90, ms; shed counts)");
+  lines.push("");
+  lines.push("| load | mode | Critical | Standard | Sheddable | shed Critical | shed Sheddable |");
+  lines.push("|---|---|---|---|---|---|---|");
+  for (const load of r.loads_pct)
+    for (const mode of r.modes) {
+      const a = point(agg, mode, load);
+      if (!a) continue;
+      lines.push(
+        `| ${load} % | ${mode} | ${fmt(a.critical_ttft_p90_ms)} | ${fmt(a.standard_ttft_p90_ms)} | ${fmt(a.sheddable_ttft_p90_ms)} | ${fmt(a.critical_shed)} | ${fmt(a.sheddable_shed)} |`,
+      );
+    }
+  lines.push("");
+  lines.push("## Requests served per endpoint (first repetition)");
+  lines.push("");
+  const endpoints = new Set<string>();
+  for (const s of r.stages) for (const e of Object.keys(s.switchyard.endpoints.served)) endpoints.add(e);
+  const eps = [...endpoints].sort();
+  lines.push(`| load | mode | ${eps.join(" | ")} |`);
+  lines.push(`|---|---|${eps.map(() => "---").join("|")}|`);
+  for (const s of r.stages) {
+    if (s.switchyard.rep !== 1) continue;
+    lines.push(
+      `| ${s.switchyard.load_pct} % | ${s.switchyard.mode} | ${eps.map((e) => String(s.switchyard.endpoints.served[e] ?? 0)).join(" | ")} |`,
+    );
+  }
+  lines.push("");
+  lines.push("## Errors by status (all repetitions)");
+  lines.push("");
+  lines.push("| load | mode | rep | errors |");
+  lines.push("|---|---|---|---|");
+  for (const s of r.stages) {
+    const e = Object.entries(s.switchyard.errors_by_status);
+    if (e.length === 0) continue;
+    lines.push(
+      `| ${s.switchyard.load_pct} % | ${s.switchyard.mode} | ${s.switchyard.rep} | ${e.map(([k, v]) => `${k}: ${v}`).join(", ")} |`,
+    );
+  }
+  lines.push("");
+  lines.push("## Load generator health");
+  lines.push("");
+  let peak = 0;
+  let lag = 0;
+  for (const s of r.stages) {
+    peak = Math.max(peak, s.switchyard.loadgen_cpu_pct.peak);
+    lag = Math.max(lag, s.switchyard.schedule_lag_ms.p99);
+  }
+  lines.push(
+    `Busiest one-second window of the load generator: ${peak.toFixed(0)} % of a core (limit 70 %); worst p99 send delay behind the Poisson schedule: ${lag.toFixed(1)} ms.`,
+  );
+  lines.push("");
+  return `${lines.join("\n")}\n`;
+}
+
+export function seriesFor(
+  r: BenchResults,
+  value: (a: AggregatePoint) => number,
+): Series[] {
+  return r.modes.map((mode) => ({
+    name: MODE_LABELS[mode] ?? mode,
+    color: MODE_COLORS[mode] ?? "#7f7f7f",
+    points: r.aggregate.filter((a) => a.mode === mode).map((a) => [a.load_pct, value(a)] as const),
+  }));
+}
+
+/** Writes results.json, summary.md, ttft-p90.svg and throughput.svg into `dir`. */
+export function writeReport(dir: string, r: BenchResults): string[] {
+  const files = {
+    json: join(dir, "results.json"),
+    md: join(dir, "summary.md"),
+    ttft: join(dir, "ttft-p90.svg"),
+    tput: join(dir, "throughput.svg"),
+  };
+  writeFileSync(files.json, `${JSON.stringify(r, null, 1)}\n`);
+  writeFileSync(files.md, renderSummary(r));
+  writeFileSync(
+    files.ttft,
+    renderLineChart({
+      title: "TTFT p90 vs offered load",
+      xLabel: "offered load (% of measured capacity)",
+      yLabel: "TTFT p90 (ms)",
+      series: seriesFor(r, (a) => a.ttft_p90_ms),
+    }),
+  );
+  writeFileSync(
+    files.tput,
+    renderLineChart({
+      title: "Output throughput vs offered load",
+      xLabel: "offered load (% of measured capacity)",
+      yLabel: "output tokens/s",
+      series: seriesFor(r, (a) => a.output_tokens_per_sec),
+    }),
+  );
+  return Object.values(files);
+}

@@ -1,0 +1,567 @@
+/**
+ * The routing benchmark orchestrator (`switchyard bench`): starts the fleet, one EPP per EPP-backed mode and one
+ * gateway per mode as child processes, measures the fleet's capacity with a closed loop, then sweeps open-loop
+ * Poisson load across capacity fractions with the modes INTERLEAVED at every step (rr, lr, sy, rr, lr, sy …) so
+ * machine noise lands on all of them alike (benchmarks.md §4.5). Every stage is bounded in time and request
+ * count; every child is stopped on exit, error or Ctrl-C.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { cpus, loadavg } from "node:os";
+import { join } from "node:path";
+import { BASE_MODEL, fleetResources, POOL_NAME, POOL_NAMESPACE, type SimPod } from "../cli/stack.js";
+import { type Child, Supervisor, waitFor } from "../cli/children.js";
+import {
+  benchPods,
+  type FleetParams,
+  findLlmdBinary,
+  llmdArgs,
+  simOptions,
+} from "./fleet.js";
+import type { LoadJob, LoadResult, Progress } from "./loadgen.js";
+import { type BenchResults, checkTargets, writeReport } from "./report.js";
+import { READY_LINE } from "./sim-host.js";
+import { aggregate, type SpreadSample, type StageSummary, summarizeStage } from "./stats.js";
+import { generateTrace, meanOutputTokens, traceLengthFor, type WorkloadSpec } from "./workload.js";
+
+export type ModeId = "round-robin" | "least-request" | "switchyard" | "gie-default";
+export const MODE_IDS: readonly ModeId[] = ["round-robin", "least-request", "switchyard", "gie-default"];
+export const MODE_ALIASES: Readonly<Record<string, ModeId>> = {
+  rr: "round-robin",
+  "round-robin": "round-robin",
+  lr: "least-request",
+  "least-request": "least-request",
+  sy: "switchyard",
+  switchyard: "switchyard",
+  epp: "switchyard",
+  gie: "gie-default",
+  "gie-default": "gie-default",
+};
+const SHORT: Readonly<Record<ModeId, string>> = {
+  "round-robin": "rr",
+  "least-request": "lr",
+  switchyard: "sy",
+  "gie-default": "gie",
+};
+
+/** GIE v1.5's default profile (scheduling.md §1.1), run by a second EPP when the "gie" mode is asked for. */
+export const GIE_DEFAULT_CONFIG = `apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+  - type: queue-scorer
+  - type: kv-cache-utilization-scorer
+  - type: prefix-cache-scorer
+schedulingProfiles:
+  - name: default
+    plugins:
+      - pluginRef: queue-scorer
+        weight: 2
+      - pluginRef: kv-cache-utilization-scorer
+        weight: 2
+      - pluginRef: prefix-cache-scorer
+        weight: 3
+`;
+
+export type Backend = "switchyard-sim" | "llm-d-inference-sim";
+
+export interface BenchConfig {
+  readonly backend: Backend;
+  /** llm-d-inference-sim executable ("" = search PATH). */
+  readonly llmdBin: string;
+  readonly sims: number;
+  readonly addressPrefix: string;
+  readonly simPort: number;
+  readonly simsPerProcess: number;
+  readonly modes: readonly ModeId[];
+  readonly loads: readonly number[];
+  readonly reps: number;
+  readonly durationMs: number;
+  readonly drainMs: number;
+  readonly maxRequests: number;
+  /** Closed-loop capacity probe length; ignored when `capacity` > 0. */
+  readonly capacityDurationMs: number;
+  /** Known capacity in req/s (0 = measure it). */
+  readonly capacity: number;
+  readonly warmupMs: number;
+  readonly workload: WorkloadSpec;
+  readonly params: FleetParams;
+  /** EndpointPickerConfig file for the switchyard mode ("" = the built-in default profile). */
+  readonly eppConfig: string;
+  readonly outDir: string;
+  readonly workDir: string;
+  readonly command: string;
+  readonly log: (line: string) => void;
+}
+
+export interface BenchOutcome {
+  readonly outDir: string;
+  readonly files: readonly string[];
+  readonly results: BenchResults;
+}
+
+/** A free TCP port on `host` (bound and released; the tiny race is acceptable for a local benchmark). */
+export async function freePort(host = "127.0.0.1"): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, host, () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+interface Gauges {
+  running: number;
+  waiting: number;
+}
+
+function sumGauge(text: string, name: string): number {
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name)) continue;
+    const c = line.charCodeAt(name.length);
+    // "{" (labels) or " " (no labels): not a longer metric name sharing the prefix.
+    if (c !== 123 && c !== 32) continue;
+    const v = Number(line.slice(line.lastIndexOf(" ") + 1));
+    if (Number.isFinite(v)) sum += v;
+  }
+  return sum;
+}
+
+async function scrapeGauges(url: string): Promise<Gauges | undefined> {
+  try {
+    const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(2000) });
+    if (!res.ok) return undefined;
+    const text = await res.text();
+    return { running: sumGauge(text, "vllm:num_requests_running"), waiting: sumGauge(text, "vllm:num_requests_waiting") };
+  } catch {
+    return undefined;
+  }
+}
+
+function gitSha(): string {
+  try {
+    return execFileSync("git", ["rev-parse", "HEAD"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  } catch {
+    return "unknown";
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class BenchRunner {
+  readonly #c: BenchConfig;
+  readonly #sup: Supervisor;
+  readonly #pods: SimPod[];
+  /** Base URL per pod, for the metrics poller. */
+  readonly #podUrls: string[];
+  readonly #gateways = new Map<ModeId, string>();
+  #stopping = false;
+  #loadSeq = 0;
+  #current: Child | undefined;
+
+  constructor(config: BenchConfig) {
+    this.#c = config;
+    mkdirSync(join(config.workDir, "logs"), { recursive: true });
+    this.#sup = new Supervisor(join(config.workDir, "logs"));
+    const llmd = config.backend === "llm-d-inference-sim";
+    const pods = benchPods({
+      count: config.sims,
+      addressPrefix: config.addressPrefix,
+      port: config.simPort,
+      loras: config.workload.loras,
+      params: config.params,
+    });
+    // llm-d-inference-sim binds every interface: one address, consecutive ports.
+    this.#pods = llmd ? pods.map((p, i) => ({ ...p, address: "127.0.0.1", port: config.simPort + i })) : pods;
+    this.#podUrls = this.#pods.map((p) => `http://${p.address}:${p.port}`);
+  }
+
+  get pods(): readonly SimPod[] {
+    return this.#pods;
+  }
+
+  /** Stops every child; safe to call more than once (signal handler and finally). */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await this.#sup.stopAll(3000);
+  }
+
+  async run(): Promise<BenchOutcome> {
+    const c = this.#c;
+    const log = c.log;
+    const loadStart = loadavg();
+    const started = Date.now();
+    log(`switchyard bench: backend ${c.backend}, ${c.sims} pods, modes ${c.modes.map((m) => SHORT[m]).join(",")}, loads ${c.loads.join(",")} %, ${c.reps} rep(s), ${c.durationMs / 1000} s stages`);
+    log(`work dir ${c.workDir} (child logs in ${join(c.workDir, "logs")})`);
+    await this.#startFleet();
+    const resources = join(c.workDir, "resources.yaml");
+    const llmd = c.backend === "llm-d-inference-sim";
+    writeFileSync(
+      resources,
+      fleetResources(this.#pods, c.workload.loras, llmd ? this.#pods.map((p) => p.port) : [c.simPort]),
+    );
+    const epps = new Map<ModeId, string>();
+    for (const mode of c.modes) {
+      if (mode !== "switchyard" && mode !== "gie-default") continue;
+      epps.set(mode, await this.#startEpp(mode, resources));
+    }
+    for (const mode of c.modes) this.#gateways.set(mode, await this.#startGateway(mode, epps.get(mode)));
+    log(`stack ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+
+    // Warm-up (discarded): JIT, connection pools, EPP scrape state, through every gateway.
+    if (c.warmupMs > 0) {
+      const rate = c.capacity > 0 ? c.capacity * 0.3 : Math.max(1, c.sims * 0.3);
+      for (const mode of c.modes) await this.#stage(mode, "warm-up", 0, rate, 0, c.warmupMs, 2000);
+    }
+
+    const capacity = await this.#capacity();
+    log(
+      `capacity: ${capacity.requests_per_sec.toFixed(2)} req/s (${capacity.output_tokens_per_sec.toFixed(0)} output tokens/s, mean output ${capacity.mean_output_tokens.toFixed(0)} tokens)`,
+    );
+
+    const stages: StageSummary[] = [];
+    const maxRate = (capacity.requests_per_sec * Math.max(...c.loads)) / 100;
+    const traceLength = Math.min(c.maxRequests, traceLengthFor(maxRate, c.durationMs));
+    for (let si = 0; si < c.loads.length; si++) {
+      const load = c.loads[si]!;
+      const rate = (capacity.requests_per_sec * load) / 100;
+      for (let rep = 1; rep <= c.reps; rep++) {
+        for (const mode of c.modes) {
+          if (this.#stopping) throw new Error("interrupted");
+          const label = `step ${si + 1}/${c.loads.length} ${load}% rep ${rep}/${c.reps}`;
+          const { result, spread } = await this.#stage(mode, label, load, rate, rep, c.durationMs, c.drainMs, traceLength);
+          const summary = summarizeStage({ mode, loadPct: load, rate, rep }, result, spread);
+          stages.push(summary);
+          const v = summary.switchyard;
+          log(
+            `  ${SHORT[mode].padEnd(3)} ${String(load).padStart(3)}% → TTFT p50/p90/p99 ${fmtMs(v.ttft_ms?.median)}/${fmtMs(v.ttft_ms?.p90)}/${fmtMs(v.ttft_ms?.p99)} ms, ${v.output_tokens_per_sec.toFixed(0)} tok/s, ok ${v.ok} shed ${v.shed} err ${v.errors} aborted ${v.aborted}, loadgen CPU peak ${v.loadgen_cpu_pct.peak.toFixed(0)} %`,
+          );
+        }
+      }
+    }
+
+    const agg = aggregate(stages.map((s) => s.switchyard));
+    const results: BenchResults = {
+      version: 1,
+      tool: "switchyard bench",
+      generated_at: new Date().toISOString(),
+      git_sha: gitSha(),
+      command: c.command,
+      backend: c.backend,
+      machine: { cpus: cpus().length, node: process.versions.node, loadavg_start: loadStart },
+      fleet: {
+        pods: this.#pods.map((p) => ({ name: p.name, address: `${p.address}:${p.port}`, speed: p.speed, loras: p.loras })),
+        params: c.params,
+        model: BASE_MODEL,
+      },
+      workload: c.workload,
+      capacity,
+      modes: c.modes,
+      loads_pct: c.loads,
+      reps: c.reps,
+      stage_duration_s: c.durationMs / 1000,
+      stages,
+      aggregate: agg,
+      targets: checkTargets(agg, c.loads),
+    };
+    mkdirSync(c.outDir, { recursive: true });
+    const files = writeReport(c.outDir, results);
+    log(`done in ${((Date.now() - started) / 60_000).toFixed(1)} min; results in ${c.outDir}`);
+    for (const t of results.targets) log(`  ${t.met ? "met   " : "missed"} ${t.name}: ${t.detail}`);
+    return { outDir: c.outDir, files, results };
+  }
+
+  async #startFleet(): Promise<void> {
+    const c = this.#c;
+    if (c.backend === "llm-d-inference-sim") {
+      const bin = findLlmdBinary(c.llmdBin);
+      this.#pods.forEach((pod, i) => {
+        const child = this.#sup.startProgram(pod.name, bin, llmdArgs(pod, c.params, c.workload.seed + i), {
+          POD_NAME: pod.name,
+          POD_NAMESPACE: POOL_NAMESPACE,
+        });
+        this.#watch(child);
+      });
+    } else {
+      const per = Math.max(1, c.simsPerProcess);
+      const hosts: Promise<void>[] = [];
+      for (let h = 0; h * per < this.#pods.length; h++) {
+        const group = this.#pods.slice(h * per, (h + 1) * per);
+        const file = join(c.workDir, `sims-${h + 1}.json`);
+        writeFileSync(
+          file,
+          JSON.stringify({ sims: group.map((p, i) => simOptions(p, c.params, c.workload.seed + h * per + i)) }),
+        );
+        const child = this.#sup.start(`sims-${h + 1}`, ["bench", "__sims", file]);
+        hosts.push(this.#awaitLine(child, READY_LINE, 30_000));
+        this.#watch(child);
+      }
+      await Promise.all(hosts);
+    }
+    await waitFor(
+      "every simulator's /metrics",
+      async () => (await Promise.all(this.#podUrls.map(scrapeGauges))).every((g) => g !== undefined),
+      30_000,
+      200,
+    );
+    this.#c.log(`fleet up: ${this.#pods.map((p) => `${p.name}@${p.address}:${p.port}×${p.speed}${p.loras.length > 0 ? "+lora" : ""}`).join(" ")}`);
+  }
+
+  /** Resolves when `child` prints a line starting with `marker`; rejects with its log tail if it exits first. */
+  #awaitLine(child: Child, marker: string, timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let buf = "";
+      const timer = setTimeout(() => {
+        reject(new Error(`${child.name} did not become ready in ${timeoutMs} ms:\n${this.#sup.tail(child)}`));
+      }, timeoutMs);
+      child.process.stdout?.on("data", (d: Buffer) => {
+        buf += d.toString("utf8");
+        if (buf.includes(marker)) {
+          clearTimeout(timer);
+          resolve();
+        }
+        if (buf.length > 65_536) buf = buf.slice(-4096);
+      });
+      void child.exited.then((code) => {
+        clearTimeout(timer);
+        // Give the log stream a moment to flush before reading its tail.
+        setTimeout(() => reject(new Error(`${child.name} exited (${code}) before it was ready:\n${this.#sup.tail(child)}`)), 100);
+      });
+    });
+  }
+
+  #watch(child: Child): void {
+    void child.exited.then((code) => {
+      if (this.#stopping || this.#sup.stopping) return;
+      this.#c.log(`!! ${child.name} exited unexpectedly (${code}); log ${child.logFile}:\n${this.#sup.tail(child)}`);
+    });
+  }
+
+  async #startEpp(mode: ModeId, resources: string): Promise<string> {
+    const c = this.#c;
+    const [grpc, health, metrics] = [await freePort(), await freePort(), await freePort()];
+    const args = [
+      "epp",
+      "--resources",
+      resources,
+      "--pool-name",
+      POOL_NAME,
+      "--pool-namespace",
+      POOL_NAMESPACE,
+      "--secure-serving=false",
+      "--host",
+      "127.0.0.1",
+      "--grpc-port",
+      String(grpc),
+      "--grpc-health-port",
+      String(health),
+      "--metrics-port",
+      String(metrics),
+      "--log-level",
+      "warn",
+    ];
+    if (mode === "gie-default") {
+      const file = join(c.workDir, "gie-default.yaml");
+      writeFileSync(file, GIE_DEFAULT_CONFIG);
+      args.push("--config-file", file);
+    } else if (c.eppConfig !== "") {
+      args.push("--config-file", c.eppConfig);
+    }
+    const child = this.#sup.start(`epp-${SHORT[mode]}`, args);
+    this.#watch(child);
+    const url = `http://127.0.0.1:${metrics}/debug/endpoints`;
+    try {
+      await waitFor(
+        `the ${mode} EPP to see fresh metrics from every pod`,
+        async () => {
+          if (child.process.exitCode !== null) throw new Error(`exited (${child.process.exitCode})`);
+          const snap = (await (await fetch(url)).json()) as { endpoints: { fresh: boolean }[] };
+          return snap.endpoints.length === this.#pods.length && snap.endpoints.every((e) => e.fresh);
+        },
+        45_000,
+        200,
+      );
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n--- ${child.logFile}:\n${this.#sup.tail(child)}`);
+    }
+    return `127.0.0.1:${grpc}`;
+  }
+
+  async #startGateway(mode: ModeId, epp: string | undefined): Promise<string> {
+    const port = await freePort();
+    const endpoints = this.#pods.map((p) => `${p.address}:${p.port}`).join(",");
+    const args = ["gateway", "--host", "127.0.0.1", "--port", String(port), "--endpoints", endpoints, "--log-level", "warn"];
+    if (epp !== undefined) args.push("--lb", "epp", "--epp", epp, "--failure-mode", "FailClose");
+    else args.push("--lb", mode);
+    const child = this.#sup.start(`gateway-${SHORT[mode]}`, args);
+    this.#watch(child);
+    const url = `http://127.0.0.1:${port}`;
+    try {
+      // Any HTTP answer means the listener is up (the path itself is irrelevant).
+      await waitFor(
+        `the ${mode} gateway`,
+        async () => {
+          if (child.process.exitCode !== null) throw new Error(`exited (${child.process.exitCode})`);
+          await fetch(`${url}/v1/models`, { signal: AbortSignal.timeout(2000) });
+          return true;
+        },
+        15_000,
+        100,
+      );
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n--- ${child.logFile}:\n${this.#sup.tail(child)}`);
+    }
+    return url;
+  }
+
+  async #capacity(): Promise<BenchResults["capacity"]> {
+    const c = this.#c;
+    const trace = generateTrace(c.workload, 4000);
+    const meanOut = meanOutputTokens(trace);
+    const concurrency = this.#pods.length * c.params.maxNumSeqs;
+    if (c.capacity > 0)
+      return {
+        measured: false,
+        requests_per_sec: c.capacity,
+        output_tokens_per_sec: c.capacity * meanOut,
+        mean_output_tokens: meanOut,
+        concurrency,
+      };
+    // A balanced baseline keeps every batch full without any routing cleverness.
+    const mode: ModeId = c.modes.includes("least-request") ? "least-request" : c.modes[0]!;
+    const { result } = await this.#stage(mode, "capacity", 100, 0, 0, c.capacityDurationMs, 0, 4000, concurrency);
+    const tokensPerSec = result.tokensInWindow / (result.windowMs / 1000);
+    if (!(tokensPerSec > 0))
+      throw new Error(
+        `the capacity probe received no tokens through the ${mode} gateway (${result.records.length} requests, errors: ${JSON.stringify(
+          result.records.slice(0, 3).map((r) => r.error),
+        )})`,
+      );
+    return {
+      measured: true,
+      requests_per_sec: tokensPerSec / meanOut,
+      output_tokens_per_sec: tokensPerSec,
+      mean_output_tokens: meanOut,
+      concurrency,
+    };
+  }
+
+  /** One bounded load stage through `mode`'s gateway, with the fleet sampled once a second; then drains. */
+  async #stage(
+    mode: ModeId,
+    label: string,
+    loadPct: number,
+    rate: number,
+    rep: number,
+    durationMs: number,
+    drainMs: number,
+    traceLength = 4000,
+    concurrency?: number,
+  ): Promise<{ result: LoadResult; spread: SpreadSample[] }> {
+    const c = this.#c;
+    const url = this.#gateways.get(mode);
+    if (url === undefined) throw new Error(`no gateway for mode ${mode}`);
+    const n = ++this.#loadSeq;
+    const out = join(c.workDir, `load-${n}.json`);
+    const job: LoadJob = {
+      url,
+      workload: c.workload,
+      traceLength,
+      salt: `${SHORT[mode]}-${loadPct}-${rep}-${n}-${Math.random().toString(36).slice(2, 8)}`,
+      kind: concurrency === undefined ? "open" : "closed",
+      rate: concurrency === undefined ? rate : undefined,
+      concurrency,
+      durationMs,
+      maxRequests: c.maxRequests,
+      drainMs,
+      windowStartMs: concurrency === undefined ? 0 : Math.floor(durationMs * 0.4),
+      out,
+    };
+    const jobFile = join(c.workDir, `load-${n}.job.json`);
+    writeFileSync(jobFile, JSON.stringify(job));
+    const child = this.#sup.start(`load-${n}`, ["bench", "__load", jobFile]);
+    this.#current = child;
+    const head = `[${SHORT[mode].padEnd(3)} ${label}${concurrency === undefined && rate > 0 ? ` ${rate.toFixed(2)} req/s` : concurrency !== undefined ? ` closed loop ×${concurrency}` : ""}]`;
+    let buf = "";
+    child.process.stdout?.on("data", (d: Buffer) => {
+      buf += d.toString("utf8");
+      let nl = buf.indexOf("\n");
+      while (nl !== -1) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.startsWith("PROGRESS ")) {
+          try {
+            const p = JSON.parse(line.slice(9)) as Progress;
+            c.log(
+              `${head} ${(p.t / 1000).toFixed(0)}/${(durationMs / 1000).toFixed(0)} s  sent ${p.sent}  done ${p.done}  in-flight ${p.inflight}  ok ${p.ok}  shed ${p.shed}  err ${p.errors}`,
+            );
+          } catch {
+            // a torn line: the next one will do
+          }
+        }
+        nl = buf.indexOf("\n");
+      }
+    });
+    const spread: SpreadSample[] = [];
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        await sleep(1000);
+        if (!sampling) break;
+        const gauges = await Promise.all(this.#podUrls.map(scrapeGauges));
+        const running: Record<string, number> = {};
+        const waiting: Record<string, number> = {};
+        gauges.forEach((g, i) => {
+          if (g === undefined) return;
+          const name = this.#pods[i]!.name;
+          running[name] = g.running;
+          waiting[name] = g.waiting;
+        });
+        spread.push({ running, waiting });
+      }
+    })();
+    // The load generator stops itself; this deadline only catches a wedged child.
+    const hardMs = durationMs + drainMs + 60_000;
+    const timer = setTimeout(() => child.process.kill("SIGKILL"), hardMs);
+    const code = await child.exited;
+    clearTimeout(timer);
+    sampling = false;
+    await sampler;
+    this.#current = undefined;
+    if (code !== 0)
+      throw new Error(`load generator ${child.name} failed (${code}); log ${child.logFile}:\n${this.#sup.tail(child)}`);
+    const result = JSON.parse(readFileSync(out, "utf8")) as LoadResult;
+    await this.#drain();
+    return { result, spread };
+  }
+
+  /** Waits until no pod runs or queues anything, so the next mode starts on an idle fleet. */
+  async #drain(): Promise<void> {
+    try {
+      await waitFor(
+        "the fleet to drain",
+        async () => {
+          const g = await Promise.all(this.#podUrls.map(scrapeGauges));
+          return g.every((x) => x !== undefined && x.running === 0 && x.waiting === 0);
+        },
+        30_000,
+        200,
+      );
+    } catch (err) {
+      this.#c.log(`warning: ${(err as Error).message}; continuing`);
+    }
+    // One more scrape interval for the EPPs' view, and a breath for the machine.
+    await sleep(500);
+  }
+
+  get current(): Child | undefined {
+    return this.#current;
+  }
+}
+
+function fmtMs(v: number | undefined): string {
+  return v === undefined || !Number.isFinite(v) ? "–" : v.toFixed(0);
+}
