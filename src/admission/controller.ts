@@ -140,7 +140,16 @@ export class AdmissionController implements Admission {
         isSaturated: (cands) => this.#detector.isSaturated(cands, this.#now()),
         now: this.#now,
         ...(options.dispatchIntervalMs === undefined ? {} : { intervalMs: options.dispatchIntervalMs }),
-        hooks: { onEnqueue: (info) => this.#onEnqueue(info), onDequeue: (i, o, ms) => this.#onDequeue(i, o, ms) },
+        hooks: {
+          onEnqueue: (info) => this.#onEnqueue(info),
+          onDequeue: (i, o, ms) => this.#onDequeue(i, o, ms),
+          onEnqueueDecided: (i, outcome, ms) =>
+            this.#metrics?.flowEnqueueDuration.observe(
+              { fairness_id: this.#tenants.value(i.tenant), priority: String(i.priority), outcome },
+              ms / 1000,
+            ),
+          onDispatchCycle: (ms) => this.#metrics?.flowDispatchCycle.observe(ms / 1000),
+        },
       });
   }
 

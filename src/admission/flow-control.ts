@@ -47,6 +47,10 @@ export interface FlowControlHooks {
   onEnqueue?(info: QueuedRequestInfo): void;
   /** A request left the queue (dispatched or evicted) after waiting `waitedMs`. */
   onDequeue?(info: QueuedRequestInfo, outcome: QueueOutcome, waitedMs: number): void;
+  /** Time enqueue() spent deciding (GIE's enqueue-duration histogram): "Enqueued" or the rejection outcome. */
+  onEnqueueDecided?(info: QueuedRequestInfo, outcome: "Enqueued" | QueueOutcome, durationMs: number): void;
+  /** One dispatch cycle (expiry sweep + dispatch loop) took `durationMs`. */
+  onDispatchCycle?(durationMs: number): void;
 }
 
 export interface FlowControllerOptions {
@@ -199,6 +203,7 @@ export class FlowController {
    * request is queued only as long as it has to be.
    */
   enqueue(info: QueuedRequestInfo, candidates: () => readonly Endpoint[], signal: AbortSignal): Promise<void> {
+    const started = this.#now();
     if (this.#closed)
       return Promise.reject(new SwitchyardError("SY_QUEUE_TIMEOUT", "flow control is shutting down; retry"));
     if (signal.aborted)
@@ -210,6 +215,7 @@ export class FlowController {
     if (full) {
       this.#dropEmptyBand(band);
       this.#hooks.onDequeue?.(info, "RejectedCapacity", 0);
+      this.#hooks.onEnqueueDecided?.(info, "RejectedCapacity", this.#now() - started);
       return Promise.reject(full);
     }
     const queued = new Promise<void>((resolve, reject) => {
@@ -245,6 +251,7 @@ export class FlowController {
       this.#hooks.onEnqueue?.(info);
       this.#startTimer();
     });
+    this.#hooks.onEnqueueDecided?.(info, "Enqueued", this.#now() - started);
     this.pump();
     return queued;
   }
@@ -259,6 +266,7 @@ export class FlowController {
   pump(): void {
     if (this.#pumping || this.#count === 0) return;
     this.#pumping = true;
+    const started = this.#now();
     try {
       this.#expire(this.#now());
       // One saturation verdict per candidate list per pump: the datastore returns the same array until the
@@ -297,6 +305,7 @@ export class FlowController {
     } finally {
       this.#pumping = false;
       if (this.#count === 0) this.#stopTimer();
+      this.#hooks.onDispatchCycle?.(this.#now() - started);
     }
   }
 

@@ -14,9 +14,9 @@
  */
 import { accessSync, constants as fsConstants } from "node:fs";
 import { delimiter, join } from "node:path";
+import { BASE_MODEL, fleet, type SimPod } from "../cli/stack.js";
 import { ConfigError } from "../common/errors.js";
 import type { SimulatorOptions } from "../sim/options.js";
-import { BASE_MODEL, fleet, type SimPod } from "../cli/stack.js";
 import { CRITICALITY_MODELS } from "./workload.js";
 
 /** Names every backend pod answers to: the base model and the per-criticality InferenceModel names (the baselines
@@ -198,5 +198,7 @@ export function findLlmdBinary(explicit: string, env: NodeJS.ProcessEnv = proces
     const file = join(dir, "llm-d-inference-sim");
     if (executable(file)) return file;
   }
-  throw new ConfigError(`llm-d-inference-sim is not installed (looked in PATH, $GOPATH/bin, ~/go/bin); ${LLMD_INSTALL_HINT}`);
+  throw new ConfigError(
+    `llm-d-inference-sim is not installed (looked in PATH, $GOPATH/bin, ~/go/bin); ${LLMD_INSTALL_HINT}`,
+  );
 }

@@ -252,7 +252,8 @@ export async function runLoad(job: LoadJob, onProgress: (p: Progress) => void = 
         f.tokens += k;
         if (now >= windowStart && now <= sendEnd) tokensInWindow += k;
       }
-      const s = chunk.length > TAIL_BYTES ? chunk.toString("latin1", chunk.length - TAIL_BYTES) : chunk.toString("latin1");
+      const s =
+        chunk.length > TAIL_BYTES ? chunk.toString("latin1", chunk.length - TAIL_BYTES) : chunk.toString("latin1");
       f.tail = f.tail.length + s.length > TAIL_BYTES ? (f.tail + s).slice(-TAIL_BYTES) : f.tail + s;
     });
     res.on("end", () => finish(f, "ok", undefined));

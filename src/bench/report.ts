@@ -134,7 +134,8 @@ export function renderSummary(r: BenchResults): string {
   lines.push("");
   lines.push("## Targets");
   lines.push("");
-  for (const t of r.targets) lines.push(`- ${t.met === true ? "✅" : t.met === false ? "❌" : "–"} ${t.name}: ${t.detail}`);
+  for (const t of r.targets)
+    lines.push(`- ${t.met === true ? "✅" : t.met === false ? "❌" : "–"} ${t.name}: ${t.detail}`);
   lines.push("");
   lines.push("## TTFT, ITL, e2e and throughput per load step");
   lines.push("");
@@ -212,10 +213,7 @@ export function renderSummary(r: BenchResults): string {
   return `${lines.join("\n")}\n`;
 }
 
-export function seriesFor(
-  r: BenchResults,
-  value: (a: AggregatePoint) => number,
-): Series[] {
+export function seriesFor(r: BenchResults, value: (a: AggregatePoint) => number): Series[] {
   return r.modes.map((mode) => ({
     name: MODE_LABELS[mode] ?? mode,
     color: MODE_COLORS[mode] ?? "#7f7f7f",

@@ -10,15 +10,9 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
-import { BASE_MODEL, fleetResources, POOL_NAME, POOL_NAMESPACE, type SimPod } from "../cli/stack.js";
 import { type Child, Supervisor, waitFor } from "../cli/children.js";
-import {
-  benchPods,
-  type FleetParams,
-  findLlmdBinary,
-  llmdArgs,
-  simOptions,
-} from "./fleet.js";
+import { BASE_MODEL, fleetResources, POOL_NAME, POOL_NAMESPACE, type SimPod } from "../cli/stack.js";
+import { benchPods, type FleetParams, findLlmdBinary, llmdArgs, simOptions } from "./fleet.js";
 import type { LoadJob, LoadResult, Progress } from "./loadgen.js";
 import { type BenchResults, checkTargets, writeReport } from "./report.js";
 import { READY_LINE } from "./sim-host.js";
@@ -135,7 +129,10 @@ async function scrapeGauges(url: string): Promise<Gauges | undefined> {
     const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(2000) });
     if (!res.ok) return undefined;
     const text = await res.text();
-    return { running: sumGauge(text, "vllm:num_requests_running"), waiting: sumGauge(text, "vllm:num_requests_waiting") };
+    return {
+      running: sumGauge(text, "vllm:num_requests_running"),
+      waiting: sumGauge(text, "vllm:num_requests_waiting"),
+    };
   } catch {
     return undefined;
   }
@@ -194,7 +191,9 @@ export class BenchRunner {
     const log = c.log;
     const loadStart = loadavg();
     const started = Date.now();
-    log(`switchyard bench: backend ${c.backend}, ${c.sims} pods, modes ${c.modes.map((m) => SHORT[m]).join(",")}, loads ${c.loads.join(",")} %, ${c.reps} rep(s), ${c.durationMs / 1000} s stages`);
+    log(
+      `switchyard bench: backend ${c.backend}, ${c.sims} pods, modes ${c.modes.map((m) => SHORT[m]).join(",")}, loads ${c.loads.join(",")} %, ${c.reps} rep(s), ${c.durationMs / 1000} s stages`,
+    );
     log(`work dir ${c.workDir} (child logs in ${join(c.workDir, "logs")})`);
     await this.#startFleet();
     const resources = join(c.workDir, "resources.yaml");
@@ -232,7 +231,16 @@ export class BenchRunner {
         for (const mode of c.modes) {
           if (this.#stopping) throw new Error("interrupted");
           const label = `step ${si + 1}/${c.loads.length} ${load}% rep ${rep}/${c.reps}`;
-          const { result, spread } = await this.#stage(mode, label, load, rate, rep, c.durationMs, c.drainMs, traceLength);
+          const { result, spread } = await this.#stage(
+            mode,
+            label,
+            load,
+            rate,
+            rep,
+            c.durationMs,
+            c.drainMs,
+            traceLength,
+          );
           const summary = summarizeStage({ mode, loadPct: load, rate, rep }, result, spread);
           stages.push(summary);
           const v = summary.switchyard;
@@ -253,7 +261,12 @@ export class BenchRunner {
       backend: c.backend,
       machine: { cpus: cpus().length, node: process.versions.node, loadavg_start: loadStart },
       fleet: {
-        pods: this.#pods.map((p) => ({ name: p.name, address: `${p.address}:${p.port}`, speed: p.speed, loras: p.loras })),
+        pods: this.#pods.map((p) => ({
+          name: p.name,
+          address: `${p.address}:${p.port}`,
+          speed: p.speed,
+          loras: p.loras,
+        })),
         params: c.params,
         model: BASE_MODEL,
       },
@@ -307,7 +320,9 @@ export class BenchRunner {
       30_000,
       200,
     );
-    this.#c.log(`fleet up: ${this.#pods.map((p) => `${p.name}@${p.address}:${p.port}×${p.speed}${p.loras.length > 0 ? "+lora" : ""}`).join(" ")}`);
+    this.#c.log(
+      `fleet up: ${this.#pods.map((p) => `${p.name}@${p.address}:${p.port}×${p.speed}${p.loras.length > 0 ? "+lora" : ""}`).join(" ")}`,
+    );
   }
 
   /** Resolves when `child` prints a line starting with `marker`; rejects with its log tail if it exits first. */
@@ -328,7 +343,10 @@ export class BenchRunner {
       void child.exited.then((code) => {
         clearTimeout(timer);
         // Give the log stream a moment to flush before reading its tail.
-        setTimeout(() => reject(new Error(`${child.name} exited (${code}) before it was ready:\n${this.#sup.tail(child)}`)), 100);
+        setTimeout(
+          () => reject(new Error(`${child.name} exited (${code}) before it was ready:\n${this.#sup.tail(child)}`)),
+          100,
+        );
       });
     });
   }
@@ -393,7 +411,17 @@ export class BenchRunner {
   async #startGateway(mode: ModeId, epp: string | undefined): Promise<string> {
     const port = await freePort();
     const endpoints = this.#pods.map((p) => `${p.address}:${p.port}`).join(",");
-    const args = ["gateway", "--host", "127.0.0.1", "--port", String(port), "--endpoints", endpoints, "--log-level", "warn"];
+    const args = [
+      "gateway",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--endpoints",
+      endpoints,
+      "--log-level",
+      "warn",
+    ];
     if (epp !== undefined) args.push("--lb", "epp", "--epp", epp, "--failure-mode", "FailClose");
     else args.push("--lb", mode);
     const child = this.#sup.start(`gateway-${SHORT[mode]}`, args);

@@ -317,9 +317,9 @@ export function aggregate(stages: readonly SwitchyardStageView[]): AggregatePoin
   const groups = new Map<string, SwitchyardStageView[]>();
   for (const s of stages) {
     const key = `${s.mode}\u0000${s.load_pct}`;
-    let g = groups.get(key);
-    if (!g) groups.set(key, (g = []));
-    g.push(s);
+    const g = groups.get(key);
+    if (g) g.push(s);
+    else groups.set(key, [s]);
   }
   const out: AggregatePoint[] = [];
   for (const g of groups.values()) {

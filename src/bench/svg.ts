@@ -105,9 +105,7 @@ export function renderLineChart(o: ChartOptions): string {
   for (const t of yTicks)
     out.push(`<text x="${m.left - 8}" y="${f(sy(t) + 4)}" text-anchor="end">${escapeXml(formatTick(t))}</text>`);
   out.push("</g>");
-  out.push(
-    `<text x="${f(m.left + pw / 2)}" y="${height - 14}" text-anchor="middle">${escapeXml(o.xLabel)}</text>`,
-  );
+  out.push(`<text x="${f(m.left + pw / 2)}" y="${height - 14}" text-anchor="middle">${escapeXml(o.xLabel)}</text>`);
   out.push(
     `<text x="18" y="${f(m.top + ph / 2)}" text-anchor="middle" transform="rotate(-90 18 ${f(m.top + ph / 2)})">${escapeXml(o.yLabel)}</text>`,
   );

@@ -9,12 +9,12 @@ import { mkdirSync, rmSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { ConfigError } from "../common/errors.js";
 import { H100_SCALED } from "../bench/fleet.js";
 import { type LoadJob, runLoad } from "../bench/loadgen.js";
 import { type Backend, BenchRunner, MODE_ALIASES, type ModeId } from "../bench/run.js";
 import { runSimHost } from "../bench/sim-host.js";
 import { DEFAULT_WORKLOAD } from "../bench/workload.js";
+import { ConfigError } from "../common/errors.js";
 import { checks, formatHelp, parseFlags } from "./flags.js";
 
 const BACKENDS: readonly Backend[] = ["switchyard-sim", "llm-d-inference-sim"];
@@ -238,7 +238,9 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
   } catch (err) {
     await runner.stop();
     if (interrupted) return 130;
-    process.stderr.write(`switchyard bench: ${(err as Error).message}\n(child logs kept in ${join(workDir, "logs")})\n`);
+    process.stderr.write(
+      `switchyard bench: ${(err as Error).message}\n(child logs kept in ${join(workDir, "logs")})\n`,
+    );
     return 1;
   } finally {
     process.off("SIGINT", onSignal);

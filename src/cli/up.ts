@@ -11,7 +11,7 @@ import type { DebugSnapshot } from "../observability/debug.js";
 import { renderEndpointTable } from "../observability/table.js";
 import { type Child, Supervisor, waitFor } from "./children.js";
 import { checks, formatHelp, parseFlags } from "./flags.js";
-import { BASE_MODEL, fleet, fleetResources, POOL_NAME, POOL_NAMESPACE, type SimPod, simArgs } from "./stack.js";
+import { BASE_MODEL, fleet, fleetResources, POOL_NAME, POOL_NAMESPACE, simArgs } from "./stack.js";
 
 const ADDRESS_PREFIX = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){2}$/;
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
