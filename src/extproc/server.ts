@@ -11,7 +11,7 @@ import { generate } from "selfsigned";
 import { DEFAULT_GRPC_PORT, DEFAULT_MAX_BODY_BYTES } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
 import { type Logger, silentLogger } from "../observability/logger.js";
-import type { LifecycleFactory } from "./handler.js";
+import type { LifecycleFactory } from "../request/lifecycle.js";
 import { addHealthService, bindAddress, checkPort, type HealthState } from "./health.js";
 import type { ProcessingRequest, ProcessingResponse } from "./messages.js";
 import { extProcService } from "./proto.js";

@@ -26,7 +26,7 @@ import {
 } from "../common/constants.js";
 import { SwitchyardError } from "../common/errors.js";
 import { type Logger, silentLogger } from "../observability/logger.js";
-import type { IncomingRequest, LifecycleFactory, RequestLifecycle, RoutingDecision } from "./handler.js";
+import type { IncomingRequest, LifecycleFactory, RequestLifecycle, RoutingDecision } from "../request/lifecycle.js";
 import { immediateResponseFor } from "./immediate.js";
 import {
   BodySendMode,

@@ -15,6 +15,10 @@ import {
 import { SwitchyardError, toSwitchyardError } from "../common/errors.js";
 import { type Datastore, pickWeighted } from "../datastore/datastore.js";
 import type { Criticality, Endpoint } from "../datastore/types.js";
+import type { DecisionLog } from "../observability/decisions.js";
+import type { Logger } from "../observability/logger.js";
+import type { EppMetrics } from "../observability/metrics.js";
+import type { PreRequest, Scheduler, SchedulingRequest } from "../scheduling/types.js";
 import type {
   IncomingRequest,
   LifecycleFactory,
@@ -22,11 +26,7 @@ import type {
   ResponseHeadersInfo,
   ResponseHeadersResult,
   RoutingDecision,
-} from "../extproc/handler.js";
-import type { DecisionLog } from "../observability/decisions.js";
-import type { Logger } from "../observability/logger.js";
-import type { EppMetrics } from "../observability/metrics.js";
-import type { PreRequest, Scheduler, SchedulingRequest } from "../scheduling/types.js";
+} from "./lifecycle.js";
 import { type ParsedRequest, parseRequest, rewriteModel } from "./openai.js";
 import { ResponseAccountant } from "./usage.js";
 

@@ -16,7 +16,7 @@ import type {
   RequestLifecycle,
   ResponseHeadersInfo,
   RoutingDecision,
-} from "../../src/extproc/handler.js";
+} from "../../src/request/lifecycle.js";
 import { createHealthServer, HealthState } from "../../src/extproc/health.js";
 import type { ProcessingRequest, ProcessingResponse } from "../../src/extproc/messages.js";
 import { healthService } from "../../src/extproc/proto.js";

@@ -1,5 +1,6 @@
 /**
- * The one seam between the ext_proc protocol and the rest of switchyard. The stream state machine turns Envoy's
+ * The one seam between the ext_proc protocol and the rest of switchyard, defined on the request side so the
+ * protocol layer depends on it (never the reverse). The stream state machine turns Envoy's
  * messages into these plain shapes and calls a RequestLifecycle; nothing on the other side sees protobuf types.
  */
 
