@@ -48,7 +48,9 @@ const SCENARIOS = process.env.BENCH_SCENARIOS
 function chatBody(bytes: number): Buffer {
   const base = { model: "meta-llama/Llama-3.1-8B-Instruct", max_tokens: 128, stream: true };
   const overhead = JSON.stringify({ ...base, messages: [{ role: "user", content: "" }] }).length;
-  const content = "The quick brown fox jumps over the lazy dog. ".repeat(Math.ceil(bytes / 45)).slice(0, Math.max(0, bytes - overhead));
+  const content = "The quick brown fox jumps over the lazy dog. "
+    .repeat(Math.ceil(bytes / 45))
+    .slice(0, Math.max(0, bytes - overhead));
   return Buffer.from(JSON.stringify({ ...base, messages: [{ role: "user", content }] }));
 }
 
@@ -90,7 +92,10 @@ function oneRequest(client: grpc.Client & { Process: () => Call }, body: Buffer,
     call.write({
       request_headers: {
         headers: {
-          headers: HEADERS.map(([k, v]) => ({ key: k, raw_value: Buffer.from(k === "x-request-id" ? `req-${id}` : v) })),
+          headers: HEADERS.map(([k, v]) => ({
+            key: k,
+            raw_value: Buffer.from(k === "x-request-id" ? `req-${id}` : v),
+          })),
         },
       },
       protocol_config: { request_body_mode: 4, response_body_mode: 4 },

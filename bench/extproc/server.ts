@@ -59,7 +59,9 @@ async function startNoop(): Promise<{ port: number; stop: () => Promise<void> }>
     },
   });
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) =>
+      err ? reject(err) : resolve(p),
+    ),
   );
   return { port, stop: () => new Promise((r) => server.tryShutdown(() => r())) };
 }

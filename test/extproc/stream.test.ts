@@ -10,6 +10,11 @@ import * as grpc from "@grpc/grpc-js";
 import { generate } from "selfsigned";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, SwitchyardError } from "../../src/common/errors.js";
+import { createHealthServer, HealthState } from "../../src/extproc/health.js";
+import type { ProcessingRequest, ProcessingResponse } from "../../src/extproc/messages.js";
+import { healthService } from "../../src/extproc/proto.js";
+import { createExtProcServer, type ExtProcServer, type ExtProcServerOptions } from "../../src/extproc/server.js";
+import { ExtProcStream, type ProcessCall } from "../../src/extproc/stream.js";
 import type {
   IncomingRequest,
   LifecycleFactory,
@@ -17,11 +22,6 @@ import type {
   ResponseHeadersInfo,
   RoutingDecision,
 } from "../../src/request/lifecycle.js";
-import { createHealthServer, HealthState } from "../../src/extproc/health.js";
-import type { ProcessingRequest, ProcessingResponse } from "../../src/extproc/messages.js";
-import { healthService } from "../../src/extproc/proto.js";
-import { createExtProcServer, type ExtProcServer, type ExtProcServerOptions } from "../../src/extproc/server.js";
-import { ExtProcStream, type ProcessCall } from "../../src/extproc/stream.js";
 import { connect, type FakeEnvoyClient, metadataJson, mutationMap, mutationPairs } from "../helpers/extproc-client.js";
 
 const DEST = "10.0.0.1:8000";
