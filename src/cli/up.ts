@@ -86,13 +86,6 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     "--grpc-health-port": f["grpc-health-port"],
     "--metrics-port": f["metrics-port"],
   };
-  const seenPorts = new Map<number, string>();
-  for (const [flag, port] of Object.entries(eppPorts)) {
-    const other = seenPorts.get(port);
-    if (other) throw new ConfigError(`${port} is also given to ${other}`, undefined, flag);
-    seenPorts.set(port, flag);
-  }
-
   const layout = await chooseLayout(f["sim-layout"], f["sim-address-prefix"], f["sim-port"], f.sims);
   const pods =
     layout === "addresses"
@@ -102,6 +95,19 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
           address: "127.0.0.1",
           port: f["sim-port"] + i,
         }));
+
+  // Each probe below binds and releases one port, so two flags naming the same port would both pass it.
+  const seenPorts = new Map<number, string>();
+  const claims: [string, number][] = [
+    ...(layout === "ports" ? pods.map((p): [string, number] => ["--sim-port", p.port]) : []),
+    ["--gateway-port", f["gateway-port"]],
+    ...Object.entries(eppPorts),
+  ];
+  for (const [flag, port] of claims) {
+    const other = seenPorts.get(port);
+    if (other) throw new ConfigError(`${port} is also given to ${other}`, undefined, flag);
+    seenPorts.set(port, flag);
+  }
 
   // Every listener is checked before anything starts: a taken port is named with the flag that moves it, instead of
   // surfacing as one child's crash log after the others have started.
