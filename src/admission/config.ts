@@ -29,7 +29,9 @@
  * Unknown keys are rejected everywhere: a misspelt limit silently left at its default is the worst failure mode of
  * an admission policy.
  */
+
 import { ConfigError } from "../common/errors.js";
+import { describeValue, isPlainObject, type PlainObject } from "../common/values.js";
 import { parseGoDuration } from "../scheduling/params.js";
 
 /** The config parts admission reads; PickerConfig satisfies it. */
@@ -151,18 +153,9 @@ const FAIRNESS_REFS: Readonly<Record<string, FairnessPolicy>> = {
   "global-strict-fairness-policy": "global-strict",
 };
 
-type Obj = Record<string, unknown>;
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function describe(v: unknown): string {
-  if (v === null || v === undefined) return "nothing";
-  if (Array.isArray(v)) return "a list";
-  if (typeof v === "object") return "a mapping";
-  return JSON.stringify(v);
-}
+type Obj = PlainObject;
+const isObj = isPlainObject;
+const describe = describeValue;
 
 const QUANTITY_UNITS: Readonly<Record<string, number>> = {
   "": 1,

@@ -4,6 +4,7 @@
  * Every flag declares its default and help text, and `--help` prints them all.
  */
 import { ConfigError } from "../common/errors.js";
+import { formatDuration, parseGoDuration } from "../common/values.js";
 
 type Kind = "string" | "int" | "float" | "bool" | "duration" | "list";
 
@@ -33,37 +34,16 @@ export type FlagValues<S extends FlagSpecs> = { readonly [K in keyof S]: ValueOf
   readonly $args: readonly string[];
 };
 
-const DURATION_UNITS: Record<string, number> = {
-  ns: 1e-6,
-  us: 1e-3,
-  µs: 1e-3,
-  ms: 1,
-  s: 1000,
-  m: 60_000,
-  h: 3_600_000,
-};
-
 /** Parses a Go-style duration ("50ms", "2s", "1m30s") into milliseconds. A bare number means milliseconds. */
 export function parseDuration(text: string): number {
   const trimmed = text.trim();
-  if (trimmed === "") throw new Error("empty duration");
-  let total = 0;
-  let rest = trimmed;
-  while (rest.length > 0) {
-    const m = /^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?/.exec(rest);
-    if (!m || m[0].length === 0) throw new Error(`invalid duration "${text}" (use e.g. 50ms, 2s, 1m)`);
-    total += Number(m[1]) * (DURATION_UNITS[m[2] ?? "ms"] ?? 1);
-    rest = rest.slice(m[0].length);
-  }
-  return total;
+  if (/^\d+(\.\d+)?$/.test(trimmed)) return Number(trimmed);
+  const ms = parseGoDuration(trimmed);
+  if (ms === undefined) throw new Error(`invalid duration "${text}" (use e.g. 50ms, 2s, 1m)`);
+  return ms;
 }
 
-export function formatDuration(ms: number): string {
-  if (ms === 0) return "0s";
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
-}
+export { formatDuration };
 
 function formatDefault(spec: FlagSpec): string {
   switch (spec.kind) {

@@ -3,82 +3,29 @@
  * proto-loader message shapes it exchanges (keepCase; Struct/Value members camelCase — protobufjs's built-ins).
  */
 import * as grpc from "@grpc/grpc-js";
+import type { ProcessingRequest, ProcessingResponse, ProtoStruct, ProtoValue } from "../extproc/messages.js";
 import { extProcService } from "../extproc/proto.js";
-import type { HeaderMapMsg, HeaderMutationMsg } from "./headers.js";
 
 /** BodySendMode.FULL_DUPLEX_STREAMED: what every GIE data plane configures, both directions. */
 export const FULL_DUPLEX_STREAMED = 4;
 
-// ---- google.protobuf.Struct (camelCase members even with keepCase) ----
-export interface ValueMsg {
-  kind?: string;
-  stringValue?: string;
-  numberValue?: number;
-  boolValue?: boolean;
-  structValue?: StructMsg;
-  listValue?: { values?: ValueMsg[] };
-}
-export interface StructMsg {
-  fields?: Record<string, ValueMsg>;
-}
-export interface MetadataMsg {
-  filter_metadata: Record<string, StructMsg>;
-}
+// The message shapes are the ones the EPP side declares (src/extproc/messages.ts): one definition of the wire
+// contract for both ends of the stream.
+export type {
+  BodyMutation as BodyMutationMsg,
+  CommonResponse as CommonResponseMsg,
+  ImmediateResponse as ImmediateResponseMsg,
+  Metadata as MetadataMsg,
+  ProcessingRequest as ProcessingRequestMsg,
+  ProcessingResponse as ProcessingResponseMsg,
+  ProtoStruct as StructMsg,
+  ProtoValue as ValueMsg,
+} from "../extproc/messages.js";
 
-// ---- requests (gateway → EPP) ----
-export interface ProcessingRequestMsg {
-  request_headers?: { headers: HeaderMapMsg; end_of_stream: boolean };
-  response_headers?: { headers: HeaderMapMsg; end_of_stream: boolean };
-  request_body?: { body: Buffer; end_of_stream: boolean };
-  response_body?: { body: Buffer; end_of_stream: boolean };
-  request_trailers?: { trailers: HeaderMapMsg };
-  response_trailers?: { trailers: HeaderMapMsg };
-  metadata_context?: MetadataMsg;
-  protocol_config?: { request_body_mode: number; response_body_mode: number };
-}
-
-// ---- responses (EPP → gateway) ----
-export interface BodyMutationMsg {
-  mutation?: "body" | "clear_body" | "streamed_response";
-  body?: Buffer;
-  clear_body?: boolean;
-  streamed_response?: { body?: Buffer; end_of_stream?: boolean };
-}
-export interface CommonResponseMsg {
-  status?: number;
-  header_mutation?: HeaderMutationMsg;
-  body_mutation?: BodyMutationMsg;
-  clear_route_cache?: boolean;
-}
-export interface ImmediateResponseMsg {
-  status?: { code?: number };
-  headers?: HeaderMutationMsg;
-  body?: Buffer;
-  details?: string;
-}
-export interface ProcessingResponseMsg {
-  response?:
-    | "request_headers"
-    | "response_headers"
-    | "request_body"
-    | "response_body"
-    | "request_trailers"
-    | "response_trailers"
-    | "immediate_response";
-  request_headers?: { response?: CommonResponseMsg };
-  response_headers?: { response?: CommonResponseMsg };
-  request_body?: { response?: CommonResponseMsg };
-  response_body?: { response?: CommonResponseMsg };
-  request_trailers?: { header_mutation?: HeaderMutationMsg };
-  response_trailers?: { header_mutation?: HeaderMutationMsg };
-  immediate_response?: ImmediateResponseMsg;
-  dynamic_metadata?: StructMsg;
-}
-
-export type ProcessCall = grpc.ClientDuplexStream<ProcessingRequestMsg, ProcessingResponseMsg>;
+export type ProcessCall = grpc.ClientDuplexStream<ProcessingRequest, ProcessingResponse>;
 
 /** Reads `struct[namespace][key]` as a string; a list of strings is joined with "," (the header's own format). */
-export function structString(struct: StructMsg | undefined, namespace: string, key: string): string | undefined {
+export function structString(struct: ProtoStruct | undefined, namespace: string, key: string): string | undefined {
   const value = struct?.fields?.[namespace]?.structValue?.fields?.[key];
   if (value === undefined) return undefined;
   if (typeof value.stringValue === "string") return value.stringValue;
@@ -91,13 +38,13 @@ export function structString(struct: StructMsg | undefined, namespace: string, k
   return undefined;
 }
 
-export function stringStruct(fields: Readonly<Record<string, string>>): StructMsg {
-  const out: Record<string, ValueMsg> = {};
+export function stringStruct(fields: Readonly<Record<string, string>>): ProtoStruct {
+  const out: Record<string, ProtoValue> = {};
   for (const [k, v] of Object.entries(fields)) out[k] = { stringValue: v };
   return { fields: out };
 }
 
-export function stringListStruct(key: string, values: readonly string[]): StructMsg {
+export function stringListStruct(key: string, values: readonly string[]): ProtoStruct {
   return { fields: { [key]: { listValue: { values: values.map((v) => ({ stringValue: v })) } } } };
 }
 

@@ -152,29 +152,20 @@ export function clientResponseHeaders(list: HeaderList): HeaderList {
   return out;
 }
 
-// ---- ext_proc HeaderMap / HeaderMutation (proto-loader shapes, keepCase) ----
+// ---- ext_proc HeaderMap / HeaderMutation: the shapes src/extproc/messages.ts declares for both ends ----
 
-export interface HeaderValueMsg {
-  key?: string;
-  value?: string;
-  raw_value?: Buffer;
-}
+export type {
+  HeaderMap as HeaderMapMsg,
+  HeaderMutation as HeaderMutationMsg,
+  HeaderValue as HeaderValueMsg,
+  HeaderValueOption as HeaderValueOptionMsg,
+} from "../extproc/messages.js";
 
-export interface HeaderValueOptionMsg {
-  header?: HeaderValueMsg;
-  append?: { value?: boolean };
-  append_action?: number;
-  keep_empty_value?: boolean;
-}
-
-export interface HeaderMutationMsg {
-  set_headers?: HeaderValueOptionMsg[];
-  remove_headers?: string[];
-}
-
-export interface HeaderMapMsg {
-  headers?: HeaderValueMsg[];
-}
+import type {
+  HeaderMap as HeaderMapMsg,
+  HeaderMutation as HeaderMutationMsg,
+  HeaderValue as HeaderValueMsg,
+} from "../extproc/messages.js";
 
 /** Envoy sends values only in `raw_value` (bytes); latin1 keeps every byte as one char, as node's http does. */
 export function toHeaderMap(list: HeaderList): HeaderMapMsg {

@@ -17,10 +17,12 @@
  * Sections owned by other modules (flowControl, admission, budgets, autoscaling, dataLayer, parser, and any other
  * unknown top-level key) are returned untouched in `sections` for those modules to validate.
  */
+
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 import { EPP_CONFIG_API_VERSION } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
+import { describeValue, isPlainObject, type PlainObject } from "../common/values.js";
 import { PluginParamError } from "./params.js";
 import { registerBuiltinPlugins } from "./plugins/builtins.js";
 import {
@@ -127,18 +129,9 @@ const INLINE_DETECTOR_KEYS = new Set([
   "headroom",
 ]);
 
-type Obj = Record<string, unknown>;
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function describe(v: unknown): string {
-  if (v === null || v === undefined) return "nothing";
-  if (Array.isArray(v)) return "a list";
-  if (typeof v === "object") return "a mapping";
-  return JSON.stringify(v);
-}
+type Obj = PlainObject;
+const isObj = isPlainObject;
+const describe = describeValue;
 
 class Builder {
   readonly file: string | undefined;

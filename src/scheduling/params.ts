@@ -5,6 +5,8 @@
  * decoding silently ignores a misspelt parameter, which leaves the default in force without anyone noticing.
  */
 
+import { describeValue as describe, parseGoDuration } from "../common/values.js";
+
 /** A bad plugin parameter. `field` is relative to the plugin's `parameters` ("" = the mapping itself). */
 export class PluginParamError extends Error {
   override readonly name = "PluginParamError";
@@ -16,42 +18,7 @@ export class PluginParamError extends Error {
   }
 }
 
-const DURATION_UNITS: Readonly<Record<string, number>> = {
-  ns: 1e-6,
-  us: 1e-3,
-  µs: 1e-3,
-  ms: 1,
-  s: 1000,
-  m: 60_000,
-  h: 3_600_000,
-};
-
-/**
- * Parses a Go duration string ("200ms", "1s", "1m30s") into milliseconds. Units are mandatory, as in Go's
- * time.ParseDuration, except for a bare "0". Returns undefined when the text is not a duration.
- */
-export function parseGoDuration(text: string): number | undefined {
-  const trimmed = text.trim();
-  if (trimmed === "0") return 0;
-  if (trimmed === "") return undefined;
-  let total = 0;
-  let rest = trimmed;
-  while (rest.length > 0) {
-    const m = /^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/.exec(rest);
-    if (!m) return undefined;
-    total += Number(m[1]) * DURATION_UNITS[m[2]!]!;
-    rest = rest.slice(m[0].length);
-  }
-  return total;
-}
-
-function describe(value: unknown): string {
-  if (value === null) return "null";
-  if (Array.isArray(value)) return "a list";
-  if (typeof value === "string") return JSON.stringify(value);
-  if (typeof value === "object") return "a mapping";
-  return String(value);
-}
+export { parseGoDuration };
 
 export interface NumberRule {
   /** Inclusive lower bound. */
