@@ -259,7 +259,25 @@ function logLevel(f: EppFlagValues): LevelWithSilent {
   return level as LevelWithSilent;
 }
 
+/**
+ * Top-level EndpointPickerConfig sections owned outside scheduling. Anything else is rejected: a misspelt
+ * `flowControl:` would otherwise switch flow control off without a word.
+ */
+const KNOWN_SECTIONS: ReadonlySet<string> = new Set(["admission", "flowControl", "autoscaling", "dataLayer", "parser"]);
+
 function loadConfig(f: EppFlagValues): PickerConfig {
+  const config = readConfig(f);
+  for (const key of Object.keys(config.sections))
+    if (!KNOWN_SECTIONS.has(key))
+      throw new ConfigError(
+        `unknown top-level section (known: apiVersion, kind, plugins, schedulingProfiles, saturationDetector, featureGates, ${[...KNOWN_SECTIONS].join(", ")})`,
+        config.file ?? (f["config-text"] ? "--config-text" : undefined),
+        key,
+      );
+  return config;
+}
+
+function readConfig(f: EppFlagValues): PickerConfig {
   if (f["config-file"] && f["config-text"])
     throw new ConfigError("--config-file and --config-text are mutually exclusive", undefined, "--config-file");
   if (f["config-text"]) return loadPickerConfig({ text: f["config-text"] });

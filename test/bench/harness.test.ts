@@ -345,9 +345,33 @@ describe("SVG line chart", () => {
       xLabel: "load %",
       yLabel: "ms",
       series: [
-        { name: "round-robin", color: "#d62728", points: [[30, 100], [85, 900], [110, 2000]] },
-        { name: "least-request", color: "#ff7f0e", points: [[30, 90], [85, 500], [110, Number.NaN]] },
-        { name: "switchyard", color: "#1f77b4", points: [[30, 80], [85, 300], [110, 700]] },
+        {
+          name: "round-robin",
+          color: "#d62728",
+          points: [
+            [30, 100],
+            [85, 900],
+            [110, 2000],
+          ],
+        },
+        {
+          name: "least-request",
+          color: "#ff7f0e",
+          points: [
+            [30, 90],
+            [85, 500],
+            [110, Number.NaN],
+          ],
+        },
+        {
+          name: "switchyard",
+          color: "#1f77b4",
+          points: [
+            [30, 80],
+            [85, 300],
+            [110, 700],
+          ],
+        },
       ],
     });
     const elements = parseXmlElements(svg);

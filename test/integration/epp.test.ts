@@ -182,3 +182,14 @@ describe("epp with stale metrics", () => {
     }
   });
 });
+
+describe("epp configuration", () => {
+  it("rejects an unknown top-level config section, naming it", async () => {
+    const { startEpp } = await import("../../src/cli/epp.js");
+    const { silentLogger } = await import("../../src/observability/logger.js");
+    const text = "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nflowControll: {}\n";
+    await expect(
+      startEpp(["--pool-name", "p", "--resources", "/nonexistent", "--config-text", text], { logger: silentLogger }),
+    ).rejects.toThrow(/flowControll: unknown top-level section/);
+  });
+});
