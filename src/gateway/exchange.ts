@@ -14,6 +14,7 @@ import {
   DESTINATION_ENDPOINT_HEADER,
   DESTINATION_ENDPOINT_SERVED_KEY,
   DESTINATION_METADATA_NAMESPACE,
+  SUBSET_HINT_NAMESPACE,
 } from "../common/constants.js";
 import type { Logger } from "../observability/logger.js";
 import { BodyFeed } from "./body-feed.js";
@@ -67,7 +68,7 @@ export interface GatewayContext {
 export const SERVED_ENDPOINT_HEADER = DESTINATION_ENDPOINT_SERVED_KEY;
 
 const EMPTY = Buffer.alloc(0);
-const SUBSET_NAMESPACE = "envoy.lb.subset_hint";
+const SUBSET_NAMESPACE = SUBSET_HINT_NAMESPACE;
 
 // Pause reasons: a source resumes only when every reason it was paused for has cleared.
 const P_FEED = 1; // our own BodyFeed reader is full (upstream request body backpressure)

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
+import { REQUEST_ID_HEADER } from "../common/constants.js";
 
 export type HeaderList = string[];
 
@@ -66,12 +67,12 @@ export function requestHead(req: IncomingMessage): RequestHead {
     }
     if (name === "transfer-encoding") chunked = true;
     if (name === "x-forwarded-proto" || HOP_BY_HOP.has(name)) continue;
-    if (name === "x-request-id") hasRequestId = true;
+    if (name === REQUEST_ID_HEADER) hasRequestId = true;
     else if (name === "content-length") contentLength = value;
     out.push(name, value);
   }
   out.push("x-forwarded-proto", "http");
-  if (!hasRequestId) out.push("x-request-id", randomUUID());
+  if (!hasRequestId) out.push(REQUEST_ID_HEADER, randomUUID());
   return { list: out, headerOnly: !chunked && (contentLength === undefined || contentLength.trim() === "0") };
 }
 
