@@ -21,6 +21,7 @@ import {
   POOL_GROUP,
 } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
+import { EngineRegistry, validateEngineConfig } from "../datalayer/engines.js";
 import { MetricsScraper } from "../datalayer/scraper.js";
 import { Datastore } from "../datastore/datastore.js";
 import { isFresh } from "../datastore/types.js";
@@ -260,6 +261,40 @@ function logLevel(f: EppFlagValues): LevelWithSilent {
 }
 
 /**
+ * Metric mappings from GIE's `core-metrics-extractor` plugin parameters (engineLabelKey, defaultEngine,
+ * engineConfigs[]), validated with the plugin's path in every message; the built-in vllm / sglang / trtllm-serve /
+ * triton-tensorrt-llm mappings otherwise.
+ */
+function engineRegistry(config: PickerConfig): EngineRegistry {
+  const spec = config.plugins.find((p) => p.type === "core-metrics-extractor");
+  const params = spec?.parameters;
+  if (params === undefined || params === null) return new EngineRegistry();
+  const at = (field: string) => `${spec!.path}.parameters.${field}`;
+  if (typeof params !== "object" || Array.isArray(params))
+    throw new ConfigError("must be a mapping", config.file, `${spec!.path}.parameters`);
+  const p = params as Record<string, unknown>;
+  for (const key of Object.keys(p))
+    if (!["engineLabelKey", "defaultEngine", "engineConfigs"].includes(key))
+      throw new ConfigError("unknown parameter (engineLabelKey, defaultEngine, engineConfigs)", config.file, at(key));
+  for (const key of ["engineLabelKey", "defaultEngine"] as const)
+    if (p[key] !== undefined && typeof p[key] !== "string")
+      throw new ConfigError("must be a string", config.file, at(key));
+  const raw = p.engineConfigs ?? [];
+  if (!Array.isArray(raw)) throw new ConfigError("must be a list", config.file, at("engineConfigs"));
+  const engineConfigs = raw.map((c, i) => validateEngineConfig(c, at(`engineConfigs[${i}]`), config.file));
+  try {
+    return new EngineRegistry({
+      engineConfigs,
+      ...(typeof p.defaultEngine === "string" ? { defaultEngine: p.defaultEngine } : {}),
+      ...(typeof p.engineLabelKey === "string" ? { engineLabelKey: p.engineLabelKey } : {}),
+    });
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError((err as Error).message, config.file, `${spec!.path}.parameters`);
+  }
+}
+
+/**
  * Top-level EndpointPickerConfig sections owned outside scheduling. Anything else is rejected: a misspelt
  * `flowControl:` would otherwise switch flow control off without a word.
  */
@@ -320,8 +355,10 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   const poolName = standalone ? "standalone" : f["pool-name"];
 
   let config: PickerConfig;
+  let engines: EngineRegistry;
   try {
     config = loadConfig(f);
+    engines = engineRegistry(config);
   } catch (err) {
     logConfigRejected(logger, err);
     throw err;
@@ -452,6 +489,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
       ? undefined
       : new MetricsScraper({
           source: datastore,
+          engines,
           intervalMs: f["refresh-metrics-interval"],
           timeoutMs: f["scrape-timeout"],
           logger,

@@ -378,7 +378,12 @@ export class EngineRegistry {
   readonly engineLabelKey: string;
   readonly #mappings = new Map<string, EngineMapping>();
 
+  readonly #customDefault: boolean;
+
   constructor(options: EngineRegistryOptions = {}) {
+    this.#customDefault =
+      (options.defaultEngine ?? "").trim() !== "" ||
+      ((options.engineLabelKey ?? "").trim() !== "" && options.engineLabelKey !== ENGINE_TYPE_LABEL);
     this.defaultEngine = (options.defaultEngine ?? "").trim() || DEFAULT_ENGINE;
     this.engineLabelKey = (options.engineLabelKey ?? "").trim() || ENGINE_TYPE_LABEL;
     const configs = options.engineConfigs ?? [];
@@ -422,9 +427,12 @@ export class EngineRegistry {
     readonly engine?: string;
     readonly labels?: Readonly<Record<string, string>>;
   }): EngineMapping | undefined {
-    const name =
-      endpoint.engine !== undefined && endpoint.engine !== "" ? endpoint.engine : this.engineFor(endpoint.labels);
-    return this.get(name);
+    // A pod carrying the configured engine label decides; otherwise the endpoint's own engine name, unless the
+    // config chose a different label key or default, which then applies to every unlabelled pod.
+    if (endpoint.labels?.[this.engineLabelKey]) return this.get(this.engineFor(endpoint.labels));
+    if (this.#customDefault || endpoint.engine === undefined || endpoint.engine === "")
+      return this.get(this.defaultEngine);
+    return this.get(endpoint.engine);
   }
 }
 

@@ -193,3 +193,55 @@ describe("epp configuration", () => {
     ).rejects.toThrow(/flowControll: unknown top-level section/);
   });
 });
+
+describe("epp engine configs", () => {
+  it("reads custom metric names from core-metrics-extractor engineConfigs", async () => {
+    const { startHarness: start } = await import("../helpers/epp-harness.js");
+    // Pods publish only renamed gauges; the default vllm mapping could not read them, the configured one can.
+    const config = `apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+  - type: queue-scorer
+  - type: kv-cache-utilization-scorer
+  - type: core-metrics-extractor
+    parameters:
+      defaultEngine: custom
+      engineConfigs:
+        - name: custom
+          queuedRequestsSpec: "my_waiting"
+          runningRequestsSpec: "my_running"
+          kvUsageSpec: "my_kv"
+`;
+    const h = await start({ flags: ["--config-text", config] });
+    try {
+      for (const [i, p] of h.pods.entries())
+        p.behaviour = {
+          status: 200,
+          body: `my_waiting ${i === 1 ? 0 : 7}\nmy_running 1\nmy_kv ${i === 1 ? 0.1 : 0.7}\n`,
+          delayMs: 0,
+        };
+      await h.settle();
+      await new Promise((r) => setTimeout(r, 100));
+      const snap = h.epp.snapshot();
+      expect(snap.endpoints.every((e) => e.metrics !== null)).toBe(true);
+      const r = await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("m") });
+      expect(r.destination).toBe(`${h.pods[1]!.address}:${h.port}`);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("rejects an invalid engine config naming the field", async () => {
+    const { startEpp } = await import("../../src/cli/epp.js");
+    const { silentLogger } = await import("../../src/observability/logger.js");
+    const text = `apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+  - type: core-metrics-extractor
+    parameters: { engineConfigs: [ { name: x, bogus: 1 } ] }
+`;
+    await expect(
+      startEpp(["--pool-name", "p", "--resources", "/nonexistent", "--config-text", text], { logger: silentLogger }),
+    ).rejects.toThrow(/plugins\[0\]\.parameters\.engineConfigs\[0\]/);
+  });
+});
