@@ -52,8 +52,23 @@ if ! curl -s -o /dev/null --max-time 2 "$gateway/v1/models"; then
   grep -q "ready in" "$stack_dir/up.log" || { echo "switchyard up did not become ready" >&2; cat "$stack_dir/up.log" >&2; exit 1; }
 fi
 
-mkdir -p "$out"
+mkdir -p "$out/tokenizer"
+# inference-perf's vLLM client always loads a Hugging Face tokenizer (even for mock data), and this box is offline:
+# build a word-level one (one token per whitespace-separated word, the simulator's own unit) with the
+# `tokenizers` package inference-perf already depends on.
+py="$(dirname "$ip")/python"
+[[ -x "$py" ]] || py="python3"
+"$py" - "$out/tokenizer" <<'PY'
+import json, os, sys
+from tokenizers import Tokenizer, models, pre_tokenizers
+d = sys.argv[1]
+tok = Tokenizer(models.WordLevel(vocab={"[UNK]": 0}, unk_token="[UNK]"))
+tok.pre_tokenizer = pre_tokenizers.Whitespace()
+tok.save(os.path.join(d, "tokenizer.json"))
+with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+    json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "[UNK]", "model_max_length": 1000000}, f)
+PY
 # The config's relative storage path resolves against the working directory.
-(cd "$out" && sed "s#base_url: .*#base_url: $gateway#; s#path: reports#path: .#" "$here/config.yml" >config.yml &&
-  "$ip" --config_file config.yml)
+(cd "$out" && sed "s#base_url: .*#base_url: $gateway#; s#path: reports#path: .#; s#pretrained_model_name_or_path: .*#pretrained_model_name_or_path: $out/tokenizer#" \
+  "$here/config.yml" >config.yml && "$ip" --config_file config.yml)
 echo "inference-perf reports in $out"

@@ -112,8 +112,12 @@ export function checkTargets(agg: readonly AggregatePoint[], loads: readonly num
   if (syTop)
     checks.push({
       name: `Sheddable absorbs shedding (at ${top} %)`,
-      met: syTop.critical_shed === 0 && (syTop.shed === 0 || syTop.sheddable_shed >= 0.8 * syTop.shed),
-      detail: `shed ${fmt(syTop.shed)} requests, of which Sheddable ${fmt(syTop.sheddable_shed)}, Critical ${fmt(syTop.critical_shed)}`,
+      // Nothing shed means the pool never reached saturation: the target was not exercised, not met.
+      met: syTop.shed === 0 ? undefined : syTop.critical_shed === 0 && syTop.sheddable_shed >= 0.8 * syTop.shed,
+      detail:
+        syTop.shed === 0
+          ? "not exercised: the EPP shed nothing (the pool never reached its saturation threshold)"
+          : `shed ${fmt(syTop.shed)} requests, of which Sheddable ${fmt(syTop.sheddable_shed)}, Critical ${fmt(syTop.critical_shed)}`,
     });
   return checks;
 }

@@ -283,7 +283,8 @@ export class BenchRunner {
     mkdirSync(c.outDir, { recursive: true });
     const files = writeReport(c.outDir, results);
     log(`done in ${((Date.now() - started) / 60_000).toFixed(1)} min; results in ${c.outDir}`);
-    for (const t of results.targets) log(`  ${t.met ? "met   " : "missed"} ${t.name}: ${t.detail}`);
+    for (const t of results.targets)
+      log(`  ${t.met === true ? "met   " : t.met === false ? "missed" : "n/a   "} ${t.name}: ${t.detail}`);
     return { outDir: c.outDir, files, results };
   }
 

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { H100_SCALED } from "../bench/fleet.js";
 import { type LoadJob, runLoad } from "../bench/loadgen.js";
+import { type BenchResults, checkTargets, writeReport } from "../bench/report.js";
 import { type Backend, BenchRunner, MODE_ALIASES, type ModeId } from "../bench/run.js";
 import { runSimHost } from "../bench/sim-host.js";
 import { DEFAULT_WORKLOAD } from "../bench/workload.js";
@@ -124,6 +125,11 @@ const FLAGS = {
     default: "",
     help: "scratch directory for resources, child logs and raw stage data (empty = a new temp dir)",
   },
+  "report-only": {
+    kind: "string",
+    default: "",
+    help: "re-render summary.md and the charts of an existing result directory from its results.json, then exit",
+  },
   "keep-work-dir": {
     kind: "bool",
     default: false,
@@ -170,6 +176,13 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     return 0;
   }
   const f = parseFlags(FLAGS, argv);
+  if (f["report-only"] !== "") {
+    const dir = resolve(f["report-only"]);
+    const results = JSON.parse(await readFile(join(dir, "results.json"), "utf8")) as BenchResults;
+    const rerendered: BenchResults = { ...results, targets: checkTargets(results.aggregate, results.loads_pct) };
+    for (const file of writeReport(dir, rerendered)) process.stdout.write(`wrote ${file}\n`);
+    return 0;
+  }
   const q = <K extends keyof typeof QUICK>(k: K, v: (typeof FLAGS)[K]["default"]) =>
     f.quick && !f.$set.has(k) ? QUICK[k] : v;
 

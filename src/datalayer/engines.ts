@@ -570,6 +570,17 @@ export function extractMetrics(
     if (v > 0) cacheNumBlocks = v;
   }
 
+  // The served (base) model names, from the `model_name` label vLLM and SGLang put on every engine series.
+  let servedModels = EMPTY_SET;
+  if (mapping.running !== undefined) {
+    for (const s of selectSamples(families, mapping.running)) {
+      const name = s.labels["model_name"];
+      if (name === undefined || name === "") continue;
+      if (servedModels === EMPTY_SET) servedModels = new Set<string>();
+      (servedModels as Set<string>).add(name);
+    }
+  }
+
   return {
     waitingQueueSize: Math.max(0, waiting),
     runningRequestsSize: Math.max(0, running),
@@ -577,6 +588,7 @@ export function extractMetrics(
     activeModels,
     waitingModels,
     maxActiveModels,
+    servedModels,
     cacheBlockSize,
     cacheNumBlocks,
     updateTime,

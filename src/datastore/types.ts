@@ -84,6 +84,11 @@ export interface EndpointMetrics {
   readonly waitingModels: ReadonlySet<string>;
   /** `max_lora`; 0 when the server reports no LoRA info. */
   readonly maxActiveModels: number;
+  /**
+   * Base models the server reports serving (the `model_name` label of its queue/running series, vLLM and SGLang).
+   * Undefined or empty when unknown. Lets LoRA affinity tell a base-model request from an adapter request.
+   */
+  readonly servedModels?: ReadonlySet<string>;
   /** From cache_config_info; 0 when unknown. */
   readonly cacheBlockSize: number;
   readonly cacheNumBlocks: number;

@@ -204,6 +204,7 @@ export function defaultPickerConfig(): PickerConfig {
 }
 
 const DEFAULT_PLUGINS: readonly PluginSpec[] = [
+  { name: "served-model-filter", type: "served-model-filter", parameters: undefined, path: DEFAULT_PATH },
   { name: "queue-scorer", type: "queue-scorer", parameters: undefined, path: DEFAULT_PATH },
   {
     name: "kv-cache-utilization-scorer",
@@ -218,6 +219,8 @@ const DEFAULT_PROFILE: ProfileSpec = {
   name: "default",
   path: DEFAULT_PATH,
   plugins: [
+    // Not a GIE default: keeps adapter requests off pods that cannot load adapters (a 404 otherwise).
+    { pluginRef: "served-model-filter", weight: 1, path: DEFAULT_PATH },
     { pluginRef: "queue-scorer", weight: 2, path: DEFAULT_PATH },
     { pluginRef: "kv-cache-utilization-scorer", weight: 2, path: DEFAULT_PATH },
     { pluginRef: "lora-affinity-scorer", weight: 1, path: DEFAULT_PATH },

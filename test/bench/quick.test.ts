@@ -93,7 +93,7 @@ describe("switchyard bench (quick pipeline)", () => {
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/capacity: \d+\.\d+ req\/s/);
     expect(run.stdout).toMatch(/\[sy {2}step 2\/2 300% rep 1\/1 [\d.]+ req\/s\] \d+\/5 s {2}sent \d+ {2}done \d+/);
-    expect(run.stdout).toMatch(/TTFT p90 at 300 % .*round-robin/);
+    expect(run.stdout).toMatch(/TTFT p90 at 150 % .*round-robin/);
   });
 
   it("writes results.json with every mode at every step, each with completed requests", () => {

@@ -127,6 +127,7 @@ describe("extractMetrics", () => {
       activeModels: new Set(),
       waitingModels: new Set(),
       maxActiveModels: 0,
+      servedModels: new Set(["meta-llama/Llama-3.1-8B-Instruct"]),
       cacheBlockSize: 16,
       cacheNumBlocks: 27724 + 27700,
       updateTime: 1234.5,

@@ -27,9 +27,10 @@ const dir = mkdtempSync(join(tmpdir(), "sy-sched-config-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("defaults", () => {
-  it("no config: queue ×2, kv ×2, lora ×1, max-score-picker, utilization-detector", () => {
+  it("no config: served-model filter, queue ×2, kv ×2, lora ×1, max-score-picker, utilization-detector", () => {
     for (const config of [defaultPickerConfig(), loadPickerConfig(), loadPickerConfig({ text: "", file: "" })]) {
       expect(config.plugins.map((p) => p.type)).toEqual([
+        "served-model-filter",
         "queue-scorer",
         "kv-cache-utilization-scorer",
         "lora-affinity-scorer",
@@ -38,6 +39,7 @@ describe("defaults", () => {
       ]);
       expect(config.schedulingProfiles).toHaveLength(1);
       expect(config.schedulingProfiles[0]!.plugins.map((p) => [p.pluginRef, p.weight])).toEqual([
+        ["served-model-filter", 1],
         ["queue-scorer", 2],
         ["kv-cache-utilization-scorer", 2],
         ["lora-affinity-scorer", 1],

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { Endpoint } from "../../src/datastore/types.js";
 import { PluginParamError } from "../../src/scheduling/params.js";
+import { ServedModelFilter } from "../../src/scheduling/plugins/filters.js";
 import {
   KvCacheUtilizationScorer,
   LoraAffinityScorer,
@@ -117,5 +118,36 @@ describe("token-load-scorer", () => {
       "parameters.queueThresholdTokens: must be an integer >= 1, got 0",
     );
     expect((tokenLoadScorerFactory("t", { queueThresholdTokens: 10 }, handle) as TokenLoadScorer).threshold).toBe(10);
+  });
+});
+
+describe("served models (better than GIE)", () => {
+  const base = "meta-llama/Llama-3.1-8B-Instruct";
+  const clock = new TestClock();
+  const pod = (address: string, max: number) =>
+    endpoint(address, {
+      ...metrics({ kvCacheUsagePercent: 0.2, maxActiveModels: max }, clock.t),
+      servedModels: new Set([base]),
+    });
+
+  it("lora-affinity gives every pod serving the base model 1.0, so base requests are not pulled to LoRA pods", () => {
+    const scorer = new LoraAffinityScorer("l", testHandle(clock));
+    const loraPod = pod("10.0.0.1", 2);
+    const plainPod = pod("10.0.0.2", 0);
+    expect(Array.from(scorer.score(new Map(), request({ targetModel: base }), [loraPod, plainPod]))).toEqual([1, 1]);
+    // An adapter request keeps GIE's rules: a free slot 0.8, no LoRA support 0.
+    expect(Array.from(scorer.score(new Map(), request({ targetModel: "sql-lora" }), [loraPod, plainPod]))).toEqual([
+      0.8, 0,
+    ]);
+  });
+
+  it("served-model-filter keeps adapter requests on pods that can load adapters", () => {
+    const loraPod = pod("10.0.0.1", 2);
+    const plainPod = pod("10.0.0.2", 0);
+    const f = new ServedModelFilter("f");
+    expect(f.filter(new Map(), request({ targetModel: "sql-lora" }), [loraPod, plainPod])).toEqual([loraPod]);
+    expect(f.filter(new Map(), request({ targetModel: base }), [loraPod, plainPod])).toEqual([loraPod, plainPod]);
+    // Nothing qualifies: fail open rather than reject.
+    expect(f.filter(new Map(), request({ targetModel: "sql-lora" }), [plainPod])).toEqual([plainPod]);
   });
 });

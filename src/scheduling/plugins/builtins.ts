@@ -5,6 +5,7 @@ import {
   leastQueueFilterFactory,
   loraAffinityFilterFactory,
   lowQueueFilterFactory,
+  servedModelFilterFactory,
 } from "./filters.js";
 import { maxScorePickerFactory, randomPickerFactory, weightedRandomPickerFactory } from "./pickers.js";
 import { prefixCacheAffinityFilterFactory, prefixCacheScorerFactory } from "./prefix-cache.js";
@@ -36,6 +37,7 @@ const BUILTINS: Readonly<Record<string, PluginFactory>> = {
   "least-kv-cache-filter": leastKvCacheFilterFactory,
   "lora-affinity-filter": loraAffinityFilterFactory,
   "prefix-cache-affinity-filter": prefixCacheAffinityFilterFactory,
+  "served-model-filter": servedModelFilterFactory,
 };
 
 let registered = false;

@@ -152,3 +152,49 @@ export const loraAffinityFilterFactory: PluginFactory = (name, params, handle) =
   p.done();
   return new LoraAffinityFilter(name, handle, threshold) satisfies Filter;
 };
+
+/**
+ * Keeps the endpoints that can serve the request's target model (switchyard; GIE has no equivalent, so an adapter
+ * request can land on a pod without that adapter and get a 404 from the model server):
+ * - a base-model request (some candidate lists the target in its served models) keeps the endpoints that serve
+ *   it, plus those whose served models are unknown;
+ * - an adapter request keeps the endpoints that have the adapter running or waiting, or can load adapters
+ *   (`max_lora` > 0), plus those with unknown metrics.
+ * Never empties the candidate list: when nothing qualifies it returns every endpoint and lets the model server
+ * answer, as the utilization filter fails open.
+ */
+export class ServedModelFilter implements Filter {
+  readonly typedName: TypedName;
+  readonly #kept: Endpoint[] = [];
+
+  constructor(name: string) {
+    this.typedName = { type: "served-model-filter", name };
+  }
+
+  filter(_state: CycleState, request: SchedulingRequest, endpoints: readonly Endpoint[]): readonly Endpoint[] {
+    const target = request.targetModel;
+    let base = false;
+    for (let i = 0; i < endpoints.length && !base; i++)
+      base = endpoints[i]!.metrics?.servedModels?.has(target) === true;
+    const kept = this.#kept;
+    kept.length = 0;
+    for (let i = 0; i < endpoints.length; i++) {
+      const e = endpoints[i]!;
+      const m = e.metrics;
+      const served = m?.servedModels;
+      const ok =
+        m === undefined ||
+        (base
+          ? served === undefined || served.size === 0 || served.has(target)
+          : m.activeModels.has(target) || m.waitingModels.has(target) || m.maxActiveModels > 0);
+      if (ok) kept.push(e);
+    }
+    if (kept.length === 0 || kept.length === endpoints.length) return endpoints;
+    return kept.slice();
+  }
+}
+
+export const servedModelFilterFactory: PluginFactory = (name, params) => {
+  new ParamReader(params).done();
+  return new ServedModelFilter(name) satisfies Filter;
+};

@@ -96,8 +96,12 @@ export class KvCacheUtilizationScorer implements Scorer {
 
 /**
  * GIE lora-affinity-scorer on the post-rewrite target model: adapter active → 1.0; a free adapter slot
- * (active + waiting < max) → 0.8; adapter waiting → 0.6; else 0. Kept exactly, including GIE's mild bias for
- * base-model requests toward endpoints with free adapter slots, so mixed GIE/switchyard fleets agree.
+ * (active + waiting < max) → 0.8; adapter waiting → 0.6; else 0.
+ *
+ * Better than GIE: an endpoint that reports the target as one of its served base models (`model_name` on its
+ * metrics) scores 1.0. GIE scores a base-model request like a cold adapter, so every base request is pulled
+ * toward pods with free adapter slots and away from pods without LoRA — the routing benchmark measured all base
+ * traffic landing on the LoRA pods at 30 % load. Endpoints whose served models are unknown keep GIE's rules.
  */
 export class LoraAffinityScorer implements Scorer {
   readonly typedName: TypedName;
@@ -120,7 +124,7 @@ export class LoraAffinityScorer implements Scorer {
     for (let i = 0; i < endpoints.length; i++) {
       const m = usableMetrics(endpoints[i]!, fresh, now, stale);
       if (m === undefined) out[i] = 0;
-      else if (m.activeModels.has(target)) out[i] = 1;
+      else if (m.activeModels.has(target) || m.servedModels?.has(target)) out[i] = 1;
       else if (m.activeModels.size + m.waitingModels.size < m.maxActiveModels) out[i] = 0.8;
       else if (m.waitingModels.has(target)) out[i] = 0.6;
       else out[i] = 0;
