@@ -11,6 +11,7 @@ export const MODE_LABELS: Readonly<Record<string, string>> = {
   "round-robin": "round-robin",
   "least-request": "least-request",
   switchyard: "switchyard (default profile)",
+  "switchyard-recommended": "switchyard (recommended profile, + prefix 3)",
   "gie-default": "GIE v1.5 default (queue 2 / kv 2 / prefix 3)",
 };
 
@@ -18,6 +19,7 @@ const MODE_COLORS: Readonly<Record<string, string>> = {
   "round-robin": "#d62728",
   "least-request": "#ff7f0e",
   switchyard: "#1f77b4",
+  "switchyard-recommended": "#9467bd",
   "gie-default": "#2ca02c",
 };
 

@@ -10,6 +10,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { type Child, Supervisor, waitFor } from "../cli/children.js";
 import { BASE_MODEL, fleetResources, POOL_NAME, POOL_NAMESPACE, type SimPod } from "../cli/stack.js";
 import { benchPods, type FleetParams, findLlmdBinary, llmdArgs, simOptions } from "./fleet.js";
@@ -19,8 +20,14 @@ import { READY_LINE } from "./sim-host.js";
 import { aggregate, type SpreadSample, type StageSummary, summarizeStage } from "./stats.js";
 import { generateTrace, meanOutputTokens, traceLengthFor, type WorkloadSpec } from "./workload.js";
 
-export type ModeId = "round-robin" | "least-request" | "switchyard" | "gie-default";
-export const MODE_IDS: readonly ModeId[] = ["round-robin", "least-request", "switchyard", "gie-default"];
+export type ModeId = "round-robin" | "least-request" | "switchyard" | "switchyard-recommended" | "gie-default";
+export const MODE_IDS: readonly ModeId[] = [
+  "round-robin",
+  "least-request",
+  "switchyard",
+  "switchyard-recommended",
+  "gie-default",
+];
 export const MODE_ALIASES: Readonly<Record<string, ModeId>> = {
   rr: "round-robin",
   "round-robin": "round-robin",
@@ -29,6 +36,8 @@ export const MODE_ALIASES: Readonly<Record<string, ModeId>> = {
   sy: "switchyard",
   switchyard: "switchyard",
   epp: "switchyard",
+  syr: "switchyard-recommended",
+  "switchyard-recommended": "switchyard-recommended",
   gie: "gie-default",
   "gie-default": "gie-default",
 };
@@ -36,8 +45,14 @@ const SHORT: Readonly<Record<ModeId, string>> = {
   "round-robin": "rr",
   "least-request": "lr",
   switchyard: "sy",
+  "switchyard-recommended": "syr",
   "gie-default": "gie",
 };
+
+/** The recommended profile shipped in deploy/examples/profiles/ (prefix-cache ×3 on top of the default). */
+export function recommendedProfilePath(): string {
+  return fileURLToPath(new URL("../../deploy/examples/profiles/recommended.yaml", import.meta.url));
+}
 
 /** GIE v1.5's default profile (scheduling.md §1.1), run by a second EPP when the "gie" mode is asked for. */
 export const GIE_DEFAULT_CONFIG = `apiVersion: inference.networking.x-k8s.io/v1alpha1
@@ -204,7 +219,7 @@ export class BenchRunner {
     );
     const epps = new Map<ModeId, string>();
     for (const mode of c.modes) {
-      if (mode !== "switchyard" && mode !== "gie-default") continue;
+      if (mode === "round-robin" || mode === "least-request") continue;
       epps.set(mode, await this.#startEpp(mode, resources));
     }
     for (const mode of c.modes) this.#gateways.set(mode, await this.#startGateway(mode, epps.get(mode)));
@@ -386,6 +401,8 @@ export class BenchRunner {
       const file = join(c.workDir, "gie-default.yaml");
       writeFileSync(file, GIE_DEFAULT_CONFIG);
       args.push("--config-file", file);
+    } else if (mode === "switchyard-recommended") {
+      args.push("--config-file", recommendedProfilePath());
     } else if (c.eppConfig !== "") {
       args.push("--config-file", c.eppConfig);
     }

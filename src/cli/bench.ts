@@ -63,7 +63,7 @@ const FLAGS = {
   modes: {
     kind: "list",
     default: ["rr", "lr", "sy"],
-    help: "modes, interleaved in this order at every step: rr (round-robin), lr (least-request), sy (switchyard EPP, default profile), gie (EPP with GIE v1.5's default profile)",
+    help: "modes, interleaved in this order at every step: rr (round-robin), lr (least-request), sy (switchyard EPP, default profile), syr (switchyard, deploy/examples/profiles/recommended.yaml), gie (EPP with GIE v1.5's default profile)",
   },
   loads: {
     kind: "list",

@@ -245,3 +245,21 @@ plugins:
     ).rejects.toThrow(/plugins\[0\]\.parameters\.engineConfigs\[0\]/);
   });
 });
+
+describe("shipped scheduling profiles", () => {
+  it("deploy/examples/profiles/recommended.yaml loads with its filter, four scorers and picker", async () => {
+    const { readFileSync } = await import("node:fs");
+    const { loadPickerConfig } = await import("../../src/scheduling/index.js");
+    const file = new URL("../../deploy/examples/profiles/recommended.yaml", import.meta.url);
+    const config = loadPickerConfig({ text: readFileSync(file, "utf8"), file: "recommended.yaml" });
+    expect(config.warnings).toEqual([]);
+    expect(config.schedulingProfiles[0]!.plugins.map((p) => [p.pluginRef, p.weight])).toEqual([
+      ["served-model-filter", 1],
+      ["queue-scorer", 2],
+      ["kv-cache-utilization-scorer", 2],
+      ["lora-affinity-scorer", 1],
+      ["prefix-cache-scorer", 3],
+      ["max-score-picker", 1],
+    ]);
+  });
+});
