@@ -18,7 +18,7 @@ import { type RunningEpp, startEpp } from "../../src/cli/epp.js";
 import { type Gateway, startGateway } from "../../src/gateway/index.js";
 import { silentLogger } from "../../src/observability/logger.js";
 import { type Simulator, startSimulator } from "../../src/sim/index.js";
-import { freshAddresses, resourcesYaml } from "../helpers/epp-harness.js";
+import { freshAddresses, LOOPBACK_EPP_FLAGS, resourcesYaml } from "../helpers/epp-harness.js";
 import { alertRules, alertSignal, dashboardQueries, loadPrometheusRule } from "../observability/deploy-assets.js";
 
 const PROMETHEUS = "/usr/bin/prometheus";
@@ -236,23 +236,7 @@ describe.skipIf(SKIP)("dashboard and alerts against a real Prometheus", () => {
       ]),
     );
     epp = await startEpp(
-      [
-        "--resources",
-        resources,
-        "--pool-name",
-        "pool",
-        "--secure-serving=false",
-        "--host",
-        "127.0.0.1",
-        "--grpc-port",
-        "0",
-        "--grpc-health-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--config-text",
-        CONFIG,
-      ],
+      ["--resources", resources, "--pool-name", "pool", ...LOOPBACK_EPP_FLAGS, "--config-text", CONFIG],
       { logger: silentLogger },
     );
     gateway = await startGateway({ port: 0, epp: `127.0.0.1:${epp.grpcPort}`, logger: silentLogger });

@@ -78,6 +78,19 @@ spec:
   return `${docs.join("\n---\n")}\n${extra}`;
 }
 
+/** Plaintext, loopback-only, every port chosen by the OS: how tests run an in-process EPP. */
+export const LOOPBACK_EPP_FLAGS: readonly string[] = [
+  "--secure-serving=false",
+  "--host",
+  "127.0.0.1",
+  "--grpc-port",
+  "0",
+  "--grpc-health-port",
+  "0",
+  "--metrics-port",
+  "0",
+];
+
 export interface Harness {
   readonly epp: RunningEpp;
   readonly pods: FakePod[];
@@ -126,15 +139,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       file,
       "--pool-name",
       "pool",
-      "--secure-serving=false",
-      "--host",
-      "127.0.0.1",
-      "--grpc-port",
-      "0",
-      "--grpc-health-port",
-      "0",
-      "--metrics-port",
-      "0",
+      ...LOOPBACK_EPP_FLAGS,
       "--refresh-metrics-interval",
       "20ms",
       ...(options.flags ?? []),

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningEpp, startEpp } from "../../src/cli/epp.js";
 import { silentLogger } from "../../src/observability/logger.js";
 import { type FakePod, startPods } from "../datalayer/fake-pods.js";
-import { CHAT_HEADERS, chatBody, freshAddresses, vllmMetrics } from "../helpers/epp-harness.js";
+import { CHAT_HEADERS, chatBody, freshAddresses, LOOPBACK_EPP_FLAGS, vllmMetrics } from "../helpers/epp-harness.js";
 import { connect, type FakeEnvoyClient } from "../helpers/extproc-client.js";
 import { FakeApiServer, modelObject, podObject, poolObject } from "../helpers/fake-apiserver.js";
 
@@ -49,15 +49,7 @@ describe("epp in Kubernetes mode", () => {
         "team-a",
         "--kubeconfig",
         kubeconfig,
-        "--secure-serving=false",
-        "--host",
-        "127.0.0.1",
-        "--grpc-port",
-        "0",
-        "--grpc-health-port",
-        "0",
-        "--metrics-port",
-        "0",
+        ...LOOPBACK_EPP_FLAGS,
         "--refresh-metrics-interval",
         "20ms",
       ],
