@@ -155,11 +155,16 @@ describe.skipIf(skip)("helm chart deploy/helm/switchyard", () => {
     };
     expect(config.kind).toBe("EndpointPickerConfig");
     expect(config.schedulingProfiles[0]!.plugins).toEqual([
+      { pluginRef: "served-model-filter" },
       { pluginRef: "queue-scorer", weight: 2 },
       { pluginRef: "kv-cache-utilization-scorer", weight: 2 },
       { pluginRef: "lora-affinity-scorer", weight: 1 },
       { pluginRef: "max-score-picker" },
     ]);
+    // The rendered config is the EPP's own default profile, so it must load as one.
+    const { loadPickerConfig } = await import("../../src/scheduling/index.js");
+    const loaded = loadPickerConfig({ text: one(objs, "ConfigMap").data!["default-plugins.yaml"]!, file: "chart" });
+    expect(loaded.warnings).toEqual([]);
   });
 
   it("grants least-privilege RBAC", async () => {
