@@ -49,28 +49,10 @@ const SHORT: Readonly<Record<ModeId, string>> = {
   "gie-default": "gie",
 };
 
-/** The recommended profile shipped in deploy/examples/profiles/ (prefix-cache ×3 on top of the default). */
-export function recommendedProfilePath(): string {
-  return fileURLToPath(new URL("../../deploy/examples/profiles/recommended.yaml", import.meta.url));
+/** A profile shipped in deploy/examples/profiles/ (found from both src/ and dist/). */
+export function profilePath(name: "recommended" | "gie-default"): string {
+  return fileURLToPath(new URL(`../../deploy/examples/profiles/${name}.yaml`, import.meta.url));
 }
-
-/** GIE v1.5's default profile (scheduling.md §1.1), run by a second EPP when the "gie" mode is asked for. */
-export const GIE_DEFAULT_CONFIG = `apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-  - type: queue-scorer
-  - type: kv-cache-utilization-scorer
-  - type: prefix-cache-scorer
-schedulingProfiles:
-  - name: default
-    plugins:
-      - pluginRef: queue-scorer
-        weight: 2
-      - pluginRef: kv-cache-utilization-scorer
-        weight: 2
-      - pluginRef: prefix-cache-scorer
-        weight: 3
-`;
 
 export type Backend = "switchyard-sim" | "llm-d-inference-sim";
 
@@ -398,11 +380,9 @@ export class BenchRunner {
       "warn",
     ];
     if (mode === "gie-default") {
-      const file = join(c.workDir, "gie-default.yaml");
-      writeFileSync(file, GIE_DEFAULT_CONFIG);
-      args.push("--config-file", file);
+      args.push("--config-file", profilePath("gie-default"));
     } else if (mode === "switchyard-recommended") {
-      args.push("--config-file", recommendedProfilePath());
+      args.push("--config-file", profilePath("recommended"));
     } else if (c.eppConfig !== "") {
       args.push("--config-file", c.eppConfig);
     }

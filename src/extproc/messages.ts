@@ -250,15 +250,24 @@ function common(options: CommonOptions): CommonResponse {
   return response;
 }
 
+/** A response carrying a CommonResponse (headers or body phase), plus optional dynamic metadata. */
+function commonPhaseResponse(
+  phase: "request_headers" | "response_headers" | "request_body" | "response_body",
+  options: CommonOptions,
+  dynamicMetadata: ProtoStruct | undefined,
+): ProcessingResponse {
+  const out: ProcessingResponse = { [phase]: { response: common(options) } };
+  if (dynamicMetadata !== undefined) out.dynamic_metadata = dynamicMetadata;
+  return out;
+}
+
 /** A HeadersResponse for either direction; with no options it is the empty "continue" answer. */
 export function headersResponse(
   phase: "request_headers" | "response_headers",
   options: CommonOptions = {},
   dynamicMetadata?: ProtoStruct,
 ): ProcessingResponse {
-  const out: ProcessingResponse = { [phase]: { response: common(options) } };
-  if (dynamicMetadata !== undefined) out.dynamic_metadata = dynamicMetadata;
-  return out;
+  return commonPhaseResponse(phase, options, dynamicMetadata);
 }
 
 /** A BodyResponse for the BUFFERED/STREAMED modes: header mutation and/or `body_mutation.body`. */
@@ -267,9 +276,7 @@ export function bodyResponse(
   options: CommonOptions = {},
   dynamicMetadata?: ProtoStruct,
 ): ProcessingResponse {
-  const out: ProcessingResponse = { [phase]: { response: common(options) } };
-  if (dynamicMetadata !== undefined) out.dynamic_metadata = dynamicMetadata;
-  return out;
+  return commonPhaseResponse(phase, options, dynamicMetadata);
 }
 
 /** One FULL_DUPLEX_STREAMED chunk: `body_mutation.streamed_response` is mandatory in that mode (§4.3). */

@@ -9,7 +9,7 @@
  * binary is not installed (CI installs it: apt-get install -y prometheus).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -37,20 +37,8 @@ const ALLOWED_EMPTY: Readonly<Record<string, string>> = {
   switchyard_rate_limited_total: "no token/request budget is configured, so nothing is rate-limited",
 };
 
-/** The same prefix-cache scorer configuration GIE documents as its default profile. */
-const CONFIG = `apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-  - type: queue-scorer
-  - type: kv-cache-utilization-scorer
-  - type: prefix-cache-scorer
-schedulingProfiles:
-  - name: default
-    plugins:
-      - { pluginRef: queue-scorer, weight: 2 }
-      - { pluginRef: kv-cache-utilization-scorer, weight: 2 }
-      - { pluginRef: prefix-cache-scorer, weight: 3 }
-`;
+/** GIE v1.5's default profile, as shipped in deploy/examples/profiles (prefix-cache scorer included). */
+const CONFIG = readFileSync(new URL("../../deploy/examples/profiles/gie-default.yaml", import.meta.url), "utf8");
 
 interface PromResult {
   status: string;

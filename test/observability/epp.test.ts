@@ -3,7 +3,7 @@
  * response accounting reaching the GIE metrics, every switchyard series being fed, /debug/endpoints, decision logs
  * and redaction. Each test uses its own model names so counters do not depend on test order.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -22,20 +22,8 @@ import { captureLogger, sample, total } from "./helpers.js";
 
 const JSON_HEADERS = { ":status": "200", "content-type": "application/json" };
 const SSE_HEADERS = { ":status": "200", "content-type": "text/event-stream" };
-/** GIE's documented default profile, prefix-cache scorer included (switchyard's built-in default leaves it out). */
-const PREFIX_CONFIG = `apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-  - type: queue-scorer
-  - type: kv-cache-utilization-scorer
-  - type: prefix-cache-scorer
-schedulingProfiles:
-  - name: default
-    plugins:
-      - { pluginRef: queue-scorer, weight: 2 }
-      - { pluginRef: kv-cache-utilization-scorer, weight: 2 }
-      - { pluginRef: prefix-cache-scorer, weight: 3 }
-`;
+/** GIE v1.5's default profile, as shipped in deploy/examples/profiles (prefix-cache scorer included). */
+const PREFIX_CONFIG = readFileSync(new URL("../../deploy/examples/profiles/gie-default.yaml", import.meta.url), "utf8");
 
 async function metricsText(h: Harness): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${h.epp.metricsPort}/metrics`);
