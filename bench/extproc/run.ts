@@ -3,7 +3,9 @@
  *
  * A client process plays Envoy: one bidirectional stream per request (request_headers, body chunks with EoS), over
  * 4 HTTP/2 connections (like Envoy workers), and times each request from its first message to the last body
- * chunk coming back. Servers run in child processes; their CPU is read with process.cpuUsage() around the
+ * chunk coming back. The client is raw node:http2 with pre-encoded messages (./lean-client.ts), because a
+ * grpc-js + protobufjs client costs more per 220 KB request than the no-op server does and would dominate the
+ * latency measured; the servers run the compiled dist/ code (the script builds first). Servers run in child processes; their CPU is read with process.cpuUsage() around the
  * measured window, so "CPU µs per request" is the server's alone. Modes are interleaved (noop, switchyard, noop,
  * …) and each scenario is repeated; medians are reported, and ratios switchyard / no-op.
  *
@@ -13,20 +15,22 @@
  *   simulated 1 s model-server time between requests — the load shape of GIE's test, where the EPP sees
  *   ~concurrency req/s and the question is how much latency it adds.
  *
- * Env: BENCH_SECONDS (default 8), BENCH_REPS (default 3), BENCH_QUICK=1 (2 s, 1 rep).
+ * Env: BENCH_SECONDS (default 8), BENCH_REPS (default 3), BENCH_QUICK=1 (2 s, 1 rep), BENCH_SCENARIOS (comma list,
+ * default all), BENCH_PROFILE (directory for the servers' --cpu-prof output, default off), BENCH_OUT (JSON results
+ * file, default none).
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import * as grpc from "@grpc/grpc-js";
-import type { ProcessingRequest, ProcessingResponse } from "../../src/extproc/messages.js";
-import { extProcService } from "../../src/extproc/proto.js";
+import { LeanExtProcClient, RequestTemplate } from "./lean-client.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const SECONDS = Number(process.env.BENCH_SECONDS ?? (QUICK ? 2 : 8));
 const REPS = Number(process.env.BENCH_REPS ?? (QUICK ? 1 : 3));
 const CONNECTIONS = 4;
 const CHUNK = 32 * 1024;
+/** A request still open after this is reset and counted as an error, so a stuck server cannot hang the run. */
+const REQUEST_TIMEOUT_MS = 30_000;
 
 interface Scenario {
   readonly name: string;
@@ -62,48 +66,7 @@ const HEADERS = [
   ["content-type", "application/json"],
   ["user-agent", "bench"],
   ["accept", "*/*"],
-  ["x-request-id", ""],
 ] as const;
-
-type Call = grpc.ClientDuplexStream<ProcessingRequest, ProcessingResponse>;
-
-function oneRequest(client: grpc.Client & { Process: () => Call }, body: Buffer, id: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const start = performance.now();
-    const call = client.Process();
-    let done = false;
-    call.on("data", (msg: ProcessingResponse) => {
-      if (msg.immediate_response) {
-        done = true;
-        reject(new Error(`immediate response ${msg.immediate_response.status?.code}`));
-        call.end();
-        return;
-      }
-      if (msg.request_body?.response?.body_mutation?.streamed_response?.end_of_stream) {
-        done = true;
-        const elapsed = performance.now() - start;
-        call.end();
-        resolve(elapsed);
-      }
-    });
-    call.on("error", (err) => {
-      if (!done) reject(err);
-    });
-    call.write({
-      request_headers: {
-        headers: {
-          headers: HEADERS.map(([k, v]) => ({
-            key: k,
-            raw_value: Buffer.from(k === "x-request-id" ? `req-${id}` : v),
-          })),
-        },
-      },
-      protocol_config: { request_body_mode: 4, response_body_mode: 4 },
-    } as ProcessingRequest);
-    for (let i = 0; i < body.length; i += CHUNK)
-      call.write({ request_body: { body: body.subarray(i, i + CHUNK), end_of_stream: i + CHUNK >= body.length } });
-  });
-}
 
 interface Sample {
   mode: string;
@@ -145,16 +108,9 @@ async function runOnce(mode: string, scenario: Scenario): Promise<Sample> {
     child.once("message", (m) => resolve(m as { port: number }));
     child.once("exit", (code) => reject(new Error(`${mode} server exited with ${code}`)));
   });
-  const Ctor = extProcService();
-  const clients = Array.from(
-    { length: CONNECTIONS },
-    () =>
-      new Ctor(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
-        "grpc.use_local_subchannel_pool": 1,
-        "grpc.max_receive_message_length": 64 << 20,
-      }) as unknown as grpc.Client & { Process: () => Call },
-  );
-  const body = chatBody(scenario.bodyBytes);
+  const client = new LeanExtProcClient({ port, connections: CONNECTIONS, requestTimeoutMs: REQUEST_TIMEOUT_MS });
+  // Encoded once per scenario: per request only the fixed-width x-request-id digits are patched in.
+  const template = new RequestTemplate(HEADERS, chatBody(scenario.bodyBytes), { chunkBytes: CHUNK });
   let id = 0;
   const latencies: number[] = [];
   let errors = 0;
@@ -165,7 +121,7 @@ async function runOnce(mode: string, scenario: Scenario): Promise<Sample> {
     if (scenario.thinkMs > 0) await new Promise((r) => setTimeout(r, (u * scenario.thinkMs) / scenario.concurrency));
     while (!stop) {
       try {
-        const lat = await oneRequest(clients[u % CONNECTIONS]!, body, id++);
+        const lat = await client.process(u, template, id++);
         if (measuring) latencies.push(lat);
       } catch {
         if (measuring) errors++;
@@ -184,7 +140,7 @@ async function runOnce(mode: string, scenario: Scenario): Promise<Sample> {
   const { cpuMicros } = await ask<{ cpuMicros: number }>(child, { cmd: "cpu" }, "cpuMicros");
   stop = true;
   await Promise.all(users);
-  for (const c of clients) c.close();
+  await client.close();
   child.send({ cmd: "stop" });
   await new Promise((r) => child.once("exit", r));
   latencies.sort((a, b) => a - b);

@@ -2,28 +2,44 @@
  * Benchmark server child: `noop` is the cheapest correct FULL_DUPLEX_STREAMED endpoint picker (buffer the body,
  * answer a prebuilt destination, echo the body in ≤62000-byte chunks); `switchyard` is the real EPP (parse,
  * admission, 8 endpoints scored by the default profile). Both run in their own process so process.cpuUsage()
- * measures the server alone. Parent protocol over IPC: → {cmd:"cpu"} ← {cpuMicros}; → {cmd:"stop"}.
+ * measures the server alone. Both load the compiled dist/ code. Parent protocol over IPC: → {cmd:"cpu-start"} ← {ok};
+ * → {cmd:"cpu"} ← {cpuMicros}; → {cmd:"stop"}.
  */
 import * as grpc from "@grpc/grpc-js";
-import { startEpp } from "../../src/cli/epp.js";
-import { BODY_CHUNK_BYTES } from "../../src/common/constants.js";
-import { Datastore } from "../../src/datastore/datastore.js";
+import type * as EppModule from "../../src/cli/epp.js";
+import type * as ConstantsModule from "../../src/common/constants.js";
+import type * as DatastoreModule from "../../src/datastore/datastore.js";
 import type { EndpointMetrics, PodSpec } from "../../src/datastore/types.js";
-import {
-  destinationMetadata,
-  headersResponse,
-  type ProcessingRequest,
-  type ProcessingResponse,
-  streamedChunk,
-} from "../../src/extproc/messages.js";
-import { extProcService } from "../../src/extproc/proto.js";
-import { silentLogger } from "../../src/observability/logger.js";
+import type * as MessagesModule from "../../src/extproc/messages.js";
+import type { ProcessingRequest, ProcessingResponse } from "../../src/extproc/messages.js";
+import type * as ProtoModule from "../../src/extproc/proto.js";
+import type * as LoggerModule from "../../src/observability/logger.js";
+
+// The servers run the compiled dist/ (what ships), not tsx-transpiled src/; `npm run bench:extproc` builds first.
+// Types come from src/ so this file still typechecks against the source of truth.
+const dist = <T>(path: string): Promise<T> => import(new URL(`../../dist/${path}`, import.meta.url).href) as Promise<T>;
+const [
+  { startEpp },
+  { BODY_CHUNK_BYTES },
+  { Datastore },
+  { destinationMetadata, headersResponse, streamedChunk },
+  { extProcService },
+  { silentLogger },
+] = await Promise.all([
+  dist<typeof EppModule>("cli/epp.js"),
+  dist<typeof ConstantsModule>("common/constants.js"),
+  dist<typeof DatastoreModule>("datastore/datastore.js"),
+  dist<typeof MessagesModule>("extproc/messages.js"),
+  dist<typeof ProtoModule>("extproc/proto.js"),
+  dist<typeof LoggerModule>("observability/logger.js"),
+]);
 
 const mode = process.argv[2] ?? "noop";
 const ENDPOINTS = 8;
 
 async function startNoop(): Promise<{ port: number; stop: () => Promise<void> }> {
-  const server = new grpc.Server({ "grpc.max_receive_message_length": 64 << 20 });
+  // Channelz off, as in switchyard's server: its per-call bookkeeping must not tax only one side of the comparison.
+  const server = new grpc.Server({ "grpc.max_receive_message_length": 64 << 20, "grpc.enable_channelz": 0 });
   const destination = "10.0.0.1:8000";
   const metadata = destinationMetadata(destination);
   server.addService(extProcService().service, {

@@ -19,6 +19,7 @@
  * Hot path: with neither budgets nor flow control configured, admit() costs what the legacy shed-only admission
  * did (one saturation check for sheddable traffic, a shared no-op ticket, no allocation).
  */
+import type { Cancellation } from "../common/cancellation.js";
 import type { Endpoint, PoolSpec } from "../datastore/types.js";
 import type { Logger } from "../observability/logger.js";
 import type { EppMetrics } from "../observability/metrics.js";
@@ -166,7 +167,7 @@ export class AdmissionController implements Admission {
   admit(
     request: AdmissionRequest,
     candidates: () => readonly Endpoint[],
-    signal: AbortSignal,
+    cancel: Cancellation,
   ): AdmissionTicket | Promise<AdmissionTicket> {
     let charge: BudgetCharge | undefined;
     const ledger = this.#ledger;
@@ -213,7 +214,7 @@ export class AdmissionController implements Admission {
       model: request.model,
       targetModel: request.targetModel,
     };
-    return fc.enqueue(info, candidates, signal).then(
+    return fc.enqueue(info, candidates, cancel.signal).then(
       () => this.#ticket(request, charge),
       (err: unknown) => {
         charge?.refund();

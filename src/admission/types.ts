@@ -3,6 +3,7 @@
  * it at once, make it wait (flow control), or reject it (shedding, budgets, queue limits). Scheduling happens only
  * after admit() resolves, so a queued request is scheduled on fresh metrics (late binding).
  */
+import type { Cancellation } from "../common/cancellation.js";
 import type { Criticality, Endpoint } from "../datastore/types.js";
 
 export interface AdmissionRequest {
@@ -38,11 +39,12 @@ export interface Admission {
   /**
    * `candidates` is re-evaluated on every call so a queued request sees the pool as it is at dispatch time.
    * Rejects with a SwitchyardError (SY_SHED, SY_RATE_LIMITED, SY_QUEUE_FULL, SY_QUEUE_TIMEOUT,
-   * SY_CLIENT_DISCONNECTED). `signal` aborts when the client goes away.
+   * SY_CLIENT_DISCONNECTED). `cancel.signal` aborts when the client goes away; it is read only when the request
+   * has to wait, so a request admitted at once never pays for an AbortSignal.
    */
   admit(
     request: AdmissionRequest,
     candidates: () => readonly Endpoint[],
-    signal: AbortSignal,
+    cancel: Cancellation,
   ): AdmissionTicket | Promise<AdmissionTicket>;
 }

@@ -5,9 +5,16 @@
  */
 import { CHARS_PER_TOKEN } from "../common/constants.js";
 import type { Endpoint } from "../datastore/types.js";
+import type { HotHistogramChild } from "../observability/hot-metrics.js";
 import type { EppMetrics } from "../observability/metrics.js";
 import { type ConfiguredScheduler, PrefixCacheScorer } from "../scheduling/index.js";
-import type { PreRequest, Scheduler, SchedulingRequest, SchedulingResult } from "../scheduling/types.js";
+import type {
+  PluginDurationHook,
+  PreRequest,
+  Scheduler,
+  SchedulingRequest,
+  SchedulingResult,
+} from "../scheduling/types.js";
 
 /** The prefix-cache scorers of the running profile set (usually zero or one). */
 export function prefixScorers(scheduler: ConfiguredScheduler): PrefixCacheScorer[] {
@@ -33,10 +40,8 @@ export function instrumentScheduler(scheduler: ConfiguredScheduler, metrics: Epp
     schedule(request: SchedulingRequest, candidates: readonly Endpoint[]): SchedulingResult {
       const result = scheduler.schedule(request, candidates);
       let best = -1;
-      for (const b of result.breakdown) {
-        const v = b.scores[name];
-        if (v !== undefined && v > best) best = v;
-      }
+      const scores = result.scoresOf(name);
+      if (scores !== undefined) for (let i = 0; i < scores.length; i++) if (scores[i]! > best) best = scores[i]!;
       // The scorer is not in the running profile, or there was no prompt text to hash.
       if (best < 0) return result;
       const blocks = scorer.hashesFor(request, candidates).length;
@@ -70,4 +75,25 @@ export function timedPreRequest(scheduler: ConfiguredScheduler): readonly PreReq
       preRequest: (request, chosen) => scheduler.preRequest(request, chosen),
     },
   ];
+}
+
+/**
+ * The scheduler's plugin-duration hook, feeding `inference_extension_plugin_duration_seconds`. Children are found
+ * through nested maps keyed by the plugin's own (stable) strings, whose hashes V8 caches: a joined key would be a
+ * fresh string to build and hash on every sampled invocation.
+ */
+export function pluginDurationRecorder(metrics: EppMetrics): PluginDurationHook {
+  const byPoint = new Map<string, Map<string, Map<string, HotHistogramChild>>>();
+  return (point, type, name, seconds) => {
+    let byType = byPoint.get(point);
+    if (byType === undefined) byPoint.set(point, (byType = new Map()));
+    let byName = byType.get(type);
+    if (byName === undefined) byType.set(type, (byName = new Map()));
+    let child = byName.get(name);
+    if (child === undefined) {
+      child = metrics.pluginDuration.labels({ extension_point: point, plugin_type: type, plugin_name: name });
+      byName.set(name, child);
+    }
+    child.observe(seconds);
+  };
 }

@@ -33,11 +33,12 @@ import { startMetricsServer } from "../observability/http.js";
 import { createLogger, type Logger } from "../observability/logger.js";
 import { EppMetrics } from "../observability/metrics.js";
 import { Director } from "../request/director.js";
+import type { LifecycleFactory } from "../request/lifecycle.js";
 import { createPluginHandle, createScheduler, loadPickerConfig, type PickerConfig } from "../scheduling/index.js";
 import { FileSource } from "../sources/file.js";
 import { KubernetesSource, loadKubeConfig } from "../sources/kubernetes.js";
 import { LeaderElector, leaseNameFor } from "../sources/leader.js";
-import { instrumentScheduler, prefixIndexSize, timedPreRequest } from "./epp-telemetry.js";
+import { instrumentScheduler, pluginDurationRecorder, prefixIndexSize, timedPreRequest } from "./epp-telemetry.js";
 import { checks, type FlagValues, formatHelp, parseFlags } from "./flags.js";
 
 export const EPP_FLAGS = {
@@ -215,6 +216,8 @@ export interface RunningEpp {
   readonly datastore: Datastore;
   readonly metrics: EppMetrics;
   readonly logger: Logger;
+  /** What the ext_proc server drives per stream; bench/extproc drives it directly to isolate switchyard's own cost. */
+  readonly lifecycles: LifecycleFactory;
   snapshot(): DebugSnapshot;
   /** Stops accepting streams, drains in-flight ones for up to `graceMs`, then closes everything. */
   stop(graceMs?: number): Promise<void>;
@@ -396,8 +399,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   let scheduler: ReturnType<typeof createScheduler>;
   try {
     scheduler = createScheduler(config, handle, {
-      onPluginDuration: (point, type, name, seconds) =>
-        metrics.pluginDuration.observe({ extension_point: point, plugin_type: type, plugin_name: name }, seconds),
+      onPluginDuration: pluginDurationRecorder(metrics),
     });
   } catch (err) {
     logConfigRejected(logger, err);
@@ -623,6 +625,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
     datastore,
     metrics,
     logger,
+    lifecycles: director,
     snapshot,
     async stop(graceMs = f["drain-timeout"]) {
       if (stopped) return;

@@ -14,6 +14,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type * as grpc from "@grpc/grpc-js";
+import { LazyCancellation } from "../common/cancellation.js";
 import {
   DEFAULT_MAX_BODY_BYTES,
   DESTINATION_ENDPOINT_HEADER,
@@ -164,7 +165,7 @@ export class ExtProcStream {
   #expectRequestTrailers = false;
   #subsetHint: string[] | undefined;
   #served: string | undefined;
-  #abort: AbortController | undefined;
+  #cancel: LazyCancellation | undefined;
 
   // Response state.
   #responseStreaming = false;
@@ -383,8 +384,8 @@ export class ExtProcStream {
       headerOnly: this.#headerOnly,
       subsetHint: this.#subsetHint,
     };
-    this.#abort = new AbortController();
-    const result = this.#lifecycle.route(request, this.#abort.signal);
+    this.#cancel = new LazyCancellation();
+    const result = this.#lifecycle.route(request, this.#cancel);
     if (isThenable(result)) return result.then((decision) => this.#routed(request, decision));
     return this.#routed(request, result);
   }
@@ -635,7 +636,8 @@ export class ExtProcStream {
     this.#chunks = [];
     this.#responseChunks = [];
     this.#headers = undefined;
-    if (outcome !== "completed") this.#abort?.abort(new SwitchyardError("SY_CLIENT_DISCONNECTED", `stream ${outcome}`));
+    if (outcome !== "completed")
+      this.#cancel?.abort(new SwitchyardError("SY_CLIENT_DISCONNECTED", `stream ${outcome}`));
     this.#releaseDrain();
     try {
       this.#lifecycle.done(outcome);

@@ -6,6 +6,7 @@
  * expiry) — never request ids. Pool gauges are computed when Prometheus scrapes (`collect()`), not on timers.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { HotCounter, HotGauge, HotHistogram } from "./hot-metrics.js";
 
 /** GIE's request-duration buckets, 5 ms … 3600 s. */
 const DURATION_BUCKETS = [
@@ -70,24 +71,24 @@ export class EppMetrics {
   readonly registry = new Registry();
 
   // GIE: inference_objective_*
-  readonly requestTotal: Counter<"model_name" | "target_model_name" | "priority">;
-  readonly requestErrorTotal: Counter<"model_name" | "target_model_name" | "error_code">;
-  readonly requestDuration: Histogram<"model_name" | "target_model_name">;
-  readonly requestSizes: Histogram<"model_name" | "target_model_name">;
-  readonly responseSizes: Histogram<"model_name" | "target_model_name">;
-  readonly inputTokens: Histogram<"model_name" | "target_model_name">;
-  readonly outputTokens: Histogram<"model_name" | "target_model_name">;
-  readonly promptCachedTokens: Histogram<"model_name" | "target_model_name">;
-  readonly ntpot: Histogram<"model_name" | "target_model_name">;
-  readonly runningRequests: Gauge<"model_name">;
+  readonly requestTotal: HotCounter<"model_name" | "target_model_name" | "priority">;
+  readonly requestErrorTotal: HotCounter<"model_name" | "target_model_name" | "error_code">;
+  readonly requestDuration: HotHistogram<"model_name" | "target_model_name">;
+  readonly requestSizes: HotHistogram<"model_name" | "target_model_name">;
+  readonly responseSizes: HotHistogram<"model_name" | "target_model_name">;
+  readonly inputTokens: HotHistogram<"model_name" | "target_model_name">;
+  readonly outputTokens: HotHistogram<"model_name" | "target_model_name">;
+  readonly promptCachedTokens: HotHistogram<"model_name" | "target_model_name">;
+  readonly ntpot: HotHistogram<"model_name" | "target_model_name">;
+  readonly runningRequests: HotGauge<"model_name">;
 
   // GIE: inference_extension_*
-  readonly schedulerE2e: Histogram;
-  readonly schedulerAttempts: Counter<"status" | "target_model_name" | "pod_name" | "namespace" | "port">;
-  readonly pluginDuration: Histogram<"extension_point" | "plugin_type" | "plugin_name">;
-  readonly modelRewriteDecisions: Counter<"model_rewrite_name" | "model_name" | "target_model">;
-  readonly prefixHitRatio: Histogram;
-  readonly prefixHitBytes: Histogram;
+  readonly schedulerE2e: HotHistogram;
+  readonly schedulerAttempts: HotCounter<"status" | "target_model_name" | "pod_name" | "namespace" | "port">;
+  readonly pluginDuration: HotHistogram<"extension_point" | "plugin_type" | "plugin_name">;
+  readonly modelRewriteDecisions: HotCounter<"model_rewrite_name" | "model_name" | "target_model">;
+  readonly prefixHitRatio: HotHistogram;
+  readonly prefixHitBytes: HotHistogram;
   readonly flowDispatchCycle: Histogram;
   readonly flowEnqueueDuration: Histogram<"fairness_id" | "priority" | "outcome">;
   readonly flowQueueDuration: Histogram<
@@ -103,9 +104,9 @@ export class EppMetrics {
   readonly scrapeDuration: Histogram<"pod" | "endpoint">;
   readonly metricsAge: Gauge<"pod" | "endpoint">;
   readonly streamsInFlight: Gauge;
-  readonly ttft: Histogram<"model_name" | "target_model_name">;
+  readonly ttft: HotHistogram<"model_name" | "target_model_name">;
   readonly rateLimited: Counter<"tenant" | "model_name" | "limit">;
-  readonly tokensCharged: Counter<"model_name" | "kind">;
+  readonly tokensCharged: HotCounter<"model_name" | "kind">;
   readonly queueWait: Histogram<"priority" | "outcome">;
   readonly recommendedReplicas: Gauge<"inference_pool">;
 
@@ -115,105 +116,105 @@ export class EppMetrics {
     this.#options = options;
     const r = this.registry;
     const mt = ["model_name", "target_model_name"] as const;
-    this.requestTotal = new Counter({
+    this.requestTotal = new HotCounter({
       name: "inference_objective_request_total",
       help: "Counter of inference objective requests broken out for each model and target model.",
       labelNames: ["model_name", "target_model_name", "priority"],
       registers: [r],
     });
-    this.requestErrorTotal = new Counter({
+    this.requestErrorTotal = new HotCounter({
       name: "inference_objective_request_error_total",
       help: "Counter of inference objective requests errors broken out for each model and target model.",
       labelNames: ["model_name", "target_model_name", "error_code"],
       registers: [r],
     });
-    this.requestDuration = new Histogram({
+    this.requestDuration = new HotHistogram({
       name: "inference_objective_request_duration_seconds",
       help: "Inference objective response latency distribution in seconds for each model and target model.",
       labelNames: mt,
       buckets: DURATION_BUCKETS,
       registers: [r],
     });
-    this.requestSizes = new Histogram({
+    this.requestSizes = new HotHistogram({
       name: "inference_objective_request_sizes",
       help: "Inference objective requests size distribution in bytes for each model and target model.",
       labelNames: mt,
       buckets: SIZE_BUCKETS,
       registers: [r],
     });
-    this.responseSizes = new Histogram({
+    this.responseSizes = new HotHistogram({
       name: "inference_objective_response_sizes",
       help: "Inference objective responses size distribution in bytes for each model and target model.",
       labelNames: mt,
       buckets: SIZE_BUCKETS,
       registers: [r],
     });
-    this.inputTokens = new Histogram({
+    this.inputTokens = new HotHistogram({
       name: "inference_objective_input_tokens",
       help: "Inference objective input token count distribution for requests in each model.",
       labelNames: mt,
       buckets: TOKEN_BUCKETS,
       registers: [r],
     });
-    this.outputTokens = new Histogram({
+    this.outputTokens = new HotHistogram({
       name: "inference_objective_output_tokens",
       help: "Inference objective output token count distribution for requests in each model.",
       labelNames: mt,
       buckets: TOKEN_BUCKETS,
       registers: [r],
     });
-    this.promptCachedTokens = new Histogram({
+    this.promptCachedTokens = new HotHistogram({
       name: "inference_objective_prompt_cached_tokens",
       help: "Inference objective prompt cached token count distribution for requests in each model.",
       labelNames: mt,
       buckets: TOKEN_BUCKETS,
       registers: [r],
     });
-    this.ntpot = new Histogram({
+    this.ntpot = new HotHistogram({
       name: "inference_objective_normalized_time_per_output_token_seconds",
       help: "Inference objective latency divided by number of output tokens in seconds for each model and target model.",
       labelNames: mt,
       buckets: NTPOT_BUCKETS,
       registers: [r],
     });
-    this.runningRequests = new Gauge({
+    this.runningRequests = new HotGauge({
       name: "inference_objective_running_requests",
       help: "Inference objective number of running requests in each model.",
       labelNames: ["model_name"],
       registers: [r],
     });
-    this.schedulerE2e = new Histogram({
+    this.schedulerE2e = new HotHistogram({
       name: "inference_extension_scheduler_e2e_duration_seconds",
       help: "End-to-end scheduling latency distribution in seconds.",
       buckets: SCHEDULER_BUCKETS,
       registers: [r],
     });
-    this.schedulerAttempts = new Counter({
+    this.schedulerAttempts = new HotCounter({
       name: "inference_extension_scheduler_attempts_total",
       help: "Total number of scheduling attempts.",
       labelNames: ["status", "target_model_name", "pod_name", "namespace", "port"],
       registers: [r],
     });
-    this.pluginDuration = new Histogram({
+    this.pluginDuration = new HotHistogram({
       name: "inference_extension_plugin_duration_seconds",
       help: "Plugin processing latency distribution in seconds for each extension point, plugin type and plugin name.",
       labelNames: ["extension_point", "plugin_type", "plugin_name"],
       buckets: SCHEDULER_BUCKETS,
       registers: [r],
     });
-    this.modelRewriteDecisions = new Counter({
+    this.modelRewriteDecisions = new HotCounter({
       name: "inference_extension_model_rewrite_decisions_total",
       help: "Total number of model rewrite decisions.",
       labelNames: ["model_rewrite_name", "model_name", "target_model"],
       registers: [r],
     });
-    this.prefixHitRatio = new Histogram({
+    this.prefixHitRatio = new HotHistogram({
       name: "inference_extension_prefix_indexer_hit_ratio",
       help: "Ratio of the request's prefix found in the prefix-cache index (best endpoint), per scheduled request.",
       buckets: RATIO_BUCKETS,
       registers: [r],
     });
-    this.prefixHitBytes = new Histogram({
+    this.prefixHitBytes = new HotHistogram({
       name: "inference_extension_prefix_indexer_hit_bytes",
       help: "Length of the request prefix found in the prefix-cache index (best endpoint), per scheduled request.",
       buckets: HIT_BYTES_BUCKETS,
@@ -352,7 +353,7 @@ export class EppMetrics {
         if (open !== undefined) this.set(open);
       },
     });
-    this.ttft = new Histogram({
+    this.ttft = new HotHistogram({
       name: "switchyard_request_ttft_seconds",
       help: "Time to first token as seen at the EPP: from the routing decision to the first response body byte.",
       labelNames: mt,
@@ -365,7 +366,7 @@ export class EppMetrics {
       labelNames: ["tenant", "model_name", "limit"],
       registers: [r],
     });
-    this.tokensCharged = new Counter({
+    this.tokensCharged = new HotCounter({
       name: "switchyard_budget_tokens_total",
       help: "Tokens charged to budgets: kind=estimated at admission, kind=reconciled after the response.",
       labelNames: ["model_name", "kind"],

@@ -6,6 +6,7 @@
  */
 import { randomInt } from "node:crypto";
 import type { Admission, AdmissionRequest, AdmissionTicket } from "../admission/types.js";
+import type { Cancellation } from "../common/cancellation.js";
 import {
   DEFAULT_FAIRNESS_ID,
   FAIRNESS_ID_HEADER,
@@ -15,10 +16,10 @@ import {
 import { SwitchyardError, toSwitchyardError } from "../common/errors.js";
 import { type Datastore, pickWeighted } from "../datastore/datastore.js";
 import type { Criticality, Endpoint } from "../datastore/types.js";
-import type { DecisionLog } from "../observability/decisions.js";
+import type { DecisionLog, DecisionRecord } from "../observability/decisions.js";
 import type { Logger } from "../observability/logger.js";
 import type { EppMetrics } from "../observability/metrics.js";
-import type { PreRequest, Scheduler, SchedulingRequest } from "../scheduling/types.js";
+import type { PreRequest, Scheduler, SchedulingRequest, SchedulingResult } from "../scheduling/types.js";
 import type {
   IncomingRequest,
   LifecycleFactory,
@@ -56,8 +57,8 @@ type HistogramChild = ReturnType<EppMetrics["requestDuration"]["labels"]>;
 type GaugeChild = ReturnType<EppMetrics["runningRequests"]["labels"]>;
 
 /**
- * prom-client hashes the label object on every call; resolving each (model, target) pair's children once keeps
- * per-request metric updates to a property read. Cardinality is bounded by the configured models; the cache is
+ * Each (model, target) pair's metric children are resolved once, so a per-request update is a property read and an
+ * add (observability/hot-metrics.ts). Cardinality is bounded by the configured models; the cache is
  * reset if a flood of unknown model names ever grows it past a cap.
  */
 interface ModelLabels {
@@ -111,15 +112,23 @@ export class Director implements LifecycleFactory {
     this.#random = options.random ?? Math.random;
     this.#tenantHeader = (options.tenantHeader ?? FAIRNESS_ID_HEADER).toLowerCase();
     const m = options.metrics;
-    const byModel = new Map<string, ModelLabels>();
-    const byAttempt = new Map<string, CounterChild>();
+    // Nested maps, not joined keys: a joined key is a fresh string to build, flatten and hash on every request.
+    const byModel = new Map<string, Map<string, ModelLabels>>();
+    let modelEntries = 0;
+    const byAttempt = new Map<string, Map<Endpoint, CounterChild>>();
+    let attemptEntries = 0;
     this.#shared = {
       ...options,
       labels(model, target) {
-        const key = `${model}\u0000${target}`;
-        let l = byModel.get(key);
+        let byTarget = byModel.get(model);
+        let l = byTarget?.get(target);
         if (l) return l;
-        if (byModel.size >= LABEL_CACHE_CAP) byModel.clear();
+        if (modelEntries >= LABEL_CACHE_CAP) {
+          byModel.clear();
+          modelEntries = 0;
+          byTarget = undefined;
+        }
+        if (byTarget === undefined) byModel.set(model, (byTarget = new Map()));
         const lt = { model_name: model, target_model_name: target };
         const totals = new Map<number, CounterChild>();
         l = {
@@ -141,14 +150,20 @@ export class Director implements LifecycleFactory {
             return c;
           },
         };
-        byModel.set(key, l);
+        byTarget.set(target, l);
+        modelEntries++;
         return l;
       },
       attempts(target, endpoint) {
-        const key = `${target}\u0000${endpoint.key}`;
-        let c = byAttempt.get(key);
+        let byEndpoint = byAttempt.get(target);
+        let c = byEndpoint?.get(endpoint);
         if (c) return c;
-        if (byAttempt.size >= LABEL_CACHE_CAP) byAttempt.clear();
+        if (attemptEntries >= LABEL_CACHE_CAP) {
+          byAttempt.clear();
+          attemptEntries = 0;
+          byEndpoint = undefined;
+        }
+        if (byEndpoint === undefined) byAttempt.set(target, (byEndpoint = new Map()));
         c = m.schedulerAttempts.labels({
           status: "success",
           target_model_name: target,
@@ -156,7 +171,8 @@ export class Director implements LifecycleFactory {
           namespace: endpoint.namespace,
           port: String(endpoint.port),
         });
-        byAttempt.set(key, c);
+        byEndpoint.set(endpoint, c);
+        attemptEntries++;
         return c;
       },
     };
@@ -164,6 +180,67 @@ export class Director implements LifecycleFactory {
 
   begin(): RequestLifecycle {
     return new RequestContext(this.#shared, this.#random, this.#tenantHeader);
+  }
+}
+
+/**
+ * What the scheduler sees. A class, not an object literal with a getter (which V8 builds on a slow path): the
+ * prompt text is produced only when a prefix-cache scorer reads it.
+ */
+class ScheduledRequest implements SchedulingRequest {
+  readonly model: string;
+  readonly inputTokens: number;
+  readonly maxTokens: number | undefined;
+  readonly #parsed: ParsedRequest;
+
+  constructor(
+    readonly requestId: string,
+    readonly targetModel: string,
+    readonly criticality: Criticality,
+    readonly priority: number,
+    parsed: ParsedRequest,
+    readonly headers: ReadonlyMap<string, string>,
+  ) {
+    this.model = parsed.model;
+    this.inputTokens = parsed.inputTokens;
+    this.maxTokens = parsed.maxTokens;
+    this.#parsed = parsed;
+  }
+
+  get prefixText(): string {
+    return this.#parsed.prefixText;
+  }
+}
+
+/** A routed decision for the /debug ring; the score breakdown is assembled only when somebody reads it. */
+class RoutedRecord implements DecisionRecord {
+  readonly time = Date.now();
+  readonly outcome = "routed" as const;
+  readonly filtered: DecisionRecord["filtered"];
+  readonly schedulingMicros: number;
+  readonly #result: SchedulingResult;
+
+  constructor(
+    readonly requestId: string,
+    readonly model: string,
+    readonly targetModel: string,
+    readonly criticality: Criticality,
+    readonly priority: number,
+    readonly endpoints: readonly string[],
+    result: SchedulingResult,
+    elapsedMs: number,
+  ) {
+    this.filtered = result.rejected;
+    this.schedulingMicros = Math.round(elapsedMs * 1000);
+    this.#result = result;
+  }
+
+  get scores(): DecisionRecord["scores"] {
+    return this.#result.breakdown;
+  }
+
+  toJSON(): DecisionRecord {
+    return { ...this, scores: this.scores };
   }
 }
 
@@ -199,12 +276,12 @@ class RequestContext implements RequestLifecycle {
    * Synchronous unless admission queues the request: a Promise (and its microtasks) is paid for only when a
    * request actually waits, which keeps the common path cheap (bench/extproc).
    */
-  route(request: IncomingRequest, signal: AbortSignal): RoutingDecision | Promise<RoutingDecision> {
+  route(request: IncomingRequest, cancel: Cancellation): RoutingDecision | Promise<RoutingDecision> {
     this.#requestId = request.requestId;
     try {
       if (request.headerOnly) return this.#routeHeaderOnly();
       const prepared = this.#prepare(request);
-      const ticket = this.#o.admission.admit(prepared.admission, prepared.candidates, signal);
+      const ticket = this.#o.admission.admit(prepared.admission, prepared.candidates, cancel);
       if (ticket instanceof Promise)
         return ticket.then(
           (t) => this.#schedule(request, prepared, t),
@@ -331,17 +408,14 @@ class RequestContext implements RequestLifecycle {
     if (now.length === 0)
       throw new SwitchyardError("SY_NO_CANDIDATES", "failed to find endpoint candidates for serving the request");
 
-    const schedulingRequest: SchedulingRequest = {
-      requestId: this.#requestId,
-      model: parsed.model,
-      targetModel: target,
-      criticality: this.#criticality,
+    const schedulingRequest = new ScheduledRequest(
+      this.#requestId,
+      target,
+      this.#criticality,
       priority,
-      prefixText: parsed.prefixText,
-      inputTokens: parsed.inputTokens,
-      maxTokens: parsed.maxTokens,
-      headers: request.headers,
-    };
+      parsed,
+      request.headers,
+    );
     const t0 = performance.now();
     let result: ReturnType<Scheduler["schedule"]>;
     try {
@@ -374,19 +448,9 @@ class RequestContext implements RequestLifecycle {
     this.#decidedAt = performance.now();
 
     const keys = result.endpoints.length === 1 ? [primary.key] : result.endpoints.map((e) => e.key);
-    o.decisions?.push({
-      time: Date.now(),
-      requestId: this.#requestId,
-      model: parsed.model,
-      targetModel: target,
-      criticality: this.#criticality,
-      priority,
-      outcome: "routed",
-      endpoints: keys,
-      scores: result.breakdown,
-      filtered: result.rejected,
-      schedulingMicros: Math.round(elapsed * 1000),
-    });
+    o.decisions?.push(
+      new RoutedRecord(this.#requestId, parsed.model, target, this.#criticality, priority, keys, result, elapsed),
+    );
     const log = o.logger;
     if (log.isLevelEnabled("debug"))
       log.debug(

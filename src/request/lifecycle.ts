@@ -3,6 +3,7 @@
  * protocol layer depends on it (never the reverse). The stream state machine turns Envoy's
  * messages into these plain shapes and calls a RequestLifecycle; nothing on the other side sees protobuf types.
  */
+import type { Cancellation } from "../common/cancellation.js";
 
 export interface IncomingRequest {
   /** From `x-request-id` (case-insensitive), generated when absent. */
@@ -49,9 +50,10 @@ export interface ResponseHeadersResult {
 export interface RequestLifecycle {
   /**
    * Called once the request is complete (body end, trailers, or header-only). May wait (flow-control queue);
-   * `signal` aborts when Envoy cancels the stream. Throws SwitchyardError for catalogued failures.
+   * `cancel.signal` aborts when Envoy cancels the stream (read it only when about to wait: it is created on first
+   * read). Throws SwitchyardError for catalogued failures.
    */
-  route(request: IncomingRequest, signal: AbortSignal): RoutingDecision | Promise<RoutingDecision>;
+  route(request: IncomingRequest, cancel: Cancellation): RoutingDecision | Promise<RoutingDecision>;
   responseHeaders(info: ResponseHeadersInfo): ResponseHeadersResult;
   /**
    * A response body chunk. Returns the bytes to pass on (may differ when the model name is written back).

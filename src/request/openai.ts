@@ -9,7 +9,7 @@
  */
 import { CHARS_PER_TOKEN } from "../common/constants.js";
 import { SwitchyardError } from "../common/errors.js";
-import { decodeJsonString, type JsonRange, TopLevelScanner } from "./json-scan.js";
+import { decodeJsonString, type JsonRange, type TopLevelScan, TopLevelScanner } from "./json-scan.js";
 
 /** API names as GIE spells them (its `*API` constants). */
 export type OpenAiApi = "conversations" | "responses" | "chat/completions" | "completions" | "embeddings";
@@ -28,11 +28,17 @@ export interface ParsedRequest {
   readonly promptChars: number;
   /** `ceil(promptChars / CHARS_PER_TOKEN)`. */
   readonly inputTokens: number;
-  /** Text fed to prefix hashing, per GIE's per-API rule (raw JSON slices, never re-serialised). */
+  /**
+   * Text fed to prefix hashing, per GIE's per-API rule (raw JSON slices, never re-serialised). Built on first read
+   * and cached: only a prefix-cache scorer needs it, and for a 220 KB prompt it is a 220 KB string.
+   */
   readonly prefixText: string;
   /** vLLM `cache_salt`, mixed into the first prefix block. */
   readonly cacheSalt: string | undefined;
-  /** Byte range of the top-level `model` value (quotes included); pass it to `rewriteModel` to skip a rescan. */
+  /**
+   * Byte range of the top-level `model` value (quotes included); pass it to `rewriteModel` to skip a rescan.
+   * Located on first read (throws SY_INTERNAL in the impossible case that JSON.parse and the scanner disagree).
+   */
   readonly modelRange: JsonRange;
   /** The parsed body, for plugins that need other fields. Never mutate it: it is not what gets forwarded. */
   readonly payload: Readonly<Record<string, unknown>>;
@@ -243,31 +249,68 @@ export function parseRequest(body: Buffer, path: string): ParsedRequest {
   const model = json["model"];
   if (typeof model !== "string") throw new SwitchyardError("SY_MODEL_MISSING", MODEL_MISSING_MESSAGE);
 
-  const scan = scanner.scan(body);
-  const modelRange = scan.ranges[KEY_MODEL];
-  // JSON.parse accepted the body, so the scanner must agree; if not, refuse rather than splice the wrong bytes.
-  if (!scan.complete || modelRange === undefined)
-    throw new SwitchyardError("SY_INTERNAL", "request body scanner could not locate the top-level model value");
-
   const streamOptions = json["stream_options"];
   const promptChars = promptCharsOf(api, json);
   const cacheSalt = json["cache_salt"];
-  return {
+  return new Parsed(
     api,
     model,
-    stream: json["stream"] === true,
-    includeUsage: isObject(streamOptions) && streamOptions["include_usage"] === true,
-    maxTokens:
-      nonNegative(json["max_tokens"]) ??
+    json["stream"] === true,
+    isObject(streamOptions) && streamOptions["include_usage"] === true,
+    nonNegative(json["max_tokens"]) ??
       nonNegative(json["max_completion_tokens"]) ??
       nonNegative(json["max_output_tokens"]),
     promptChars,
-    inputTokens: Math.ceil(promptChars / CHARS_PER_TOKEN),
-    prefixText: prefixTextOf(api, json, body, scan.ranges),
-    cacheSalt: typeof cacheSalt === "string" ? cacheSalt : undefined,
-    modelRange,
-    payload: json,
-  };
+    typeof cacheSalt === "string" ? cacheSalt : undefined,
+    json,
+    body,
+  );
+}
+
+/**
+ * A class rather than an object literal: the lazy members are prototype getters, so a request that never needs
+ * them (no rewrite, no prefix scorer) allocates neither closures nor the byte scan.
+ */
+class Parsed implements ParsedRequest {
+  readonly inputTokens: number;
+  readonly #body: Buffer;
+  #scan: TopLevelScan | undefined;
+  #prefixText: string | undefined;
+
+  constructor(
+    readonly api: OpenAiApi,
+    readonly model: string,
+    readonly stream: boolean,
+    readonly includeUsage: boolean,
+    readonly maxTokens: number | undefined,
+    readonly promptChars: number,
+    readonly cacheSalt: string | undefined,
+    readonly payload: Json,
+    body: Buffer,
+  ) {
+    this.inputTokens = Math.ceil(promptChars / CHARS_PER_TOKEN);
+    this.#body = body;
+  }
+
+  /** The byte scan serves only a model rewrite and prefix hashing, so it runs on first need. */
+  #scanned(): TopLevelScan {
+    this.#scan ??= scanner.scan(this.#body);
+    return this.#scan;
+  }
+
+  get prefixText(): string {
+    this.#prefixText ??= prefixTextOf(this.api, this.payload, this.#body, this.#scanned().ranges);
+    return this.#prefixText;
+  }
+
+  get modelRange(): JsonRange {
+    const { ranges, complete } = this.#scanned();
+    const range = ranges[KEY_MODEL];
+    // JSON.parse accepted the body, so the scanner must agree; if not, refuse rather than splice the wrong bytes.
+    if (!complete || range === undefined)
+      throw new SwitchyardError("SY_INTERNAL", "request body scanner could not locate the top-level model value");
+    return range;
+  }
 }
 
 const modelOnly = new TopLevelScanner(["model"]);

@@ -46,6 +46,57 @@ function clamp01(v: number): number {
   return v > 0 ? Math.min(v, 1) : 0;
 }
 
+/**
+ * The cycle's outcome. Scores stay in the typed arrays the cycle filled; the per-endpoint breakdown (an object per
+ * endpoint with a record per scorer) is assembled only when a decision log or /debug reads it.
+ */
+class Result implements SchedulingResult {
+  readonly endpoints: readonly Endpoint[];
+  readonly profile: string;
+  readonly rejected: readonly Rejection[];
+  readonly #scored: readonly Endpoint[];
+  readonly #names: readonly string[];
+  readonly #scores: readonly Float64Array[];
+  readonly #totals: Float64Array;
+  #breakdown: EndpointScoreBreakdown[] | undefined;
+
+  constructor(
+    endpoints: readonly Endpoint[],
+    profile: string,
+    rejected: readonly Rejection[],
+    scored: readonly Endpoint[],
+    names: readonly string[],
+    scores: readonly Float64Array[],
+    totals: Float64Array,
+  ) {
+    this.endpoints = endpoints;
+    this.profile = profile;
+    this.rejected = rejected;
+    this.#scored = scored;
+    this.#names = names;
+    this.#scores = scores;
+    this.#totals = totals;
+  }
+
+  get breakdown(): readonly EndpointScoreBreakdown[] {
+    if (this.#breakdown === undefined) {
+      const out = new Array<EndpointScoreBreakdown>(this.#scored.length);
+      for (let i = 0; i < out.length; i++) {
+        const scores: Record<string, number> = {};
+        for (let s = 0; s < this.#names.length; s++) scores[this.#names[s]!] = this.#scores[s]![i]!;
+        out[i] = { endpoint: this.#scored[i]!.key, total: this.#totals[i]!, scores };
+      }
+      this.#breakdown = out;
+    }
+    return this.#breakdown;
+  }
+
+  scoresOf(scorerName: string): ArrayLike<number> | undefined {
+    const s = this.#names.indexOf(scorerName);
+    return s === -1 ? undefined : this.#scores[s];
+  }
+}
+
 class ProfileScheduler implements PluginScheduler {
   readonly profile: string;
   readonly preRequestPlugins: readonly PreRequest[];
@@ -54,6 +105,7 @@ class ProfileScheduler implements PluginScheduler {
   readonly #stateHolders: readonly EndpointStateHolder[];
   readonly #hook: PluginDurationHook | undefined;
   readonly #timingEvery: number;
+  readonly #scorerNames: readonly string[];
   #cycle = 0;
   /** Reused: schedule() is synchronous, so one cycle state can never be shared by two runs. */
   readonly #state: CycleState = new Map();
@@ -64,6 +116,7 @@ class ProfileScheduler implements PluginScheduler {
     this.profile = this.#p.name;
     this.preRequestPlugins = set.plugins.filter(isPreRequest);
     this.#stateHolders = set.plugins.filter(isEndpointStateHolder);
+    this.#scorerNames = this.#p.scorers.map((s) => s.scorer.typedName.name);
     this.#hook = options.onPluginDuration;
     this.#timingEvery = Math.max(1, Math.floor(options.pluginTimingEvery ?? 1));
   }
@@ -109,34 +162,29 @@ class ProfileScheduler implements PluginScheduler {
 
     const n = current.length;
     const totals = new Float64Array(n);
-    const perPlugin = new Array<Record<string, number>>(n);
-    for (let i = 0; i < n; i++) perPlugin[i] = {};
+    const perScorer = new Array<Float64Array>(scorers.length);
     for (let s = 0; s < scorers.length; s++) {
       const { scorer, weight } = scorers[s]!;
-      const name = scorer.typedName.name;
       const t0 = hook ? performance.now() : 0;
       const raw = scorer.score(state, request, current);
-      if (hook) hook("Scorer", scorer.typedName.type, name, (performance.now() - t0) / 1000);
+      if (hook) hook("Scorer", scorer.typedName.type, scorer.typedName.name, (performance.now() - t0) / 1000);
+      const clamped = new Float64Array(n);
       for (let i = 0; i < n; i++) {
         const v = clamp01(raw[i] as number);
         totals[i]! += weight * v;
-        perPlugin[i]![name] = v;
+        clamped[i] = v;
       }
+      perScorer[s] = clamped;
     }
 
     const scored = new Array<ScoredEndpoint>(n);
-    const breakdown = new Array<EndpointScoreBreakdown>(n);
-    for (let i = 0; i < n; i++) {
-      const endpoint = current[i]!;
-      scored[i] = { endpoint, score: totals[i]! };
-      breakdown[i] = { endpoint: endpoint.key, total: totals[i]!, scores: perPlugin[i]! };
-    }
+    for (let i = 0; i < n; i++) scored[i] = { endpoint: current[i]!, score: totals[i]! };
 
     const t0 = hook ? performance.now() : 0;
     const picked = picker.pick(state, scored);
     if (hook) hook("Picker", picker.typedName.type, picker.typedName.name, (performance.now() - t0) / 1000);
     if (picked.length === 0) throw new SwitchyardError("SY_SCHEDULING_FAILED", NO_ENDPOINTS_MESSAGE);
-    return { endpoints: picked, profile: this.profile, breakdown, rejected };
+    return new Result(picked, this.profile, rejected, current, this.#scorerNames, perScorer, totals);
   }
 
   preRequest(request: SchedulingRequest, chosen: readonly Endpoint[]): void {

@@ -76,7 +76,10 @@ export interface SchedulingResult {
   /** Primary first, then fallbacks. Never empty. */
   readonly endpoints: readonly Endpoint[];
   readonly profile: string;
+  /** Built on first read (decision logs, /debug): most requests never need it. */
   readonly breakdown: readonly EndpointScoreBreakdown[];
+  /** The clamped scores one scorer (by plugin name) gave the scored endpoints; undefined if it did not run. */
+  scoresOf(scorerName: string): ArrayLike<number> | undefined;
   /** Endpoints removed by filters, with the filter that removed them. */
   readonly rejected: readonly { readonly endpoint: string; readonly by: string }[];
 }

@@ -78,7 +78,7 @@ class Fixture {
   /** Admits; records dispatch order, tickets and errors by request id. */
   admit(init: Partial<AdmissionRequest> = {}, signal = new AbortController().signal): AdmissionTicket | Promise<void> {
     const r = this.request(init);
-    const result = this.controller.admit(r, () => this.endpoints, signal);
+    const result = this.controller.admit(r, () => this.endpoints, { signal });
     if (!(result instanceof Promise)) {
       this.tickets.set(r.requestId, result);
       return result;

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { generate } from "selfsigned";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Cancellation } from "../../src/common/cancellation.js";
 import { ConfigError, SwitchyardError } from "../../src/common/errors.js";
 import { createHealthServer, HealthState } from "../../src/extproc/health.js";
 import type { ProcessingRequest, ProcessingResponse } from "../../src/extproc/messages.js";
@@ -31,7 +32,7 @@ type Outcome = "completed" | "cancelled" | "error";
 
 interface Recorder {
   routes: IncomingRequest[];
-  signals: AbortSignal[];
+  cancels: Cancellation[];
   responseHeaders: ResponseHeadersInfo[];
   responseBodies: { chunk: string; eos: boolean }[];
   done: Outcome[];
@@ -42,15 +43,15 @@ type Handlers = Partial<Omit<RequestLifecycle, "done">>;
 /** A LifecycleFactory whose behaviour each test swaps in, recording every call. */
 function fakeFactory(): { factory: LifecycleFactory; rec: Recorder; use(h: Handlers): void } {
   let handlers: Handlers = {};
-  const rec: Recorder = { routes: [], signals: [], responseHeaders: [], responseBodies: [], done: [] };
+  const rec: Recorder = { routes: [], cancels: [], responseHeaders: [], responseBodies: [], done: [] };
   const factory: LifecycleFactory = {
     begin() {
       const h = handlers;
       return {
-        route(req, signal) {
+        route(req, cancel) {
           rec.routes.push(req);
-          rec.signals.push(signal);
-          return h.route ? h.route(req, signal) : { endpoints: [DEST], body: req.body };
+          rec.cancels.push(cancel);
+          return h.route ? h.route(req, cancel) : { endpoints: [DEST], body: req.body };
         },
         responseHeaders(info) {
           rec.responseHeaders.push(info);
@@ -77,7 +78,7 @@ function fakeFactory(): { factory: LifecycleFactory; rec: Recorder; use(h: Handl
 
 function reset(rec: Recorder): void {
   rec.routes.length = 0;
-  rec.signals.length = 0;
+  rec.cancels.length = 0;
   rec.responseHeaders.length = 0;
   rec.responseBodies.length = 0;
   rec.done.length = 0;
@@ -428,7 +429,7 @@ describe("ext_proc stream (FULL_DUPLEX_STREAMED)", () => {
     stream.sendRequestBody("{}", true);
     await until(() => fake.rec.routes.length === 1, "route()");
     expect(server.activeStreams()).toBe(1);
-    const signal = fake.rec.signals[0]!;
+    const signal = fake.rec.cancels[0]!.signal;
     expect(signal.aborted).toBe(false);
     stream.cancel();
     await until(() => fake.rec.done.length === 1, "done()");
@@ -621,7 +622,8 @@ describe("ext_proc stream ordering (scripted call)", () => {
     await pending.promise.catch(() => {});
     await new Promise((r) => setImmediate(r));
     expect(fake.rec.done).toEqual(["cancelled"]);
-    expect(fake.rec.signals[0]!.aborted).toBe(true);
+    // Read only after the cancellation: the lazily created signal must be born aborted.
+    expect(fake.rec.cancels[0]!.signal.aborted).toBe(true);
     expect(call.written).toEqual([]);
     expect(closed).toBe(1);
   });
