@@ -97,7 +97,7 @@ function ask<T>(child: ChildProcess, msg: object, key: string): Promise<T> {
   });
 }
 
-async function runOnce(mode: string, scenario: Scenario): Promise<Sample> {
+async function startServer(mode: string): Promise<{ child: ChildProcess; port: number }> {
   const serverPath = fileURLToPath(new URL("./server.ts", import.meta.url));
   const profile = process.env.BENCH_PROFILE ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_PROFILE] : [];
   const child = fork(serverPath, [mode], {
@@ -108,6 +108,28 @@ async function runOnce(mode: string, scenario: Scenario): Promise<Sample> {
     child.once("message", (m) => resolve(m as { port: number }));
     child.once("exit", (code) => reject(new Error(`${mode} server exited with ${code}`)));
   });
+  return { child, port };
+}
+
+async function stopServer(child: ChildProcess): Promise<void> {
+  child.send({ cmd: "stop" });
+  await new Promise((r) => child.once("exit", r));
+}
+
+/** switchyard's per-request CPU without gRPC/HTTP2/protobuf (server.ts measureLogic), median of 3 rounds. */
+async function measureLogic(bodyBytes: number, requests: number): Promise<number> {
+  const { child } = await startServer("switchyard");
+  const rounds: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const msg = { cmd: "logic", bodyBytes, body: chatBody(bodyBytes).toString("base64"), requests };
+    rounds.push((await ask<{ logicMicros: number }>(child, msg, "logicMicros")).logicMicros);
+  }
+  await stopServer(child);
+  return median(rounds);
+}
+
+async function runOnce(mode: string, scenario: Scenario): Promise<Sample> {
+  const { child, port } = await startServer(mode);
   const client = new LeanExtProcClient({ port, connections: CONNECTIONS, requestTimeoutMs: REQUEST_TIMEOUT_MS });
   // Encoded once per scenario: per request only the fixed-width x-request-id digits are patched in.
   const template = new RequestTemplate(HEADERS, chatBody(scenario.bodyBytes), { chunkBytes: CHUNK });
@@ -141,8 +163,7 @@ async function runOnce(mode: string, scenario: Scenario): Promise<Sample> {
   stop = true;
   await Promise.all(users);
   await client.close();
-  child.send({ cmd: "stop" });
-  await new Promise((r) => child.once("exit", r));
+  await stopServer(child);
   latencies.sort((a, b) => a - b);
   return {
     mode,
@@ -204,6 +225,16 @@ for (const scenario of SCENARIOS) {
     `| ${scenario.name} | **ratio switchyard/no-op** | ${(s.rps! / n.rps!).toFixed(2)} | ${(s.p50! / n.p50!).toFixed(2)} | ${(s.p99! / n.p99!).toFixed(2)} | ${(s.cpu! / n.cpu!).toFixed(2)} | |`,
   );
 }
+// switchyard's own share, measured without the transport both servers pay for.
+const logic = {
+  "chat-1k": await measureLogic(1024, QUICK ? 20_000 : 100_000),
+  "large-220k": await measureLogic(220 * 1024, QUICK ? 500 : 3_000),
+};
+summary.logicMicrosPerRequest = logic;
+lines.push(
+  "",
+  `switchyard's own work per request without gRPC, HTTP/2 and protobuf (stream state machine, parsing, admission, scheduling over 8 endpoints, metrics; in-process, median of 3): **${logic["chat-1k"].toFixed(1)} µs** for 1 KB chat, **${logic["large-220k"].toFixed(0)} µs** for 220 KB.`,
+);
 const report = `${lines.join("\n")}\n`;
 process.stdout.write(`\n${report}`);
 const out = process.env.BENCH_OUT;

@@ -5,6 +5,7 @@
  * measures the server alone. Both load the compiled dist/ code. Parent protocol over IPC: → {cmd:"cpu-start"} ← {ok};
  * → {cmd:"cpu"} ← {cpuMicros}; → {cmd:"stop"}.
  */
+import { EventEmitter } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import type * as EppModule from "../../src/cli/epp.js";
 import type * as ConstantsModule from "../../src/common/constants.js";
@@ -13,7 +14,10 @@ import type { EndpointMetrics, PodSpec } from "../../src/datastore/types.js";
 import type * as MessagesModule from "../../src/extproc/messages.js";
 import type { ProcessingRequest, ProcessingResponse } from "../../src/extproc/messages.js";
 import type * as ProtoModule from "../../src/extproc/proto.js";
+import type * as StreamModule from "../../src/extproc/stream.js";
+import type { ProcessCall } from "../../src/extproc/stream.js";
 import type * as LoggerModule from "../../src/observability/logger.js";
+import type { LifecycleFactory } from "../../src/request/lifecycle.js";
 
 // The servers run the compiled dist/ (what ships), not tsx-transpiled src/; `npm run bench:extproc` builds first.
 // Types come from src/ so this file still typechecks against the source of truth.
@@ -25,6 +29,7 @@ const [
   { destinationMetadata, headersResponse, streamedChunk },
   { extProcService },
   { silentLogger },
+  { ExtProcStream },
 ] = await Promise.all([
   dist<typeof EppModule>("cli/epp.js"),
   dist<typeof ConstantsModule>("common/constants.js"),
@@ -32,6 +37,7 @@ const [
   dist<typeof MessagesModule>("extproc/messages.js"),
   dist<typeof ProtoModule>("extproc/proto.js"),
   dist<typeof LoggerModule>("observability/logger.js"),
+  dist<typeof StreamModule>("extproc/stream.js"),
 ]);
 
 const mode = process.argv[2] ?? "noop";
@@ -82,7 +88,7 @@ async function startNoop(): Promise<{ port: number; stop: () => Promise<void> }>
   return { port, stop: () => new Promise((r) => server.tryShutdown(() => r())) };
 }
 
-async function startSwitchyard(): Promise<{ port: number; stop: () => Promise<void> }> {
+async function startSwitchyard(): Promise<{ port: number; stop: () => Promise<void>; lifecycles: LifecycleFactory }> {
   const datastore = new Datastore({ poolName: "bench", poolNamespace: "default" });
   const pods: PodSpec[] = Array.from({ length: ENDPOINTS }, (_, i) => ({
     name: `pod-${i}`,
@@ -151,6 +157,7 @@ async function startSwitchyard(): Promise<{ port: number; stop: () => Promise<vo
   );
   return {
     port: epp.grpcPort,
+    lifecycles: epp.lifecycles,
     stop: async () => {
       clearInterval(timer);
       await epp.stop(100);
@@ -158,7 +165,66 @@ async function startSwitchyard(): Promise<{ port: number; stop: () => Promise<vo
   };
 }
 
-const server = mode === "switchyard" ? await startSwitchyard() : await startNoop();
+/** Stands in for a grpc-js call: the stream machine only listens for events, writes and ends. */
+class InMemoryCall extends EventEmitter {
+  writes = 0;
+  write(): boolean {
+    this.writes++;
+    return true;
+  }
+  end(): void {}
+}
+
+/**
+ * switchyard's own per-request CPU with gRPC, HTTP/2 and protobuf taken out: ExtProcStream + director + admission
+ * + scheduler + metrics, driven with already-decoded messages. Batches of 16 yield to the event loop, as a real
+ * server does between socket reads, so short-lived objects die young as they do in production.
+ */
+async function measureLogic(lifecycles: LifecycleFactory, bodyBytes: number, body: Buffer, requests: number) {
+  const headers = [
+    [":method", "POST"],
+    [":path", "/v1/chat/completions"],
+    [":authority", "gateway.local"],
+    [":scheme", "http"],
+    ["content-type", "application/json"],
+    ["user-agent", "bench"],
+    ["accept", "*/*"],
+    ["x-request-id", "req-0000000001"],
+  ].map(([key, value]) => ({ key, raw_value: Buffer.from(value!) }));
+  const chunks: Buffer[] = [];
+  for (let i = 0; i < body.length; i += 32 * 1024) chunks.push(body.subarray(i, i + 32 * 1024));
+  const options = { maxBodyBytes: 16 << 20, defaultRequestBodyMode: "full-duplex" as const, logger: silentLogger };
+  const one = () => {
+    const call = new InMemoryCall();
+    new ExtProcStream(call as unknown as ProcessCall, lifecycles, options);
+    call.emit("data", {
+      request: "request_headers",
+      request_headers: { headers: { headers } },
+      protocol_config: { request_body_mode: 4, response_body_mode: 4 },
+    });
+    for (let i = 0; i < chunks.length; i++)
+      call.emit("data", {
+        request: "request_body",
+        request_body: { body: chunks[i], end_of_stream: i === chunks.length - 1 },
+      });
+    call.emit("end");
+    if (call.writes < 2) throw new Error(`bench request of ${bodyBytes} bytes was not answered`);
+  };
+  const run = async (n: number) => {
+    for (let i = 0; i < n; i++) {
+      one();
+      if ((i & 15) === 15) await new Promise((r) => setImmediate(r));
+    }
+  };
+  await run(Math.min(requests, 2000)); // warm-up (JIT)
+  const mark = process.cpuUsage();
+  await run(requests);
+  const d = process.cpuUsage(mark);
+  return (d.user + d.system) / requests;
+}
+
+const server: { port: number; stop: () => Promise<void>; lifecycles?: LifecycleFactory } =
+  mode === "switchyard" ? await startSwitchyard() : await startNoop();
 let cpuMark = process.cpuUsage();
 process.on("message", (msg: { cmd: string }) => {
   if (msg.cmd === "cpu-start") {
@@ -167,6 +233,12 @@ process.on("message", (msg: { cmd: string }) => {
   } else if (msg.cmd === "cpu") {
     const d = process.cpuUsage(cpuMark);
     process.send?.({ cpuMicros: d.user + d.system });
+  } else if (msg.cmd === "logic") {
+    const { bodyBytes, body, requests } = msg as unknown as { bodyBytes: number; body: string; requests: number };
+    if (server.lifecycles === undefined) throw new Error("logic measurement needs the switchyard mode");
+    void measureLogic(server.lifecycles, bodyBytes, Buffer.from(body, "base64"), requests).then((cpu) =>
+      process.send?.({ logicMicros: cpu }),
+    );
   } else if (msg.cmd === "stop") {
     void server.stop().then(() => process.exit(0));
   }

@@ -188,7 +188,6 @@ export class ExtProcStream {
       this.#logger.debug({ err }, "ext_proc stream error");
       this.#finish("cancelled");
     });
-    call.on("drain", () => this.#releaseDrain());
     let lifecycle: RequestLifecycle;
     try {
       lifecycle = factory.begin();
@@ -405,29 +404,29 @@ export class ExtProcStream {
     const bodyChanged = buffered && !sameBytes(body, request.body);
 
     const set: [string, string][] = [[DESTINATION_ENDPOINT_HEADER, destination]];
-    const taken = new Set<string>([DESTINATION_ENDPOINT_HEADER, "content-length"]);
     // Envoy strips content-length when it may mutate a full-duplex body (§4.3); set it back or HTTP/1 upstreams
     // get chunked encoding. In BUFFERED mode only a changed body needs a new one.
     if (!request.headerOnly && body.length > 0 && (!buffered || bodyChanged)) {
       set.push(["content-length", String(body.length)]);
     }
-    if (this.#generatedRequestId) {
-      set.push([REQUEST_ID_HEADER, this.#requestId]);
-      taken.add(REQUEST_ID_HEADER);
-    }
+    if (this.#generatedRequestId) set.push([REQUEST_ID_HEADER, this.#requestId]);
     const extra = decision.setHeaders;
-    if (extra !== undefined) {
-      for (const pair of extra) {
+    const echo = this.#echo && !request.headerOnly;
+    if (extra !== undefined || echo) {
+      // Our own headers win; content-length is reserved even when not set (only we know the forwarded length).
+      const taken = new Set<string>(["content-length"]);
+      for (const pair of set) taken.add(pair[0]);
+      for (const pair of extra ?? []) {
         const name = pair[0].toLowerCase();
         if (taken.has(name)) continue;
         taken.add(name);
         set.push([name, pair[1]]);
       }
-    }
-    if (this.#echo && !request.headerOnly) {
-      for (const [name, value] of request.headers) {
-        if (taken.has(name) || SYSTEM_OWNED_HEADERS.has(name)) continue;
-        set.push([name, value]);
+      if (echo) {
+        for (const [name, value] of request.headers) {
+          if (taken.has(name) || SYSTEM_OWNED_HEADERS.has(name)) continue;
+          set.push([name, value]);
+        }
       }
     }
     const metadata = destinationMetadata(destination, decision.metadata);
@@ -579,9 +578,11 @@ export class ExtProcStream {
     return undefined;
   }
 
+  /** The 'drain' listener is attached only when a write actually backs up: one listener less per stream. */
   #waitDrain(): Promise<void> {
     return new Promise((resolve) => {
       this.#drainWaiter = resolve;
+      this.#call.once("drain", () => this.#releaseDrain());
     });
   }
 

@@ -430,7 +430,8 @@ class RequestContext implements RequestLifecycle {
       });
       throw err;
     }
-    const elapsed = performance.now() - t0;
+    const t1 = performance.now();
+    const elapsed = t1 - t0;
     o.metrics.schedulerE2e.observe(elapsed / 1000);
     for (const plugin of o.preRequest ?? []) plugin.preRequest(schedulingRequest, result.endpoints);
 
@@ -445,7 +446,7 @@ class RequestContext implements RequestLifecycle {
     primary.routedRequests++;
     primary.inflightTokens += this.#inflightTokens;
     this.#routed = true;
-    this.#decidedAt = performance.now();
+    this.#decidedAt = t1;
 
     const keys = result.endpoints.length === 1 ? [primary.key] : result.endpoints.map((e) => e.key);
     o.decisions?.push(

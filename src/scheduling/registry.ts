@@ -54,6 +54,7 @@ export class DefaultPluginHandle implements PluginHandle {
   readonly #endpoints: () => readonly Endpoint[];
   #staleness: number;
   #warnPrefix = "";
+  #cycleNow: number | undefined;
 
   constructor(options: PluginHandleOptions = {}) {
     this.#now = options.now ?? monotonicNow;
@@ -71,7 +72,22 @@ export class DefaultPluginHandle implements PluginHandle {
   }
 
   now(): number {
-    return this.#now();
+    return this.#cycleNow ?? this.#now();
+  }
+
+  /**
+   * Runs `fn` with the clock pinned to one reading: every plugin of a scheduling cycle then judges freshness at the
+   * same instant (a metric cannot be fresh for one scorer and stale for the next), and the cycle reads the clock
+   * once instead of once per plugin.
+   */
+  atOneInstant<T>(fn: () => T): T {
+    if (this.#cycleNow !== undefined) return fn();
+    this.#cycleNow = this.#now();
+    try {
+      return fn();
+    } finally {
+      this.#cycleNow = undefined;
+    }
   }
 
   random(): number {

@@ -106,11 +106,13 @@ class ProfileScheduler implements PluginScheduler {
   readonly #hook: PluginDurationHook | undefined;
   readonly #timingEvery: number;
   readonly #scorerNames: readonly string[];
+  readonly #handle: DefaultPluginHandle;
   #cycle = 0;
   /** Reused: schedule() is synchronous, so one cycle state can never be shared by two runs. */
   readonly #state: CycleState = new Map();
 
-  constructor(set: PluginSet, options: SchedulerOptions) {
+  constructor(set: PluginSet, handle: DefaultPluginHandle, options: SchedulerOptions) {
+    this.#handle = handle;
     this.pluginSet = set;
     this.#p = set.profiles[0]!;
     this.profile = this.#p.name;
@@ -132,7 +134,7 @@ class ProfileScheduler implements PluginScheduler {
     const state = this.#state;
     state.clear();
     try {
-      return this.#run(state, request, candidates);
+      return this.#handle.atOneInstant(() => this.#run(state, request, candidates));
     } finally {
       state.clear();
     }
@@ -217,5 +219,5 @@ export function createScheduler(
   handle: DefaultPluginHandle = createPluginHandle(),
   options: SchedulerOptions = {},
 ): ConfiguredScheduler {
-  return new ProfileScheduler(instantiatePlugins(config, handle), options);
+  return new ProfileScheduler(instantiatePlugins(config, handle), handle, options);
 }

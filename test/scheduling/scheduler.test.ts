@@ -126,6 +126,20 @@ ${extra}schedulingProfiles:
     expect(counts.get(b)).toBeGreaterThan(120);
   });
 
+  it("max-score-picker spreads a three-way tie evenly and never picks a lower score", () => {
+    const s = createScheduler(fixedConfig("max-score-picker"), testHandle(new TestClock(), 11));
+    Object.assign(FIXED, { "10.3.0.1": 0.5, "10.3.0.2": 0.9, "10.3.0.3": 0.9, "10.3.0.4": 0.9 });
+    const eps = ["10.3.0.1", "10.3.0.2", "10.3.0.3", "10.3.0.4"].map((a) => endpoint(a));
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 900; i++) {
+      const [chosen] = s.schedule(request(), eps).endpoints;
+      counts.set(chosen!.address, (counts.get(chosen!.address) ?? 0) + 1);
+    }
+    expect(counts.get("10.3.0.1")).toBeUndefined();
+    // Expected 300 each; a first-or-last bias of the 1/k rule would put one of them near 0 or 900.
+    for (const a of ["10.3.0.2", "10.3.0.3", "10.3.0.4"]) expect(counts.get(a)).toBeGreaterThan(230);
+  });
+
   it("maxNumOfEndpoints > 1 returns the best endpoints as ordered fallbacks", () => {
     const config = loadPickerConfig({
       text: yaml(`plugins:

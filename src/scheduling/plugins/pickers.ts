@@ -38,6 +38,7 @@ export class MaxScorePicker implements Picker {
   }
 
   pick(_state: CycleState, scored: readonly ScoredEndpoint[]): readonly Endpoint[] {
+    if (this.maxNumOfEndpoints === 1) return pickOneUniform(scored, this.#handle);
     const buf = this.#scratch;
     buf.length = 0;
     for (let i = 0; i < scored.length; i++) buf.push(scored[i]!);
@@ -47,6 +48,26 @@ export class MaxScorePicker implements Picker {
     buf.length = 0; // do not keep endpoints alive between requests
     return out;
   }
+}
+
+/**
+ * One pass instead of shuffle + sort when only the best is wanted (the default): the k-th endpoint tied for the
+ * best score so far replaces the pick with probability 1/k, which leaves every tied endpoint equally likely —
+ * the same distribution as GIE's shuffle-then-stable-sort, for one random draw per tie instead of n.
+ */
+function pickOneUniform(scored: readonly ScoredEndpoint[], rng: PluginHandle): Endpoint[] {
+  let best: ScoredEndpoint | undefined;
+  let ties = 0;
+  for (let i = 0; i < scored.length; i++) {
+    const s = scored[i]!;
+    if (best === undefined || s.score > best.score) {
+      best = s;
+      ties = 1;
+    } else if (s.score === best.score && rng.random() * ++ties < 1) {
+      best = s;
+    }
+  }
+  return best === undefined ? [] : [best.endpoint];
 }
 
 /** GIE random-picker: shuffle, take N; ignores scores. */
