@@ -6,8 +6,10 @@
  * chunk coming back. The client is raw node:http2 with pre-encoded messages (./lean-client.ts), because a
  * grpc-js + protobufjs client costs more per 220 KB request than the no-op server does and would dominate the
  * latency measured; the servers run the compiled dist/ code (the script builds first). Servers run in child processes; their CPU is read with process.cpuUsage() around the
- * measured window, so "CPU µs per request" is the server's alone. Modes are interleaved (noop, switchyard, noop,
- * …) and each scenario is repeated; medians are reported, and ratios switchyard / no-op.
+ * measured window, so "CPU µs per request" is the server's alone. Modes are interleaved (noop, noop-codec,
+ * switchyard, noop, …) and each scenario is repeated; medians are reported, and ratios switchyard / each no-op:
+ * `noop` decodes and encodes with proto-loader (a Node ext_proc server built the standard way), `noop-codec` with
+ * switchyard's own codec (so that ratio is switchyard's logic alone).
  *
  * Scenarios:
  * - chat-1k: ~1 KB chat bodies, closed loop at concurrency 16 (server-bound: measures CPU per request);
@@ -28,6 +30,8 @@ const QUICK = process.env.BENCH_QUICK === "1";
 const SECONDS = Number(process.env.BENCH_SECONDS ?? (QUICK ? 2 : 8));
 const REPS = Number(process.env.BENCH_REPS ?? (QUICK ? 1 : 3));
 const CONNECTIONS = 4;
+/** Interleaved in this order within every repetition (server.ts explains the two no-ops). */
+const MODES = ["noop", "noop-codec", "switchyard"] as const;
 const CHUNK = 32 * 1024;
 /** A request still open after this is reset and counted as an error, so a stuck server cannot hang the run. */
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -185,7 +189,7 @@ const median = (xs: number[]) => {
 const results: Sample[] = [];
 for (const scenario of SCENARIOS) {
   for (let rep = 0; rep < REPS; rep++) {
-    for (const mode of ["noop", "switchyard"]) {
+    for (const mode of MODES) {
       const s = await runOnce(mode, scenario);
       results.push(s);
       process.stdout.write(
@@ -204,7 +208,7 @@ const lines = [
 const summary: Record<string, unknown> = {};
 for (const scenario of SCENARIOS) {
   const row: Record<string, Record<string, number>> = {};
-  for (const mode of ["noop", "switchyard"]) {
+  for (const mode of MODES) {
     const xs = results.filter((r) => r.mode === mode && r.scenario === scenario.name);
     row[mode] = {
       rps: median(xs.map((x) => x.rps)),
@@ -218,12 +222,17 @@ for (const scenario of SCENARIOS) {
       `| ${scenario.name} | ${mode} | ${r.rps!.toFixed(0)} | ${r.p50!.toFixed(2)} | ${r.p99!.toFixed(2)} | ${r.cpu!.toFixed(0)} | ${r.errors} |`,
     );
   }
-  const n = row.noop!;
   const s = row.switchyard!;
-  summary[scenario.name] = { ...row, ratio: { cpu: s.cpu! / n.cpu!, p99: s.p99! / n.p99!, rps: s.rps! / n.rps! } };
-  lines.push(
-    `| ${scenario.name} | **ratio switchyard/no-op** | ${(s.rps! / n.rps!).toFixed(2)} | ${(s.p50! / n.p50!).toFixed(2)} | ${(s.p99! / n.p99!).toFixed(2)} | ${(s.cpu! / n.cpu!).toFixed(2)} | |`,
-  );
+  const ratios: Record<string, Record<string, number>> = {};
+  for (const base of ["noop", "noop-codec"]) {
+    const n = row[base]!;
+    ratios[base] = { cpu: s.cpu! / n.cpu!, p50: s.p50! / n.p50!, p99: s.p99! / n.p99!, rps: s.rps! / n.rps! };
+    const r = ratios[base]!;
+    lines.push(
+      `| ${scenario.name} | **switchyard / ${base}** | ${r.rps!.toFixed(2)} | ${r.p50!.toFixed(2)} | ${r.p99!.toFixed(2)} | ${r.cpu!.toFixed(2)} | |`,
+    );
+  }
+  summary[scenario.name] = { ...row, ratio: ratios };
 }
 // switchyard's own share, measured without the transport both servers pay for.
 const logic = {

@@ -27,7 +27,7 @@ const [
   { BODY_CHUNK_BYTES },
   { Datastore },
   { destinationMetadata, headersResponse, streamedChunk },
-  { extProcService },
+  { extProcService, extProcServerDefinition },
   { silentLogger },
   { ExtProcStream },
 ] = await Promise.all([
@@ -43,12 +43,17 @@ const [
 const mode = process.argv[2] ?? "noop";
 const ENDPOINTS = 8;
 
-async function startNoop(): Promise<{ port: number; stop: () => Promise<void> }> {
+/**
+ * `noop` uses proto-loader's (de)serializers, as any Node ext_proc server built the standard way does;
+ * `noop-codec` uses switchyard's hand-written codec (src/extproc/codec.ts), so switchyard / noop-codec isolates
+ * switchyard's own per-request work from its cheaper protobuf handling.
+ */
+async function startNoop(codec: boolean): Promise<{ port: number; stop: () => Promise<void> }> {
   // Channelz off, as in switchyard's server: its per-call bookkeeping must not tax only one side of the comparison.
   const server = new grpc.Server({ "grpc.max_receive_message_length": 64 << 20, "grpc.enable_channelz": 0 });
   const destination = "10.0.0.1:8000";
   const metadata = destinationMetadata(destination);
-  server.addService(extProcService().service, {
+  server.addService(codec ? extProcServerDefinition() : extProcService().service, {
     Process(call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) {
       const chunks: Buffer[] = [];
       call.on("data", (msg: ProcessingRequest) => {
@@ -224,7 +229,7 @@ async function measureLogic(lifecycles: LifecycleFactory, bodyBytes: number, bod
 }
 
 const server: { port: number; stop: () => Promise<void>; lifecycles?: LifecycleFactory } =
-  mode === "switchyard" ? await startSwitchyard() : await startNoop();
+  mode === "switchyard" ? await startSwitchyard() : await startNoop(mode === "noop-codec");
 let cpuMark = process.cpuUsage();
 process.on("message", (msg: { cmd: string }) => {
   if (msg.cmd === "cpu-start") {

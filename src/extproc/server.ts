@@ -14,7 +14,7 @@ import { type Logger, silentLogger } from "../observability/logger.js";
 import type { LifecycleFactory } from "../request/lifecycle.js";
 import { addHealthService, bindAddress, checkPort, type HealthState } from "./health.js";
 import type { ProcessingRequest, ProcessingResponse } from "./messages.js";
-import { extProcService } from "./proto.js";
+import { extProcServerDefinition } from "./proto.js";
 import { type BodyMode, ExtProcStream, type ProcessCall } from "./stream.js";
 
 export interface ExtProcTlsOptions {
@@ -175,7 +175,7 @@ export function createExtProcServer(options: ExtProcServerOptions): ExtProcServe
       if (server !== undefined) throw new Error("ext_proc server already started");
       const credentials = await serverCredentials(options.tls);
       const s = new grpc.Server(grpcOptions);
-      s.addService(extProcService().service, {
+      s.addService(extProcServerDefinition(), {
         Process: (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) => handleCall(call),
       });
       if (options.healthOnSamePort !== undefined) addHealthService(s, options.healthOnSamePort);

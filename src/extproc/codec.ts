@@ -1,0 +1,1325 @@
+/**
+ * A hand-written protobuf codec for the two ext_proc hot-path messages: `decodeProcessingRequest` (Envoy → us) and
+ * `encodeProcessingResponse` (us → Envoy). proto-loader's (de)serializers run protobufjs `decode` + `toObject` and
+ * `fromObject` + `encode`: two passes and an intermediate message object per direction. This codec reads the wire
+ * straight into the plain objects messages.ts describes and writes them in one sized buffer.
+ *
+ * Output contract (decode): exactly what proto-loader yields with LOADER_OPTIONS (proto.ts) for the same bytes —
+ * snake_case keys for Envoy's messages, camelCase for google.protobuf.Struct/Value/ListValue (protobufjs's built-in
+ * descriptors), oneof discriminators (`request`, `kind`), absent fields absent (not `undefined`-valued keys),
+ * repeated fields always present as arrays (`arrays: true`, even when empty), maps present only when non-empty
+ * (`objects` is off), enums as numbers, int64 as numbers, bytes as Buffer views into the input (protobufjs's
+ * BufferReader slices with Buffer#slice, a view — so do we: copying a 62000-byte chunk would cost more than the
+ * whole decode, and a view keeps the input alive no longer than the caller holds the field). Header names and map
+ * keys are interned (see readKey); strings are immutable, so sharing them is invisible to callers.
+ *
+ * protobufjs quirks kept on purpose (so both decoders agree on every well-formed input):
+ * - A repeated non-repeated field: last one wins — for embedded messages too. protobufjs REPLACES the earlier
+ *   message instead of merging it as the protobuf spec says; Envoy never repeats a singular field, and matching
+ *   keeps the differential tests exact.
+ * - Two members of one oneof on the wire: protobufjs keeps both members and its toObject sets the discriminator to
+ *   the member declared LAST in the .proto (not the one that came last on the wire). Mirrored with a rank.
+ * - Map entries: key defaults to "", a repeated key keeps the last value, `__proto__` becomes an own property.
+ * - Nesting deeper than 100 messages (protobufjs's recursionLimit, counted the same way) throws.
+ *
+ * Deliberate differences, all on malformed input only (each is what protoc's C++ and Go runtimes do, or safer):
+ * - A known field number with the wrong wire type is skipped as an unknown field; protobufjs ignores the wire
+ *   type and misreads the payload (e.g. a length-delimited `observability_mode` would consume its length byte).
+ * - Groups (wire types 3/4), field number 0 and varints longer than 10 bytes throw; protobufjs skips groups and
+ *   field 0, and reads 5 bytes then blindly skips 5 more of an overlong varint.
+ * - A string whose length runs past its enclosing message throws; protobufjs clamps it silently to the message end.
+ * - A map entry without a value yields the empty message `{}` (proto3 default); protobufjs stores `null` and its
+ *   toObject then throws a TypeError ("Cannot read properties of null").
+ * - `bool` is true when any of the varint's 64 bits is set; protobufjs looks at the low 32 only (so 2^32 → false).
+ *
+ * Encode: byte-identical to protobufjs's `encode(fromObject(msg))` for the typed shapes — fields in field-number
+ * order (which is declaration order in our .protos), a field is written whenever it is not null/undefined (also
+ * `false`/`0`/"" — protobufjs's encoder checks `!= null`, not proto3 defaults), every present oneof member is written
+ * (the discriminator key is ignored, as fromObject ignores it), map entries in Object.keys order, each with both
+ * key and value. One deliberate difference: a lone UTF-16 surrogate is written as U+FFFD (EF BF BD, like
+ * Buffer#write); protobufjs writes raw CESU-8 bytes for strings under 40 chars, which is invalid UTF-8 that Envoy's
+ * proto3 parser rejects. Wrong JS types throw a TypeError naming the field (protobufjs silently coerces or drops).
+ *
+ * Encoding is two passes over the object: a size pass that also validates types and records every nested
+ * message's and string's byte length in pre-order in `slots`, then a write pass that replays the same walk into
+ * one Buffer.allocUnsafe of the exact size. Sizes are cached rather than recomputed because a length prefix must
+ * precede its payload, and recomputing per level would make deep Structs quadratic.
+ */
+import type {
+  BodyMutation,
+  CommonResponse,
+  HeaderMap,
+  HeaderMutation,
+  HeaderValue,
+  HeaderValueOption,
+  HttpBody,
+  HttpHeaders,
+  HttpTrailers,
+  ImmediateResponse,
+  Metadata,
+  ProcessingRequest,
+  ProcessingResponse,
+  ProtocolConfiguration,
+  ProtoListValue,
+  ProtoStruct,
+  ProtoValue,
+  RequestKind,
+  TrailersResponse,
+} from "./messages.js";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Wire shapes of .proto fields that messages.ts does not type (switchyard does not read or set them), so that
+// every field of ProcessingRequest/ProcessingResponse round-trips.
+
+/** google.protobuf.Any as protobufjs's toObject yields it without `json`: the raw type URL and payload. */
+export interface ProtoAny {
+  type_url?: string;
+  value?: Buffer;
+}
+
+export interface HttpHeadersWire extends HttpHeaders {
+  /** Deprecated by Envoy and unused; decoded so nothing on the wire is lost. */
+  attributes?: Record<string, ProtoStruct>;
+}
+
+export interface MetadataWire extends Metadata {
+  typed_filter_metadata?: Record<string, ProtoAny>;
+}
+
+/** What decodeProcessingRequest returns: ProcessingRequest plus the fields messages.ts leaves untyped. */
+export interface ProcessingRequestWire extends ProcessingRequest {
+  request_headers?: HttpHeadersWire;
+  response_headers?: HttpHeadersWire;
+  metadata_context?: MetadataWire;
+}
+
+/** envoy.extensions.filters.http.ext_proc.v3.ProcessingMode (enums as numbers). */
+export interface ProcessingModeWire {
+  request_header_mode?: number;
+  response_header_mode?: number;
+  request_body_mode?: number;
+  response_body_mode?: number;
+  request_trailer_mode?: number;
+  response_trailer_mode?: number;
+}
+
+/** google.protobuf.Duration; `seconds` is int64, a number under `longs: Number`. */
+export interface ProtoDuration {
+  seconds?: number;
+  nanos?: number;
+}
+
+/** What encodeProcessingResponse accepts: ProcessingResponse plus the §4.4/§4.5 override fields. */
+export interface ProcessingResponseWire extends ProcessingResponse {
+  mode_override?: ProcessingModeWire;
+  override_message_timeout?: ProtoDuration;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Shared wire constants
+
+/** protobufjs's util.recursionLimit (protoc's default too): a message nested deeper than this is rejected. */
+const MAX_DEPTH = 100;
+const TWO_POW_32 = 4294967296;
+/** 2^63, exactly representable as a double: the int64 range ends just below it. */
+const TWO_POW_63 = 2 ** 63;
+
+/** Malformed protobuf input. A RangeError like protobufjs's "index out of range", so callers can treat both alike. */
+export class ProtobufWireError extends RangeError {
+  override readonly name = "ProtobufWireError";
+  /** Byte offset in the input where the problem was found. */
+  readonly offset: number;
+
+  constructor(detail: string, offset: number) {
+    super(`invalid ProcessingRequest: ${detail} at byte ${offset}`);
+    this.offset = offset;
+  }
+}
+
+/** Node's Buffer has these natively; @types/node does not declare them. protobufjs uses utf8Slice the same way. */
+interface NativeBufferMethods {
+  utf8Slice(start: number, end: number): string;
+  utf8Write(value: string, offset: number, length: number): number;
+  latin1Write(value: string, offset: number, length: number): number;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Decoder. The cursor is module state: decoding is synchronous and calls no user code, so it cannot re-enter, and
+// module-level `let`s are cheaper to reach than fields of a reader object passed through every call.
+
+const EMPTY = Buffer.alloc(0);
+let buf: Buffer = EMPTY;
+let native: NativeBufferMethods = EMPTY as unknown as NativeBufferMethods;
+let pos = 0;
+
+/**
+ * Decodes one ProcessingRequest. Throws ProtobufWireError (a RangeError) on malformed input; never reads out of
+ * bounds and never loops without consuming input.
+ */
+export function decodeProcessingRequest(input: Buffer | Uint8Array): ProcessingRequestWire {
+  if (!Buffer.isBuffer(input)) {
+    if (!((input as unknown) instanceof Uint8Array)) {
+      throw new TypeError("decodeProcessingRequest: expected a Buffer or Uint8Array");
+    }
+    // A view, so bytes fields still alias the caller's memory exactly as they do for a Buffer.
+    input = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+  }
+  buf = input as Buffer;
+  native = input as unknown as NativeBufferMethods;
+  pos = 0;
+  try {
+    return readProcessingRequest(buf.length);
+  } finally {
+    // Do not keep the last (possibly 16 MiB) message alive until the next call.
+    buf = EMPTY;
+    native = EMPTY as unknown as NativeBufferMethods;
+  }
+}
+
+function truncated(what: string, at: number, end: number): ProtobufWireError {
+  return new ProtobufWireError(`truncated ${what} (enclosing message ends at byte ${end})`, at);
+}
+
+/** The low 32 bits of a varint, unsigned (protobufjs's uint32()); int32/enum callers apply `| 0`. */
+function readVarint32(end: number): number {
+  let p = pos;
+  if (p < end) {
+    const first = buf[p]!;
+    if (first < 0x80) {
+      pos = p + 1;
+      return first;
+    }
+  }
+  const start = p;
+  let value = 0;
+  for (let shift = 0; shift < 70; shift += 7) {
+    if (p >= end) throw truncated("varint", start, end);
+    const b = buf[p++]!;
+    // `<<` keeps 32 bits, so shift 28 contributes bits 28..31 and later bytes (bits 35..63) are dropped.
+    if (shift < 32) value |= (b & 0x7f) << shift;
+    if (b < 0x80) {
+      pos = p;
+      return value >>> 0;
+    }
+  }
+  throw new ProtobufWireError("varint longer than 10 bytes", start);
+}
+
+/** A bool is the whole 64-bit varint != 0 (protoc semantics). */
+function readBool(end: number): boolean {
+  let p = pos;
+  if (p < end) {
+    const first = buf[p]!;
+    if (first < 0x80) {
+      pos = p + 1;
+      return first !== 0;
+    }
+  }
+  const start = p;
+  let any = 0;
+  for (let i = 0; i < 10; i++) {
+    if (p >= end) throw truncated("varint", start, end);
+    const b = buf[p++]!;
+    any |= b & 0x7f;
+    if (b < 0x80) {
+      pos = p;
+      return any !== 0;
+    }
+  }
+  throw new ProtobufWireError("varint longer than 10 bytes", start);
+}
+
+/** Reads a length prefix and returns where the payload ends, checked against the enclosing message's end. */
+function readLengthEnd(end: number): number {
+  const at = pos;
+  const length = readVarint32(end);
+  if (length > end - pos) {
+    throw new ProtobufWireError(`length ${length} runs past the enclosing message end (byte ${end})`, at);
+  }
+  return pos + length;
+}
+
+function readBytes(end: number): Buffer {
+  const stop = readLengthEnd(end);
+  const start = pos;
+  pos = stop;
+  return buf.subarray(start, stop);
+}
+
+function readString(end: number): string {
+  const stop = readLengthEnd(end);
+  const start = pos;
+  pos = stop;
+  // Invalid UTF-8 becomes U+FFFD, exactly as protobufjs (which calls the same utf8Slice) and Buffer#toString.
+  return start === stop ? "" : native.utf8Slice(start, stop);
+}
+
+/**
+ * Header names and map keys repeat on every request (":path", "content-type", "envoy.lb"), so short ASCII ones
+ * are interned: a hit costs one hash-and-compare pass over the bytes instead of a string allocation through C++
+ * (~3x cheaper measured). The table is small and direct-mapped: a collision just replaces the slot, so hostile
+ * keys can only lower the hit rate, never grow memory.
+ */
+const INTERN_SLOTS = 1024;
+const INTERN_MAX_BYTES = 40;
+const internTable: string[] = new Array<string>(INTERN_SLOTS).fill("");
+
+function readKey(end: number): string {
+  const stop = readLengthEnd(end);
+  const start = pos;
+  pos = stop;
+  const len = stop - start;
+  if (len === 0) return "";
+  if (len > INTERN_MAX_BYTES) return native.utf8Slice(start, stop);
+  const bytes = buf;
+  let hash = len;
+  for (let i = start; i < stop; i++) {
+    const c = bytes[i]!;
+    if (c >= 0x80) return native.utf8Slice(start, stop);
+    hash = Math.imul(hash ^ c, 0x01000193);
+  }
+  const slot = (hash ^ (hash >>> 15)) & (INTERN_SLOTS - 1);
+  const cached = internTable[slot]!;
+  if (cached.length === len) {
+    let i = 0;
+    while (i < len && cached.charCodeAt(i) === bytes[start + i]) i++;
+    if (i === len) return cached;
+  }
+  const fresh = native.utf8Slice(start, stop);
+  internTable[slot] = fresh;
+  return fresh;
+}
+
+function readDouble(end: number): number {
+  const at = pos;
+  if (end - at < 8) throw truncated("double", at, end);
+  pos = at + 8;
+  return buf.readDoubleLE(at);
+}
+
+/** Skips a field switchyard does not know (or that has an unexpected wire type) by its wire type. */
+function skipField(tag: number, tagAt: number, end: number): void {
+  if (tag >>> 3 === 0) throw new ProtobufWireError("field number 0", tagAt);
+  switch (tag & 7) {
+    case 0:
+      readVarint32(end);
+      return;
+    case 1:
+      if (end - pos < 8) throw truncated("fixed64 field", pos, end);
+      pos += 8;
+      return;
+    case 2:
+      pos = readLengthEnd(end);
+      return;
+    case 5:
+      if (end - pos < 4) throw truncated("fixed32 field", pos, end);
+      pos += 4;
+      return;
+    case 3:
+    case 4:
+      throw new ProtobufWireError(`group (wire type ${tag & 7}, field ${tag >>> 3}) is not supported`, tagAt);
+    default:
+      throw new ProtobufWireError(`invalid wire type ${tag & 7} (field ${tag >>> 3})`, tagAt);
+  }
+}
+
+function depthError(): ProtobufWireError {
+  return new ProtobufWireError(`messages nested deeper than ${MAX_DEPTH}`, pos);
+}
+
+/** `__proto__` must become an own data property, not the object's prototype (protobufjs's util.makeProp). */
+function setEntry<T>(target: Record<string, T>, key: string, value: T): void {
+  if (key === "__proto__") {
+    Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
+  } else {
+    target[key] = value;
+  }
+}
+
+/** Oneof members of ProcessingRequest.request by field number (2..7); the rank is the declaration order. */
+const REQUEST_KINDS: readonly RequestKind[] = [
+  "request_headers",
+  "request_headers",
+  "request_headers",
+  "response_headers",
+  "request_body",
+  "response_body",
+  "request_trailers",
+  "response_trailers",
+];
+
+function readProcessingRequest(end: number): ProcessingRequestWire {
+  const msg: ProcessingRequestWire = {};
+  let kind = 0;
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    switch (tag) {
+      case 0x12: // 2 request_headers
+        msg.request_headers = readHttpHeaders(readLengthEnd(end), 1);
+        break;
+      case 0x1a: // 3 response_headers
+        msg.response_headers = readHttpHeaders(readLengthEnd(end), 1);
+        break;
+      case 0x22: // 4 request_body
+        msg.request_body = readHttpBody(readLengthEnd(end));
+        break;
+      case 0x2a: // 5 response_body
+        msg.response_body = readHttpBody(readLengthEnd(end));
+        break;
+      case 0x32: // 6 request_trailers
+        msg.request_trailers = readHttpTrailers(readLengthEnd(end));
+        break;
+      case 0x3a: // 7 response_trailers
+        msg.response_trailers = readHttpTrailers(readLengthEnd(end));
+        break;
+      case 0x42: // 8 metadata_context
+        msg.metadata_context = readMetadata(readLengthEnd(end), 1);
+        continue;
+      case 0x4a: // 9 attributes: map<string, Struct>
+        if (msg.attributes === undefined) msg.attributes = {};
+        readStructEntry(msg.attributes, readLengthEnd(end), 1);
+        continue;
+      case 0x50: // 10 observability_mode
+        msg.observability_mode = readBool(end);
+        continue;
+      case 0x5a: // 11 protocol_config
+        msg.protocol_config = readProtocolConfiguration(readLengthEnd(end));
+        continue;
+      default:
+        skipField(tag, tagAt, end);
+        continue;
+    }
+    // Only the oneof members reach here: keep the member declared last, as protobufjs's toObject does.
+    const field = tag >>> 3;
+    if (field >= kind) {
+      kind = field;
+      msg.request = REQUEST_KINDS[field]!;
+    }
+  }
+  return msg;
+}
+
+function readHttpHeaders(end: number, depth: number): HttpHeadersWire {
+  const msg: HttpHeadersWire = {};
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    if (tag === 0x0a) msg.headers = readHeaderMap(readLengthEnd(end));
+    else if (tag === 0x18) msg.end_of_stream = readBool(end);
+    else if (tag === 0x12) {
+      if (msg.attributes === undefined) msg.attributes = {};
+      readStructEntry(msg.attributes, readLengthEnd(end), depth);
+    } else skipField(tag, tagAt, end);
+  }
+  return msg;
+}
+
+function readHeaderMap(end: number): HeaderMap {
+  const headers: HeaderValue[] = [];
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    if (tag === 0x0a) headers.push(readHeaderValue(readLengthEnd(end)));
+    else skipField(tag, tagAt, end);
+  }
+  return { headers };
+}
+
+function readHeaderValue(end: number): HeaderValue {
+  const msg: HeaderValue = {};
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    if (tag === 0x0a) msg.key = readKey(end);
+    else if (tag === 0x1a) msg.raw_value = readBytes(end);
+    else if (tag === 0x12) msg.value = readString(end);
+    else skipField(tag, tagAt, end);
+  }
+  return msg;
+}
+
+function readHttpBody(end: number): HttpBody {
+  const msg: HttpBody = {};
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    switch (tag) {
+      case 0x0a:
+        msg.body = readBytes(end);
+        break;
+      case 0x10:
+        msg.end_of_stream = readBool(end);
+        break;
+      case 0x18:
+        msg.end_of_stream_without_message = readBool(end);
+        break;
+      case 0x20:
+        msg.grpc_message_compressed = readBool(end);
+        break;
+      default:
+        skipField(tag, tagAt, end);
+    }
+  }
+  return msg;
+}
+
+function readHttpTrailers(end: number): HttpTrailers {
+  const msg: HttpTrailers = {};
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    if (tag === 0x0a) msg.trailers = readHeaderMap(readLengthEnd(end));
+    else skipField(tag, tagAt, end);
+  }
+  return msg;
+}
+
+function readProtocolConfiguration(end: number): ProtocolConfiguration {
+  const msg: ProtocolConfiguration = {};
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    if (tag === 0x08) msg.request_body_mode = readVarint32(end) | 0;
+    else if (tag === 0x10) msg.response_body_mode = readVarint32(end) | 0;
+    else if (tag === 0x18) msg.send_body_without_waiting_for_header_response = readBool(end);
+    else skipField(tag, tagAt, end);
+  }
+  return msg;
+}
+
+function readMetadata(end: number, depth: number): MetadataWire {
+  const msg: MetadataWire = {};
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    if (tag === 0x0a) {
+      if (msg.filter_metadata === undefined) msg.filter_metadata = {};
+      readStructEntry(msg.filter_metadata, readLengthEnd(end), depth);
+    } else if (tag === 0x12) {
+      if (msg.typed_filter_metadata === undefined) msg.typed_filter_metadata = {};
+      readAnyEntry(msg.typed_filter_metadata, readLengthEnd(end));
+    } else skipField(tag, tagAt, end);
+  }
+  return msg;
+}
+
+/** One `map<string, Struct>` entry of a message at `depth`; protobufjs decodes the value at depth + 1. */
+function readStructEntry(target: Record<string, ProtoStruct>, end: number, depth: number): void {
+  let key = "";
+  let value: ProtoStruct | undefined;
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    if (tag === 0x0a) key = readKey(end);
+    else if (tag === 0x12) value = readStruct(readLengthEnd(end), depth + 1);
+    else skipField(tag, tagAt, end);
+  }
+  setEntry(target, key, value ?? {});
+}
+
+function readAnyEntry(target: Record<string, ProtoAny>, end: number): void {
+  let key = "";
+  let value: ProtoAny | undefined;
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    if (tag === 0x0a) key = readKey(end);
+    else if (tag === 0x12) value = readAny(readLengthEnd(end));
+    else skipField(tag, tagAt, end);
+  }
+  setEntry(target, key, value ?? {});
+}
+
+function readAny(end: number): ProtoAny {
+  const msg: ProtoAny = {};
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    if (tag === 0x0a) msg.type_url = readString(end);
+    else if (tag === 0x12) msg.value = readBytes(end);
+    else skipField(tag, tagAt, end);
+  }
+  return msg;
+}
+
+function readStruct(end: number, depth: number): ProtoStruct {
+  if (depth > MAX_DEPTH) throw depthError();
+  const msg: ProtoStruct = {};
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    if (tag === 0x0a) {
+      if (msg.fields === undefined) msg.fields = {};
+      readValueEntry(msg.fields, readLengthEnd(end), depth);
+    } else skipField(tag, tagAt, end);
+  }
+  return msg;
+}
+
+function readValueEntry(target: Record<string, ProtoValue>, end: number, depth: number): void {
+  let key = "";
+  let value: ProtoValue | undefined;
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    if (tag === 0x0a) key = readKey(end);
+    else if (tag === 0x12) value = readValue(readLengthEnd(end), depth + 1);
+    else skipField(tag, tagAt, end);
+  }
+  setEntry(target, key, value ?? {});
+}
+
+function readListValue(end: number, depth: number): ProtoListValue {
+  if (depth > MAX_DEPTH) throw depthError();
+  const values: ProtoValue[] = [];
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    if (tag === 0x0a) values.push(readValue(readLengthEnd(end), depth + 1));
+    else skipField(tag, tagAt, end);
+  }
+  return { values };
+}
+
+function readValue(end: number, depth: number): ProtoValue {
+  if (depth > MAX_DEPTH) throw depthError();
+  const msg: ProtoValue = {};
+  // Declaration rank of the last-declared member seen (see the oneof note at the top).
+  let rank = 0;
+  while (pos < end) {
+    const tagAt = pos;
+    const tag = readVarint32(end);
+    switch (tag) {
+      case 0x08:
+        msg.nullValue = readVarint32(end) | 0;
+        if (rank <= 1) {
+          rank = 1;
+          msg.kind = "nullValue";
+        }
+        break;
+      case 0x11:
+        msg.numberValue = readDouble(end);
+        if (rank <= 2) {
+          rank = 2;
+          msg.kind = "numberValue";
+        }
+        break;
+      case 0x1a:
+        msg.stringValue = readString(end);
+        if (rank <= 3) {
+          rank = 3;
+          msg.kind = "stringValue";
+        }
+        break;
+      case 0x20:
+        msg.boolValue = readBool(end);
+        if (rank <= 4) {
+          rank = 4;
+          msg.kind = "boolValue";
+        }
+        break;
+      case 0x2a:
+        msg.structValue = readStruct(readLengthEnd(end), depth + 1);
+        if (rank <= 5) {
+          rank = 5;
+          msg.kind = "structValue";
+        }
+        break;
+      case 0x32:
+        msg.listValue = readListValue(readLengthEnd(end), depth + 1);
+        rank = 6;
+        msg.kind = "listValue";
+        break;
+      default:
+        skipField(tag, tagAt, end);
+    }
+  }
+  return msg;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Encoder. Same module-state design as the decoder; the only user code it could run is a getter on the message,
+// and a getter that re-enters the encoder is refused instead of corrupting the shared size cache.
+
+/** Pre-order byte lengths of nested messages and strings, filled by the size pass, replayed by the write pass. */
+const slots: number[] = [];
+let slotCount = 0;
+let slotRead = 0;
+let out: Buffer = EMPTY;
+let outNative: NativeBufferMethods = EMPTY as unknown as NativeBufferMethods;
+let wpos = 0;
+let encoding = false;
+/** Typical responses use < 50 slots; beyond this the cache is dropped after the call instead of kept. */
+const MAX_RETAINED_SLOTS = 4096;
+
+/** Strings and byte fields up to this size are copied in JS: cheaper than TypedArray#set / utf8Write calls. */
+const SHORT_COPY = 32;
+
+/**
+ * Encodes one ProcessingResponse into a single exactly-sized Buffer. Throws a TypeError naming the field when a
+ * value has the wrong JS type.
+ */
+export function encodeProcessingResponse(msg: ProcessingResponseWire): Buffer {
+  if (encoding) throw new Error("encodeProcessingResponse: re-entered from a getter on the message being encoded");
+  if (msg === null || typeof msg !== "object") throw new TypeError("ProcessingResponse: expected an object");
+  encoding = true;
+  try {
+    slotCount = 0;
+    const size = sizeProcessingResponse(msg);
+    out = Buffer.allocUnsafe(size);
+    outNative = out as unknown as NativeBufferMethods;
+    wpos = 0;
+    slotRead = 0;
+    writeProcessingResponse(msg);
+    // A getter returning different values in the two passes would leave stale allocUnsafe bytes: never send those.
+    if (wpos !== size || slotRead !== slotCount) {
+      throw new Error(`encodeProcessingResponse: message changed while encoding (${wpos} of ${size} bytes)`);
+    }
+    return out;
+  } finally {
+    encoding = false;
+    out = EMPTY;
+    outNative = EMPTY as unknown as NativeBufferMethods;
+    // One huge Struct must not pin a huge size cache for the life of the process.
+    if (slots.length > MAX_RETAINED_SLOTS) slots.length = 0;
+  }
+}
+
+// --- size helpers --------------------------------------------------------------------------------------------
+
+function varintSize(v: number): number {
+  return v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : v < 0x10000000 ? 4 : 5;
+}
+
+/** int64 as protobufjs's Long.fromValue(number): truncated toward zero, NaN → 0, clamped to the int64 range. */
+let hi64 = 0;
+let lo64 = 0;
+function splitInt64(v: number): void {
+  if (Number.isNaN(v)) v = 0;
+  if (v >= TWO_POW_63) {
+    lo64 = 0xffffffff;
+    hi64 = 0x7fffffff;
+    return;
+  }
+  if (v <= -TWO_POW_63) {
+    lo64 = 0;
+    hi64 = 0x80000000;
+    return;
+  }
+  const negative = v < 0;
+  if (negative) v = -v;
+  let lo = v >>> 0;
+  let hi = ((v - lo) / TWO_POW_32) >>> 0;
+  if (negative) {
+    hi = ~hi >>> 0;
+    lo = ~lo >>> 0;
+    if (++lo > 0xffffffff) {
+      lo = 0;
+      if (++hi > 0xffffffff) hi = 0;
+    }
+  }
+  lo64 = lo;
+  hi64 = hi;
+}
+
+function varint64Size(): number {
+  if (hi64 === 0) return varintSize(lo64);
+  // 32 low bits + every 7 bits of the high part beyond them.
+  let size = 5;
+  let hi = hi64 >>> 3;
+  while (hi !== 0) {
+    size++;
+    hi >>>= 7;
+  }
+  return size;
+}
+
+/** Size of an int64-valued number (Duration.seconds). */
+function int64Size(v: number): number {
+  splitInt64(v);
+  return varint64Size();
+}
+
+/**
+ * Size of an enum/int32 value the way protobufjs's Writer#int32 writes it: negatives as 10-byte sign-extended
+ * varints, others as uint32 (`>>> 0`, which also truncates fractions).
+ */
+function int32Size(v: number): number {
+  return v < 0 ? int64Size(v) : varintSize(v >>> 0);
+}
+
+/** Bytes for a length-delimited field with a 1-byte tag whose payload is `size`. */
+function delimited(size: number): number {
+  return 1 + varintSize(size) + size;
+}
+
+/** Reserves the next slot for a nested message; call BEFORE sizing its children so slots stay in pre-order. */
+function reserve(): number {
+  return slotCount++;
+}
+
+function nested(slot: number, size: number): number {
+  slots[slot] = size;
+  return delimited(size);
+}
+
+function stringField(s: unknown, path: string): number {
+  if (typeof s !== "string") throw new TypeError(`ProcessingResponse: ${path} expected a string, got ${typeName(s)}`);
+  // A C++ fast-API call, cheaper than a JS scan even for short strings (measured).
+  const len = Buffer.byteLength(s, "utf8");
+  slots[slotCount++] = len;
+  return delimited(len);
+}
+
+function bytesField(b: unknown, path: string): number {
+  if (!(b instanceof Uint8Array))
+    throw new TypeError(`ProcessingResponse: ${path} expected a Buffer or Uint8Array, got ${typeName(b)}`);
+  return delimited(b.length);
+}
+
+function numberOf(v: unknown, path: string): number {
+  if (typeof v !== "number") throw new TypeError(`ProcessingResponse: ${path} expected a number, got ${typeName(v)}`);
+  return v;
+}
+
+function objectOf<T>(v: T, path: string): T {
+  if (typeof v !== "object" || v === null)
+    throw new TypeError(`ProcessingResponse: ${path} expected an object, got ${typeName(v)}`);
+  return v;
+}
+
+function arrayOf<T>(v: readonly T[], path: string): readonly T[] {
+  if (!Array.isArray(v)) throw new TypeError(`ProcessingResponse: ${path} expected an array, got ${typeName(v)}`);
+  return v;
+}
+
+function typeName(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "array";
+  return typeof v;
+}
+
+// --- size pass (validates; error names are static "Message.field" strings so the hot path builds none) --------
+
+function sizeProcessingResponse(m: ProcessingResponseWire): number {
+  let n = 0;
+  if (m.request_headers != null) {
+    n += nested(reserve(), sizeCommonPhase(objectOf(m.request_headers, "ProcessingResponse.request_headers")));
+  }
+  if (m.response_headers != null) {
+    n += nested(reserve(), sizeCommonPhase(objectOf(m.response_headers, "ProcessingResponse.response_headers")));
+  }
+  if (m.request_body != null) {
+    n += nested(reserve(), sizeCommonPhase(objectOf(m.request_body, "ProcessingResponse.request_body")));
+  }
+  if (m.response_body != null) {
+    n += nested(reserve(), sizeCommonPhase(objectOf(m.response_body, "ProcessingResponse.response_body")));
+  }
+  if (m.request_trailers != null) {
+    n += nested(reserve(), sizeTrailersResponse(objectOf(m.request_trailers, "ProcessingResponse.request_trailers")));
+  }
+  if (m.response_trailers != null) {
+    const trailers = objectOf(m.response_trailers, "ProcessingResponse.response_trailers");
+    n += nested(reserve(), sizeTrailersResponse(trailers));
+  }
+  if (m.immediate_response != null) {
+    const immediate = objectOf(m.immediate_response, "ProcessingResponse.immediate_response");
+    n += nested(reserve(), sizeImmediateResponse(immediate));
+  }
+  if (m.dynamic_metadata != null) {
+    n += nested(reserve(), sizeStruct(objectOf(m.dynamic_metadata, "ProcessingResponse.dynamic_metadata"), 1));
+  }
+  if (m.mode_override != null) {
+    n += nested(reserve(), sizeProcessingMode(objectOf(m.mode_override, "ProcessingResponse.mode_override")));
+  }
+  if (m.override_message_timeout != null) {
+    const timeout = objectOf(m.override_message_timeout, "ProcessingResponse.override_message_timeout");
+    n += nested(reserve(), sizeDuration(timeout));
+  }
+  return n;
+}
+
+/** HeadersResponse and BodyResponse: `CommonResponse response = 1`. */
+function sizeCommonPhase(m: { response?: CommonResponse }): number {
+  if (m.response == null) return 0;
+  return nested(reserve(), sizeCommonResponse(objectOf(m.response, "HeadersResponse/BodyResponse.response")));
+}
+
+function sizeCommonResponse(m: CommonResponse): number {
+  let n = 0;
+  if (m.status != null) n += 1 + int32Size(numberOf(m.status, "CommonResponse.status"));
+  if (m.header_mutation != null) {
+    n += nested(reserve(), sizeHeaderMutation(objectOf(m.header_mutation, "CommonResponse.header_mutation")));
+  }
+  if (m.body_mutation != null) {
+    n += nested(reserve(), sizeBodyMutation(objectOf(m.body_mutation, "CommonResponse.body_mutation")));
+  }
+  if (m.trailers != null) n += nested(reserve(), sizeHeaderMap(objectOf(m.trailers, "CommonResponse.trailers")));
+  if (m.clear_route_cache != null) n += 2;
+  return n;
+}
+
+function sizeHeaderMutation(m: HeaderMutation): number {
+  let n = 0;
+  const set = m.set_headers;
+  if (set != null) {
+    arrayOf(set, "HeaderMutation.set_headers");
+    for (let i = 0; i < set.length; i++) {
+      n += nested(reserve(), sizeHeaderValueOption(objectOf(set[i]!, "HeaderMutation.set_headers[]")));
+    }
+  }
+  const remove = m.remove_headers;
+  if (remove != null) {
+    arrayOf(remove, "HeaderMutation.remove_headers");
+    for (let i = 0; i < remove.length; i++) n += stringField(remove[i], "HeaderMutation.remove_headers[]");
+  }
+  return n;
+}
+
+function sizeHeaderValueOption(m: HeaderValueOption): number {
+  let n = 0;
+  if (m.header != null) n += nested(reserve(), sizeHeaderValue(objectOf(m.header, "HeaderValueOption.header")));
+  if (m.append != null) {
+    // google.protobuf.BoolValue: `bool value = 1`.
+    n += delimited(objectOf(m.append, "HeaderValueOption.append").value != null ? 2 : 0);
+  }
+  if (m.append_action != null) n += 1 + int32Size(numberOf(m.append_action, "HeaderValueOption.append_action"));
+  if (m.keep_empty_value != null) n += 2;
+  return n;
+}
+
+function sizeHeaderValue(m: HeaderValue): number {
+  let n = 0;
+  if (m.key != null) n += stringField(m.key, "HeaderValue.key");
+  if (m.value != null) n += stringField(m.value, "HeaderValue.value");
+  if (m.raw_value != null) n += bytesField(m.raw_value, "HeaderValue.raw_value");
+  return n;
+}
+
+function sizeHeaderMap(m: HeaderMap): number {
+  let n = 0;
+  const headers = m.headers;
+  if (headers != null) {
+    arrayOf(headers, "HeaderMap.headers");
+    for (let i = 0; i < headers.length; i++) {
+      n += nested(reserve(), sizeHeaderValue(objectOf(headers[i]!, "HeaderMap.headers[]")));
+    }
+  }
+  return n;
+}
+
+function sizeBodyMutation(m: BodyMutation): number {
+  let n = 0;
+  if (m.body != null) n += bytesField(m.body, "BodyMutation.body");
+  if (m.clear_body != null) n += 2;
+  if (m.streamed_response != null) {
+    const streamed = objectOf(m.streamed_response, "BodyMutation.streamed_response");
+    let size = 0;
+    if (streamed.body != null) size += bytesField(streamed.body, "StreamedBodyResponse.body");
+    if (streamed.end_of_stream != null) size += 2;
+    n += nested(reserve(), size);
+  }
+  return n;
+}
+
+function sizeTrailersResponse(m: TrailersResponse): number {
+  if (m.header_mutation == null) return 0;
+  return nested(reserve(), sizeHeaderMutation(objectOf(m.header_mutation, "TrailersResponse.header_mutation")));
+}
+
+function sizeImmediateResponse(m: ImmediateResponse): number {
+  let n = 0;
+  if (m.status != null) {
+    const code = objectOf(m.status, "ImmediateResponse.status").code;
+    // envoy.type.v3.HttpStatus: `int32 code = 1` (protobufjs's fromObject: `code | 0`).
+    n += delimited(code != null ? 1 + int32Size(numberOf(code, "HttpStatus.code") | 0) : 0);
+  }
+  if (m.headers != null) n += nested(reserve(), sizeHeaderMutation(objectOf(m.headers, "ImmediateResponse.headers")));
+  if (m.body != null) n += bytesField(m.body, "ImmediateResponse.body");
+  if (m.grpc_status != null) {
+    const status = objectOf(m.grpc_status, "ImmediateResponse.grpc_status").status;
+    // GrpcStatus: `uint32 status = 1` (protobufjs's fromObject: `status >>> 0`).
+    n += delimited(status != null ? 1 + varintSize(numberOf(status, "GrpcStatus.status") >>> 0) : 0);
+  }
+  if (m.details != null) n += stringField(m.details, "ImmediateResponse.details");
+  return n;
+}
+
+function sizeProcessingMode(m: ProcessingModeWire): number {
+  let n = 0;
+  if (m.request_header_mode != null) {
+    n += 1 + int32Size(numberOf(m.request_header_mode, "ProcessingMode.request_header_mode"));
+  }
+  if (m.response_header_mode != null) {
+    n += 1 + int32Size(numberOf(m.response_header_mode, "ProcessingMode.response_header_mode"));
+  }
+  if (m.request_body_mode != null) {
+    n += 1 + int32Size(numberOf(m.request_body_mode, "ProcessingMode.request_body_mode"));
+  }
+  if (m.response_body_mode != null) {
+    n += 1 + int32Size(numberOf(m.response_body_mode, "ProcessingMode.response_body_mode"));
+  }
+  if (m.request_trailer_mode != null) {
+    n += 1 + int32Size(numberOf(m.request_trailer_mode, "ProcessingMode.request_trailer_mode"));
+  }
+  if (m.response_trailer_mode != null) {
+    n += 1 + int32Size(numberOf(m.response_trailer_mode, "ProcessingMode.response_trailer_mode"));
+  }
+  return n;
+}
+
+function sizeDuration(m: ProtoDuration): number {
+  let n = 0;
+  if (m.seconds != null) n += 1 + int64Size(Math.trunc(numberOf(m.seconds, "Duration.seconds")));
+  if (m.nanos != null) n += 1 + int32Size(numberOf(m.nanos, "Duration.nanos") | 0);
+  return n;
+}
+
+function sizeStruct(m: ProtoStruct, depth: number): number {
+  if (depth > MAX_DEPTH) throw new RangeError(`ProcessingResponse: Struct nested deeper than ${MAX_DEPTH} messages`);
+  const fields = m.fields;
+  if (fields == null) return 0;
+  objectOf(fields, "Struct.fields");
+  let n = 0;
+  const keys = Object.keys(fields);
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!;
+    // Entry = key (field 1) + Value (field 2); the entry, its key and its Value each take a slot, in that order.
+    const entry = reserve();
+    let entrySize = stringField(key, "Struct.fields key");
+    entrySize += nested(reserve(), sizeValue(objectOf(fields[key]!, "Struct.fields value"), depth + 1));
+    n += nested(entry, entrySize);
+  }
+  return n;
+}
+
+function sizeListValue(m: ProtoListValue, depth: number): number {
+  if (depth > MAX_DEPTH) throw new RangeError(`ProcessingResponse: ListValue nested deeper than ${MAX_DEPTH} messages`);
+  const values = m.values;
+  if (values == null) return 0;
+  arrayOf(values, "ListValue.values");
+  let n = 0;
+  for (let i = 0; i < values.length; i++) {
+    n += nested(reserve(), sizeValue(objectOf(values[i]!, "ListValue.values[]"), depth + 1));
+  }
+  return n;
+}
+
+function sizeValue(m: ProtoValue, depth: number): number {
+  if (depth > MAX_DEPTH) throw new RangeError(`ProcessingResponse: Value nested deeper than ${MAX_DEPTH} messages`);
+  let n = 0;
+  if (m.nullValue != null) n += 1 + int32Size(numberOf(m.nullValue, "Value.nullValue"));
+  if (m.numberValue != null) {
+    numberOf(m.numberValue, "Value.numberValue");
+    n += 9;
+  }
+  if (m.stringValue != null) n += stringField(m.stringValue, "Value.stringValue");
+  if (m.boolValue != null) n += 2;
+  if (m.structValue != null) {
+    n += nested(reserve(), sizeStruct(objectOf(m.structValue, "Value.structValue"), depth + 1));
+  }
+  if (m.listValue != null) {
+    n += nested(reserve(), sizeListValue(objectOf(m.listValue, "Value.listValue"), depth + 1));
+  }
+  return n;
+}
+
+// --- write helpers -------------------------------------------------------------------------------------------
+
+function writeVarint(v: number): void {
+  while (v > 0x7f) {
+    out[wpos++] = (v & 0x7f) | 0x80;
+    v >>>= 7;
+  }
+  out[wpos++] = v;
+}
+
+/** Writes the int64 held in lo64/hi64 (protobufjs's writeVarint64). */
+function writeVarint64(): void {
+  let lo = lo64;
+  let hi = hi64;
+  while (hi !== 0) {
+    out[wpos++] = (lo & 0x7f) | 0x80;
+    lo = ((lo >>> 7) | (hi << 25)) >>> 0;
+    hi >>>= 7;
+  }
+  while (lo > 0x7f) {
+    out[wpos++] = (lo & 0x7f) | 0x80;
+    lo >>>= 7;
+  }
+  out[wpos++] = lo;
+}
+
+function writeInt32(v: number): void {
+  if (v < 0) {
+    splitInt64(v);
+    writeVarint64();
+  } else writeVarint(v >>> 0);
+}
+
+/** Tag plus the cached length of the next nested message; the caller then writes the payload. */
+function writeNested(tag: number): void {
+  out[wpos++] = tag;
+  writeVarint(slots[slotRead++]!);
+}
+
+function writeString(tag: number, s: string): void {
+  out[wpos++] = tag;
+  const len = slots[slotRead++]!;
+  writeVarint(len);
+  // UTF-8 length == UTF-16 length exactly when every code unit is ASCII (any other unit takes 2+ bytes, a
+  // surrogate pair 4 for 2 units), and ASCII is written fastest as bytes.
+  if (len !== s.length) outNative.utf8Write(s, wpos, len);
+  else if (len <= SHORT_COPY) {
+    // Locals: the loop must not reload module state per byte.
+    const o = out;
+    const at = wpos;
+    for (let i = 0; i < len; i++) o[at + i] = s.charCodeAt(i);
+  } else outNative.latin1Write(s, wpos, len);
+  wpos += len;
+}
+
+function writeBytes(tag: number, b: Uint8Array): void {
+  out[wpos++] = tag;
+  const len = b.length;
+  writeVarint(len);
+  if (len <= SHORT_COPY) {
+    const o = out;
+    const at = wpos;
+    for (let i = 0; i < len; i++) o[at + i] = b[i]!;
+  } else out.set(b, wpos);
+  wpos += len;
+}
+
+function writeBool(tag: number, v: unknown): void {
+  out[wpos++] = tag;
+  // protobufjs's fromObject: Boolean(value).
+  out[wpos++] = v ? 1 : 0;
+}
+
+// --- write pass (same walk as the size pass, no validation) ---------------------------------------------------
+
+function writeProcessingResponse(m: ProcessingResponseWire): void {
+  if (m.request_headers != null) writeCommonPhase(0x0a, m.request_headers);
+  if (m.response_headers != null) writeCommonPhase(0x12, m.response_headers);
+  if (m.request_body != null) writeCommonPhase(0x1a, m.request_body);
+  if (m.response_body != null) writeCommonPhase(0x22, m.response_body);
+  if (m.request_trailers != null) writeTrailersResponse(0x2a, m.request_trailers);
+  if (m.response_trailers != null) writeTrailersResponse(0x32, m.response_trailers);
+  if (m.immediate_response != null) writeImmediateResponse(m.immediate_response);
+  if (m.dynamic_metadata != null) {
+    writeNested(0x42);
+    writeStruct(m.dynamic_metadata);
+  }
+  if (m.mode_override != null) writeProcessingMode(m.mode_override);
+  if (m.override_message_timeout != null) writeDuration(m.override_message_timeout);
+}
+
+function writeCommonPhase(tag: number, m: { response?: CommonResponse }): void {
+  writeNested(tag);
+  if (m.response != null) {
+    writeNested(0x0a);
+    writeCommonResponse(m.response);
+  }
+}
+
+function writeCommonResponse(m: CommonResponse): void {
+  if (m.status != null) {
+    out[wpos++] = 0x08;
+    writeInt32(m.status);
+  }
+  if (m.header_mutation != null) {
+    writeNested(0x12);
+    writeHeaderMutation(m.header_mutation);
+  }
+  if (m.body_mutation != null) {
+    writeNested(0x1a);
+    writeBodyMutation(m.body_mutation);
+  }
+  if (m.trailers != null) {
+    writeNested(0x22);
+    writeHeaderMap(m.trailers);
+  }
+  if (m.clear_route_cache != null) writeBool(0x28, m.clear_route_cache);
+}
+
+function writeHeaderMutation(m: HeaderMutation): void {
+  const set = m.set_headers;
+  if (set != null) {
+    for (let i = 0; i < set.length; i++) {
+      writeNested(0x0a);
+      writeHeaderValueOption(set[i]!);
+    }
+  }
+  const remove = m.remove_headers;
+  if (remove != null) {
+    for (let i = 0; i < remove.length; i++) writeString(0x12, remove[i]!);
+  }
+}
+
+function writeHeaderValueOption(m: HeaderValueOption): void {
+  if (m.header != null) {
+    writeNested(0x0a);
+    writeHeaderValue(m.header);
+  }
+  if (m.append != null) {
+    out[wpos++] = 0x12;
+    if (m.append.value != null) {
+      out[wpos++] = 2;
+      writeBool(0x08, m.append.value);
+    } else out[wpos++] = 0;
+  }
+  if (m.append_action != null) {
+    out[wpos++] = 0x18;
+    writeInt32(m.append_action);
+  }
+  if (m.keep_empty_value != null) writeBool(0x20, m.keep_empty_value);
+}
+
+function writeHeaderValue(m: HeaderValue): void {
+  if (m.key != null) writeString(0x0a, m.key);
+  if (m.value != null) writeString(0x12, m.value);
+  if (m.raw_value != null) writeBytes(0x1a, m.raw_value);
+}
+
+function writeHeaderMap(m: HeaderMap): void {
+  const headers = m.headers;
+  if (headers != null) {
+    for (let i = 0; i < headers.length; i++) {
+      writeNested(0x0a);
+      writeHeaderValue(headers[i]!);
+    }
+  }
+}
+
+function writeBodyMutation(m: BodyMutation): void {
+  if (m.body != null) writeBytes(0x0a, m.body);
+  if (m.clear_body != null) writeBool(0x10, m.clear_body);
+  if (m.streamed_response != null) {
+    writeNested(0x1a);
+    const s = m.streamed_response;
+    if (s.body != null) writeBytes(0x0a, s.body);
+    if (s.end_of_stream != null) writeBool(0x10, s.end_of_stream);
+  }
+}
+
+function writeTrailersResponse(tag: number, m: TrailersResponse): void {
+  writeNested(tag);
+  if (m.header_mutation != null) {
+    writeNested(0x0a);
+    writeHeaderMutation(m.header_mutation);
+  }
+}
+
+function writeImmediateResponse(m: ImmediateResponse): void {
+  writeNested(0x3a);
+  if (m.status != null) {
+    out[wpos++] = 0x0a;
+    const code = m.status.code;
+    if (code != null) {
+      const v = code | 0;
+      out[wpos++] = 1 + int32Size(v);
+      out[wpos++] = 0x08;
+      writeInt32(v);
+    } else out[wpos++] = 0;
+  }
+  if (m.headers != null) {
+    writeNested(0x12);
+    writeHeaderMutation(m.headers);
+  }
+  if (m.body != null) writeBytes(0x1a, m.body);
+  if (m.grpc_status != null) {
+    out[wpos++] = 0x22;
+    const status = m.grpc_status.status;
+    if (status != null) {
+      const v = status >>> 0;
+      out[wpos++] = 1 + varintSize(v);
+      out[wpos++] = 0x08;
+      writeVarint(v);
+    } else out[wpos++] = 0;
+  }
+  if (m.details != null) writeString(0x2a, m.details);
+}
+
+function writeProcessingMode(m: ProcessingModeWire): void {
+  writeNested(0x4a);
+  if (m.request_header_mode != null) {
+    out[wpos++] = 0x08;
+    writeInt32(m.request_header_mode);
+  }
+  if (m.response_header_mode != null) {
+    out[wpos++] = 0x10;
+    writeInt32(m.response_header_mode);
+  }
+  if (m.request_body_mode != null) {
+    out[wpos++] = 0x18;
+    writeInt32(m.request_body_mode);
+  }
+  if (m.response_body_mode != null) {
+    out[wpos++] = 0x20;
+    writeInt32(m.response_body_mode);
+  }
+  if (m.request_trailer_mode != null) {
+    out[wpos++] = 0x28;
+    writeInt32(m.request_trailer_mode);
+  }
+  if (m.response_trailer_mode != null) {
+    out[wpos++] = 0x30;
+    writeInt32(m.response_trailer_mode);
+  }
+}
+
+function writeDuration(m: ProtoDuration): void {
+  writeNested(0x52);
+  if (m.seconds != null) {
+    out[wpos++] = 0x08;
+    splitInt64(Math.trunc(m.seconds));
+    writeVarint64();
+  }
+  if (m.nanos != null) {
+    out[wpos++] = 0x10;
+    writeInt32(m.nanos | 0);
+  }
+}
+
+function writeStruct(m: ProtoStruct): void {
+  const fields = m.fields;
+  if (fields == null) return;
+  const keys = Object.keys(fields);
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!;
+    writeNested(0x0a);
+    writeString(0x0a, key);
+    writeNested(0x12);
+    writeValue(fields[key]!);
+  }
+}
+
+function writeValue(m: ProtoValue): void {
+  if (m.nullValue != null) {
+    out[wpos++] = 0x08;
+    writeInt32(m.nullValue);
+  }
+  if (m.numberValue != null) {
+    out[wpos++] = 0x11;
+    out.writeDoubleLE(m.numberValue, wpos);
+    wpos += 8;
+  }
+  if (m.stringValue != null) writeString(0x1a, m.stringValue);
+  if (m.boolValue != null) writeBool(0x20, m.boolValue);
+  if (m.structValue != null) {
+    writeNested(0x2a);
+    writeStruct(m.structValue);
+  }
+  if (m.listValue != null) {
+    writeNested(0x32);
+    const values = m.listValue.values;
+    if (values != null) {
+      for (let i = 0; i < values.length; i++) {
+        writeNested(0x0a);
+        writeValue(values[i]!);
+      }
+    }
+  }
+}
