@@ -19,7 +19,7 @@
  *
  * Env: BENCH_SECONDS (default 8), BENCH_REPS (default 3), BENCH_QUICK=1 (2 s, 1 rep), BENCH_SCENARIOS (comma list,
  * default all), BENCH_PROFILE (directory for the servers' --cpu-prof output, default off), BENCH_OUT (JSON results
- * file, default none).
+ * file, default none), BENCH_NODE_FLAGS (extra node flags for the servers, e.g. "--trace-gc", default none).
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { writeFileSync } from "node:fs";
@@ -105,7 +105,7 @@ async function startServer(mode: string): Promise<{ child: ChildProcess; port: n
   const serverPath = fileURLToPath(new URL("./server.ts", import.meta.url));
   const profile = process.env.BENCH_PROFILE ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_PROFILE] : [];
   const child = fork(serverPath, [mode], {
-    execArgv: ["--import", "tsx", ...profile],
+    execArgv: ["--import", "tsx", ...profile, ...(process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter(Boolean)],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
   const { port } = await new Promise<{ port: number }>((resolve, reject) => {

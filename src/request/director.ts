@@ -77,6 +77,8 @@ interface ModelLabels {
 const LABEL_CACHE_CAP = 2048;
 
 interface Shared extends DirectorOptions {
+  /** The pool's endpoints, as one shared function (no closure per request without a subset hint). */
+  allEndpoints(): readonly Endpoint[];
   labels(model: string, target: string): ModelLabels;
   attempts(target: string, endpoint: Endpoint): CounterChild;
 }
@@ -119,6 +121,7 @@ export class Director implements LifecycleFactory {
     let attemptEntries = 0;
     this.#shared = {
       ...options,
+      allEndpoints: () => options.datastore.endpoints(),
       labels(model, target) {
         let byTarget = byModel.get(model);
         let l = byTarget?.get(target);
@@ -376,7 +379,7 @@ class RequestContext implements RequestLifecycle {
     }
 
     const hint = o.disableSubsetFilter ? undefined : request.subsetHint;
-    const candidates = hint === undefined ? () => o.datastore.endpoints() : () => this.#candidates(hint);
+    const candidates = hint === undefined ? o.allEndpoints : () => this.#candidates(hint);
     if (candidates().length === 0)
       throw new SwitchyardError("SY_NO_CANDIDATES", "failed to find endpoint candidates for serving the request");
     return {

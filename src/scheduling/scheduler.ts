@@ -56,8 +56,8 @@ class Result implements SchedulingResult {
   readonly rejected: readonly Rejection[];
   readonly #scored: readonly Endpoint[];
   readonly #names: readonly string[];
-  readonly #scores: readonly Float64Array[];
-  readonly #totals: Float64Array;
+  /** Row s = scorer s's clamped scores, last row = totals (see #run). */
+  readonly #scores: Float64Array;
   #breakdown: EndpointScoreBreakdown[] | undefined;
 
   constructor(
@@ -66,8 +66,7 @@ class Result implements SchedulingResult {
     rejected: readonly Rejection[],
     scored: readonly Endpoint[],
     names: readonly string[],
-    scores: readonly Float64Array[],
-    totals: Float64Array,
+    scores: Float64Array,
   ) {
     this.endpoints = endpoints;
     this.profile = profile;
@@ -75,16 +74,17 @@ class Result implements SchedulingResult {
     this.#scored = scored;
     this.#names = names;
     this.#scores = scores;
-    this.#totals = totals;
   }
 
   get breakdown(): readonly EndpointScoreBreakdown[] {
     if (this.#breakdown === undefined) {
-      const out = new Array<EndpointScoreBreakdown>(this.#scored.length);
-      for (let i = 0; i < out.length; i++) {
+      const n = this.#scored.length;
+      const totals = this.#names.length * n;
+      const out = new Array<EndpointScoreBreakdown>(n);
+      for (let i = 0; i < n; i++) {
         const scores: Record<string, number> = {};
-        for (let s = 0; s < this.#names.length; s++) scores[this.#names[s]!] = this.#scores[s]![i]!;
-        out[i] = { endpoint: this.#scored[i]!.key, total: this.#totals[i]!, scores };
+        for (let s = 0; s < this.#names.length; s++) scores[this.#names[s]!] = this.#scores[s * n + i]!;
+        out[i] = { endpoint: this.#scored[i]!.key, total: this.#scores[totals + i]!, scores };
       }
       this.#breakdown = out;
     }
@@ -93,7 +93,8 @@ class Result implements SchedulingResult {
 
   scoresOf(scorerName: string): ArrayLike<number> | undefined {
     const s = this.#names.indexOf(scorerName);
-    return s === -1 ? undefined : this.#scores[s];
+    const n = this.#scored.length;
+    return s === -1 ? undefined : this.#scores.subarray(s * n, (s + 1) * n);
   }
 }
 
@@ -107,6 +108,7 @@ class ProfileScheduler implements PluginScheduler {
   readonly #timingEvery: number;
   readonly #scorerNames: readonly string[];
   readonly #handle: DefaultPluginHandle;
+  readonly #scored: ScoredEndpoint[] = [];
   #cycle = 0;
   /** Reused: schedule() is synchronous, so one cycle state can never be shared by two runs. */
   readonly #state: CycleState = new Map();
@@ -162,31 +164,46 @@ class ProfileScheduler implements PluginScheduler {
       current = next;
     }
 
+    // One allocation for every number the cycle produces: row s (of n) holds scorer s's clamped scores, the last
+    // row the weighted totals. The Result keeps it for the lazily built breakdown.
     const n = current.length;
-    const totals = new Float64Array(n);
-    const perScorer = new Array<Float64Array>(scorers.length);
-    for (let s = 0; s < scorers.length; s++) {
+    const S = scorers.length;
+    const scores = new Float64Array((S + 1) * n);
+    const totals = S * n;
+    for (let s = 0; s < S; s++) {
       const { scorer, weight } = scorers[s]!;
       const t0 = hook ? performance.now() : 0;
       const raw = scorer.score(state, request, current);
       if (hook) hook("Scorer", scorer.typedName.type, scorer.typedName.name, (performance.now() - t0) / 1000);
-      const clamped = new Float64Array(n);
+      const row = s * n;
       for (let i = 0; i < n; i++) {
         const v = clamp01(raw[i] as number);
-        totals[i]! += weight * v;
-        clamped[i] = v;
+        scores[totals + i]! += weight * v;
+        scores[row + i] = v;
       }
-      perScorer[s] = clamped;
     }
 
-    const scored = new Array<ScoredEndpoint>(n);
-    for (let i = 0; i < n; i++) scored[i] = { endpoint: current[i]!, score: totals[i]! };
+    // Reused entries: pickers return endpoints, never these records, and schedule() is synchronous.
+    const scored = this.#scored;
+    for (let i = scored.length; i < n; i++) scored.push({ endpoint: current[i]!, score: 0 });
+    scored.length = n;
+    for (let i = 0; i < n; i++) {
+      const entry = scored[i] as { endpoint: Endpoint; score: number };
+      entry.endpoint = current[i]!;
+      entry.score = scores[totals + i]!;
+    }
 
     const t0 = hook ? performance.now() : 0;
-    const picked = picker.pick(state, scored);
+    let picked: readonly Endpoint[];
+    try {
+      picked = picker.pick(state, scored);
+    } finally {
+      // Do not keep endpoints alive between cycles through the scratch records.
+      for (let i = 0; i < n; i++) (scored[i] as { endpoint: Endpoint | undefined }).endpoint = undefined;
+    }
     if (hook) hook("Picker", picker.typedName.type, picker.typedName.name, (performance.now() - t0) / 1000);
     if (picked.length === 0) throw new SwitchyardError("SY_SCHEDULING_FAILED", NO_ENDPOINTS_MESSAGE);
-    return new Result(picked, this.profile, rejected, current, this.#scorerNames, perScorer, totals);
+    return new Result(picked, this.profile, rejected, current, this.#scorerNames, scores);
   }
 
   preRequest(request: SchedulingRequest, chosen: readonly Endpoint[]): void {
