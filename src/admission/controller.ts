@@ -21,6 +21,7 @@
  */
 import type { Cancellation } from "../common/cancellation.js";
 import type { Endpoint, PoolSpec } from "../datastore/types.js";
+import { LabelCapper } from "../observability/label-cap.js";
 import type { Logger } from "../observability/logger.js";
 import type { EppMetrics } from "../observability/metrics.js";
 import type { SaturationDetector } from "../scheduling/types.js";
@@ -30,26 +31,6 @@ import { type AdmissionConfig, type AdmissionConfigSource, parseAdmissionConfig 
 import { FlowController, type QueuedRequestInfo, type QueueOutcome } from "./flow-control.js";
 import { shouldShed } from "./shedding.js";
 import type { Admission, AdmissionRequest, AdmissionTicket } from "./types.js";
-
-/** Metric label value for everything past the cap. */
-export const OTHER_LABEL = "other";
-
-/** Bounds a label's cardinality: the first `limit` distinct values keep their name, later ones become "other". */
-export class LabelCapper {
-  readonly #limit: number;
-  readonly #seen = new Set<string>();
-
-  constructor(limit: number) {
-    this.#limit = limit;
-  }
-
-  value(v: string): string {
-    if (this.#seen.has(v)) return v;
-    if (this.#seen.size >= this.#limit) return OTHER_LABEL;
-    this.#seen.add(v);
-    return v;
-  }
-}
 
 const NOOP_TICKET: AdmissionTicket = { release() {} };
 

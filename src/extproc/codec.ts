@@ -28,6 +28,8 @@
  * - Groups (wire types 3/4), field number 0 and varints longer than 10 bytes throw; protobufjs skips groups and
  *   field 0, and reads 5 bytes then blindly skips 5 more of an overlong varint.
  * - A string whose length runs past its enclosing message throws; protobufjs clamps it silently to the message end.
+ * - A tag or length prefix wider than 32 bits throws; protobufjs keeps the low 32 bits (a length of 2^32 + 5 reads
+ *   as 5).
  * - A map entry without a value yields the empty message `{}` (proto3 default); protobufjs stores `null` and its
  *   toObject then throws a TypeError ("Cannot read properties of null").
  * - `bool` is true when any of the varint's 64 bits is set; protobufjs looks at the low 32 only (so 2^32 → false).
@@ -229,10 +231,27 @@ function readBool(end: number): boolean {
   throw new ProtobufWireError("varint longer than 10 bytes", start);
 }
 
+/**
+ * A tag or length prefix is a 32-bit value: more than 5 bytes, or a 5th byte with bits above bit 31, is refused as
+ * protoc and Go do. (readVarint32 alone keeps the low 32 bits, which is right for int32/enum values but would turn
+ * a length of 2^32 + 5 into 5.)
+ */
+function readUint32Strict(end: number, what: string): number {
+  const at = pos;
+  const value = readVarint32(end);
+  const used = pos - at;
+  if (used > 5 || (used === 5 && buf[pos - 1]! > 0x0f)) throw new ProtobufWireError(`${what} exceeds 32 bits`, at);
+  return value;
+}
+
+function readTag(end: number): number {
+  return readUint32Strict(end, "field tag");
+}
+
 /** Reads a length prefix and returns where the payload ends, checked against the enclosing message's end. */
 function readLengthEnd(end: number): number {
   const at = pos;
-  const length = readVarint32(end);
+  const length = readUint32Strict(end, "length prefix");
   if (length > end - pos) {
     throw new ProtobufWireError(`length ${length} runs past the enclosing message end (byte ${end})`, at);
   }
@@ -353,7 +372,7 @@ function readProcessingRequest(end: number): ProcessingRequestWire {
   let kind = 0;
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     switch (tag) {
       case 0x12: // 2 request_headers
         msg.request_headers = readHttpHeaders(readLengthEnd(end), 1);
@@ -404,7 +423,7 @@ function readHttpHeaders(end: number, depth: number): HttpHeadersWire {
   const msg: HttpHeadersWire = {};
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     if (tag === 0x0a) msg.headers = readHeaderMap(readLengthEnd(end));
     else if (tag === 0x18) msg.end_of_stream = readBool(end);
     else if (tag === 0x12) {
@@ -419,7 +438,7 @@ function readHeaderMap(end: number): HeaderMap {
   const headers: HeaderValue[] = [];
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     if (tag === 0x0a) headers.push(readHeaderValue(readLengthEnd(end)));
     else skipField(tag, tagAt, end);
   }
@@ -430,7 +449,7 @@ function readHeaderValue(end: number): HeaderValue {
   const msg: HeaderValue = {};
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     if (tag === 0x0a) msg.key = readKey(end);
     else if (tag === 0x1a) msg.raw_value = readBytes(end);
     else if (tag === 0x12) msg.value = readString(end);
@@ -443,7 +462,7 @@ function readHttpBody(end: number): HttpBody {
   const msg: HttpBody = {};
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     switch (tag) {
       case 0x0a:
         msg.body = readBytes(end);
@@ -468,7 +487,7 @@ function readHttpTrailers(end: number): HttpTrailers {
   const msg: HttpTrailers = {};
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     if (tag === 0x0a) msg.trailers = readHeaderMap(readLengthEnd(end));
     else skipField(tag, tagAt, end);
   }
@@ -479,7 +498,7 @@ function readProtocolConfiguration(end: number): ProtocolConfiguration {
   const msg: ProtocolConfiguration = {};
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     if (tag === 0x08) msg.request_body_mode = readVarint32(end) | 0;
     else if (tag === 0x10) msg.response_body_mode = readVarint32(end) | 0;
     else if (tag === 0x18) msg.send_body_without_waiting_for_header_response = readBool(end);
@@ -492,7 +511,7 @@ function readMetadata(end: number, depth: number): MetadataWire {
   const msg: MetadataWire = {};
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     if (tag === 0x0a) {
       if (msg.filter_metadata === undefined) msg.filter_metadata = {};
       readStructEntry(msg.filter_metadata, readLengthEnd(end), depth);
@@ -510,7 +529,7 @@ function readStructEntry(target: Record<string, ProtoStruct>, end: number, depth
   let value: ProtoStruct | undefined;
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     if (tag === 0x0a) key = readKey(end);
     else if (tag === 0x12) value = readStruct(readLengthEnd(end), depth + 1);
     else skipField(tag, tagAt, end);
@@ -523,7 +542,7 @@ function readAnyEntry(target: Record<string, ProtoAny>, end: number): void {
   let value: ProtoAny | undefined;
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     if (tag === 0x0a) key = readKey(end);
     else if (tag === 0x12) value = readAny(readLengthEnd(end));
     else skipField(tag, tagAt, end);
@@ -535,7 +554,7 @@ function readAny(end: number): ProtoAny {
   const msg: ProtoAny = {};
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     if (tag === 0x0a) msg.type_url = readString(end);
     else if (tag === 0x12) msg.value = readBytes(end);
     else skipField(tag, tagAt, end);
@@ -548,7 +567,7 @@ function readStruct(end: number, depth: number): ProtoStruct {
   const msg: ProtoStruct = {};
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     if (tag === 0x0a) {
       if (msg.fields === undefined) msg.fields = {};
       readValueEntry(msg.fields, readLengthEnd(end), depth);
@@ -562,7 +581,7 @@ function readValueEntry(target: Record<string, ProtoValue>, end: number, depth: 
   let value: ProtoValue | undefined;
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     if (tag === 0x0a) key = readKey(end);
     else if (tag === 0x12) value = readValue(readLengthEnd(end), depth + 1);
     else skipField(tag, tagAt, end);
@@ -575,7 +594,7 @@ function readListValue(end: number, depth: number): ProtoListValue {
   const values: ProtoValue[] = [];
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     if (tag === 0x0a) values.push(readValue(readLengthEnd(end), depth + 1));
     else skipField(tag, tagAt, end);
   }
@@ -589,7 +608,7 @@ function readValue(end: number, depth: number): ProtoValue {
   let rank = 0;
   while (pos < end) {
     const tagAt = pos;
-    const tag = readVarint32(end);
+    const tag = readTag(end);
     switch (tag) {
       case 0x08:
         msg.nullValue = readVarint32(end) | 0;
@@ -745,7 +764,8 @@ function int64Size(v: number): number {
  * Size of an enum/int32 value the way protobufjs's Writer#int32 writes it: negatives as 10-byte sign-extended
  * varints, others as uint32 (`>>> 0`, which also truncates fractions).
  */
-function int32Size(v: number): number {
+function int32Size(value: number): number {
+  const v = value | 0; // protobufjs's Writer#int32 truncates to int32 first
   return v < 0 ? int64Size(v) : varintSize(v >>> 0);
 }
 
@@ -1051,7 +1071,8 @@ function writeVarint64(): void {
   out[wpos++] = lo;
 }
 
-function writeInt32(v: number): void {
+function writeInt32(value: number): void {
+  const v = value | 0;
   if (v < 0) {
     splitInt64(v);
     writeVarint64();
@@ -1070,8 +1091,11 @@ function writeString(tag: number, s: string): void {
   writeVarint(len);
   // UTF-8 length == UTF-16 length exactly when every code unit is ASCII (any other unit takes 2+ bytes, a
   // surrogate pair 4 for 2 units), and ASCII is written fastest as bytes.
-  if (len !== s.length) outNative.utf8Write(s, wpos, len);
-  else if (len <= SHORT_COPY) {
+  if (len !== s.length) {
+    // A getter that returned a different string in the size pass must not leave stale pool bytes on the wire.
+    if (outNative.utf8Write(s, wpos, len) !== len)
+      throw new Error("encodeProcessingResponse: a string changed while encoding");
+  } else if (len <= SHORT_COPY) {
     // Locals: the loop must not reload module state per byte.
     const o = out;
     const at = wpos;

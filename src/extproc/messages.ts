@@ -222,6 +222,12 @@ export function metadataStruct(namespaces: MetadataNamespaces): ProtoStruct {
 }
 
 const DESTINATION_CACHE_CAP = 4096;
+
+/** Shared cached messages are frozen so a future in-place edit fails loudly instead of leaking into other requests. */
+function deepFreeze<T extends object>(value: T): T {
+  for (const v of Object.values(value)) if (typeof v === "object" && v !== null) deepFreeze(v);
+  return Object.freeze(value);
+}
 const plainDestinations = new Map<string, ProtoStruct>();
 
 /**
@@ -235,7 +241,9 @@ export function destinationMetadata(destination: string, extra?: MetadataNamespa
     let cached = plainDestinations.get(destination);
     if (cached === undefined) {
       if (plainDestinations.size >= DESTINATION_CACHE_CAP) plainDestinations.clear();
-      cached = metadataStruct({ [DESTINATION_METADATA_NAMESPACE]: { [DESTINATION_ENDPOINT_HEADER]: destination } });
+      cached = deepFreeze(
+        metadataStruct({ [DESTINATION_METADATA_NAMESPACE]: { [DESTINATION_ENDPOINT_HEADER]: destination } }),
+      );
       plainDestinations.set(destination, cached);
     }
     return cached;

@@ -98,6 +98,18 @@ abstract class HotMetric<L extends string, C> {
    */
   reset(): void {
     for (const { child } of this.children.values()) (child as { clear(): void }).clear();
+    // prom-client re-creates a label-less counter or gauge at 0 on reset (a histogram stays absent).
+    if (this.labelNames.length === 0 && this.type !== "histogram") this.exportUnlabelled();
+  }
+
+  abstract readonly type: "counter" | "gauge" | "histogram";
+
+  /**
+   * As prom-client: a metric without labels is exported (at zero) from the start, so dashboards and `rate()` see
+   * the series before the first update. Subclasses call this at the end of their constructor.
+   */
+  protected exportUnlabelled(): void {
+    if (this.labelNames.length === 0) (this.labels({}) as { touched: boolean }).touched = true;
   }
 
   /** Series that have been updated at least once: as prom-client, a child that was only asked for is not exported. */
@@ -122,6 +134,11 @@ export class HotCounterChild {
 
 export class HotCounter<L extends string = string> extends HotMetric<L, HotCounterChild> {
   readonly type = "counter" as const;
+
+  constructor(config: HotMetricConfig<L>) {
+    super(config);
+    this.exportUnlabelled();
+  }
 
   protected create(): HotCounterChild {
     return new HotCounterChild();
@@ -163,6 +180,11 @@ export class HotGaugeChild {
 
 export class HotGauge<L extends string = string> extends HotMetric<L, HotGaugeChild> {
   readonly type = "gauge" as const;
+
+  constructor(config: HotMetricConfig<L>) {
+    super(config);
+    this.exportUnlabelled();
+  }
 
   protected create(): HotGaugeChild {
     return new HotGaugeChild();
@@ -235,6 +257,7 @@ export class HotHistogram<L extends string = string> extends HotMetric<L, HotHis
         throw new TypeError(`metric ${config.name}: buckets must be strictly increasing`);
     }
     this.#bounds = Float64Array.from(config.buckets);
+    this.exportUnlabelled();
   }
 
   protected create(): HotHistogramChild {

@@ -17,6 +17,7 @@ import { SwitchyardError, toSwitchyardError } from "../common/errors.js";
 import { type Datastore, pickWeighted } from "../datastore/datastore.js";
 import type { Criticality, Endpoint } from "../datastore/types.js";
 import type { DecisionLog, DecisionRecord } from "../observability/decisions.js";
+import { LabelCapper } from "../observability/label-cap.js";
 import type { Logger } from "../observability/logger.js";
 import type { EppMetrics } from "../observability/metrics.js";
 import type { PreRequest, Scheduler, SchedulingRequest, SchedulingResult } from "../scheduling/types.js";
@@ -75,8 +76,12 @@ interface ModelLabels {
 }
 
 const LABEL_CACHE_CAP = 2048;
+/** Distinct unconfigured model names given their own metric series before the rest become "other". */
+const UNKNOWN_MODEL_LABEL_LIMIT = 100;
 
 interface Shared extends DirectorOptions {
+  /** A model name as it may appear in a metric label (see the cap in the constructor). */
+  metricName(name: string): string;
   /** The pool's endpoints, as one shared function (no closure per request without a subset hint). */
   allEndpoints(): readonly Endpoint[];
   labels(model: string, target: string): ModelLabels;
@@ -119,9 +124,16 @@ export class Director implements LifecycleFactory {
     let modelEntries = 0;
     const byAttempt = new Map<string, Map<Endpoint, CounterChild>>();
     let attemptEntries = 0;
+    // Model names reach metric labels straight from request bodies (unknown models are served by default, as GIE
+    // does): names the pool does not configure count against a cap, past which they are labelled "other", so a
+    // client cannot grow the series set without bound.
+    const unknownNames = new LabelCapper(UNKNOWN_MODEL_LABEL_LIMIT);
+    const metricName = (name: string): string =>
+      options.datastore.model(name) !== undefined ? name : unknownNames.value(name);
     this.#shared = {
       ...options,
       allEndpoints: () => options.datastore.endpoints(),
+      metricName,
       labels(model, target) {
         let byTarget = byModel.get(model);
         let l = byTarget?.get(target);
@@ -132,7 +144,7 @@ export class Director implements LifecycleFactory {
           byTarget = undefined;
         }
         if (byTarget === undefined) byModel.set(model, (byTarget = new Map()));
-        const lt = { model_name: model, target_model_name: target };
+        const lt = { model_name: metricName(model), target_model_name: metricName(target) };
         const totals = new Map<number, CounterChild>();
         l = {
           requestSizes: m.requestSizes.labels(lt),
@@ -143,7 +155,7 @@ export class Director implements LifecycleFactory {
           cachedTokens: m.promptCachedTokens.labels(lt),
           ntpot: m.ntpot.labels(lt),
           ttft: m.ttft.labels(lt),
-          running: m.runningRequests.labels({ model_name: model }),
+          running: m.runningRequests.labels({ model_name: lt.model_name }),
           requestTotal(priority) {
             let c = totals.get(priority);
             if (!c) {
@@ -169,7 +181,7 @@ export class Director implements LifecycleFactory {
         if (byEndpoint === undefined) byAttempt.set(target, (byEndpoint = new Map()));
         c = m.schedulerAttempts.labels({
           status: "success",
-          target_model_name: target,
+          target_model_name: metricName(target),
           pod_name: endpoint.podName,
           namespace: endpoint.namespace,
           port: String(endpoint.port),
@@ -356,7 +368,7 @@ class RequestContext implements RequestLifecycle {
       const picked = pickWeighted(rewrite.targets, this.#random)?.modelRewrite ?? target;
       o.metrics.modelRewriteDecisions.inc({
         model_rewrite_name: rewrite.rewriteName,
-        model_name: parsed.model,
+        model_name: o.metricName(parsed.model),
         target_model: picked,
       });
       target = picked;
@@ -406,6 +418,8 @@ class RequestContext implements RequestLifecycle {
     const o = this.#o;
     this.#ticket = ticket;
     const { parsed, target, priority } = p;
+    // The rewritten body first: if it could fail, it must fail before the request is counted as routed.
+    const body = target === parsed.model ? request.body : rewriteModel(request.body, target, parsed.modelRange);
     // Late binding: candidates are re-read after admission, which may have queued the request.
     const now = p.candidates();
     if (now.length === 0)
@@ -426,7 +440,7 @@ class RequestContext implements RequestLifecycle {
     } catch (err) {
       o.metrics.schedulerAttempts.inc({
         status: "failure",
-        target_model_name: target,
+        target_model_name: o.metricName(target),
         pod_name: "",
         namespace: "",
         port: "",
@@ -472,7 +486,6 @@ class RequestContext implements RequestLifecycle {
         "request routed",
       );
 
-    const body = target === parsed.model ? request.body : rewriteModel(request.body, target, parsed.modelRange);
     return ticket.headers ? { endpoints: keys, body, setHeaders: ticket.headers } : { endpoints: keys, body };
   }
 
@@ -531,9 +544,10 @@ class RequestContext implements RequestLifecycle {
   #countError(code: string): void {
     if (this.#errorCounted) return;
     this.#errorCounted = true;
-    this.#o.metrics.requestErrorTotal.inc({
-      model_name: this.#model,
-      target_model_name: this.#targetModel || this.#model,
+    const o = this.#o;
+    o.metrics.requestErrorTotal.inc({
+      model_name: o.metricName(this.#model),
+      target_model_name: o.metricName(this.#targetModel || this.#model),
       error_code: code,
     });
   }

@@ -109,6 +109,7 @@ class ProfileScheduler implements PluginScheduler {
   readonly #scorerNames: readonly string[];
   readonly #handle: DefaultPluginHandle;
   readonly #scored: ScoredEndpoint[] = [];
+  #running = false;
   #cycle = 0;
   /** Reused: schedule() is synchronous, so one cycle state can never be shared by two runs. */
   readonly #state: CycleState = new Map();
@@ -133,12 +134,17 @@ class ProfileScheduler implements PluginScheduler {
 
   schedule(request: SchedulingRequest, candidates: readonly Endpoint[]): SchedulingResult {
     if (candidates.length === 0) throw new SwitchyardError("SY_SCHEDULING_FAILED", NO_ENDPOINTS_MESSAGE);
+    // The cycle state and picker records are reused, so a plugin that called back into schedule() would corrupt
+    // the running cycle: refuse it loudly instead.
+    if (this.#running) throw new SwitchyardError("SY_INTERNAL", "scheduler re-entered from inside a scheduling cycle");
+    this.#running = true;
     const state = this.#state;
     state.clear();
     try {
       return this.#handle.atOneInstant(() => this.#run(state, request, candidates));
     } finally {
       state.clear();
+      this.#running = false;
     }
   }
 

@@ -121,7 +121,25 @@ class Gen {
     return this.chance(0.5);
   }
   enumValue(): number {
-    return this.pick([0, 1, 2, 3, 4, 127, 128, 300, 2147483647, -1, -2147483648]);
+    // Out-of-int32 values too: protobufjs's Writer#int32 truncates with `| 0`, and so must the encoder.
+    return this.pick([
+      0,
+      1,
+      2,
+      3,
+      4,
+      127,
+      128,
+      300,
+      2147483647,
+      -1,
+      -2147483648,
+      2 ** 31,
+      2 ** 32 + 1,
+      -(2 ** 31) - 1,
+      -1e20,
+      Number.POSITIVE_INFINITY,
+    ]);
   }
   double(): number {
     return this.pick([0, -0, 1, -1.5, Math.PI, 1e300, -1e-300, Number.MAX_SAFE_INTEGER, Infinity, -Infinity, NaN]);
@@ -858,6 +876,31 @@ describe("malformed input", () => {
 });
 
 // --- the server definition over a real loopback gRPC connection ---------------------------------------------------
+
+describe("32-bit tags and lengths, and strings that change mid-encode", () => {
+  it("refuses a tag or a length prefix wider than 32 bits instead of truncating it", () => {
+    // Tag 0x22 (field 4, LEN) spelled in 6 bytes: protobufjs keeps the low 32 bits and reads an empty request_body.
+    expect(() => decodeProcessingRequest(Buffer.from("a2808080800100", "hex"))).toThrow(/field tag exceeds 32 bits/);
+    // request_body with a length of 2^32 + 5, which truncation would read as 5.
+    expect(() => decodeProcessingRequest(Buffer.from("2285808080100a03616263", "hex"))).toThrow(
+      /length prefix exceeds 32 bits/,
+    );
+    // The largest legal 5-byte tag and length forms still decode.
+    expect(decodeProcessingRequest(Buffer.from("a28080800000", "hex")).request).toBe("request_body");
+  });
+
+  it("never sends stale bytes when a string getter answers differently in the write pass", () => {
+    let calls = 0;
+    const immediate = {
+      get details() {
+        return calls++ < 2 ? "é".repeat(17) : "é";
+      },
+    };
+    expect(() => encodeProcessingResponse({ immediate_response: immediate } as ProcessingResponseWire)).toThrow(
+      /changed while encoding/,
+    );
+  });
+});
 
 describe("extProcServerDefinition over loopback gRPC", () => {
   let server: grpc.Server;

@@ -18,7 +18,7 @@ import {
   resourcesYaml,
   startHarness,
 } from "../helpers/epp-harness.js";
-import { captureLogger, sample, total } from "./helpers.js";
+import { captureLogger, sample, samples, total } from "./helpers.js";
 
 const JSON_HEADERS = { ":status": "200", "content-type": "application/json" };
 const SSE_HEADERS = { ":status": "200", "content-type": "text/event-stream" };
@@ -403,5 +403,36 @@ describe("EPP configuration errors", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("metric labels from request bodies are bounded", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({
+      models: [{ name: "configured-model", targets: [{ name: "configured-model", weight: 1 }] }],
+    });
+  });
+  afterAll(async () => h?.close());
+
+  it("labels unconfigured model names past the first 100 as other, and never caps configured ones", async () => {
+    for (let i = 0; i < 130; i++) {
+      const r = await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody(`flood-${i}`, "hi") });
+      expect(r.status).toBe("routed");
+    }
+    const r = await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("configured-model", "hi") });
+    expect(r.status).toBe("routed");
+    const text = await metricsText(h);
+    const names = new Set(
+      samples(text)
+        .filter((s) => s.name === "inference_objective_request_total")
+        .map((s) => s.labels.get("model_name")),
+    );
+    expect(names.has("flood-0")).toBe(true);
+    expect(names.has("flood-99")).toBe(true);
+    expect(names.has("flood-100")).toBe(false);
+    expect(names.has("configured-model")).toBe(true);
+    expect(names.size).toBe(102); // 100 flood names + "other" + the configured model
+    expect(total(text, "inference_objective_request_total", { model_name: "other" })).toBe(30);
   });
 });

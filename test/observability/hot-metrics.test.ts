@@ -19,6 +19,9 @@ describe("hot metrics", () => {
     const refU = new Histogram({ name: "u", help: "unlabelled", buckets: BUCKETS, registers: [ref] });
     const hotU = new HotHistogram({ name: "u", help: "unlabelled", buckets: BUCKETS, registers: [hot] });
 
+    // Before any update: label-less series exist at zero, labelled ones do not exist yet.
+    expect(await hot.metrics()).toBe(await ref.metrics());
+
     const a = { model_name: "m", target_model_name: "t" };
     const b = { model_name: 'm"x\\', target_model_name: "t\n2" };
     const child = hotH.labels(a);
@@ -51,6 +54,17 @@ describe("hot metrics", () => {
     const noExemplars = (metrics: unknown) =>
       JSON.parse(JSON.stringify(metrics, (k, v) => (k === "exemplar" ? undefined : v)));
     expect(noExemplars(await hot.getMetricsAsJSON())).toEqual(noExemplars(await ref.getMetricsAsJSON()));
+
+    // reset(): labelled series and the label-less histogram disappear; label-less counters/gauges return to 0.
+    for (const m of [refH, refC, refG, refU]) m.reset();
+    for (const m of [hotH, hotC, hotG, hotU]) m.reset();
+    const refUc = new Counter({ name: "uc_total", help: "unlabelled counter", registers: [ref] });
+    const hotUc = new HotCounter({ name: "uc_total", help: "unlabelled counter", registers: [hot] });
+    refUc.inc(5);
+    hotUc.inc(5);
+    refUc.reset();
+    hotUc.reset();
+    expect(await hot.metrics()).toBe(await ref.metrics());
   });
 
   it("exports a series only once it has been updated, and keeps counting through reset()", async () => {
