@@ -105,7 +105,15 @@ async function startServer(mode: string): Promise<{ child: ChildProcess; port: n
   const serverPath = fileURLToPath(new URL("./server.ts", import.meta.url));
   const profile = process.env.BENCH_PROFILE ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_PROFILE] : [];
   const child = fork(serverPath, [mode], {
-    execArgv: ["--import", "tsx", ...profile, ...(process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter(Boolean)],
+    // switchyard turns V8's allocation-site pretenuring off itself (startEpp); the no-ops get the same setting so
+    // the comparison is like for like (it does not change their numbers measurably).
+    execArgv: [
+      "--import",
+      "tsx",
+      "--no-allocation-site-pretenuring",
+      ...profile,
+      ...(process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter(Boolean),
+    ],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
   const { port } = await new Promise<{ port: number }>((resolve, reject) => {
