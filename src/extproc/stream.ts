@@ -34,6 +34,7 @@ import {
   bodyResponse,
   destinationMetadata,
   type HeaderMap,
+  type HeaderValue,
   type HttpBody,
   type HttpHeaders,
   headersResponse,
@@ -114,6 +115,84 @@ function parseHeaders(map: HeaderMap | undefined): Map<string, string> {
   return out;
 }
 
+/**
+ * The request headers, read where they are. The director asks for a handful of names (`:path`, the rewrite,
+ * objective and tenant headers, mostly absent), so decoding every value into a Map up front — eight UTF-8 decodes
+ * and a Map per request — is work thrown away; a lookup scans the few headers instead. Anything that iterates
+ * (header echo, tests) gets the same Map `parseHeaders` would build, made once on first use. Names passed to
+ * get()/has() must be lower-case, as every key of that Map is.
+ */
+class RequestHeaders implements ReadonlyMap<string, string> {
+  readonly #list: readonly HeaderValue[];
+  #overrides: Map<string, string> | undefined;
+  #map: Map<string, string> | undefined;
+
+  constructor(list: readonly HeaderValue[]) {
+    this.#list = list;
+  }
+
+  /** Replaces (or adds) one header, as `Map#set` on the parsed map would. */
+  set(name: string, value: string): void {
+    if (this.#map !== undefined) this.#map.set(name, value);
+    else (this.#overrides ??= new Map()).set(name, value);
+  }
+
+  get(name: string): string | undefined {
+    if (this.#map !== undefined) return this.#map.get(name);
+    const override = this.#overrides?.get(name);
+    if (override !== undefined) return override;
+    let out: string | undefined;
+    const list = this.#list;
+    for (let i = 0; i < list.length; i++) {
+      const header = list[i]!;
+      const key = header.key;
+      // Envoy sends lower-case names (HTTP/2 requires them); the lower-casing fallback keeps parseHeaders' rule.
+      if (key !== name && (key === undefined || key.length !== name.length || key.toLowerCase() !== name)) continue;
+      const value = headerText(header);
+      out = out === undefined ? value : `${out},${value}`;
+    }
+    return out;
+  }
+
+  has(name: string): boolean {
+    return this.get(name) !== undefined;
+  }
+
+  #all(): Map<string, string> {
+    if (this.#map === undefined) {
+      const map = parseHeaders({ headers: this.#list as HeaderValue[] });
+      for (const [name, value] of this.#overrides ?? []) map.set(name, value);
+      this.#map = map;
+      this.#overrides = undefined;
+    }
+    return this.#map;
+  }
+
+  get size(): number {
+    return this.#all().size;
+  }
+
+  forEach(fn: (value: string, key: string, map: ReadonlyMap<string, string>) => void, thisArg?: unknown): void {
+    for (const [key, value] of this.#all()) fn.call(thisArg, value, key, this);
+  }
+
+  entries(): MapIterator<[string, string]> {
+    return this.#all().entries();
+  }
+
+  keys(): MapIterator<string> {
+    return this.#all().keys();
+  }
+
+  values(): MapIterator<string> {
+    return this.#all().values();
+  }
+
+  [Symbol.iterator](): MapIterator<[string, string]> {
+    return this.#all()[Symbol.iterator]();
+  }
+}
+
 function concat(chunks: Buffer[], total: number): Buffer {
   if (chunks.length === 0) return EMPTY;
   if (chunks.length === 1) return chunks[0]!;
@@ -154,7 +233,7 @@ export class ExtProcStream {
   #drainWaiter: (() => void) | undefined;
 
   // Request state.
-  #headers: Map<string, string> | undefined;
+  #headers: RequestHeaders | undefined;
   #requestId = "";
   #generatedRequestId = false;
   #headerOnly = false;
@@ -299,7 +378,7 @@ export class ExtProcStream {
     if (this.#state !== State.RequestHeaders) {
       throw protocolError(`unexpected second request_headers (stream is ${STATE_NAMES[this.#state]})`);
     }
-    const headers = parseHeaders(message.headers);
+    const headers = new RequestHeaders(message.headers?.headers ?? []);
     const id = headers.get(REQUEST_ID_HEADER);
     if (id === undefined || id === "") {
       this.#requestId = randomUUID();

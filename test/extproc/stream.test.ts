@@ -185,6 +185,24 @@ describe("ext_proc stream (FULL_DUPLEX_STREAMED)", () => {
     expect([...r.setHeaders.keys()]).toEqual(["x-gateway-destination-endpoint", "content-length"]);
   });
 
+  it("exposes request headers lower-cased, repeated ones joined with commas, the same by lookup and by iteration", async () => {
+    await client.roundTrip({
+      headers: [...Object.entries(CHAT_HEADERS), ["X-Tenant", "a"], ["x-tenant", "b"], ["X-Only-Upper", "v"]],
+      body: "{}",
+    });
+    const headers = fake.rec.routes[0]!.headers;
+    expect(headers.get("x-tenant")).toBe("a,b");
+    expect(headers.get("x-only-upper")).toBe("v");
+    expect(headers.has("x-absent")).toBe(false);
+    // A generated request id is visible both ways too.
+    expect(headers.get("x-request-id")).toMatch(UUID);
+    const all = new Map(headers);
+    expect(all.get("x-tenant")).toBe("a,b");
+    expect(all.get("x-request-id")).toBe(headers.get("x-request-id"));
+    expect(headers.size).toBe(all.size);
+    expect(headers.get("x-tenant")).toBe("a,b"); // still right after iteration built the map
+  });
+
   it("joins a body split across chunks and forwards decision headers and metadata", async () => {
     fake.use({
       route: (req) => ({
