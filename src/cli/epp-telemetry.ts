@@ -86,9 +86,15 @@ export function pluginDurationRecorder(metrics: EppMetrics): PluginDurationHook 
   const byPoint = new Map<string, Map<string, Map<string, HotHistogramChild>>>();
   return (point, type, name, seconds) => {
     let byType = byPoint.get(point);
-    if (byType === undefined) byPoint.set(point, (byType = new Map()));
+    if (byType === undefined) {
+      byType = new Map();
+      byPoint.set(point, byType);
+    }
     let byName = byType.get(type);
-    if (byName === undefined) byType.set(type, (byName = new Map()));
+    if (byName === undefined) {
+      byName = new Map();
+      byType.set(type, byName);
+    }
     let child = byName.get(name);
     if (child === undefined) {
       child = metrics.pluginDuration.labels({ extension_point: point, plugin_type: type, plugin_name: name });

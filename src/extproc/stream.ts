@@ -134,7 +134,10 @@ class RequestHeaders implements ReadonlyMap<string, string> {
   /** Replaces (or adds) one header, as `Map#set` on the parsed map would. */
   set(name: string, value: string): void {
     if (this.#map !== undefined) this.#map.set(name, value);
-    else (this.#overrides ??= new Map()).set(name, value);
+    else {
+      this.#overrides ??= new Map();
+      this.#overrides.set(name, value);
+    }
   }
 
   get(name: string): string | undefined {

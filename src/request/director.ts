@@ -143,7 +143,10 @@ export class Director implements LifecycleFactory {
           modelEntries = 0;
           byTarget = undefined;
         }
-        if (byTarget === undefined) byModel.set(model, (byTarget = new Map()));
+        if (byTarget === undefined) {
+          byTarget = new Map();
+          byModel.set(model, byTarget);
+        }
         const lt = { model_name: metricName(model), target_model_name: metricName(target) };
         const totals = new Map<number, CounterChild>();
         l = {
@@ -178,7 +181,10 @@ export class Director implements LifecycleFactory {
           attemptEntries = 0;
           byEndpoint = undefined;
         }
-        if (byEndpoint === undefined) byAttempt.set(target, (byEndpoint = new Map()));
+        if (byEndpoint === undefined) {
+          byEndpoint = new Map();
+          byAttempt.set(target, byEndpoint);
+        }
         c = m.schedulerAttempts.labels({
           status: "success",
           target_model_name: metricName(target),
