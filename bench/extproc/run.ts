@@ -25,6 +25,7 @@ import { type ChildProcess, fork } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { LeanExtProcClient, RequestTemplate } from "./lean-client.js";
+import { CHUNK_BYTES, chatBody, HEADERS } from "./workload.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const SECONDS = Number(process.env.BENCH_SECONDS ?? (QUICK ? 2 : 8));
@@ -32,7 +33,6 @@ const REPS = Number(process.env.BENCH_REPS ?? (QUICK ? 1 : 3));
 const CONNECTIONS = 4;
 /** Interleaved in this order within every repetition (server.ts explains the two no-ops). */
 const MODES = ["noop", "noop-codec", "switchyard"] as const;
-const CHUNK = 32 * 1024;
 /** A request still open after this is reset and counted as an error, so a stuck server cannot hang the run. */
 const REQUEST_TIMEOUT_MS = 30_000;
 
@@ -52,25 +52,6 @@ const ALL_SCENARIOS: readonly Scenario[] = [
 const SCENARIOS = process.env.BENCH_SCENARIOS
   ? ALL_SCENARIOS.filter((s) => process.env.BENCH_SCENARIOS!.split(",").includes(s.name))
   : ALL_SCENARIOS;
-
-function chatBody(bytes: number): Buffer {
-  const base = { model: "meta-llama/Llama-3.1-8B-Instruct", max_tokens: 128, stream: true };
-  const overhead = JSON.stringify({ ...base, messages: [{ role: "user", content: "" }] }).length;
-  const content = "The quick brown fox jumps over the lazy dog. "
-    .repeat(Math.ceil(bytes / 45))
-    .slice(0, Math.max(0, bytes - overhead));
-  return Buffer.from(JSON.stringify({ ...base, messages: [{ role: "user", content }] }));
-}
-
-const HEADERS = [
-  [":method", "POST"],
-  [":path", "/v1/chat/completions"],
-  [":authority", "gateway.local"],
-  [":scheme", "http"],
-  ["content-type", "application/json"],
-  ["user-agent", "bench"],
-  ["accept", "*/*"],
-] as const;
 
 interface Sample {
   mode: string;
@@ -133,7 +114,7 @@ async function measureLogic(bodyBytes: number, requests: number): Promise<number
   const { child } = await startServer("switchyard");
   const rounds: number[] = [];
   for (let i = 0; i < 3; i++) {
-    const msg = { cmd: "logic", bodyBytes, body: chatBody(bodyBytes).toString("base64"), requests };
+    const msg = { cmd: "logic", bodyBytes, requests };
     rounds.push((await ask<{ logicMicros: number }>(child, msg, "logicMicros")).logicMicros);
   }
   await stopServer(child);
@@ -144,7 +125,7 @@ async function runOnce(mode: string, scenario: Scenario): Promise<Sample> {
   const { child, port } = await startServer(mode);
   const client = new LeanExtProcClient({ port, connections: CONNECTIONS, requestTimeoutMs: REQUEST_TIMEOUT_MS });
   // Encoded once per scenario: per request only the fixed-width x-request-id digits are patched in.
-  const template = new RequestTemplate(HEADERS, chatBody(scenario.bodyBytes), { chunkBytes: CHUNK });
+  const template = new RequestTemplate(HEADERS, chatBody(scenario.bodyBytes), { chunkBytes: CHUNK_BYTES });
   let id = 0;
   const latencies: number[] = [];
   let errors = 0;

@@ -18,6 +18,7 @@ import type * as StreamModule from "../../src/extproc/stream.js";
 import type { ProcessCall } from "../../src/extproc/stream.js";
 import type * as LoggerModule from "../../src/observability/logger.js";
 import type { LifecycleFactory } from "../../src/request/lifecycle.js";
+import { CHUNK_BYTES, chatBody, HEADERS } from "./workload.js";
 
 // The servers run the compiled dist/ (what ships), not tsx-transpiled src/; `npm run bench:extproc` builds first.
 // Types come from src/ so this file still typechecks against the source of truth.
@@ -185,19 +186,14 @@ class InMemoryCall extends EventEmitter {
  * + scheduler + metrics, driven with already-decoded messages. Batches of 16 yield to the event loop, as a real
  * server does between socket reads, so short-lived objects die young as they do in production.
  */
-async function measureLogic(lifecycles: LifecycleFactory, bodyBytes: number, body: Buffer, requests: number) {
-  const headers = [
-    [":method", "POST"],
-    [":path", "/v1/chat/completions"],
-    [":authority", "gateway.local"],
-    [":scheme", "http"],
-    ["content-type", "application/json"],
-    ["user-agent", "bench"],
-    ["accept", "*/*"],
-    ["x-request-id", "req-0000000001"],
-  ].map(([key, value]) => ({ key, raw_value: Buffer.from(value!) }));
+async function measureLogic(lifecycles: LifecycleFactory, bodyBytes: number, requests: number) {
+  const headers = [...HEADERS, ["x-request-id", "req-0000000001"] as const].map(([key, value]) => ({
+    key,
+    raw_value: Buffer.from(value),
+  }));
+  const body = chatBody(bodyBytes);
   const chunks: Buffer[] = [];
-  for (let i = 0; i < body.length; i += 32 * 1024) chunks.push(body.subarray(i, i + 32 * 1024));
+  for (let i = 0; i < body.length; i += CHUNK_BYTES) chunks.push(body.subarray(i, i + CHUNK_BYTES));
   const options = { maxBodyBytes: 16 << 20, defaultRequestBodyMode: "full-duplex" as const, logger: silentLogger };
   const one = () => {
     const call = new InMemoryCall();
@@ -239,11 +235,9 @@ process.on("message", (msg: { cmd: string }) => {
     const d = process.cpuUsage(cpuMark);
     process.send?.({ cpuMicros: d.user + d.system });
   } else if (msg.cmd === "logic") {
-    const { bodyBytes, body, requests } = msg as unknown as { bodyBytes: number; body: string; requests: number };
+    const { bodyBytes, requests } = msg as unknown as { bodyBytes: number; requests: number };
     if (server.lifecycles === undefined) throw new Error("logic measurement needs the switchyard mode");
-    void measureLogic(server.lifecycles, bodyBytes, Buffer.from(body, "base64"), requests).then((cpu) =>
-      process.send?.({ logicMicros: cpu }),
-    );
+    void measureLogic(server.lifecycles, bodyBytes, requests).then((cpu) => process.send?.({ logicMicros: cpu }));
   } else if (msg.cmd === "stop") {
     void server.stop().then(() => process.exit(0));
   }

@@ -45,7 +45,13 @@ interface MetricSnapshot {
 const NO_LABELS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
 /** Shared child bookkeeping: one child per distinct label-value tuple, found by a joined key. */
-abstract class HotMetric<L extends string, C> {
+/** What every child can do: say whether it has been updated since creation or reset, and be zeroed. */
+interface Child {
+  touched: boolean;
+  clear(): void;
+}
+
+abstract class HotMetric<L extends string, C extends Child> {
   readonly name: string;
   readonly help: string;
   readonly labelNames: readonly L[];
@@ -97,7 +103,7 @@ abstract class HotMetric<L extends string, C> {
    * because callers keep them (that is the point) and their later updates must still count.
    */
   reset(): void {
-    for (const { child } of this.children.values()) (child as { clear(): void }).clear();
+    for (const { child } of this.children.values()) child.clear();
     // prom-client re-creates a label-less counter or gauge at 0 on reset (a histogram stays absent).
     if (this.labelNames.length === 0 && this.type !== "histogram") this.exportUnlabelled();
   }
@@ -109,36 +115,49 @@ abstract class HotMetric<L extends string, C> {
    * the series before the first update. Subclasses call this at the end of their constructor.
    */
   protected exportUnlabelled(): void {
-    if (this.labelNames.length === 0) (this.labels({}) as { touched: boolean }).touched = true;
+    if (this.labelNames.length === 0) this.labels({}).touched = true;
   }
 
   /** Series that have been updated at least once: as prom-client, a child that was only asked for is not exported. */
   protected *touched(): Generator<{ labels: Record<string, string>; child: C }> {
-    for (const entry of this.children.values()) if ((entry.child as { touched: boolean }).touched) yield entry;
+    for (const entry of this.children.values()) if (entry.child.touched) yield entry;
   }
 }
 
-export class HotCounterChild {
+/** A counter's or gauge's series: one number. */
+abstract class ScalarChild {
   value = 0;
   touched = false;
-  inc(by = 1): void {
-    if (!(by >= 0)) throw new TypeError(`counter increment must be a non-negative number, got ${by}`);
-    this.value += by;
-    this.touched = true;
-  }
   clear(): void {
     this.value = 0;
     this.touched = false;
   }
 }
 
-export class HotCounter<L extends string = string> extends HotMetric<L, HotCounterChild> {
-  readonly type = "counter" as const;
-
+/** Counters and gauges export the same shape: one sample per touched series. */
+abstract class ScalarMetric<L extends string, C extends ScalarChild> extends HotMetric<L, C> {
   constructor(config: HotMetricConfig<L>) {
     super(config);
     this.exportUnlabelled();
   }
+
+  async get(): Promise<MetricSnapshot> {
+    const values: MetricValue[] = [];
+    for (const { labels, child } of this.touched()) values.push({ value: child.value, labels });
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+}
+
+export class HotCounterChild extends ScalarChild {
+  inc(by = 1): void {
+    if (!(by >= 0)) throw new TypeError(`counter increment must be a non-negative number, got ${by}`);
+    this.value += by;
+    this.touched = true;
+  }
+}
+
+export class HotCounter<L extends string = string> extends ScalarMetric<L, HotCounterChild> {
+  readonly type = "counter" as const;
 
   protected create(): HotCounterChild {
     return new HotCounterChild();
@@ -149,17 +168,9 @@ export class HotCounter<L extends string = string> extends HotMetric<L, HotCount
     if (typeof labelsOrBy === "object") this.labels(labelsOrBy).inc(by);
     else this.labels({}).inc(labelsOrBy);
   }
-
-  async get(): Promise<MetricSnapshot> {
-    const values: MetricValue[] = [];
-    for (const { labels, child } of this.touched()) values.push({ value: child.value, labels });
-    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
-  }
 }
 
-export class HotGaugeChild {
-  value = 0;
-  touched = false;
+export class HotGaugeChild extends ScalarChild {
   inc(by = 1): void {
     this.value += by;
     this.touched = true;
@@ -172,19 +183,10 @@ export class HotGaugeChild {
     this.value = value;
     this.touched = true;
   }
-  clear(): void {
-    this.value = 0;
-    this.touched = false;
-  }
 }
 
-export class HotGauge<L extends string = string> extends HotMetric<L, HotGaugeChild> {
+export class HotGauge<L extends string = string> extends ScalarMetric<L, HotGaugeChild> {
   readonly type = "gauge" as const;
-
-  constructor(config: HotMetricConfig<L>) {
-    super(config);
-    this.exportUnlabelled();
-  }
 
   protected create(): HotGaugeChild {
     return new HotGaugeChild();
@@ -203,12 +205,6 @@ export class HotGauge<L extends string = string> extends HotMetric<L, HotGaugeCh
   set(labelsOrValue: Labels<L> | number, value?: number): void {
     if (typeof labelsOrValue === "object") this.labels(labelsOrValue).set(value ?? 0);
     else this.labels({}).set(labelsOrValue);
-  }
-
-  async get(): Promise<MetricSnapshot> {
-    const values: MetricValue[] = [];
-    for (const { labels, child } of this.touched()) values.push({ value: child.value, labels });
-    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
   }
 }
 

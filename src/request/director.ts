@@ -110,6 +110,38 @@ function hostOf(value: string): string {
   return colon > 0 && v.indexOf(":") === colon ? v.slice(0, colon) : v;
 }
 
+/**
+ * A two-key cache for per-request metric children. Nested maps, not joined keys: a joined key is a fresh string to
+ * build, flatten and hash on every request. Past `cap` entries it starts over (the children live on in the metric).
+ */
+class PairCache<A, B, V> {
+  readonly #byFirst = new Map<A, Map<B, V>>();
+  readonly #cap: number;
+  #entries = 0;
+
+  constructor(cap: number) {
+    this.#cap = cap;
+  }
+
+  get(a: A, b: B): V | undefined {
+    return this.#byFirst.get(a)?.get(b);
+  }
+
+  set(a: A, b: B, value: V): void {
+    if (this.#entries >= this.#cap) {
+      this.#byFirst.clear();
+      this.#entries = 0;
+    }
+    let inner = this.#byFirst.get(a);
+    if (inner === undefined) {
+      inner = new Map();
+      this.#byFirst.set(a, inner);
+    }
+    inner.set(b, value);
+    this.#entries++;
+  }
+}
+
 export class Director implements LifecycleFactory {
   readonly #shared: Shared;
   readonly #random: () => number;
@@ -119,11 +151,8 @@ export class Director implements LifecycleFactory {
     this.#random = options.random ?? Math.random;
     this.#tenantHeader = (options.tenantHeader ?? FAIRNESS_ID_HEADER).toLowerCase();
     const m = options.metrics;
-    // Nested maps, not joined keys: a joined key is a fresh string to build, flatten and hash on every request.
-    const byModel = new Map<string, Map<string, ModelLabels>>();
-    let modelEntries = 0;
-    const byAttempt = new Map<string, Map<Endpoint, CounterChild>>();
-    let attemptEntries = 0;
+    const byModel = new PairCache<string, string, ModelLabels>(LABEL_CACHE_CAP);
+    const byAttempt = new PairCache<string, Endpoint, CounterChild>(LABEL_CACHE_CAP);
     // Model names reach metric labels straight from request bodies (unknown models are served by default, as GIE
     // does): names the pool does not configure count against a cap, past which they are labelled "other", so a
     // client cannot grow the series set without bound.
@@ -135,21 +164,11 @@ export class Director implements LifecycleFactory {
       allEndpoints: () => options.datastore.endpoints(),
       metricName,
       labels(model, target) {
-        let byTarget = byModel.get(model);
-        let l = byTarget?.get(target);
-        if (l) return l;
-        if (modelEntries >= LABEL_CACHE_CAP) {
-          byModel.clear();
-          modelEntries = 0;
-          byTarget = undefined;
-        }
-        if (byTarget === undefined) {
-          byTarget = new Map();
-          byModel.set(model, byTarget);
-        }
+        const hit = byModel.get(model, target);
+        if (hit) return hit;
         const lt = { model_name: metricName(model), target_model_name: metricName(target) };
         const totals = new Map<number, CounterChild>();
-        l = {
+        const l: ModelLabels = {
           requestSizes: m.requestSizes.labels(lt),
           responseSizes: m.responseSizes.labels(lt),
           duration: m.requestDuration.labels(lt),
@@ -168,32 +187,20 @@ export class Director implements LifecycleFactory {
             return c;
           },
         };
-        byTarget.set(target, l);
-        modelEntries++;
+        byModel.set(model, target, l);
         return l;
       },
       attempts(target, endpoint) {
-        let byEndpoint = byAttempt.get(target);
-        let c = byEndpoint?.get(endpoint);
-        if (c) return c;
-        if (attemptEntries >= LABEL_CACHE_CAP) {
-          byAttempt.clear();
-          attemptEntries = 0;
-          byEndpoint = undefined;
-        }
-        if (byEndpoint === undefined) {
-          byEndpoint = new Map();
-          byAttempt.set(target, byEndpoint);
-        }
-        c = m.schedulerAttempts.labels({
+        const hit = byAttempt.get(target, endpoint);
+        if (hit) return hit;
+        const c = m.schedulerAttempts.labels({
           status: "success",
           target_model_name: metricName(target),
           pod_name: endpoint.podName,
           namespace: endpoint.namespace,
           port: String(endpoint.port),
         });
-        byEndpoint.set(endpoint, c);
-        attemptEntries++;
+        byAttempt.set(target, endpoint, c);
         return c;
       },
     };

@@ -11,6 +11,7 @@ import type {
   ResourceSet,
   RewriteSpec,
 } from "../../src/datastore/types.js";
+import { createRandom } from "../../src/scheduling/random.js";
 
 const NS = "llm";
 
@@ -362,21 +363,9 @@ describe("Datastore construction and standalone pool", () => {
   });
 });
 
-/** mulberry32: a tiny seeded PRNG so the split is reproducible. */
-function seeded(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe("pickWeighted", () => {
   function split(targets: { name: string; weight: number }[], picks = 1000): Record<string, number> {
-    const random = seeded(42);
+    const random = createRandom(42);
     const counts: Record<string, number> = {};
     for (let i = 0; i < picks; i++) {
       const t = pickWeighted(targets, random)!;

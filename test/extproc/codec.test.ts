@@ -29,6 +29,7 @@ import {
   trailersResponse,
 } from "../../src/extproc/messages.js";
 import { extProcServerDefinition, extProcService } from "../../src/extproc/proto.js";
+import { createRandom } from "../../src/scheduling/random.js";
 
 const method = extProcService().service.Process!;
 const plEncodeRequest = (msg: ProcessingRequestWire): Buffer => method.requestSerialize(msg) as Buffer;
@@ -74,21 +75,10 @@ const str = (field: number, s: string): Buffer => ld(field, Buffer.from(s, "utf8
 
 // --- seeded random generators (bounded sizes and depths) --------------------------------------------------------
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 class Gen {
   readonly #rand: () => number;
   constructor(seed: number) {
-    this.#rand = mulberry32(seed);
+    this.#rand = createRandom(seed);
   }
   int(max: number): number {
     return Math.floor(this.#rand() * max);

@@ -6,21 +6,10 @@ import {
   skipString,
   TopLevelScanner,
 } from "../../src/request/json-scan.js";
+import { createRandom } from "../../src/scheduling/random.js";
 
 function slice(buf: Buffer, r: JsonRange | undefined): string | undefined {
   return r === undefined ? undefined : buf.toString("utf8", r.start, r.end);
-}
-
-/** Deterministic PRNG so a failing case reproduces. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const TRICKY_STRINGS = ["", 'a"b', "back\\slash", "\\", '\\"', "tab\there", "é😀", "}]{[,:", "model", "\u0000\u001f"];
@@ -109,7 +98,7 @@ describe("TopLevelScanner", () => {
   });
 
   it("agrees with JSON.parse on 300 random documents with random whitespace", () => {
-    const rnd = mulberry32(42);
+    const rnd = createRandom(42);
     const keys = ["model", "k1", "k2", "k3"];
     const scanner = new TopLevelScanner(keys);
     for (let n = 0; n < 300; n++) {

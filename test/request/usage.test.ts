@@ -3,6 +3,7 @@ import type { OpenAiApi } from "../../src/request/openai.js";
 import { SseLineSplitter } from "../../src/request/sse.js";
 import { classifyStatus, extractUsage, ResponseAccountant } from "../../src/request/usage.js";
 import { ModelNameWriteBack } from "../../src/request/writeback.js";
+import { createRandom } from "../../src/scheduling/random.js";
 import {
   CHAT_JSON,
   CHAT_STREAM,
@@ -34,17 +35,6 @@ function run(
   return { acc, out: Buffer.concat(outputs), outputs };
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe("ResponseAccountant: chat/completions SSE", () => {
   const stream = Buffer.from(CHAT_STREAM);
 
@@ -69,7 +59,7 @@ describe("ResponseAccountant: chat/completions SSE", () => {
   it("finds usage when fed one byte at a time and under 300 random multi-way splits", () => {
     const bytes = Array.from({ length: stream.length - 1 }, (_, i) => i + 1);
     expect(run(splitAt(stream, bytes)).acc.usage()).toEqual(CHAT_USAGE);
-    const rnd = mulberry32(7);
+    const rnd = createRandom(7);
     for (let n = 0; n < 300; n++) {
       const cuts = [
         ...new Set(Array.from({ length: 1 + Math.floor(rnd() * 8) }, () => Math.floor(rnd() * stream.length))),
