@@ -19,7 +19,8 @@
  *
  * Env: BENCH_SECONDS (default 8), BENCH_REPS (default 3), BENCH_QUICK=1 (2 s, 1 rep), BENCH_SCENARIOS (comma list,
  * default all), BENCH_PROFILE (directory for the servers' --cpu-prof output, default off), BENCH_OUT (JSON results
- * file, default none), BENCH_NODE_FLAGS (extra node flags for the servers, e.g. "--trace-gc", default none).
+ * file, default none), BENCH_NODE_FLAGS (extra node flags for the servers, e.g. "--trace-gc", default none),
+ * BENCH_MODES (comma list of servers to run, default all three; ratios need switchyard and a no-op).
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { writeFileSync } from "node:fs";
@@ -32,7 +33,10 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? (QUICK ? 2 : 8));
 const REPS = Number(process.env.BENCH_REPS ?? (QUICK ? 1 : 3));
 const CONNECTIONS = 4;
 /** Interleaved in this order within every repetition (server.ts explains the two no-ops). */
-const MODES = ["noop", "noop-codec", "switchyard"] as const;
+const ALL_MODES = ["noop", "noop-codec", "switchyard"];
+const MODES: readonly string[] = process.env.BENCH_MODES?.split(",") ?? ALL_MODES;
+for (const mode of MODES)
+  if (!ALL_MODES.includes(mode)) throw new Error(`BENCH_MODES: unknown server "${mode}" (${ALL_MODES.join(", ")})`);
 /** A request still open after this is reset and counted as an error, so a stuck server cannot hang the run. */
 const REQUEST_TIMEOUT_MS = 30_000;
 
@@ -211,10 +215,11 @@ for (const scenario of SCENARIOS) {
       `| ${scenario.name} | ${mode} | ${r.rps!.toFixed(0)} | ${r.p50!.toFixed(2)} | ${r.p99!.toFixed(2)} | ${r.cpu!.toFixed(0)} | ${r.errors} |`,
     );
   }
-  const s = row.switchyard!;
+  const s = row.switchyard;
   const ratios: Record<string, Record<string, number>> = {};
   for (const base of ["noop", "noop-codec"]) {
-    const n = row[base]!;
+    const n = row[base];
+    if (s === undefined || n === undefined) continue;
     ratios[base] = { cpu: s.cpu! / n.cpu!, p50: s.p50! / n.p50!, p99: s.p99! / n.p99!, rps: s.rps! / n.rps! };
     const r = ratios[base]!;
     lines.push(

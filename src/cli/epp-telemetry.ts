@@ -5,7 +5,6 @@
  */
 import { CHARS_PER_TOKEN } from "../common/constants.js";
 import type { Endpoint } from "../datastore/types.js";
-import type { HotHistogramChild } from "../observability/hot-metrics.js";
 import type { EppMetrics } from "../observability/metrics.js";
 import { type ConfiguredScheduler, PrefixCacheScorer } from "../scheduling/index.js";
 import type {
@@ -78,28 +77,12 @@ export function timedPreRequest(scheduler: ConfiguredScheduler): readonly PreReq
 }
 
 /**
- * The scheduler's plugin-duration hook, feeding `inference_extension_plugin_duration_seconds`. Children are found
- * through nested maps keyed by the plugin's own (stable) strings, whose hashes V8 caches: a joined key would be a
- * fresh string to build and hash on every sampled invocation.
+ * The scheduler's plugin-duration hook, feeding `inference_extension_plugin_duration_seconds`: the scheduler
+ * resolves each plugin's histogram child once, at start-up.
  */
 export function pluginDurationRecorder(metrics: EppMetrics): PluginDurationHook {
-  const byPoint = new Map<string, Map<string, Map<string, HotHistogramChild>>>();
-  return (point, type, name, seconds) => {
-    let byType = byPoint.get(point);
-    if (byType === undefined) {
-      byType = new Map();
-      byPoint.set(point, byType);
-    }
-    let byName = byType.get(type);
-    if (byName === undefined) {
-      byName = new Map();
-      byType.set(type, byName);
-    }
-    let child = byName.get(name);
-    if (child === undefined) {
-      child = metrics.pluginDuration.labels({ extension_point: point, plugin_type: type, plugin_name: name });
-      byName.set(name, child);
-    }
-    child.observe(seconds);
+  return (point, type, name) => {
+    const child = metrics.pluginDuration.labels({ extension_point: point, plugin_type: type, plugin_name: name });
+    return (seconds) => child.observe(seconds);
   };
 }

@@ -411,6 +411,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   try {
     scheduler = createScheduler(config, handle, {
       onPluginDuration: pluginDurationRecorder(metrics),
+      pluginTimingEvery: f["plugin-timing-sample"],
     });
   } catch (err) {
     logConfigRejected(logger, err);

@@ -196,6 +196,25 @@ class RequestHeaders implements ReadonlyMap<string, string> {
   }
 }
 
+/** `method` is read on demand: the director never needs it, and each header read is a UTF-8 decode. */
+class Incoming implements IncomingRequest {
+  readonly path: string;
+
+  constructor(
+    readonly requestId: string,
+    readonly headers: RequestHeaders,
+    readonly body: Buffer,
+    readonly headerOnly: boolean,
+    readonly subsetHint: readonly string[] | undefined,
+  ) {
+    this.path = headers.get(":path") ?? "";
+  }
+
+  get method(): string {
+    return this.headers.get(":method") ?? "";
+  }
+}
+
 function concat(chunks: Buffer[], total: number): Buffer {
   if (chunks.length === 0) return EMPTY;
   if (chunks.length === 1) return chunks[0]!;
@@ -456,15 +475,7 @@ export class ExtProcStream {
     const headers = this.#headers!;
     const body = concat(this.#chunks, this.#bodyBytes);
     this.#chunks = [];
-    const request: IncomingRequest = {
-      requestId: this.#requestId,
-      headers,
-      method: headers.get(":method") ?? "",
-      path: headers.get(":path") ?? "",
-      body,
-      headerOnly: this.#headerOnly,
-      subsetHint: this.#subsetHint,
-    };
+    const request = new Incoming(this.#requestId, headers, body, this.#headerOnly, this.#subsetHint);
     this.#cancel = new LazyCancellation();
     const result = this.#lifecycle.route(request, this.#cancel);
     if (isThenable(result)) return result.then((decision) => this.#routed(request, decision));

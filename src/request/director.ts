@@ -98,7 +98,10 @@ interface Prepared {
 }
 
 /** Path source order, GIE openai parser: `:path` → x-original-path → x-forwarded-path → /v1/completions. */
-function requestPath(headers: ReadonlyMap<string, string>): string {
+function requestPath(request: IncomingRequest): string {
+  // The stream already decoded `:path`; only an empty one sends us back to the headers.
+  if (request.path !== "") return request.path;
+  const headers = request.headers;
   return headers.get(":path") ?? headers.get("x-original-path") ?? headers.get("x-forwarded-path") ?? "/v1/completions";
 }
 
@@ -365,7 +368,7 @@ class RequestContext implements RequestLifecycle {
   #prepare(request: IncomingRequest): Prepared {
     const o = this.#o;
     const headers = request.headers;
-    const parsed = parseRequest(request.body, requestPath(headers));
+    const parsed = parseRequest(request.body, requestPath(request));
     this.#parsed = parsed;
     this.#model = parsed.model;
 

@@ -10,7 +10,9 @@ export interface IncomingRequest {
   readonly requestId: string;
   /** Lower-cased names; repeated headers joined with ",". Pseudo-headers (`:path`, `:method`) included. */
   readonly headers: ReadonlyMap<string, string>;
+  /** `:method`, or "" when absent. */
   readonly method: string;
+  /** `:path`, or "" when absent or empty (the director then falls back to the proxies' path headers). */
   readonly path: string;
   /** The complete request body. Empty for header-only requests. */
   readonly body: Buffer;

@@ -10,14 +10,17 @@ import { instantiatePlugins, type PickerConfig, type PluginSet, type ResolvedPro
 import { createPluginHandle, type DefaultPluginHandle, isEndpointStateHolder, isPreRequest } from "./registry.js";
 import type {
   CycleState,
+  DurationRecorder,
   EndpointScoreBreakdown,
   EndpointStateHolder,
+  ExtensionPoint,
   PluginDurationHook,
   PluginScheduler,
   PreRequest,
   SchedulingRequest,
   SchedulingResult,
   ScoredEndpoint,
+  TypedName,
 } from "./types.js";
 
 /** GIE's scheduler error text (director.go@v1.5.0), kept byte-compatible. */
@@ -25,9 +28,9 @@ export const NO_ENDPOINTS_MESSAGE = "failed to find target endpoint: no endpoint
 
 export interface SchedulerOptions {
   /**
-   * Called once per plugin invocation with its duration in seconds, for
-   * `inference_extension_plugin_duration_seconds{extension_point, plugin_type, plugin_name}`. When absent no clock
-   * is read.
+   * Resolves, once per plugin at construction, the recorder that receives each timed invocation's duration in
+   * seconds, for `inference_extension_plugin_duration_seconds{extension_point, plugin_type, plugin_name}`. When
+   * absent no clock is read.
    */
   readonly onPluginDuration?: PluginDurationHook;
   /**
@@ -36,6 +39,25 @@ export interface SchedulerOptions {
    * cutting that cost. The histogram's _count then counts sampled invocations.
    */
   readonly pluginTimingEvery?: number;
+}
+
+/** Each plugin's duration recorder, in the order the cycle runs them. */
+interface PluginTimers {
+  readonly filters: readonly DurationRecorder[];
+  readonly scorers: readonly DurationRecorder[];
+  readonly picker: DurationRecorder;
+  readonly preRequest: readonly DurationRecorder[];
+}
+
+function pluginTimers(p: ResolvedProfile, preRequest: readonly PreRequest[], hook: PluginDurationHook): PluginTimers {
+  const of = (point: ExtensionPoint, { typedName }: { readonly typedName: TypedName }) =>
+    hook(point, typedName.type, typedName.name);
+  return {
+    filters: p.filters.map((f) => of("Filter", f)),
+    scorers: p.scorers.map((s) => of("Scorer", s.scorer)),
+    picker: of("Picker", p.picker),
+    preRequest: preRequest.map((r) => of("PreRequest", r)),
+  };
 }
 
 type Rejection = { readonly endpoint: string; readonly by: string };
@@ -47,7 +69,7 @@ function clamp01(v: number): number {
 }
 
 /**
- * The cycle's outcome. Scores stay in the typed arrays the cycle filled; the per-endpoint breakdown (an object per
+ * The cycle's outcome. Scores stay in the array the cycle filled; the per-endpoint breakdown (an object per
  * endpoint with a record per scorer) is assembled only when a decision log or /debug reads it.
  */
 class Result implements SchedulingResult {
@@ -57,7 +79,7 @@ class Result implements SchedulingResult {
   readonly #scored: readonly Endpoint[];
   readonly #names: readonly string[];
   /** Row s = scorer s's clamped scores, last row = totals (see #run). */
-  readonly #scores: Float64Array;
+  readonly #scores: number[];
   #breakdown: EndpointScoreBreakdown[] | undefined;
 
   constructor(
@@ -66,7 +88,7 @@ class Result implements SchedulingResult {
     rejected: readonly Rejection[],
     scored: readonly Endpoint[],
     names: readonly string[],
-    scores: Float64Array,
+    scores: number[],
   ) {
     this.endpoints = endpoints;
     this.profile = profile;
@@ -94,7 +116,7 @@ class Result implements SchedulingResult {
   scoresOf(scorerName: string): ArrayLike<number> | undefined {
     const s = this.#names.indexOf(scorerName);
     const n = this.#scored.length;
-    return s === -1 ? undefined : this.#scores.subarray(s * n, (s + 1) * n);
+    return s === -1 ? undefined : this.#scores.slice(s * n, (s + 1) * n);
   }
 }
 
@@ -104,7 +126,7 @@ class ProfileScheduler implements PluginScheduler {
   readonly pluginSet: PluginSet;
   readonly #p: ResolvedProfile;
   readonly #stateHolders: readonly EndpointStateHolder[];
-  readonly #hook: PluginDurationHook | undefined;
+  readonly #timers: PluginTimers | undefined;
   readonly #timingEvery: number;
   readonly #scorerNames: readonly string[];
   readonly #handle: DefaultPluginHandle;
@@ -122,14 +144,14 @@ class ProfileScheduler implements PluginScheduler {
     this.preRequestPlugins = set.plugins.filter(isPreRequest);
     this.#stateHolders = set.plugins.filter(isEndpointStateHolder);
     this.#scorerNames = this.#p.scorers.map((s) => s.scorer.typedName.name);
-    this.#hook = options.onPluginDuration;
+    this.#timers = options.onPluginDuration && pluginTimers(this.#p, this.preRequestPlugins, options.onPluginDuration);
     this.#timingEvery = Math.max(1, Math.floor(options.pluginTimingEvery ?? 1));
   }
 
-  /** The duration hook for this cycle, or undefined when this cycle is not sampled. */
-  #sampledHook(): PluginDurationHook | undefined {
-    if (this.#hook === undefined) return undefined;
-    return ++this.#cycle % this.#timingEvery === 0 ? this.#hook : undefined;
+  /** The recorders when this cycle is timed, else undefined. */
+  #sampledTimers(): PluginTimers | undefined {
+    if (this.#timers === undefined) return undefined;
+    return ++this.#cycle % this.#timingEvery === 0 ? this.#timers : undefined;
   }
 
   schedule(request: SchedulingRequest, candidates: readonly Endpoint[]): SchedulingResult {
@@ -149,16 +171,16 @@ class ProfileScheduler implements PluginScheduler {
   }
 
   #run(state: CycleState, request: SchedulingRequest, candidates: readonly Endpoint[]): SchedulingResult {
-    const hook = this.#sampledHook();
+    const timers = this.#sampledTimers();
     const { filters, scorers, picker } = this.#p;
     let current = candidates;
     let rejected = NO_REJECTIONS as Rejection[];
 
     for (let f = 0; f < filters.length; f++) {
       const filter = filters[f]!;
-      const t0 = hook ? performance.now() : 0;
+      const t0 = timers ? performance.now() : 0;
       const next = filter.filter(state, request, current);
-      if (hook) hook("Filter", filter.typedName.type, filter.typedName.name, (performance.now() - t0) / 1000);
+      if (timers) timers.filters[f]!((performance.now() - t0) / 1000);
       if (next.length !== current.length) {
         if (rejected === NO_REJECTIONS) rejected = [];
         const kept = new Set(next);
@@ -171,16 +193,18 @@ class ProfileScheduler implements PluginScheduler {
     }
 
     // One allocation for every number the cycle produces: row s (of n) holds scorer s's clamped scores, the last
-    // row the weighted totals. The Result keeps it for the lazily built breakdown.
+    // row the weighted totals. The Result keeps it for the lazily built breakdown. A plain array, not a
+    // Float64Array: past 64 bytes a typed array gets an off-heap backing store, ≈ 0.5 µs to allocate (and more to
+    // free) against ≈ 0.1 µs for a young-generation array; it was the largest line of a cycle in bench/extproc.
     const n = current.length;
     const S = scorers.length;
-    const scores = new Float64Array((S + 1) * n);
+    const scores = new Array<number>((S + 1) * n).fill(0);
     const totals = S * n;
     for (let s = 0; s < S; s++) {
       const { scorer, weight } = scorers[s]!;
-      const t0 = hook ? performance.now() : 0;
+      const t0 = timers ? performance.now() : 0;
       const raw = scorer.score(state, request, current);
-      if (hook) hook("Scorer", scorer.typedName.type, scorer.typedName.name, (performance.now() - t0) / 1000);
+      if (timers) timers.scorers[s]!((performance.now() - t0) / 1000);
       const row = s * n;
       for (let i = 0; i < n; i++) {
         const v = clamp01(raw[i] as number);
@@ -192,14 +216,14 @@ class ProfileScheduler implements PluginScheduler {
     // Reused entries: pickers return endpoints, never these records, and schedule() is synchronous.
     const scored = this.#scored;
     for (let i = scored.length; i < n; i++) scored.push({ endpoint: current[i]!, score: 0 });
-    scored.length = n;
+    if (scored.length !== n) scored.length = n;
     for (let i = 0; i < n; i++) {
       const entry = scored[i] as { endpoint: Endpoint; score: number };
       entry.endpoint = current[i]!;
       entry.score = scores[totals + i]!;
     }
 
-    const t0 = hook ? performance.now() : 0;
+    const t0 = timers ? performance.now() : 0;
     let picked: readonly Endpoint[];
     try {
       picked = picker.pick(state, scored);
@@ -207,19 +231,19 @@ class ProfileScheduler implements PluginScheduler {
       // Do not keep endpoints alive between cycles through the scratch records.
       for (let i = 0; i < n; i++) (scored[i] as { endpoint: Endpoint | undefined }).endpoint = undefined;
     }
-    if (hook) hook("Picker", picker.typedName.type, picker.typedName.name, (performance.now() - t0) / 1000);
+    if (timers) timers.picker((performance.now() - t0) / 1000);
     if (picked.length === 0) throw new SwitchyardError("SY_SCHEDULING_FAILED", NO_ENDPOINTS_MESSAGE);
     return new Result(picked, this.profile, rejected, current, this.#scorerNames, scores);
   }
 
   preRequest(request: SchedulingRequest, chosen: readonly Endpoint[]): void {
-    const hook = this.#timingEvery === 1 || this.#cycle % this.#timingEvery === 0 ? this.#hook : undefined;
+    // Timed with the cycle that chose `chosen` (the last one run).
+    const timers = this.#cycle % this.#timingEvery === 0 ? this.#timers : undefined;
     const plugins = this.preRequestPlugins;
     for (let i = 0; i < plugins.length; i++) {
-      const p = plugins[i]!;
-      const t0 = hook ? performance.now() : 0;
-      p.preRequest(request, chosen);
-      if (hook) hook("PreRequest", p.typedName.type, p.typedName.name, (performance.now() - t0) / 1000);
+      const t0 = timers ? performance.now() : 0;
+      plugins[i]!.preRequest(request, chosen);
+      if (timers) timers.preRequest[i]!((performance.now() - t0) / 1000);
     }
   }
 

@@ -113,12 +113,18 @@ export interface EndpointStateHolder extends Plugin {
 /** Label values of `inference_extension_plugin_duration_seconds{extension_point}` (GIE names). */
 export type ExtensionPoint = "Filter" | "Scorer" | "Picker" | "PreRequest";
 
+/** Records one invocation's duration in seconds. */
+export type DurationRecorder = (seconds: number) => void;
+
+/**
+ * Resolves the duration recorder of one plugin at one extension point. Called once per plugin when the scheduler
+ * is built, never per cycle, so a timed cycle pays for clock reads and observations only.
+ */
 export type PluginDurationHook = (
   extensionPoint: ExtensionPoint,
   pluginType: string,
   pluginName: string,
-  seconds: number,
-) => void;
+) => DurationRecorder;
 
 /** What createScheduler returns: the Scheduler seam plus what the director runs after the pick. */
 export interface PluginScheduler extends Scheduler {

@@ -44,7 +44,8 @@ describe("EPP metrics fed by real requests", () => {
   beforeAll(async () => {
     h = await startHarness({
       models: [{ name: "alias-model", targets: [{ name: "base-target", weight: 1 }] }],
-      flags: ["--config-text", PREFIX_CONFIG],
+      // Every second cycle timed, so the test can see the flag take effect.
+      flags: ["--config-text", PREFIX_CONFIG, "--plugin-timing-sample", "2"],
     });
   });
   afterAll(async () => h?.close());
@@ -198,11 +199,16 @@ describe("EPP metrics fed by real requests", () => {
     const text = await metricsText(h);
     expect(sample(text, "inference_extension_scheduler_e2e_duration_seconds_count")).toBeGreaterThan(0);
     expect(total(text, "inference_extension_scheduler_attempts_total", { status: "success" })).toBeGreaterThan(0);
-    for (const point of ["Scorer", "Picker", "PreRequest"])
-      expect(
-        total(text, "inference_extension_plugin_duration_seconds_count", { extension_point: point }),
-        point,
-      ).toBeGreaterThan(0);
+    // --plugin-timing-sample 2: plugins are timed on every second cycle, and a cycle runs one picker.
+    const cycles = sample(text, "inference_extension_scheduler_e2e_duration_seconds_count")!;
+    expect(cycles).toBeGreaterThanOrEqual(3);
+    for (const point of ["Picker", "PreRequest"])
+      expect(total(text, "inference_extension_plugin_duration_seconds_count", { extension_point: point }), point).toBe(
+        Math.floor(cycles / 2),
+      );
+    expect(
+      total(text, "inference_extension_plugin_duration_seconds_count", { extension_point: "Scorer" }),
+    ).toBeGreaterThan(0);
     expect(sample(text, "inference_extension_prefix_indexer_size")).toBeGreaterThan(0);
     expect(sample(text, "inference_extension_prefix_indexer_hit_ratio_count")).toBeGreaterThanOrEqual(3);
     // The 2nd and 3rd identical prompts find their whole prefix in the index.

@@ -263,7 +263,7 @@ schedulingProfiles:
 `),
     });
     const s = createScheduler(config, testHandle(new TestClock()), {
-      onPluginDuration: (point, type, name, seconds) => calls.push([point, type, name, seconds]),
+      onPluginDuration: (point, type, name) => (seconds) => calls.push([point, type, name, seconds]),
     });
     const req = request({ prefixText: "x".repeat(200) });
     const r = s.schedule(req, [endpoint("10.7.0.1")]);

@@ -165,7 +165,6 @@ export const loraAffinityFilterFactory: PluginFactory = (name, params, handle) =
  */
 export class ServedModelFilter implements Filter {
   readonly typedName: TypedName;
-  readonly #kept: Endpoint[] = [];
 
   constructor(name: string) {
     this.typedName = { type: "served-model-filter", name };
@@ -176,22 +175,24 @@ export class ServedModelFilter implements Filter {
     let base = false;
     for (let i = 0; i < endpoints.length && !base; i++)
       base = endpoints[i]!.metrics?.servedModels?.has(target) === true;
-    const kept = this.#kept;
-    kept.length = 0;
-    for (let i = 0; i < endpoints.length; i++) {
-      const e = endpoints[i]!;
-      const m = e.metrics;
-      const served = m?.servedModels;
-      const ok =
-        m === undefined ||
-        (base
-          ? served === undefined || served.size === 0 || served.has(target)
-          : m.activeModels.has(target) || m.waitingModels.has(target) || m.maxActiveModels > 0);
-      if (ok) kept.push(e);
-    }
-    if (kept.length === 0 || kept.length === endpoints.length) return endpoints;
-    return kept.slice();
+    // Counted first: usually every endpoint qualifies, and then nothing is allocated.
+    let count = 0;
+    for (let i = 0; i < endpoints.length; i++) if (canServe(endpoints[i]!, target, base)) count++;
+    if (count === 0 || count === endpoints.length) return endpoints;
+    const kept: Endpoint[] = [];
+    for (let i = 0; i < endpoints.length; i++) if (canServe(endpoints[i]!, target, base)) kept.push(endpoints[i]!);
+    return kept;
   }
+}
+
+function canServe(e: Endpoint, target: string, base: boolean): boolean {
+  const m = e.metrics;
+  if (m === undefined) return true;
+  if (base) {
+    const served = m.servedModels;
+    return served === undefined || served.size === 0 || served.has(target);
+  }
+  return m.activeModels.has(target) || m.waitingModels.has(target) || m.maxActiveModels > 0;
 }
 
 export const servedModelFilterFactory: PluginFactory = (name, params) => {

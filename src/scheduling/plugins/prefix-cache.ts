@@ -34,6 +34,7 @@ import type {
   ScorerCategory,
   TypedName,
 } from "../types.js";
+import { sized } from "./scorers.js";
 
 /** Characters per token when no tokenizer is available (GIE averageCharactersPerToken). */
 const CHARS_PER_TOKEN = 4;
@@ -215,8 +216,7 @@ export class PrefixCacheScorer implements Scorer, PreRequest, EndpointStateHolde
   /** Fraction of the request's blocks each endpoint holds as a leading run, in [0,1]. */
   score(_state: CycleState, request: SchedulingRequest, endpoints: readonly Endpoint[]): ArrayLike<number> {
     const hashes = this.hashesFor(request, endpoints);
-    const out = this.#out;
-    out.length = endpoints.length;
+    const out = sized(this.#out, endpoints.length);
     const total = hashes.length;
     for (let i = 0; i < endpoints.length; i++)
       out[i] = total === 0 ? 0 : this.index.matchLength(endpoints[i]!.key, hashes) / total;

@@ -12,6 +12,15 @@ import { anyFresh, usableMetrics } from "./metrics-view.js";
 /** GIE token-load-scorer default queueThresholdTokens. */
 export const DEFAULT_TOKEN_LOAD_THRESHOLD = 4_194_304;
 
+/**
+ * `out` with length `n`. Writing `length` is a runtime call even when it does not change, and the scorers' reused
+ * arrays almost always already have the pool's size.
+ */
+export function sized(out: number[], n: number): number[] {
+  if (out.length !== n) out.length = n;
+  return out;
+}
+
 type CountField = "waitingQueueSize" | "runningRequestsSize";
 
 /**
@@ -45,8 +54,7 @@ class MinMaxCountScorer implements Scorer {
       if (v < min) min = v;
       if (v > max) max = v;
     }
-    const out = this.#out;
-    out.length = endpoints.length;
+    const out = sized(this.#out, endpoints.length);
     const range = max - min;
     for (let i = 0; i < endpoints.length; i++) {
       const m = usableMetrics(endpoints[i]!, fresh, now, stale);
@@ -84,8 +92,7 @@ export class KvCacheUtilizationScorer implements Scorer {
     const now = this.#handle.now();
     const stale = this.#handle.metricsStalenessMs;
     const fresh = anyFresh(endpoints, now, stale);
-    const out = this.#out;
-    out.length = endpoints.length;
+    const out = sized(this.#out, endpoints.length);
     for (let i = 0; i < endpoints.length; i++) {
       const m = usableMetrics(endpoints[i]!, fresh, now, stale);
       out[i] = m === undefined ? 0 : 1 - m.kvCacheUsagePercent;
@@ -119,8 +126,7 @@ export class LoraAffinityScorer implements Scorer {
     const stale = this.#handle.metricsStalenessMs;
     const fresh = anyFresh(endpoints, now, stale);
     const target = request.targetModel;
-    const out = this.#out;
-    out.length = endpoints.length;
+    const out = sized(this.#out, endpoints.length);
     for (let i = 0; i < endpoints.length; i++) {
       const m = usableMetrics(endpoints[i]!, fresh, now, stale);
       if (m === undefined) out[i] = 0;
@@ -149,8 +155,7 @@ export class TokenLoadScorer implements Scorer {
   }
 
   score(_state: CycleState, _request: SchedulingRequest, endpoints: readonly Endpoint[]): ArrayLike<number> {
-    const out = this.#out;
-    out.length = endpoints.length;
+    const out = sized(this.#out, endpoints.length);
     for (let i = 0; i < endpoints.length; i++) {
       const load = endpoints[i]!.inflightTokens / this.threshold;
       out[i] = 1 - Math.min(load, 1);
