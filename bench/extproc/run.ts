@@ -20,7 +20,8 @@
  * Env: BENCH_SECONDS (default 8), BENCH_REPS (default 3), BENCH_QUICK=1 (2 s, 1 rep), BENCH_SCENARIOS (comma list,
  * default all), BENCH_PROFILE (directory for the servers' --cpu-prof output, default off), BENCH_OUT (JSON results
  * file, default none), BENCH_NODE_FLAGS (extra node flags for the servers, e.g. "--trace-gc", default none),
- * BENCH_MODES (comma list of servers to run, default all three; ratios need switchyard and a no-op).
+ * BENCH_MODES (comma list of servers to run, default all three; ratios need switchyard and a no-op; the in-process
+ * logic measurement always runs switchyard).
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { writeFileSync } from "node:fs";
@@ -34,7 +35,11 @@ const REPS = Number(process.env.BENCH_REPS ?? (QUICK ? 1 : 3));
 const CONNECTIONS = 4;
 /** Interleaved in this order within every repetition (server.ts explains the two no-ops). */
 const ALL_MODES = ["noop", "noop-codec", "switchyard"];
-const MODES: readonly string[] = process.env.BENCH_MODES?.split(",") ?? ALL_MODES;
+const listed = (process.env.BENCH_MODES ?? "")
+  .split(",")
+  .map((m) => m.trim())
+  .filter(Boolean);
+const MODES: readonly string[] = listed.length > 0 ? listed : ALL_MODES;
 for (const mode of MODES)
   if (!ALL_MODES.includes(mode)) throw new Error(`BENCH_MODES: unknown server "${mode}" (${ALL_MODES.join(", ")})`);
 /** A request still open after this is reset and counted as an error, so a stuck server cannot hang the run. */

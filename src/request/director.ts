@@ -99,7 +99,7 @@ interface Prepared {
 
 /** Path source order, GIE openai parser: `:path` → x-original-path → x-forwarded-path → /v1/completions. */
 function requestPath(request: IncomingRequest): string {
-  // The stream already decoded `:path`; only an empty one sends us back to the headers.
+  // The stream already decoded `:path`. "" means absent or empty, and only an absent one may fall back.
   if (request.path !== "") return request.path;
   const headers = request.headers;
   return headers.get(":path") ?? headers.get("x-original-path") ?? headers.get("x-forwarded-path") ?? "/v1/completions";

@@ -12,7 +12,7 @@ export interface IncomingRequest {
   readonly headers: ReadonlyMap<string, string>;
   /** `:method`, or "" when absent. */
   readonly method: string;
-  /** `:path`, or "" when absent or empty (the director then falls back to the proxies' path headers). */
+  /** `:path`, or "" when absent or empty (the director then looks again: only an absent one falls back). */
   readonly path: string;
   /** The complete request body. Empty for header-only requests. */
   readonly body: Buffer;

@@ -199,7 +199,8 @@ describe("EPP metrics fed by real requests", () => {
     const text = await metricsText(h);
     expect(sample(text, "inference_extension_scheduler_e2e_duration_seconds_count")).toBeGreaterThan(0);
     expect(total(text, "inference_extension_scheduler_attempts_total", { status: "success" })).toBeGreaterThan(0);
-    // --plugin-timing-sample 2: plugins are timed on every second cycle, and a cycle runs one picker.
+    // --plugin-timing-sample 2: plugins are timed on every second cycle. Exact because this profile has no filter
+    // (no cycle fails after the picker, so e2e counts every cycle) and exactly one PreRequest plugin.
     const cycles = sample(text, "inference_extension_scheduler_e2e_duration_seconds_count")!;
     expect(cycles).toBeGreaterThanOrEqual(3);
     for (const point of ["Picker", "PreRequest"])

@@ -278,4 +278,37 @@ schedulingProfiles:
     for (const [, , , seconds] of calls) expect(seconds).toBeGreaterThanOrEqual(0);
     expect(s.preRequestPlugins.map((p) => p.typedName.name)).toEqual(["prefix"]);
   });
+
+  it("times every plugin of one cycle in pluginTimingEvery, PreRequest with its own cycle", () => {
+    const calls: string[] = [];
+    const config = loadPickerConfig({
+      text: yaml(`plugins:
+  - type: low-queue-filter
+  - type: queue-scorer
+  - type: prefix-cache-scorer
+    name: prefix
+schedulingProfiles:
+  - name: p
+    plugins:
+      - pluginRef: low-queue-filter
+      - pluginRef: queue-scorer
+      - pluginRef: prefix
+`),
+    });
+    const s = createScheduler(config, testHandle(new TestClock()), {
+      onPluginDuration: (point) => () => calls.push(point),
+      pluginTimingEvery: 3,
+    });
+    const timedCycles: number[] = [];
+    for (let cycle = 1; cycle <= 6; cycle++) {
+      const before = calls.length;
+      const req = request({ prefixText: "x".repeat(200) });
+      s.preRequest(req, s.schedule(req, [endpoint("10.7.0.1")]).endpoints);
+      if (calls.length > before) {
+        timedCycles.push(cycle);
+        expect(calls.slice(before)).toEqual(["Filter", "Scorer", "Scorer", "Picker", "PreRequest"]);
+      }
+    }
+    expect(timedCycles).toEqual([3, 6]);
+  });
 });
