@@ -246,9 +246,9 @@ schedulingProfiles:
     expect(all.endpoints).toHaveLength(1);
   });
 
-  it("reports every plugin invocation to onPluginDuration", () => {
-    const calls: [ExtensionPoint, string, string, number][] = [];
-    const config = loadPickerConfig({
+  /** One plugin at each extension point: a filter, two scorers, the default picker and a PreRequest (prefix). */
+  const timedProfile = () =>
+    loadPickerConfig({
       text: yaml(`plugins:
   - type: low-queue-filter
   - type: queue-scorer
@@ -262,6 +262,10 @@ schedulingProfiles:
       - pluginRef: prefix
 `),
     });
+
+  it("reports every plugin invocation to onPluginDuration", () => {
+    const calls: [ExtensionPoint, string, string, number][] = [];
+    const config = timedProfile();
     const s = createScheduler(config, testHandle(new TestClock()), {
       onPluginDuration: (point, type, name) => (seconds) => calls.push([point, type, name, seconds]),
     });
@@ -281,20 +285,7 @@ schedulingProfiles:
 
   it("times every plugin of one cycle in pluginTimingEvery, PreRequest with its own cycle", () => {
     const calls: string[] = [];
-    const config = loadPickerConfig({
-      text: yaml(`plugins:
-  - type: low-queue-filter
-  - type: queue-scorer
-  - type: prefix-cache-scorer
-    name: prefix
-schedulingProfiles:
-  - name: p
-    plugins:
-      - pluginRef: low-queue-filter
-      - pluginRef: queue-scorer
-      - pluginRef: prefix
-`),
-    });
+    const config = timedProfile();
     const s = createScheduler(config, testHandle(new TestClock()), {
       onPluginDuration: (point) => () => calls.push(point),
       pluginTimingEvery: 3,
