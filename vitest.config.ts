@@ -8,5 +8,7 @@ export default defineConfig({
     maxWorkers: 2,
     testTimeout: 30_000,
     hookTimeout: 30_000,
+    // The second reporter prints one line naming the tools whose tests were skipped (test/helpers/tools.ts).
+    reporters: ["default", "./test/helpers/skip-reporter.ts"],
   },
 });

@@ -1,40 +1,22 @@
 /**
- * Renders the chart with the real `helm` binary and checks the objects. CI installs helm
- * (`go install helm.sh/helm/v3/cmd/helm@v3.16.4`); without it this file FAILS unless SWITCHYARD_SKIP_HELM=1.
+ * Renders the chart with the real `helm` binary and checks the objects. `npm run setup:tools` installs helm;
+ * without it the group is skipped with one line (a failure under SWITCHYARD_REQUIRE_TOOLS=1, as in CI).
  */
 import { execFile } from "node:child_process";
-import { accessSync, constants } from "node:fs";
-import { homedir } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import { promisify } from "node:util";
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
 import { EPP_FLAGS } from "../../src/cli/epp.js";
 import { parseFlags } from "../../src/cli/flags.js";
 import { leaseNameFor } from "../../src/sources/leader.js";
+import { describeWithTools } from "../helpers/tools.js";
 import { type CrdVersion, loadCrds, ROOT, validateObject } from "./crd-schema.js";
 
 const run = promisify(execFile);
 const CHART = join(ROOT, "deploy", "helm", "switchyard");
 const NS = "llm";
 const RELEASE = "llama4-pool";
-const skip = process.env.SWITCHYARD_SKIP_HELM === "1";
-
-function findHelm(): string | undefined {
-  const candidates = [
-    ...(process.env.PATH ?? "").split(delimiter).map((d) => join(d, "helm")),
-    join(homedir(), "go", "bin", "helm"),
-  ];
-  for (const c of candidates) {
-    try {
-      accessSync(c, constants.X_OK);
-      return c;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 interface K8sObject {
   apiVersion: string;
@@ -81,15 +63,9 @@ function podSpec(objs: K8sObject[]): {
   return d.spec.template.spec;
 }
 
-describe.skipIf(skip)("helm chart deploy/helm/switchyard", () => {
+describeWithTools(["helm"], "helm chart deploy/helm/switchyard", (tools) => {
   beforeAll(() => {
-    helm = findHelm();
-    if (helm === undefined) {
-      throw new Error(
-        "helm not found on PATH or in ~/go/bin. Install it (go install helm.sh/helm/v3/cmd/helm@v3.16.4) " +
-          "or set SWITCHYARD_SKIP_HELM=1 to skip the chart tests.",
-      );
-    }
+    helm = tools.helm;
     crds = loadCrds();
   });
 

