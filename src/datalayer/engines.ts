@@ -80,14 +80,19 @@ export const DEFAULT_ENGINE_CONFIGS: readonly EngineConfig[] = Object.freeze([
     cacheNumBlocksLabelName: "num_gpu_blocks",
   },
   {
+    // SGLang 0.5.x with priority scheduling repeats the queue/running gauges per priority beside the total under
+    // `priority=""`; the empty matcher also matches servers without the label (docs/design/model-servers.md §3.4).
+    // 0.5.x replaced cache_config_info with the page_size / num_pages gauges; both are read, gauges win.
     name: "sglang",
-    queuedRequestsSpec: "sglang:num_queue_reqs",
-    runningRequestsSpec: "sglang:num_running_reqs",
+    queuedRequestsSpec: 'sglang:num_queue_reqs{priority=""}',
+    runningRequestsSpec: 'sglang:num_running_reqs{priority=""}',
     kvUsageSpec: "sglang:token_usage",
     loraSpec: "",
     cacheInfoSpec: "sglang:cache_config_info",
     cacheBlockSizeLabelName: "page_size",
     cacheNumBlocksLabelName: "num_pages",
+    cacheBlockSizeSpec: "sglang:page_size",
+    cacheNumBlocksSpec: "sglang:num_pages",
   },
   {
     name: "trtllm-serve",
@@ -462,15 +467,17 @@ function describe(specs: readonly MetricSpec[]): string {
 }
 
 /**
- * Sum (or max) of the finite values of the first spec with any matching series. Throws when none of the specs
- * has a series, or all their values are NaN/±Inf: reading that as 0 would make a broken server look idle.
+ * Sum (or max) of the finite values of the first spec with any matching series, or `undefined` when no spec has a
+ * series at all: an absent family means "no load reported yet" (a fresh data-parallel vLLM exports its gauges only
+ * after its first request, docs/design/model-servers.md §3.2), not a failure. Throws when series exist but every value
+ * is NaN/±Inf: reading that as 0 would make a broken server look idle.
  */
-function required(
+function signal(
   families: Map<string, Sample[]>,
   specs: readonly MetricSpec[],
   combine: "sum" | "max",
   where: string,
-): number {
+): number | undefined {
   let sawSeries = false;
   for (const spec of specs) {
     const samples = selectSamples(families, spec);
@@ -486,7 +493,41 @@ function required(
     if (finite > 0) return acc;
   }
   if (sawSeries) throw new MetricsExtractionError(`${describe(specs)} has no finite value in ${where}`);
-  throw new MetricsExtractionError(`no ${describe(specs)} in ${where}`);
+  return undefined;
+}
+
+/** True when the text declares or carries any family this mapping reads: it is this engine's exposition. */
+function mentionsAny(text: string, mapping: EngineMapping, families: Map<string, Sample[]>): boolean {
+  if (families.size > 0 || mapping.wanted.size === 0) return true;
+  for (const name of mapping.wanted.names) if (text.includes(`# TYPE ${name} `)) return true;
+  return false;
+}
+
+/**
+ * The current `lora_requests_info` series. Its value is the wall-clock second the label set was last current, and
+ * the newest wins (docs/design/model-servers.md §3.3), with two corrections for what real servers emit:
+ * - a data-parallel vLLM may sum the gauge over its k engines, so a stale label set present on two engines reads
+ *   ≈ 2 × now and would beat the current one present on one: each value is divided by k = round(value / now);
+ * - llm-d-inference-sim stamps whole seconds, so two label sets tie; a tie goes to the one naming running, then
+ *   waiting adapters (an adapter that finished within that second is still warm), then to the later series.
+ */
+function currentLoraSeries(samples: readonly Sample[], nowSec: number): Sample | undefined {
+  let best: Sample | undefined;
+  let bestTime = Number.NEGATIVE_INFINITY;
+  let bestRank = -1;
+  for (const s of samples) {
+    if (!Number.isFinite(s.value) || s.value <= 0) continue;
+    const engines = nowSec > 0 ? Math.max(1, Math.round(s.value / nowSec)) : 1;
+    const time = s.value / engines;
+    const rank =
+      (s.labels["running_lora_adapters"] ?? "") !== "" ? 2 : (s.labels["waiting_lora_adapters"] ?? "") !== "" ? 1 : 0;
+    if (time > bestTime || (time === bestTime && rank >= bestRank)) {
+      best = s;
+      bestTime = time;
+      bestRank = rank;
+    }
+  }
+  return best;
 }
 
 function parseCount(text: string | undefined): number | undefined {
@@ -509,42 +550,60 @@ function adapterSet(list: string | undefined): ReadonlySet<string> {
   return set ?? EMPTY_SET;
 }
 
-/** Block size (max over series) and block count (sum over series: each data-parallel rank owns its own cache). */
-function cacheFromGauges(samples: readonly Sample[], combine: "sum" | "max"): number {
+/**
+ * The largest non-negative value over the series. Block counts are a max, not a sum: a data-parallel vLLM already
+ * reports the server's total on every engine's cache_config_info, and SGLang repeats num_pages on every TP rank
+ * (docs/design/model-servers.md §3.2, §3.4).
+ */
+function cacheFromGauges(samples: readonly Sample[]): number {
   let acc = 0;
   for (const s of samples) {
     if (!Number.isFinite(s.value) || s.value < 0) continue;
-    acc = combine === "sum" ? acc + Math.trunc(s.value) : Math.max(acc, Math.trunc(s.value));
+    acc = Math.max(acc, Math.trunc(s.value));
   }
   return acc;
 }
 
 /**
- * Turns one `/metrics` body into a fresh EndpointMetrics stamped with `updateTime`. Throws MetricsExtractionError
- * when an enabled queue/running/KV signal is missing. `where` names the source in messages (the scrape path).
+ * Turns one `/metrics` body into a fresh EndpointMetrics stamped with `updateTime`. A queue/running/KV family that
+ * is absent reads as 0 and is named in `unreported` (the endpoint stays a candidate, scored from the EPP's own
+ * accounting); a body that carries none of the engine's families, or a family whose every value is non-finite,
+ * throws MetricsExtractionError. `where` names the source in messages (the scrape path); `nowSec` is the wall clock
+ * the LoRA timestamps are compared with.
  */
 export function extractMetrics(
   mapping: EngineMapping,
   text: string,
   updateTime: number,
   where = "/metrics",
+  nowSec = Date.now() / 1000,
 ): EndpointMetrics {
   const families = parseFamilies(text, mapping.wanted);
-  const waiting = mapping.queued === undefined ? 0 : required(families, [mapping.queued], "sum", where);
-  const running = mapping.running === undefined ? 0 : required(families, [mapping.running], "sum", where);
-  const kv = mapping.kvUsage.length === 0 ? 0 : required(families, mapping.kvUsage, "max", where);
+  if (!mentionsAny(text, mapping, families)) {
+    throw new MetricsExtractionError(
+      `no ${mapping.name} metric family (${[...mapping.wanted.names].join(", ")}) in ${where}`,
+    );
+  }
+  const unreported: string[] = [];
+  const read = (specs: readonly MetricSpec[], combine: "sum" | "max"): number => {
+    if (specs.length === 0) return 0;
+    const v = signal(families, specs, combine, where);
+    if (v !== undefined) return v;
+    unreported.push(formatMetricSpec(specs[0]!));
+    return 0;
+  };
+  const waiting = read(mapping.queued === undefined ? [] : [mapping.queued], "sum");
+  const running = read(mapping.running === undefined ? [] : [mapping.running], "sum");
+  const kv = read(mapping.kvUsage, "max");
 
   let activeModels = EMPTY_SET;
   let waitingModels = EMPTY_SET;
   let maxActiveModels = 0;
+  let loraReported = false;
   if (mapping.lora !== undefined) {
-    let best: Sample | undefined;
-    for (const s of selectSamples(families, mapping.lora)) {
-      // The value is the series' last-update wall clock: newest wins, NaN never does.
-      if (Number.isNaN(s.value)) continue;
-      if (best === undefined || s.value > best.value) best = s;
-    }
+    const best = currentLoraSeries(selectSamples(families, mapping.lora), nowSec);
     if (best !== undefined) {
+      loraReported = true;
       activeModels = adapterSet(best.labels["running_lora_adapters"]);
       waitingModels = adapterSet(best.labels["waiting_lora_adapters"]);
       maxActiveModels = parseCount(best.labels["max_lora"]) ?? 0;
@@ -558,15 +617,15 @@ export function extractMetrics(
       const size = parseCount(s.labels[mapping.cacheBlockSizeLabel]);
       if (size !== undefined) cacheBlockSize = Math.max(cacheBlockSize, size);
       const blocks = parseCount(s.labels[mapping.cacheNumBlocksLabel]);
-      if (blocks !== undefined) cacheNumBlocks += blocks;
+      if (blocks !== undefined) cacheNumBlocks = Math.max(cacheNumBlocks, blocks);
     }
   }
   if (mapping.cacheBlockSize !== undefined) {
-    const v = cacheFromGauges(selectSamples(families, mapping.cacheBlockSize), "max");
+    const v = cacheFromGauges(selectSamples(families, mapping.cacheBlockSize));
     if (v > 0) cacheBlockSize = v;
   }
   if (mapping.cacheNumBlocks !== undefined) {
-    const v = cacheFromGauges(selectSamples(families, mapping.cacheNumBlocks), "sum");
+    const v = cacheFromGauges(selectSamples(families, mapping.cacheNumBlocks));
     if (v > 0) cacheNumBlocks = v;
   }
 
@@ -592,5 +651,8 @@ export function extractMetrics(
     cacheBlockSize,
     cacheNumBlocks,
     updateTime,
+    // Always present, so every metrics object has one shape for the scorers that read it per request.
+    loraReported,
+    unreported: unreported.length === 0 ? undefined : unreported.join(", "),
   };
 }

@@ -85,6 +85,16 @@ export interface EndpointMetrics {
   /** `max_lora`; 0 when the server reports no LoRA info. */
   readonly maxActiveModels: number;
   /**
+   * The server exported a `lora_requests_info` sample. False on a LoRA-enabled vLLM until its first engine step
+   * (docs/design/model-servers.md §3.3): then `maxActiveModels` 0 means "unknown", not "cannot load adapters".
+   */
+  readonly loraReported?: boolean;
+  /**
+   * Load families the scrape did not carry (comma-separated selectors), undefined when complete. Their signals read
+   * 0: the server reported no load yet, which is not a failed scrape.
+   */
+  readonly unreported?: string | undefined;
+  /**
    * Base models the server reports serving (the `model_name` label of its queue/running series, vLLM and SGLang).
    * Undefined or empty when unknown. Lets LoRA affinity tell a base-model request from an adapter request.
    */

@@ -118,7 +118,7 @@ describe("engine configs", () => {
 });
 
 describe("extractMetrics", () => {
-  it("aggregates vLLM data-parallel engines: sums queue and running, max KV, sums blocks", () => {
+  it("aggregates vLLM data-parallel engines: sums queue and running, max KV, max blocks (each engine reports the total)", () => {
     const m = extractMetrics(mapping("vllm"), fixture("vllm-dp.txt"), 1234.5);
     expect(m).toEqual({
       waitingQueueSize: 7,
@@ -129,8 +129,10 @@ describe("extractMetrics", () => {
       maxActiveModels: 0,
       servedModels: new Set(["meta-llama/Llama-3.1-8B-Instruct"]),
       cacheBlockSize: 16,
-      cacheNumBlocks: 27724 + 27700,
+      cacheNumBlocks: 27724,
       updateTime: 1234.5,
+      loraReported: false,
+      unreported: undefined,
     });
   });
 
@@ -194,19 +196,36 @@ describe("extractMetrics", () => {
     });
   });
 
-  it("fails when a required signal is missing instead of reading zero", () => {
-    expect(() => extractMetrics(mapping("vllm"), "", 0)).toThrow("no vllm:num_requests_waiting in /metrics");
-    expect(() =>
-      extractMetrics(mapping("vllm"), "vllm:num_requests_waiting 1\nvllm:num_requests_running 1", 0),
-    ).toThrow("no vllm:kv_cache_usage_perc (or vllm:gpu_cache_usage_perc) in /metrics");
-    expect(() =>
-      extractMetrics(mapping("triton-tensorrt-llm"), fixture("triton-trtllm.txt").replace(/waiting/g, "queued"), 0),
-    ).toThrow('no nv_trt_llm_request_metrics{request_type="waiting"} in /metrics');
+  it("fails on a body that carries none of the engine's families, or only non-finite values", () => {
+    expect(() => extractMetrics(mapping("vllm"), "", 0)).toThrow(/no vllm metric family \(.*\) in \/metrics/);
+    expect(() => extractMetrics(mapping("vllm"), "<html>not prometheus</html>\n", 0)).toThrow(MetricsExtractionError);
     expect(() => extractMetrics(mapping("sglang"), fixture("vllm-dp.txt"), 0, "/custom")).toThrow(
-      MetricsExtractionError,
+      /no sglang metric family .* in \/custom/,
     );
     const nan = "vllm:num_requests_waiting NaN\nvllm:num_requests_running 1\nvllm:kv_cache_usage_perc 0";
     expect(() => extractMetrics(mapping("vllm"), nan, 0)).toThrow("vllm:num_requests_waiting has no finite value");
+  });
+
+  it("reads an absent load family as 0 and names it in `unreported` (no load reported yet, not a failure)", () => {
+    const partial = extractMetrics(mapping("vllm"), "vllm:num_requests_waiting 1\nvllm:num_requests_running 1", 0);
+    expect(partial).toMatchObject({ waitingQueueSize: 1, runningRequestsSize: 1, kvCacheUsagePercent: 0 });
+    expect(partial.unreported).toBe("vllm:kv_cache_usage_perc");
+    // Only the HELP/TYPE lines, as a fresh data-parallel vLLM can serve them before its first request.
+    const declared = [
+      "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+      "# TYPE vllm:num_requests_waiting gauge",
+      "# TYPE vllm:num_requests_running gauge",
+      "# TYPE vllm:kv_cache_usage_perc gauge",
+      "",
+    ].join("\n");
+    const fresh = extractMetrics(mapping("vllm"), declared, 7);
+    expect(fresh).toMatchObject({ waitingQueueSize: 0, runningRequestsSize: 0, kvCacheUsagePercent: 0, updateTime: 7 });
+    expect(fresh.unreported).toBe("vllm:num_requests_waiting, vllm:num_requests_running, vllm:kv_cache_usage_perc");
+    const triton = fixture("triton-trtllm.txt").replace(/waiting/g, "queued");
+    expect(extractMetrics(mapping("triton-tensorrt-llm"), triton, 0).unreported).toBe(
+      'nv_trt_llm_request_metrics{request_type="waiting"}',
+    );
+    expect(extractMetrics(mapping("vllm"), fixture("vllm-dp.txt"), 0).unreported).toBeUndefined();
   });
 
   it("skips disabled signals and clamps KV usage into 0..1", () => {

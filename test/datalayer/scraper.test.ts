@@ -109,7 +109,7 @@ describe("MetricsScraper", () => {
     pods[1]!.behaviour.body = "<html>this is not prometheus</html>\n{{{\n";
     await vi.waitFor(() => expect(count(endpoints[1]!, false)).toBeGreaterThanOrEqual(failuresBefore + 2), WAIT);
     expect(endpoints[1]!.metrics).toBe(kept);
-    expect(endpoints[1]!.lastScrapeError).toMatch(/no vllm:num_requests_waiting in \/metrics/);
+    expect(endpoints[1]!.lastScrapeError).toMatch(/no vllm metric family \(.*\) in \/metrics/);
     const failure = results.findLast((r) => r.endpoint === endpoints[1] && !r.result.ok)!;
     expect(failure.result.error?.reason).toBe("parse");
     // Others keep refreshing.
