@@ -599,11 +599,13 @@ export function extractMetrics(
   let activeModels = EMPTY_SET;
   let waitingModels = EMPTY_SET;
   let maxActiveModels = 0;
-  let loraReported = false;
+  let lora: "reported" | "pending" | undefined;
   if (mapping.lora !== undefined) {
     const best = currentLoraSeries(selectSamples(families, mapping.lora), nowSec);
-    if (best !== undefined) {
-      loraReported = true;
+    if (best === undefined) {
+      if (text.includes(`# TYPE ${mapping.lora.name} `)) lora = "pending";
+    } else {
+      lora = "reported";
       activeModels = adapterSet(best.labels["running_lora_adapters"]);
       waitingModels = adapterSet(best.labels["waiting_lora_adapters"]);
       maxActiveModels = parseCount(best.labels["max_lora"]) ?? 0;
@@ -652,7 +654,7 @@ export function extractMetrics(
     cacheNumBlocks,
     updateTime,
     // Always present, so every metrics object has one shape for the scorers that read it per request.
-    loraReported,
+    lora,
     unreported: unreported.length === 0 ? undefined : unreported.join(", "),
   };
 }

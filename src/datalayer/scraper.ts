@@ -18,7 +18,7 @@
 import { Client } from "undici";
 import { DEFAULT_REFRESH_METRICS_INTERVAL_MS, DEFAULT_SCRAPE_TIMEOUT_MS } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
-import type { Endpoint } from "../datastore/types.js";
+import type { Endpoint, ServedModels } from "../datastore/types.js";
 import { type Logger, silentLogger } from "../observability/logger.js";
 import { DEFAULT_LOG_THROTTLE_MS, LogThrottle } from "../observability/throttle.js";
 import { type EngineConfig, EngineRegistry, extractMetrics } from "./engines.js";
@@ -91,6 +91,12 @@ export interface MetricsScraperOptions {
   maxBackoffMs?: number;
   /** Largest accepted `/metrics` body. Default 16 MiB. */
   maxBodyBytes?: number;
+  /**
+   * How often each endpoint's `/v1/models` is read (what it serves: base models, aliases, adapters); 0 = never.
+   * Default 10 s: the list changes only when adapters are loaded or unloaded, and one small GET per pod every
+   * 10 s costs the server far less than its `/metrics`.
+   */
+  modelsIntervalMs?: number;
   /** Default: a silent logger. */
   logger?: Logger;
   /** A failing endpoint logs its first failure at warn, then at most one warn line per this many ms. Default 30 s. */
@@ -99,6 +105,11 @@ export interface MetricsScraperOptions {
 }
 
 export const DEFAULT_MAX_SCRAPE_BACKOFF_MS = 2_000;
+export const DEFAULT_MODELS_INTERVAL_MS = 10_000;
+/** A `/v1/models` answer larger than this, or listing more ids, is ignored (the list stays unknown). */
+export const MAX_MODELS_BODY_BYTES = 1024 * 1024;
+export const MAX_MODEL_IDS = 4096;
+export const MODELS_PATH = "/v1/models";
 export const DEFAULT_MAX_METRICS_BODY_BYTES = 16 * 1024 * 1024;
 /** `text/plain; version=0.0.4` keeps servers on the classic format instead of OpenMetrics (§5). */
 export const METRICS_ACCEPT_HEADER = "text/plain; version=0.0.4";
@@ -136,6 +147,14 @@ interface Target {
   readonly firstAttempt: Deferred;
   attempted: boolean;
   warnedEngine: boolean;
+  /** Origin of the serving port (differs from `origin` when metrics are scraped on their own port). */
+  readonly modelsOrigin: string;
+  /** A client of our own when `modelsOrigin` differs from `origin`. */
+  modelsClient: Client | undefined;
+  /** performance.now() at which `/v1/models` is next due. */
+  modelsDueAt: number;
+  /** The last scrape named absent load families (logged once per transition). */
+  incomplete: boolean;
 }
 
 function checkPositive(name: string, value: number | undefined, fallback: number): number {
@@ -192,6 +211,7 @@ export class MetricsScraper {
   readonly #engines: EngineRegistry;
   readonly #maxBackoffMs: number;
   readonly #maxBodyBytes: number;
+  readonly #modelsIntervalMs: number;
   readonly #logger: Logger;
   readonly #hooks: ScraperHooks;
   readonly #failureLog: LogThrottle;
@@ -223,6 +243,15 @@ export class MetricsScraper {
       checkPositive("maxBackoffMs", options.maxBackoffMs, DEFAULT_MAX_SCRAPE_BACKOFF_MS),
     );
     this.#maxBodyBytes = checkPositive("maxBodyBytes", options.maxBodyBytes, DEFAULT_MAX_METRICS_BODY_BYTES);
+    const modelsInterval = options.modelsIntervalMs ?? DEFAULT_MODELS_INTERVAL_MS;
+    if (typeof modelsInterval !== "number" || !Number.isFinite(modelsInterval) || modelsInterval < 0) {
+      throw new ConfigError(
+        `must be a finite number of milliseconds >= 0, got ${String(modelsInterval)}`,
+        undefined,
+        "modelsIntervalMs",
+      );
+    }
+    this.#modelsIntervalMs = modelsInterval;
     const path = options.path ?? "/metrics";
     if (typeof path !== "string" || !path.startsWith("/") || /[\s#]/.test(path)) {
       throw new ConfigError(
@@ -329,6 +358,10 @@ export class MetricsScraper {
     const t: Target = {
       endpoint,
       origin: `${this.#scheme}://${hostPort(endpoint.address, port)}`,
+      modelsOrigin: `${this.#scheme}://${hostPort(endpoint.address, endpoint.port)}`,
+      modelsClient: undefined,
+      modelsDueAt: 0,
+      incomplete: false,
       shared: undefined,
       timer: undefined,
       inflight: undefined,
@@ -353,6 +386,12 @@ export class MetricsScraper {
     }
     t.abort?.abort(new ScrapeError("network", "endpoint removed"));
     this.#release(t);
+    if (t.modelsClient !== undefined) {
+      const closing = t.modelsClient.destroy().catch(() => {});
+      t.modelsClient = undefined;
+      this.#closing.add(closing);
+      void closing.finally(() => this.#closing.delete(closing));
+    }
     t.firstAttempt.resolve();
   }
 
@@ -464,6 +503,11 @@ export class MetricsScraper {
         throw new ScrapeError("parse", `${url}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       }
       endpoint.lastScrapeError = undefined;
+      this.#noteIncomplete(t);
+      if (this.#modelsIntervalMs > 0 && finished >= t.modelsDueAt) {
+        t.modelsDueAt = finished + this.#modelsIntervalMs;
+        await this.#readModels(t, client);
+      }
     } catch (err) {
       error = err instanceof ScrapeError ? err : classify(err, url);
       finished = performance.now();
@@ -507,6 +551,70 @@ export class MetricsScraper {
     this.#schedule(t, Math.min(this.#maxBackoffMs, backoff));
   }
 
+  /** One info line when an endpoint's scrapes start or stop lacking load families, not one per scrape. */
+  #noteIncomplete(t: Target): void {
+    const missing = t.endpoint.metrics?.unreported;
+    if ((missing !== undefined) === t.incomplete) return;
+    t.incomplete = missing !== undefined;
+    if (missing !== undefined)
+      this.#logger.info(
+        { endpoint: t.endpoint.key, unreported: missing },
+        "metrics carry no load gauges yet; the endpoint stays a candidate, scored as reporting no load",
+      );
+    else this.#logger.info({ endpoint: t.endpoint.key }, "metrics now carry every load gauge");
+  }
+
+  /**
+   * Reads `/v1/models` (docs/design/model-servers.md §3.5). Any failure leaves the previous list in place when there
+   * was one (a transient error must not widen what the endpoint is thought to serve) and unknown otherwise; only
+   * a 404 clears it, since the server then has no such list. Never throws.
+   */
+  async #readModels(t: Target, metricsClient: Client): Promise<void> {
+    let client = metricsClient;
+    if (t.modelsOrigin !== t.origin) {
+      t.modelsClient ??= new Client(t.modelsOrigin, {
+        pipelining: 1,
+        connectTimeout: this.#timeoutMs,
+        headersTimeout: this.#timeoutMs + 1_000,
+        bodyTimeout: this.#timeoutMs + 1_000,
+        maxResponseSize: MAX_MODELS_BODY_BYTES,
+        ...(this.#scheme === "https" ? { connect: { rejectUnauthorized: !this.#insecureSkipVerify } } : {}),
+      });
+      client = t.modelsClient;
+    }
+    const abort = new AbortController();
+    t.abort = abort;
+    const deadline = setTimeout(() => abort.abort(), this.#timeoutMs);
+    deadline.unref();
+    try {
+      const res = await client.request({
+        method: "GET",
+        path: MODELS_PATH,
+        headers: { accept: "application/json" },
+        signal: abort.signal,
+      });
+      if (res.statusCode !== 200) {
+        await res.body.dump({ limit: 64 * 1024, signal: abort.signal }).catch(() => {});
+        if (res.statusCode === 404) t.endpoint.models = undefined;
+        return;
+      }
+      const text = await res.body.text();
+      if (t.stopped) return;
+      const models = parseModelList(text, performance.now());
+      if (models === undefined) {
+        this.#logger.debug({ endpoint: t.endpoint.key }, "ignoring a /v1/models answer that is not a model list");
+        return;
+      }
+      t.endpoint.models = models;
+    } catch (err) {
+      if (this.#logger.isLevelEnabled("debug"))
+        this.#logger.debug({ endpoint: t.endpoint.key, err: String(err) }, "reading /v1/models failed");
+    } finally {
+      clearTimeout(deadline);
+      if (t.abort === abort) t.abort = undefined;
+    }
+  }
+
   #report(endpoint: Endpoint, result: ScrapeResult): void {
     const hook = this.#hooks.onScrape;
     if (hook === undefined) return;
@@ -516,4 +624,31 @@ export class MetricsScraper {
       this.#logger.error({ err }, "onScrape hook threw");
     }
   }
+}
+
+/**
+ * An OpenAI model list (`{"data":[{"id":…,"parent":…}]}`) as ServedModels, or undefined when the text is not one
+ * (or lists more than MAX_MODEL_IDS ids). vLLM lists each served name and alias as its own entry with
+ * `parent: null`, and each adapter with `parent` = its base model.
+ */
+export function parseModelList(text: string, updateTime: number): ServedModels | undefined {
+  if (text.length > MAX_MODELS_BODY_BYTES) return undefined;
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const data = (doc as { data?: unknown } | null)?.data;
+  if (!Array.isArray(data) || data.length > MAX_MODEL_IDS) return undefined;
+  const ids = new Set<string>();
+  const adapters = new Map<string, string>();
+  for (const entry of data) {
+    const id = (entry as { id?: unknown } | null)?.id;
+    if (typeof id !== "string" || id === "") return undefined;
+    ids.add(id);
+    const parent = (entry as { parent?: unknown }).parent;
+    if (typeof parent === "string" && parent !== "" && parent !== id) adapters.set(id, parent);
+  }
+  return { ids, adapters, updateTime };
 }

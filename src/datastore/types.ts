@@ -85,10 +85,11 @@ export interface EndpointMetrics {
   /** `max_lora`; 0 when the server reports no LoRA info. */
   readonly maxActiveModels: number;
   /**
-   * The server exported a `lora_requests_info` sample. False on a LoRA-enabled vLLM until its first engine step
-   * (docs/design/model-servers.md §3.3): then `maxActiveModels` 0 means "unknown", not "cannot load adapters".
+   * What the server said about LoRA: `reported` (a `lora_requests_info` sample: the adapter lists and `max_lora` are
+   * real), `pending` (the family is declared but has no sample yet, as on a LoRA-enabled vLLM before its first
+   * engine step, docs/design/model-servers.md §3.3: its free slots are unknown, not zero), or undefined (no LoRA).
    */
-  readonly loraReported?: boolean;
+  readonly lora?: "reported" | "pending" | undefined;
   /**
    * Load families the scrape did not carry (comma-separated selectors), undefined when complete. Their signals read
    * 0: the server reported no load yet, which is not a failed scrape.
@@ -103,6 +104,16 @@ export interface EndpointMetrics {
   readonly cacheBlockSize: number;
   readonly cacheNumBlocks: number;
   /** `performance.now()` when the scrape response completed. */
+  readonly updateTime: number;
+}
+
+/** What a server says it serves at `/v1/models` (docs/design/model-servers.md §3.5). */
+export interface ServedModels {
+  /** Every model id the server accepts: base models, their aliases and its adapters. */
+  readonly ids: ReadonlySet<string>;
+  /** Adapter id → its base model (`parent`). */
+  readonly adapters: ReadonlyMap<string, string>;
+  /** `performance.now()` when the list was read. */
   readonly updateTime: number;
 }
 
@@ -124,6 +135,12 @@ export interface Endpoint {
   /** Metric mapping chosen from the engine-type label (`vllm` by default). */
   readonly engine: string;
   metrics: EndpointMetrics | undefined;
+  /**
+   * The server's own list of the models it serves, refreshed by the scraper; undefined until read or when the
+   * server has no `/v1/models`. When present it decides what the endpoint can serve: an alias is never taken for an
+   * adapter, and an adapter the server lacks is never routed there.
+   */
+  models?: ServedModels | undefined;
   /** Requests this EPP replica routed here that have not finished. */
   inflightRequests: number;
   /** Estimated tokens of those requests. */

@@ -131,7 +131,7 @@ describe("extractMetrics", () => {
       cacheBlockSize: 16,
       cacheNumBlocks: 27724,
       updateTime: 1234.5,
-      loraReported: false,
+      lora: undefined,
       unreported: undefined,
     });
   });

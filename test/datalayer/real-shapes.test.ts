@@ -22,7 +22,7 @@ describe("extraction on real vLLM 0.32 texts", () => {
   it("reads a fresh single-engine server: zero load, no LoRA sample yet, blocks from cache_config_info", () => {
     const m = extractMetrics(vllm, real("metrics-fresh.txt"), 1, "/metrics", CAPTURE_NOW);
     expect(m).toMatchObject({ waitingQueueSize: 0, runningRequestsSize: 0, unreported: undefined });
-    expect(m.loraReported).toBe(false);
+    expect(m.lora).toBe("pending");
     expect(m.maxActiveModels).toBe(0);
     expect(m.cacheBlockSize).toBe(128);
     expect(m.cacheNumBlocks).toBe(8192);
@@ -31,7 +31,7 @@ describe("extraction on real vLLM 0.32 texts", () => {
 
   it("reads a busy server: 8 running, 2 waiting, the running adapter, max_lora", () => {
     const m = extractMetrics(vllm, real("metrics-busy.txt"), 1, "/metrics", CAPTURE_NOW);
-    expect(m).toMatchObject({ waitingQueueSize: 2, runningRequestsSize: 8, maxActiveModels: 2, loraReported: true });
+    expect(m).toMatchObject({ waitingQueueSize: 2, runningRequestsSize: 8, maxActiveModels: 2, lora: "reported" });
     expect([...m.activeModels]).toEqual(["sql-lora"]);
   });
 

@@ -119,7 +119,7 @@ export class LoraAffinityFilter implements Filter {
       const m = usableMetrics(e, fresh, now, stale);
       if (m === undefined) continue;
       if (m.activeModels.has(request.targetModel)) affinity.push(e);
-      else if (m.activeModels.size < m.maxActiveModels) available.push(e);
+      else if (m.activeModels.size < m.maxActiveModels || m.lora === "pending") available.push(e);
     }
     if (affinity.length > 0 && available.length > 0)
       return this.#handle.random() < this.threshold ? affinity : available;
@@ -156,10 +156,12 @@ export const loraAffinityFilterFactory: PluginFactory = (name, params, handle) =
 /**
  * Keeps the endpoints that can serve the request's target model (switchyard; GIE has no equivalent, so an adapter
  * request can land on a pod without that adapter and get a 404 from the model server):
- * - a base-model request (some candidate lists the target in its served models) keeps the endpoints that serve
- *   it, plus those whose served models are unknown;
- * - an adapter request keeps the endpoints that have the adapter running or waiting, or can load adapters
- *   (`max_lora` > 0), plus those with unknown metrics.
+ * - an endpoint whose `/v1/models` list is known serves exactly what it lists (base models, aliases, adapters;
+ *   docs/design/model-servers.md §3.5);
+ * - otherwise, from its metrics: a base-model request (some candidate lists the target in its served models) keeps
+ *   the endpoints that serve it, plus those whose served models are unknown; an adapter request keeps the
+ *   endpoints that have the adapter running or waiting, can load adapters (`max_lora` > 0) or have LoRA enabled
+ *   with slots not reported yet, plus those with unknown metrics.
  * Never empties the candidate list: when nothing qualifies it returns every endpoint and lets the model server
  * answer, as the utilization filter fails open.
  */
@@ -173,8 +175,12 @@ export class ServedModelFilter implements Filter {
   filter(_state: CycleState, request: SchedulingRequest, endpoints: readonly Endpoint[]): readonly Endpoint[] {
     const target = request.targetModel;
     let base = false;
-    for (let i = 0; i < endpoints.length && !base; i++)
-      base = endpoints[i]!.metrics?.servedModels?.has(target) === true;
+    for (let i = 0; i < endpoints.length && !base; i++) {
+      const e = endpoints[i]!;
+      base =
+        e.metrics?.servedModels?.has(target) === true ||
+        (e.models !== undefined && !e.models.adapters.has(target) && e.models.ids.has(target));
+    }
     // Counted first: usually every endpoint qualifies, and then nothing is allocated.
     let count = 0;
     for (let i = 0; i < endpoints.length; i++) if (canServe(endpoints[i]!, target, base)) count++;
@@ -186,13 +192,14 @@ export class ServedModelFilter implements Filter {
 }
 
 function canServe(e: Endpoint, target: string, base: boolean): boolean {
+  if (e.models !== undefined) return e.models.ids.has(target);
   const m = e.metrics;
   if (m === undefined) return true;
   if (base) {
     const served = m.servedModels;
     return served === undefined || served.size === 0 || served.has(target);
   }
-  return m.activeModels.has(target) || m.waitingModels.has(target) || m.maxActiveModels > 0;
+  return m.activeModels.has(target) || m.waitingModels.has(target) || m.maxActiveModels > 0 || m.lora === "pending";
 }
 
 export const servedModelFilterFactory: PluginFactory = (name, params) => {

@@ -128,10 +128,17 @@ export class LoraAffinityScorer implements Scorer {
     const target = request.targetModel;
     const out = sized(this.#out, endpoints.length);
     for (let i = 0; i < endpoints.length; i++) {
-      const m = usableMetrics(endpoints[i]!, fresh, now, stale);
+      const e = endpoints[i]!;
+      const m = usableMetrics(e, fresh, now, stale);
       if (m === undefined) out[i] = 0;
-      else if (m.activeModels.has(target) || m.servedModels?.has(target)) out[i] = 1;
-      else if (m.activeModels.size + m.waitingModels.size < m.maxActiveModels) out[i] = 0.8;
+      // A base model or an alias (from the server's own model list) needs no adapter slot.
+      else if (
+        m.activeModels.has(target) ||
+        m.servedModels?.has(target) ||
+        (e.models?.ids.has(target) === true && !e.models.adapters.has(target))
+      )
+        out[i] = 1;
+      else if (m.activeModels.size + m.waitingModels.size < m.maxActiveModels || m.lora === "pending") out[i] = 0.8;
       else if (m.waitingModels.has(target)) out[i] = 0.6;
       else out[i] = 0;
     }
