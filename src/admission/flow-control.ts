@@ -1,7 +1,7 @@
 /**
- * Priority flow control (scheduling.md §8): while the pool is saturated, requests WAIT in a bounded in-memory queue
- * instead of failing, and are dispatched — then scheduled on fresh metrics (late binding) — as soon as an endpoint
- * has capacity again.
+ * Priority flow control (docs/design/scheduling.md §8): while the pool is saturated, requests WAIT in a bounded
+ * in-memory queue instead of failing, and are dispatched — then scheduled on fresh metrics (late binding) — as soon as
+ * an endpoint has capacity again.
  *
  * Dispatch order:
  * 1. strict priority bands: a higher band always goes first;

@@ -1,5 +1,5 @@
 /**
- * Saturation detection for admission (scheduling.md §6). The detector itself is the scheduling plugin
+ * Saturation detection for admission (docs/design/scheduling.md §6). The detector itself is the scheduling plugin
  * `utilization-detector` (src/scheduling/plugins/utilization-detector.ts): it doubles as a scheduling filter, and
  * scheduling may not import admission, so the implementation lives there and this module is admission's door
  * to it. The config's `saturationDetector.pluginRef` chooses the instance (default: utilization-detector with

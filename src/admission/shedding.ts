@@ -1,5 +1,6 @@
 /**
- * Legacy (non-flow-control) shedding, scheduling.md §7, combining both GIE eras so either kind of manifest works:
+ * Legacy (non-flow-control) shedding (docs/design/scheduling.md §7), combining both GIE eras so either kind of
+ * manifest works:
  * - `Critical` is never shed (v0.5 criticality; it bypasses the saturation check entirely);
  * - `Sheddable` (the resource layer maps the "BestEffort" alias onto it) or `priority < 0` (v1.x objectives) is
  *   shed while the pool is saturated;

@@ -118,7 +118,7 @@ export function goDuration(ms: number): string {
 }
 
 /**
- * llm-d-inference-sim flags for one pod (model-servers.md §7.2). It has no per-pod speed, so a slow pod's
+ * llm-d-inference-sim flags for one pod (docs/design/model-servers.md §7.2). It has no per-pod speed, so a slow pod's
  * latencies are multiplied here; it has no bind-address flag (only --port) and listens on all interfaces, so pods
  * get distinct ports on 127.0.0.1 instead of one port on distinct addresses.
  */

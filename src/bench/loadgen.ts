@@ -1,6 +1,6 @@
 /**
- * The load generator: runs in its own process (benchmarks.md §4.1) so its event loop never competes with the
- * gateway, the EPP or the simulators, and reports its own CPU so a saturated client cannot pass for a slow fleet.
+ * The load generator: runs in its own process (docs/design/benchmarks.md §4.1) so its event loop never competes with
+ * the gateway, the EPP or the simulators, and reports its own CPU so a saturated client cannot pass for a slow fleet.
  *
  * Open loop: request i is sent at Σ gap / rate regardless of how earlier requests fare (a closed loop would slow
  * down with the fleet and hide queueing). Closed loop is used only to measure capacity.

@@ -2,7 +2,7 @@
  * The routing benchmark orchestrator (`switchyard bench`): starts the fleet, one EPP per EPP-backed mode and one
  * gateway per mode as child processes, measures the fleet's capacity with a closed loop, then sweeps open-loop
  * Poisson load across capacity fractions with the modes INTERLEAVED at every step (rr, lr, sy, rr, lr, sy …) so
- * machine noise lands on all of them alike (benchmarks.md §4.5). Every stage is bounded in time and request
+ * machine noise lands on all of them alike (docs/design/benchmarks.md §4.5). Every stage is bounded in time and request
  * count; every child is stopped on exit, error or Ctrl-C.
  */
 import { execFileSync } from "node:child_process";

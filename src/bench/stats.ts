@@ -1,5 +1,5 @@
 /**
- * Turns one stage's raw records into an inference-perf-shaped summary (benchmarks.md §2: `load_summary`,
+ * Turns one stage's raw records into an inference-perf-shaped summary (docs/design/benchmarks.md §2: `load_summary`,
  * `successes.latency.{time_to_first_token,…}`, `successes.throughput`, `failures`; seconds, like inference-perf)
  * plus switchyard's own view in milliseconds: TTFT including censored requests, per-criticality outcomes and the
  * per-endpoint load spread.

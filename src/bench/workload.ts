@@ -1,7 +1,7 @@
 /**
  * The benchmark's request trace: seeded, so every routing mode replays exactly the same requests in the same order
- * (benchmarks.md §4.2). Arrival gaps are drawn at unit rate and divided by the offered rate when a stage runs, so
- * one trace serves every load step: a step at twice the rate sends the same requests twice as densely.
+ * (docs/design/benchmarks.md §4.2). Arrival gaps are drawn at unit rate and divided by the offered rate when a stage
+ * runs, so one trace serves every load step: a step at twice the rate sends the same requests twice as densely.
  *
  * Shapes:
  * - prompt and output lengths are bimodal log-normal mixtures (most requests short, a heavy tail of long ones);

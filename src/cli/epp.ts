@@ -1,7 +1,7 @@
 /**
  * `switchyard epp`: the endpoint picker. Wires a resource source (files or Kubernetes) into the datastore, the
  * scrapers into endpoint metrics, the EndpointPickerConfig into a scheduler and admission, and serves ext_proc,
- * gRPC health and metrics on GIE's ports. Flags mirror GIE v1.5's EPP (api-resources.md §7).
+ * gRPC health and metrics on GIE's ports. Flags mirror GIE v1.5's EPP (docs/design/api-resources.md §7).
  */
 import { readFileSync } from "node:fs";
 import { setFlagsFromString } from "node:v8";

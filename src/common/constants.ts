@@ -1,6 +1,6 @@
 /**
  * Every protocol key, header name, default and limit switchyard shares with Envoy, GIE and model servers.
- * Values marked "exact" must match GIE v1.5.0 (shared reference ext-proc-protocol.md §5.2, api-resources.md §7)
+ * Values marked "exact" must match GIE v1.5.0 (docs/design/ext-proc-protocol.md §5.2, docs/design/api-resources.md §7)
  * so that existing gateways, manifests and dashboards keep working.
  */
 
@@ -54,16 +54,16 @@ export const DEFAULT_GRPC_PORT = 9002;
 export const DEFAULT_GRPC_HEALTH_PORT = 9003;
 export const DEFAULT_METRICS_PORT = 9090;
 
-/** Health service names GIE answers (api-resources.md §8). */
+/** Health service names GIE answers (docs/design/api-resources.md §8). */
 export const HEALTH_SERVICE_LIVENESS = "liveness";
 export const HEALTH_SERVICE_READINESS = "readiness";
 
-/** Scrape defaults (model-servers.md §4). */
+/** Scrape defaults (docs/design/model-servers.md §4). */
 export const DEFAULT_REFRESH_METRICS_INTERVAL_MS = 50;
 export const DEFAULT_METRICS_STALENESS_THRESHOLD_MS = 2_000;
 export const DEFAULT_SCRAPE_TIMEOUT_MS = 1_000;
 
-/** Saturation defaults of GIE's utilization-detector (scheduling.md §6). */
+/** Saturation defaults of GIE's utilization-detector (docs/design/scheduling.md §6). */
 export const DEFAULT_QUEUE_DEPTH_THRESHOLD = 5;
 export const DEFAULT_KV_CACHE_UTIL_THRESHOLD = 0.8;
 export const DEFAULT_SATURATION_STALENESS_MS = 200;

@@ -1,6 +1,6 @@
 /**
  * Which Prometheus series carry which scheduling signal, per model-server engine, and the extraction of one scrape
- * into an EndpointMetrics (model-servers.md §3).
+ * into an EndpointMetrics (docs/design/model-servers.md §3).
  *
  * Config shape and defaults follow GIE's `core-metrics-extractor` plugin (factories.go@v1.5.0): user engine configs
  * replace built-ins of the same name, built-ins not named are appended, a missing spec field disables that signal,
@@ -67,7 +67,7 @@ export const RESERVED_ENGINE_NAME = "default";
 export const DEFAULT_CACHE_BLOCK_SIZE_LABEL = "block_size";
 export const DEFAULT_CACHE_NUM_BLOCKS_LABEL = "num_gpu_blocks";
 
-/** Built-in engines, exactly model-servers.md §3.1. */
+/** Built-in engines, exactly docs/design/model-servers.md §3.1. */
 export const DEFAULT_ENGINE_CONFIGS: readonly EngineConfig[] = Object.freeze([
   {
     name: "vllm",

@@ -5,8 +5,9 @@
  * so the scan is name-first: one regular expression per wanted set finds the lines that start (after optional
  * blanks) with a wanted name followed by `{`, a space or a tab, and only those lines are parsed further. The
  * regex engine skips the other lines in native code, several times faster than visiting each line in JS. The
- * terminator rule is what makes a wanted `x` never match `x_total`, `x_bucket` or `x_created` (model-servers.md
- * §5); the line-start rule rejects `# HELP x …` comments and names embedded in other names.
+ * terminator rule is what makes a wanted `x` never match `x_total`, `x_bucket` or `x_created`
+ * (docs/design/model-servers.md §5); the line-start rule rejects `# HELP x …` comments and names embedded in other
+ * names.
  *
  * Garbage never throws: a line that does not follow the grammar is skipped. Every loop advances its cursor, so no
  * input can hang the parser. Raw newlines cannot occur inside a label value (the format escapes them as `\n`),

@@ -1,5 +1,6 @@
 /**
- * Polls every endpoint's `/metrics` and replaces `endpoint.metrics` with what it reads (model-servers.md §4, §6).
+ * Polls every endpoint's `/metrics` and replaces `endpoint.metrics` with what it reads
+ * (docs/design/model-servers.md §4, §6).
  *
  * Scheduling never waits on this: it only reads `endpoint.metrics` and judges freshness by `updateTime`.
  *

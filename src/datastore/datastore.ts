@@ -271,7 +271,7 @@ export class Datastore implements EndpointSource {
     return this.#objectives.get(name);
   }
 
-  /** Exact match beats match-all, then the oldest resource, then the first rule (api-resources.md §5). */
+  /** Exact match beats match-all, then the oldest resource, then the first rule (docs/design/api-resources.md §5). */
   resolveRewrite(model: string): ResolvedRewrite | undefined {
     return this.#exactRewrites.get(model) ?? this.#matchAllRewrite;
   }

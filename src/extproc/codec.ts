@@ -111,7 +111,10 @@ export interface ProtoDuration {
   nanos?: number;
 }
 
-/** What encodeProcessingResponse accepts: ProcessingResponse plus the §4.4/§4.5 override fields. */
+/**
+ * What encodeProcessingResponse accepts: ProcessingResponse plus the override fields
+ * (docs/design/ext-proc-protocol.md §4.4, §4.5).
+ */
 export interface ProcessingResponseWire extends ProcessingResponse {
   mode_override?: ProcessingModeWire;
   override_message_timeout?: ProtoDuration;

@@ -1,6 +1,6 @@
 /**
- * grpc.health.v1.Health, as GIE serves it on :9003 (api-resources.md §8). Envoy health-checks the EPP with the
- * service name `envoy.service.ext_proc.v3.ExternalProcessor`; Kubernetes probes use `liveness` / `readiness`
+ * grpc.health.v1.Health, as GIE serves it on :9003 (docs/design/api-resources.md §8). Envoy health-checks the EPP with
+ * the service name `envoy.service.ext_proc.v3.ExternalProcessor`; Kubernetes probes use `liveness` / `readiness`
  * (or `inference-extension` in GIE's single-replica chart).
  *
  * - `liveness` is always SERVING: an unsynced or passive replica is alive, restarting it helps nobody.

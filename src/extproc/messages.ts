@@ -6,7 +6,7 @@
  * keepCase — writing `string_value` would silently encode nothing, so the builders below are the only place that
  * spells them.
  *
- * Field numbers live in the .proto files; ext-proc-protocol.md §2 is the contract. These types never leave
+ * Field numbers live in the .proto files; docs/design/ext-proc-protocol.md §2 is the contract. These types never leave
  * src/extproc.
  */
 import { BODY_CHUNK_BYTES, DESTINATION_ENDPOINT_HEADER, DESTINATION_METADATA_NAMESPACE } from "../common/constants.js";

@@ -1,6 +1,6 @@
 /**
- * Loads the hand-written Envoy ext_proc and gRPC health protos. Options follow node-stack.md §6: keepCase so
- * fields read like Envoy's docs (`raw_value`, `end_of_stream`), oneofs so `msg.request` names the set member,
+ * Loads the hand-written Envoy ext_proc and gRPC health protos. Options follow docs/design/node-stack.md §6: keepCase
+ * so fields read like Envoy's docs (`raw_value`, `end_of_stream`), oneofs so `msg.request` names the set member,
  * no defaults on the hot path. Note protobufjs's built-in Struct/Value use camelCase (`stringValue`,
  * `listValue`) even with keepCase.
  */

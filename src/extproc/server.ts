@@ -2,7 +2,7 @@
  * The Envoy-facing gRPC server: `/envoy.service.ext_proc.v3.ExternalProcessor/Process`, one ExtProcStream per call.
  *
  * TLS follows GIE's `--secure-serving`: a mounted `tls.crt`/`tls.key` pair, or a self-signed RSA certificate made at
- * start — every gateway in ext-proc-protocol.md §6 accepts any certificate from the EPP.
+ * start — every gateway in docs/design/ext-proc-protocol.md §6 accepts any certificate from the EPP.
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";

@@ -1,6 +1,6 @@
 /**
  * One ext_proc stream = one HTTP request. This is GIE's endpoint-picker protocol (handlers/server.go@v1.5.0,
- * ext-proc-protocol.md §5) with the §7 fixes:
+ * docs/design/ext-proc-protocol.md §5) with the §7 fixes:
  *
  * - FULL_DUPLEX_STREAMED (what every GIE data plane uses): stay silent on request_headers, buffer body chunks,
  *   route at body end_of_stream — or at request_trailers, which GIE ignores and therefore stalls on — then answer

@@ -5,7 +5,7 @@
  * Request path: headers and every client body chunk go to the EPP as they arrive, without waiting for answers;
  * the EPP's headers response (mutations + destination) starts the upstream request, and its streamed body chunks
  * become the upstream body. Response path: upstream headers and chunks go to the EPP, and each echoed chunk is
- * written to the client at once. Failures follow Envoy (ext-proc-protocol.md §4.2, §5.12).
+ * written to the client at once. Failures follow Envoy (docs/design/ext-proc-protocol.md §4.2, §5.12).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Readable } from "node:stream";

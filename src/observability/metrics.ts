@@ -1,6 +1,6 @@
 /**
- * The EPP's Prometheus surface. Names, types and labels follow GIE v1.5.0 exactly (api-resources.md §9) so the GIE
- * Grafana dashboard and alerts work unchanged; switchyard's own series use the `switchyard_` prefix.
+ * The EPP's Prometheus surface. Names, types and labels follow GIE v1.5.0 exactly (docs/design/api-resources.md §9) so
+ * the GIE Grafana dashboard and alerts work unchanged; switchyard's own series use the `switchyard_` prefix.
  *
  * Rules: label sets are bounded (model, pool, pod, error code, criticality, tenant capped by the budget's own
  * expiry) — never request ids. Pool gauges are computed when Prometheus scrapes (`collect()`), not on timers.

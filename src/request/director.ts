@@ -1,8 +1,9 @@
 /**
  * The director: what happens to one request between the ext_proc state machine and the model server, in GIE's
- * order (scheduling.md §1): parse → target model (rewrite header, InferenceModel split, InferenceModelRewrite) →
- * priority (objective header) → admission → candidates (subset hint) → schedule → forward; then response
- * accounting. It sees only the protocol-free seam in src/extproc/handler.ts.
+ * order (docs/design/scheduling.md §1): parse → target model (rewrite header, InferenceModel split,
+ * InferenceModelRewrite) → priority (objective header) → admission → candidates (subset hint) → schedule → forward;
+ * then response accounting. It sees only the protocol-free seam `RequestLifecycle` in src/request/lifecycle.ts,
+ * which the ext_proc stream state machine (src/extproc/stream.ts) drives.
  */
 import { randomInt } from "node:crypto";
 import type { Admission, AdmissionRequest, AdmissionTicket } from "../admission/types.js";
@@ -105,7 +106,10 @@ function requestPath(request: IncomingRequest): string {
   return headers.get(":path") ?? headers.get("x-original-path") ?? headers.get("x-forwarded-path") ?? "/v1/completions";
 }
 
-/** IP part of `ip:port` / `[v6]:port` / bare ip; the subset hint matches by IP only (ext-proc-protocol.md §5.8). */
+/**
+ * IP part of `ip:port` / `[v6]:port` / bare ip; the subset hint matches by IP only
+ * (docs/design/ext-proc-protocol.md §5.8).
+ */
 function hostOf(value: string): string {
   const v = value.trim();
   if (v.startsWith("[")) return v.slice(1, v.indexOf("]"));
@@ -354,7 +358,10 @@ class RequestContext implements RequestLifecycle {
     return e;
   }
 
-  /** GIE §5.7: header-only requests (GET) go to a random endpoint without scheduling. */
+  /**
+   * GIE's rule (docs/design/ext-proc-protocol.md §5.7): header-only requests (GET) go to a random endpoint without
+   * scheduling.
+   */
   #routeHeaderOnly(): RoutingDecision {
     const endpoints = this.#o.datastore.endpoints();
     if (endpoints.length === 0) throw new SwitchyardError("SY_NO_PODS", "no pods available in datastore");

@@ -1,8 +1,8 @@
 /**
  * A tolerant scanner over a UTF-8 JSON Buffer that locates the byte ranges of TOP-LEVEL values without building
- * the document. It exists so switchyard never re-serialises a request body (GIE always does, ext-proc-protocol.md
- * §5.5 and §7): the model value is spliced in place, and large values such as `messages` are sliced raw for
- * prefix hashing.
+ * the document. It exists so switchyard never re-serialises a request body (GIE always does,
+ * docs/design/ext-proc-protocol.md §5.5 and §7): the model value is spliced in place, and large values such as
+ * `messages` are sliced raw for prefix hashing.
  *
  * "Tolerant" means it never throws and never loops forever: on malformed input it stops and reports
  * `complete: false`, keeping the ranges found so far. It does not validate (the caller has already run

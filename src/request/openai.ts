@@ -1,10 +1,10 @@
 /**
  * OpenAI-compatible request parsing, after GIE's openai parser
- * (`pkg/epp/framework/plugins/requesthandling/parsers/openai/openai.go@v1.5.0`, model-servers.md §1):
+ * (`pkg/epp/framework/plugins/requesthandling/parsers/openai/openai.go@v1.5.0`, docs/design/model-servers.md §1):
  * API detection by path suffix, GIE's exact 400 messages, and the per-API prefix-hash text.
  *
- * Two deliberate departures from GIE (ext-proc-protocol.md §7): the body is parsed ONCE (GIE unmarshals it once
- * into a map and again into a typed struct per API), and it is never re-serialised — `rewriteModel` splices the
+ * Two deliberate departures from GIE (docs/design/ext-proc-protocol.md §7): the body is parsed ONCE (GIE unmarshals it
+ * once into a map and again into a typed struct per API), and it is never re-serialised — `rewriteModel` splices the
  * new model value into the original bytes, and raw top-level values are sliced for hashing.
  */
 import { CHARS_PER_TOKEN } from "../common/constants.js";
@@ -69,7 +69,7 @@ export function detectApi(path: string): OpenAiApi {
   return "completions";
 }
 
-/** GIE's exact validation messages (model-servers.md §1.1). */
+/** GIE's exact validation messages (docs/design/model-servers.md §1.1). */
 export const INVALID_REQUEST_MESSAGES: Readonly<Record<OpenAiApi, string>> = {
   conversations: "invalid conversations request: must have items field",
   responses: "invalid responses request: must have input field",

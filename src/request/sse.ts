@@ -1,6 +1,6 @@
 /**
  * Line splitting for server-sent events arriving as arbitrary byte chunks. GIE splits each ext_proc body chunk
- * on "\n" independently, so a `data:` line cut by a chunk boundary is lost (model-servers.md §2.2); this
+ * on "\n" independently, so a `data:` line cut by a chunk boundary is lost (docs/design/model-servers.md §2.2); this
  * splitter carries the partial line over to the next chunk.
  *
  * Lines end at "\n"; a trailing "\r" is dropped, so "\r\n" works too. (A lone "\r" terminator is legal SSE but

@@ -1,6 +1,7 @@
 /**
  * Response accounting: token usage, time to first content, and model-name write-back, for JSON and SSE bodies
- * (model-servers.md §2, ext-proc-protocol.md §5.10). Where GIE falls short (§7) this does better:
+ * (docs/design/model-servers.md §2, docs/design/ext-proc-protocol.md §5.10). Where GIE falls short (§7 there), this
+ * does better:
  *  - SSE lines split across ext_proc chunks are reassembled (GIE parses each chunk alone and misses them);
  *  - only lines that can carry usage are JSON-parsed (a `"usage":` key followed by an object), so the
  *    `"usage":null` on every OpenAI chunk costs a substring search, not a parse;

@@ -1,8 +1,8 @@
 /**
  * Model-name write-back on the response path: when the request was rewritten to a target model, the server
  * answers `"model":"<target>"` and the client must see the name it asked for. GIE does a byte replace of
- * `"model":"<target>"` and `"model": "<target>"` on each chunk (ext-proc-protocol.md §5.10), which misses an
- * occurrence cut by a chunk boundary. This replacer holds back only a tail that could still become a match,
+ * `"model":"<target>"` and `"model": "<target>"` on each chunk (docs/design/ext-proc-protocol.md §5.10), which misses
+ * an occurrence cut by a chunk boundary. This replacer holds back only a tail that could still become a match,
  * so chunks flow on at once, nothing is missed, and a chunk with no match and no suspicious tail is returned
  * as-is (zero copy).
  *

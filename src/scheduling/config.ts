@@ -1,7 +1,7 @@
 /**
- * EndpointPickerConfig (scheduling.md §1.1): a YAML file read once at start-up (`--config-file` / `--config-text`),
- * not a CRD. Everything is validated here, once, including every plugin's parameters (the factories run in a dry
- * run), so a bad config fails start-up with the file and the field path instead of failing requests later.
+ * EndpointPickerConfig (docs/design/scheduling.md §1.1): a YAML file read once at start-up (`--config-file` /
+ * `--config-text`), not a CRD. Everything is validated here, once, including every plugin's parameters (the factories
+ * run in a dry run), so a bad config fails start-up with the file and the field path instead of failing requests later.
  *
  * System defaults, as GIE v1.5:
  * - no config, or a config with neither plugins nor profiles: the default profile — queue-scorer ×2,

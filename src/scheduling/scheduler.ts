@@ -1,7 +1,7 @@
 /**
- * The scheduling framework (scheduling.md §1): candidates → filters (in order) → weighted scorers → picker, in the
- * profile the single-profile handler selects (the first configured). Hot path: no logging, no I/O, no closures per
- * call; the only allocations are the result (which outlives the call) and rejection records when a filter removes
+ * The scheduling framework (docs/design/scheduling.md §1): candidates → filters (in order) → weighted scorers → picker,
+ * in the profile the single-profile handler selects (the first configured). Hot path: no logging, no I/O, no closures
+ * per call; the only allocations are the result (which outlives the call) and rejection records when a filter removes
  * something.
  */
 import { SwitchyardError } from "../common/errors.js";

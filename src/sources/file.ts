@@ -1,8 +1,8 @@
 /**
  * Resource discovery from Kubernetes-style manifests on disk: a file, or a directory of `.yaml` / `.yml` / `.json`
  * files (non-recursive, sorted by name, dot-files ignored so editor swap files and a ConfigMap mount's `..data`
- * machinery are skipped). This is the static mode GIE lacks (api-resources.md §7): the same manifests you would
- * `kubectl apply`, without an API server.
+ * machinery are skipped). This is the static mode GIE lacks (docs/design/api-resources.md §7): the same manifests you
+ * would `kubectl apply`, without an API server.
  *
  * Reload rules, chosen so that a bad edit never takes a working pool down:
  *  - an invalid document is rejected with `<file>: document <n> (line <l>): <Kind> <ns>/<name>: <field>: <problem>`

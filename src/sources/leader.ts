@@ -2,7 +2,8 @@
  * Lease-based leader election (coordination.k8s.io/v1), compatible with controller-runtime's LeaseLock as GIE
  * uses it: same lease name, same record fields, same timing defaults, release on stop.
  *
- * Active-passive: GIE keeps prefix-cache state in memory, so only the leader reports ready (api-resources.md §8).
+ * Active-passive: GIE keeps prefix-cache state in memory, so only the leader reports ready
+ * (docs/design/api-resources.md §8).
  *
  * Expiry is judged by client-go's rule: a lease is expired when its record has not CHANGED for leaseDuration as
  * measured on OUR clock since we first observed that record, never by comparing the remote `renewTime` with our

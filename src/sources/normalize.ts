@@ -4,7 +4,7 @@
  * the same thing wherever it comes from.
  *
  * The file source has no API server in front of it, so this module re-applies the CRD validation the API server
- * would have done (api-resources.md §1-§5) and reports the first violation with its exact field path, e.g.
+ * would have done (docs/design/api-resources.md §1-§5) and reports the first violation with its exact field path, e.g.
  * `spec.targetPorts[1].number: must be an integer 1..65535`. Those messages are shown to users verbatim.
  */
 import { isIP } from "node:net";
@@ -443,7 +443,7 @@ function rewrite(ctx: Ctx, raw: Raw, meta: Meta): RewriteSpec {
       const target = ctx.record(t, tf);
       const modelRewrite = ctx.string(target["modelRewrite"], `${tf}.modelRewrite`, MAX_MODEL_NAME);
       const w = target["weight"];
-      // Unset weight = 0; a rule whose weights are all 0 picks uniformly (api-resources.md §5).
+      // Unset weight = 0; a rule whose weights are all 0 picks uniformly (docs/design/api-resources.md §5).
       const weight = w === undefined || w === null ? 0 : ctx.int(w, `${tf}.weight`, 1, MAX_WEIGHT);
       return { modelRewrite, weight };
     });

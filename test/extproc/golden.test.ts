@@ -1,6 +1,6 @@
 /**
  * Wire-level golden tests: the bytes our builders produce (through the service's real serializers) must equal
- * protobuf encodings derived by hand from Envoy's field numbers (ext-proc-protocol.md §2). Tag byte =
+ * protobuf encodings derived by hand from Envoy's field numbers (docs/design/ext-proc-protocol.md §2). Tag byte =
  * (field_number << 3) | wire_type, wire type 0 = varint, 2 = length-delimited.
  */
 import { describe, expect, it } from "vitest";

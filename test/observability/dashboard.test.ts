@@ -21,7 +21,7 @@ import {
   metricNames,
 } from "./deploy-assets.js";
 
-/** vLLM series the dashboard reads, current names only (model-servers.md §3.2). */
+/** vLLM series the dashboard reads, current names only (docs/design/model-servers.md §3.2). */
 const VLLM = new Set([
   "vllm:num_requests_running",
   "vllm:num_requests_waiting",

@@ -1,5 +1,5 @@
 /**
- * The EPP's Prometheus surface against GIE v1.5's metric list (shared reference api-resources.md §9), written out
+ * The EPP's Prometheus surface against GIE v1.5's metric list (docs/design/api-resources.md §9), written out
  * here by hand so a rename, a type change or a label change in src/observability/metrics.ts fails this test.
  */
 
@@ -12,7 +12,7 @@ type Kind = "counter" | "gauge" | "histogram";
 const MT = ["model_name", "target_model_name"];
 const FLOW = ["fairness_id", "priority", "inference_pool", "model_name", "target_model_name"];
 
-/** api-resources.md §9, minus the latency-predictor family (switchyard has no latency predictor). */
+/** docs/design/api-resources.md §9, minus the latency-predictor family (switchyard has no latency predictor). */
 const GIE: readonly (readonly [string, Kind, readonly string[]])[] = [
   ["inference_objective_request_total", "counter", [...MT, "priority"]],
   ["inference_objective_request_error_total", "counter", [...MT, "error_code"]],

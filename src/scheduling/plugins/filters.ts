@@ -1,5 +1,5 @@
 /**
- * GIE's legacy decision-tree filters as standalone plugins (scheduling.md §4.1). Unknown metrics follow
+ * GIE's legacy decision-tree filters as standalone plugins (docs/design/scheduling.md §4.1). Unknown metrics follow
  * metrics-view.ts; when no candidate has usable metrics at all (e.g. before the first scrape) a filter cannot
  * judge and returns its input unchanged rather than failing every request with 429.
  */

@@ -1,5 +1,5 @@
 /**
- * Pickers (scheduling.md §3). Each returns at most `maxNumOfEndpoints` endpoints, best first; the rest are
+ * Pickers (docs/design/scheduling.md §3). Each returns at most `maxNumOfEndpoints` endpoints, best first; the rest are
  * fallbacks the proxy may try. Scratch arrays are reused between calls; the returned array is always new.
  */
 import type { Endpoint } from "../../datastore/types.js";

@@ -1,5 +1,6 @@
 /**
- * Approximate prefix-cache affinity (scheduling.md §5), GIE v1.5 semantics with two deliberate improvements:
+ * Approximate prefix-cache affinity (docs/design/scheduling.md §5): GIE v1.5 semantics with two deliberate
+ * improvements:
  *
  * 1. Synchronous insert. GIE adds a request's block hashes to the chosen endpoint asynchronously after the pick,
  *    so concurrent requests sharing a new prefix all miss until the insert lands. Here PreRequest inserts before

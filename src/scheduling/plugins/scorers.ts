@@ -1,6 +1,6 @@
 /**
- * Metric and load scorers (scheduling.md §2). Each returns one raw score per endpoint; the framework clamps to
- * [0,1] and weights. Returned arrays are reused between calls (hot path): a result is valid until the next call.
+ * Metric and load scorers (docs/design/scheduling.md §2). Each returns one raw score per endpoint; the framework clamps
+ * to [0,1] and weights. Returned arrays are reused between calls (hot path): a result is valid until the next call.
  * Unknown (stale/missing) metrics follow metrics-view.ts: score 0 while any candidate is fresh.
  */
 import type { Endpoint } from "../../datastore/types.js";

@@ -1,5 +1,5 @@
 /**
- * GIE's `utilization-detector` (scheduling.md §4.2, §6). One object serves two extension points:
+ * GIE's `utilization-detector` (docs/design/scheduling.md §4.2, §6). One object serves two extension points:
  *
  * - SaturationDetector for admission: `saturation()` is the v1.5 mean of max(q/Q, kv/KV) (stale/missing = 1.0,
  *   no endpoints = 1.0, uncapped), and `isSaturated()` is the shedding contract "no endpoint has fresh metrics
