@@ -23,7 +23,7 @@ import {
 } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
 import { EngineRegistry, validateEngineConfig } from "../datalayer/engines.js";
-import { MetricsScraper } from "../datalayer/scraper.js";
+import { DEFAULT_MODELS_INTERVAL_MS, MetricsScraper } from "../datalayer/scraper.js";
 import { Datastore } from "../datastore/datastore.js";
 import { isFresh } from "../datastore/types.js";
 import { createHealthServer } from "../extproc/health.js";
@@ -102,6 +102,12 @@ export const EPP_FLAGS = {
     default: DEFAULT_SCRAPE_TIMEOUT_MS,
     help: "deadline for one /metrics scrape (connect included)",
     check: checks.positive,
+  },
+  "served-models-refresh-interval": {
+    kind: "duration",
+    default: DEFAULT_MODELS_INTERVAL_MS,
+    help: "how often each endpoint's /v1/models (base models, aliases, adapters it serves) is read; 0 = never",
+    check: checks.nonNegative,
   },
   "ha-enable-leader-election": {
     kind: "bool",
@@ -506,6 +512,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
           engines,
           intervalMs: f["refresh-metrics-interval"],
           timeoutMs: f["scrape-timeout"],
+          modelsIntervalMs: f["served-models-refresh-interval"],
           logger,
           hooks: {
             onScrape: (endpoint, result) => {

@@ -125,6 +125,11 @@ export const SIM_FLAGS = {
     help: "KV usage gauge name: kv_cache_usage_perc (vLLM >= 0.9) or gpu_cache_usage_perc (older vLLM)",
     check: oneOf(KV_CACHE_METRIC_NAMES),
   },
+  "lora-info-at-start": {
+    kind: "bool",
+    default: D.loraInfoAtStart,
+    help: "export vllm:lora_requests_info before the first request, as older vLLM did (vLLM 0.32 does not)",
+  },
   speed: {
     kind: "float",
     default: D.speed,
@@ -242,6 +247,7 @@ export function parseSimArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
     metricsDelayMs: f["metrics-delay"],
     hangRate: f["hang-rate"],
     kvCacheMetricName: f["kv-cache-metric-name"] as KvCacheMetricName,
+    loraInfoAtStart: f["lora-info-at-start"],
     speed: f.speed,
     ...(podName !== undefined ? { podName } : {}),
     ...(podNamespace !== undefined ? { podNamespace } : {}),

@@ -173,7 +173,8 @@ export class Engine {
     this.kv = new KvCache(options.kvCacheSize, options.blockSize, options.enablePrefixCaching);
     if (options.loraModules.length > 0) {
       this.lora = new LoraSlots(options.maxLoras, options.maxCpuLoras, options.loraLoadTimeMs * options.speed);
-      this.#setLoraSeries("", "");
+      // vLLM 0.32 records the first label set at its first engine step; the first #loraChanged() does that here.
+      if (options.loraInfoAtStart) this.#setLoraSeries("", "");
     }
   }
 
@@ -283,7 +284,9 @@ export class Engine {
     } finally {
       this.#pumping = false;
     }
-    if (this.#loraDirty) this.#loraChanged();
+    // The first pass with work in it is the first engine step: vLLM records its first LoRA label set then.
+    if (this.#loraDirty || (this.lora !== undefined && this.#loraSeries.size === 0 && this.#running.length > 0))
+      this.#loraChanged();
     this.#arm(now);
   }
 
@@ -508,7 +511,7 @@ export class Engine {
 
   #setLoraSeries(running: string, waiting: string): void {
     const key = `${running}|${waiting}`;
-    if (key === this.#loraKey) return;
+    if (key === this.#loraKey && this.#loraSeries.size > 0) return;
     this.#loraKey = key;
     // Strictly increasing whole milliseconds, so "the series with the largest value is current" holds even for two
     // changes within one millisecond, and the value prints without float noise.

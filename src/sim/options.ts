@@ -80,6 +80,11 @@ export interface SimulatorOptions {
   hangRate?: number;
   /** Name of the KV usage gauge. Default kv_cache_usage_perc. */
   kvCacheMetricName?: KvCacheMetricName;
+  /**
+   * Export a `lora_requests_info` sample from the start, as older vLLM did. Default false: like vLLM 0.32 the
+   * family is declared but has no sample until the first engine step (docs/design/model-servers.md §3.3).
+   */
+  loraInfoAtStart?: boolean;
   /** Multiplier on every model latency (TTFT, prefill, ITL, LoRA load): 2 = a pod twice as slow. Default 1. */
   speed?: number;
   /** Values of the x-inference-pod / x-inference-namespace response headers; omitted when undefined. */
@@ -111,6 +116,7 @@ export const SIM_DEFAULTS = {
   metricsDelayMs: 0,
   hangRate: 0,
   kvCacheMetricName: "kv_cache_usage_perc" as KvCacheMetricName,
+  loraInfoAtStart: false,
   speed: 1,
   maxBodyBytes: 16 * 1024 * 1024,
 } as const;
@@ -142,6 +148,7 @@ export interface ResolvedSimOptions {
   readonly metricsDelayMs: number;
   readonly hangRate: number;
   readonly kvCacheMetricName: KvCacheMetricName;
+  readonly loraInfoAtStart: boolean;
   readonly speed: number;
   readonly podName: string | undefined;
   readonly podNamespace: string | undefined;
@@ -176,6 +183,7 @@ const FLAG_OF: Record<string, string> = {
   metricsDelayMs: "--metrics-delay",
   hangRate: "--hang-rate",
   kvCacheMetricName: "--kv-cache-metric-name",
+  loraInfoAtStart: "--lora-info-at-start",
   speed: "--speed",
   maxBodyBytes: "maxBodyBytes",
 };
@@ -353,6 +361,7 @@ export function resolveSimOptions(options: SimulatorOptions): ResolvedSimOptions
     metricsDelayMs: num("metricsDelayMs", options.metricsDelayMs, d.metricsDelayMs, 0),
     hangRate: num("hangRate", options.hangRate, d.hangRate, 0, 100),
     kvCacheMetricName: kvName,
+    loraInfoAtStart: options.loraInfoAtStart ?? d.loraInfoAtStart,
     speed: positive("speed", options.speed, d.speed),
     podName: options.podName || undefined,
     podNamespace: options.podNamespace || undefined,

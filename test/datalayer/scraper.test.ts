@@ -48,7 +48,8 @@ async function setup(options: Partial<MetricsScraperOptions> = {}, addresses = A
 
 describe("MetricsScraper", () => {
   it("scrapes every endpoint on the shared port into endpoint.metrics", async () => {
-    const { endpoints, scraper, results } = await setup();
+    // /v1/models off here, so the last path each pod saw is the metrics path.
+    const { endpoints, scraper, results } = await setup({ modelsIntervalMs: 0 });
     pods[0]!.behaviour.body = vllmBody(3, 4, 0.25);
     pods[2]!.behaviour.body = fixture("sglang.txt");
     (endpoints[2] as { engine: string }).engine = "sglang";
