@@ -34,6 +34,9 @@ const VLLM = new Set([
   "vllm:request_queue_time_seconds_bucket",
   "vllm:prefix_cache_hits_total",
   "vllm:prefix_cache_queries_total",
+  // llm-d-inference-sim spells the two counters without `_total`; the panel accepts both.
+  "vllm:prefix_cache_hits",
+  "vllm:prefix_cache_queries",
 ]);
 
 async function eppSeriesNames(): Promise<Set<string>> {
