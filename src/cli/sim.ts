@@ -125,6 +125,23 @@ export const SIM_FLAGS = {
     help: "KV usage gauge name: kv_cache_usage_perc (vLLM >= 0.9) or gpu_cache_usage_perc (older vLLM)",
     check: oneOf(KV_CACHE_METRIC_NAMES),
   },
+  "gauge-lag": {
+    kind: "string",
+    default: "first-step",
+    help: "when a request shows in the running/waiting gauges: first-step (like vLLM 0.32) or a delay in ms (0 = at once)",
+    check: (v: string) => (v === "first-step" || /^\d+(\.\d+)?$/.test(v) ? undefined : 'must be "first-step" or ms'),
+  },
+  "data-parallel-size": {
+    kind: "int",
+    default: 1,
+    help: "vLLM data parallelism: per-engine series (engine=\"0\"…), requests attributed round-robin",
+    check: (v: number) => (v >= 1 && v <= 64 ? undefined : "must be 1..64"),
+  },
+  "dp-gauges-after-first-request": {
+    kind: "bool",
+    default: true,
+    help: "with data parallelism, an engine exports its load gauges only after its first request",
+  },
   "lora-info-at-start": {
     kind: "bool",
     default: D.loraInfoAtStart,
@@ -248,6 +265,9 @@ export function parseSimArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
     hangRate: f["hang-rate"],
     kvCacheMetricName: f["kv-cache-metric-name"] as KvCacheMetricName,
     loraInfoAtStart: f["lora-info-at-start"],
+    gaugeLag: f["gauge-lag"] === "first-step" ? "first-step" : Number(f["gauge-lag"]),
+    dataParallelSize: f["data-parallel-size"],
+    dpGaugesAfterFirstRequest: f["dp-gauges-after-first-request"],
     speed: f.speed,
     ...(podName !== undefined ? { podName } : {}),
     ...(podNamespace !== undefined ? { podNamespace } : {}),

@@ -90,6 +90,8 @@ class Sequence implements SequenceInfo {
   readonly hashes: number[];
   readonly sink: SequenceSink;
   readonly arrivedAt: number;
+  /** Data-parallel engine the request is attributed to on /metrics. */
+  readonly rank: number;
   state = WAITING;
   generated = 0;
   cachedTokens = -1;
@@ -99,8 +101,9 @@ class Sequence implements SequenceInfo {
   lastTokenAt = 0;
   cancelRequested = false;
 
-  constructor(id: number, req: EngineRequest, hashes: number[], sink: SequenceSink, now: number) {
+  constructor(id: number, req: EngineRequest, hashes: number[], sink: SequenceSink, now: number, rank: number) {
     this.id = id;
+    this.rank = rank;
     this.lora = req.lora;
     this.promptTokens = req.promptTokens;
     this.maxTokens = req.maxTokens;
@@ -182,6 +185,36 @@ export class Engine {
     return this.#running.length;
   }
 
+  /** Per data-parallel engine: whether it has ever received a request (its gauges exist from then on). */
+  readonly #rankUsed: boolean[] = [];
+
+  /**
+   * Running and waiting requests as the server's gauges show them at `now`, per data-parallel engine: a request is
+   * counted only once it is visible under `gaugeLag` (vLLM 0.32 records a request's stats after its first engine
+   * step, so a running request shows from its first token and a waiting one after one step). `undefined` for an
+   * engine that exports no gauges yet (data parallelism, before its first request).
+   */
+  gaugeCounts(now: number): ({ running: number; waiting: number } | undefined)[] {
+    const o = this.options;
+    const n = o.dataParallelSize;
+    const out: ({ running: number; waiting: number } | undefined)[] = [];
+    for (let r = 0; r < n; r++)
+      out.push(n > 1 && o.dpGaugesAfterFirstRequest && !this.#rankUsed[r] ? undefined : { running: 0, waiting: 0 });
+    const lag = o.gaugeLag;
+    const step = o.interTokenLatencyMs * o.speed;
+    for (const seq of this.#running) {
+      const c = out[seq.rank];
+      if (c === undefined) continue;
+      if (lag === "first-step" ? seq.state === DECODE : now - seq.arrivedAt >= lag) c.running++;
+    }
+    for (const seq of this.#waiting) {
+      const c = out[seq.rank];
+      if (c === undefined) continue;
+      if (now - seq.arrivedAt >= (lag === "first-step" ? step : lag)) c.waiting++;
+    }
+    return out;
+  }
+
   get waiting(): number {
     return this.#waiting.length;
   }
@@ -214,7 +247,10 @@ export class Engine {
       );
     }
     const now = performance.now();
-    const seq = new Sequence(this.#nextId++, req, this.#blockHashes(req), sink, now);
+    const id = this.#nextId++;
+    const rank = (id - 1) % this.options.dataParallelSize;
+    this.#rankUsed[rank] = true;
+    const seq = new Sequence(id, req, this.#blockHashes(req), sink, now, rank);
     this.#waiting.push(seq);
     if (seq.lora !== undefined) this.#countLora(this.#loraWaiting, seq.lora, 1);
     this.#admitDirty = true;

@@ -1,7 +1,7 @@
 /**
  * /metrics in vLLM's names and label shapes, Prometheus text format 0.0.4, written by hand: a scrape every 50 ms
  * from several EPPs should cost microseconds, and prom-client's registry machinery is far more than this needs.
- * Label order follows prometheus_client (declaration order: model_name, engine). Counters are exposed as
+ * Label order is vLLM 0.32's (alphabetical: engine, then model_name). Counters are exposed as
  * `<name>_total` with TYPE on the `_total` name, as prometheus_client does in 0.0.4; `_created` samples are omitted.
  */
 import type { Engine } from "./engine.js";
@@ -17,20 +17,27 @@ function header(out: string[], name: string, type: string, help: string): void {
   out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
 }
 
-export function renderMetrics(engine: Engine): string {
+export function renderMetrics(engine: Engine, now = performance.now()): string {
   const o = engine.options;
-  const labels = `model_name="${escapeLabel(o.servedModelNames[0]!)}",engine="0"`;
+  const model = escapeLabel(o.servedModelNames[0]!);
+  // vLLM 0.32 emits labels in alphabetical order: engine before model_name (docs/design/model-servers.md §8).
+  const labels = `engine="0",model_name="${model}"`;
   const s = engine.stats;
   const out: string[] = [];
+  const counts = engine.gaugeCounts(now);
 
   header(out, "vllm:num_requests_running", "gauge", "Number of requests in model execution batches.");
-  out.push(`vllm:num_requests_running{${labels}} ${engine.running}`);
+  for (const [rank, c] of counts.entries())
+    if (c !== undefined) out.push(`vllm:num_requests_running{engine="${rank}",model_name="${model}"} ${c.running}`);
   header(out, "vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.");
-  out.push(`vllm:num_requests_waiting{${labels}} ${engine.waiting}`);
+  for (const [rank, c] of counts.entries())
+    if (c !== undefined) out.push(`vllm:num_requests_waiting{engine="${rank}",model_name="${model}"} ${c.waiting}`);
 
   const kvName = `vllm:${o.kvCacheMetricName}`;
   header(out, kvName, "gauge", "KV-cache usage. 1 means 100 percent usage.");
-  out.push(`${kvName}{${labels}} ${engine.kv.usage}`);
+  // One KV cache is modelled; each data-parallel engine reports its usage.
+  for (const [rank, c] of counts.entries())
+    if (c !== undefined) out.push(`${kvName}{engine="${rank}",model_name="${model}"} ${engine.kv.usage}`);
 
   if (engine.lora !== undefined) {
     header(out, "vllm:lora_requests_info", "gauge", "Running stats on lora requests.");
@@ -42,9 +49,11 @@ export function renderMetrics(engine: Engine): string {
   }
 
   header(out, "vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig");
-  out.push(
-    `vllm:cache_config_info{block_size="${o.blockSize}",cache_dtype="auto",enable_prefix_caching="${o.enablePrefixCaching ? "True" : "False"}",engine="0",gpu_memory_utilization="0.9",num_cpu_blocks="0",num_gpu_blocks="${o.kvCacheSize}"} 1.0`,
-  );
+  // Like a data-parallel vLLM 0.32, every engine reports the server's total block count.
+  for (let rank = 0; rank < o.dataParallelSize; rank++)
+    out.push(
+      `vllm:cache_config_info{block_size="${o.blockSize}",cache_dtype="auto",enable_prefix_caching="${o.enablePrefixCaching ? "True" : "False"}",engine="${rank}",gpu_memory_utilization="0.9",num_cpu_blocks="0",num_gpu_blocks="${o.kvCacheSize}"} 1.0`,
+    );
 
   header(out, "vllm:num_preemptions_total", "counter", "Cumulative number of preemption from the engine.");
   out.push(`vllm:num_preemptions_total{${labels}} ${s.preemptions}`);

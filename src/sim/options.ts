@@ -85,6 +85,19 @@ export interface SimulatorOptions {
    * family is declared but has no sample until the first engine step (docs/design/model-servers.md §3.3).
    */
   loraInfoAtStart?: boolean;
+  /**
+   * When a request shows in num_requests_running/waiting: "first-step" (default, like vLLM 0.32: a running request
+   * after its first engine step, i.e. its first token; a waiting one after one step), or a fixed delay in ms after
+   * arrival (0 = at once, the old simulator behaviour). docs/design/model-servers.md §8.
+   */
+  gaugeLag?: "first-step" | number;
+  /** vLLM `--data-parallel-size`: per-engine series (`engine="0"…`), requests attributed round-robin. Default 1. */
+  dataParallelSize?: number;
+  /**
+   * With data parallelism, an engine exports its load gauges only after its first request (the shape the
+   * model-server issue observed on vLLM 0.32). Default true; false exports them at 0 from the start.
+   */
+  dpGaugesAfterFirstRequest?: boolean;
   /** Multiplier on every model latency (TTFT, prefill, ITL, LoRA load): 2 = a pod twice as slow. Default 1. */
   speed?: number;
   /** Values of the x-inference-pod / x-inference-namespace response headers; omitted when undefined. */
@@ -117,6 +130,9 @@ export const SIM_DEFAULTS = {
   hangRate: 0,
   kvCacheMetricName: "kv_cache_usage_perc" as KvCacheMetricName,
   loraInfoAtStart: false,
+  gaugeLag: "first-step" as "first-step" | number,
+  dataParallelSize: 1,
+  dpGaugesAfterFirstRequest: true,
   speed: 1,
   maxBodyBytes: 16 * 1024 * 1024,
 } as const;
@@ -149,6 +165,9 @@ export interface ResolvedSimOptions {
   readonly hangRate: number;
   readonly kvCacheMetricName: KvCacheMetricName;
   readonly loraInfoAtStart: boolean;
+  readonly gaugeLag: "first-step" | number;
+  readonly dataParallelSize: number;
+  readonly dpGaugesAfterFirstRequest: boolean;
   readonly speed: number;
   readonly podName: string | undefined;
   readonly podNamespace: string | undefined;
@@ -184,6 +203,9 @@ const FLAG_OF: Record<string, string> = {
   hangRate: "--hang-rate",
   kvCacheMetricName: "--kv-cache-metric-name",
   loraInfoAtStart: "--lora-info-at-start",
+  gaugeLag: "--gauge-lag",
+  dataParallelSize: "--data-parallel-size",
+  dpGaugesAfterFirstRequest: "--dp-gauges-after-first-request",
   speed: "--speed",
   maxBodyBytes: "maxBodyBytes",
 };
@@ -362,6 +384,12 @@ export function resolveSimOptions(options: SimulatorOptions): ResolvedSimOptions
     hangRate: num("hangRate", options.hangRate, d.hangRate, 0, 100),
     kvCacheMetricName: kvName,
     loraInfoAtStart: options.loraInfoAtStart ?? d.loraInfoAtStart,
+    gaugeLag:
+      options.gaugeLag === undefined || options.gaugeLag === "first-step"
+        ? d.gaugeLag
+        : num("gaugeLag", options.gaugeLag, 0, 0),
+    dataParallelSize: int("dataParallelSize", options.dataParallelSize, d.dataParallelSize, 1, 64),
+    dpGaugesAfterFirstRequest: options.dpGaugesAfterFirstRequest ?? d.dpGaugesAfterFirstRequest,
     speed: positive("speed", options.speed, d.speed),
     podName: options.podName || undefined,
     podNamespace: options.podNamespace || undefined,
