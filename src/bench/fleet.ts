@@ -13,9 +13,9 @@
  *   by ~1/16 (8 sequences, 32k tokens) so the whole fleet streams ~2k tokens/s, which this box can relay.
  */
 import { accessSync, constants as fsConstants } from "node:fs";
-import { delimiter, join } from "node:path";
 import { BASE_MODEL, fleet, type SimPod } from "../cli/stack.js";
 import { ConfigError } from "../common/errors.js";
+import { findTool } from "../common/tools.js";
 import type { SimulatorOptions } from "../sim/options.js";
 import { CRITICALITY_MODELS } from "./workload.js";
 
@@ -161,6 +161,9 @@ export function llmdArgs(pod: SimPod, p: FleetParams, seed: number): string[] {
     String(seed),
     "--mode",
     "random",
+    // With --enable-kvcache the simulator dials a ZMQ KV-event listener on 127.0.0.1:5557 forever unless the
+    // endpoint is empty (docs/design/model-servers.md §7.2); nothing here listens for KV events.
+    "--zmq-endpoint=",
   ];
   if (pod.loras.length > 0) {
     args.push(
@@ -173,32 +176,24 @@ export function llmdArgs(pod: SimPod, p: FleetParams, seed: number): string[] {
   return args;
 }
 
-export const LLMD_INSTALL_HINT =
-  "install it with: CGO_ENABLED=0 go install github.com/llm-d/llm-d-inference-sim/cmd/llm-d-inference-sim@v0.10.2 " +
-  "(Go >= 1.25.7 and access to the Go module proxy), then put $(go env GOPATH)/bin on PATH or pass --llmd-bin";
+export const LLMD_INSTALL_HINT = "install it with: npm run setup:tools -- llm-d-inference-sim (or pass --llmd-bin)";
 
-/** Finds the llm-d-inference-sim executable: an explicit path, then PATH, then $GOPATH/bin and ~/go/bin. */
+/**
+ * Finds the llm-d-inference-sim executable: an explicit path, else where every real tool is looked for
+ * ($SWITCHYARD_LLM_D_INFERENCE_SIM, PATH, the setup:tools folder; src/common/tools.ts).
+ */
 export function findLlmdBinary(explicit: string, env: NodeJS.ProcessEnv = process.env): string {
-  const executable = (file: string): boolean => {
-    try {
-      accessSync(file, fsConstants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  };
   if (explicit !== "") {
-    if (executable(explicit)) return explicit;
-    throw new ConfigError(`llm-d-inference-sim not found or not executable at "${explicit}"; ${LLMD_INSTALL_HINT}`);
+    try {
+      accessSync(explicit, fsConstants.X_OK);
+      return explicit;
+    } catch {
+      throw new ConfigError(`llm-d-inference-sim not found or not executable at "${explicit}"; ${LLMD_INSTALL_HINT}`);
+    }
   }
-  const dirs = (env.PATH ?? "").split(delimiter).filter((d) => d !== "");
-  if (env.GOPATH) dirs.push(join(env.GOPATH, "bin"));
-  if (env.HOME) dirs.push(join(env.HOME, "go", "bin"));
-  for (const dir of dirs) {
-    const file = join(dir, "llm-d-inference-sim");
-    if (executable(file)) return file;
-  }
+  const found = findTool("llm-d-inference-sim", env);
+  if (found !== undefined) return found;
   throw new ConfigError(
-    `llm-d-inference-sim is not installed (looked in PATH, $GOPATH/bin, ~/go/bin); ${LLMD_INSTALL_HINT}`,
+    `llm-d-inference-sim is not installed (looked at $SWITCHYARD_LLM_D_INFERENCE_SIM, PATH and the setup:tools folder); ${LLMD_INSTALL_HINT}`,
   );
 }

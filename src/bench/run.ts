@@ -151,6 +151,8 @@ export class BenchRunner {
   readonly #pods: SimPod[];
   /** Base URL per pod, for the metrics poller. */
   readonly #podUrls: string[];
+  /** The llm-d-inference-sim processes (one per pod), watched for an exit during start-up. */
+  readonly #fleetChildren: Child[] = [];
   readonly #gateways = new Map<ModeId, string>();
   #stopping = false;
   #loadSeq = 0;
@@ -290,11 +292,14 @@ export class BenchRunner {
     if (c.backend === "llm-d-inference-sim") {
       const bin = findLlmdBinary(c.llmdBin);
       this.#pods.forEach((pod, i) => {
+        // POD_IP is required with --enable-kvcache (it refuses to start without it).
         const child = this.#sup.startProgram(pod.name, bin, llmdArgs(pod, c.params, c.workload.seed + i), {
           POD_NAME: pod.name,
           POD_NAMESPACE: POOL_NAMESPACE,
+          POD_IP: pod.address,
         });
         this.#watch(child);
+        this.#fleetChildren.push(child);
       });
     } else {
       const per = Math.max(1, c.simsPerProcess);
@@ -312,12 +317,28 @@ export class BenchRunner {
       }
       await Promise.all(hosts);
     }
-    await waitFor(
-      "every simulator's /metrics",
-      async () => (await Promise.all(this.#podUrls.map(scrapeGauges))).every((g) => g !== undefined),
-      30_000,
-      200,
-    );
+    // llm-d-inference-sim exits with status 0 on a fatal start-up error, so any exit before the fleet answers is
+    // a failure, reported at once with the child's log instead of after the 30 s wait.
+    const exitedEarly = new Promise<never>((_, reject) => {
+      for (const child of this.#fleetChildren)
+        void child.exited.then((code) =>
+          reject(
+            new Error(
+              `${child.name} exited during start-up (${code}); log ${child.logFile}:\n${this.#sup.tail(child)}`,
+            ),
+          ),
+        );
+    });
+    exitedEarly.catch(() => {});
+    await Promise.race([
+      waitFor(
+        "every simulator's /metrics",
+        async () => (await Promise.all(this.#podUrls.map(scrapeGauges))).every((g) => g !== undefined),
+        30_000,
+        200,
+      ),
+      exitedEarly,
+    ]);
     this.#c.log(
       `fleet up: ${this.#pods.map((p) => `${p.name}@${p.address}:${p.port}×${p.speed}${p.loras.length > 0 ? "+lora" : ""}`).join(" ")}`,
     );
@@ -458,7 +479,18 @@ export class BenchRunner {
       };
     // A balanced baseline keeps every batch full without any routing cleverness.
     const mode: ModeId = c.modes.includes("least-request") ? "least-request" : c.modes[0]!;
-    const { result } = await this.#stage(mode, "capacity", 100, 0, 0, c.capacityDurationMs, 0, 4000, concurrency);
+    // A probe shorter than a couple of requests measures start-up, not capacity (llm-d-inference-sim under --quick
+    // read 0.97 req/s for a fleet that does 2.39): lengthen it and say so.
+    const minProbeMs = Math.ceil(2 * this.#longestRequestMs());
+    let probeMs = c.capacityDurationMs;
+    if (probeMs < minProbeMs) {
+      c.log(
+        `capacity probe lengthened from ${(probeMs / 1000).toFixed(0)} s to ${(minProbeMs / 1000).toFixed(0)} s: ` +
+          "it must outlast two of the trace's longest requests on the slowest pod",
+      );
+      probeMs = minProbeMs;
+    }
+    const { result } = await this.#stage(mode, "capacity", 100, 0, 0, probeMs, 0, 4000, concurrency);
     const tokensPerSec = result.tokensInWindow / (result.windowMs / 1000);
     if (!(tokensPerSec > 0))
       throw new Error(
@@ -564,21 +596,41 @@ export class BenchRunner {
     return { result, spread };
   }
 
-  /** Waits until no pod runs or queues anything, so the next mode starts on an idle fleet. */
-  async #drain(): Promise<void> {
-    try {
-      await waitFor(
-        "the fleet to drain",
-        async () => {
-          const g = await Promise.all(this.#podUrls.map(scrapeGauges));
-          return g.every((x) => x !== undefined && x.running === 0 && x.waiting === 0);
-        },
-        30_000,
-        200,
-      );
-    } catch (err) {
-      this.#c.log(`warning: ${(err as Error).message}; continuing`);
+  /**
+   * The longest request of the trace on the slowest pod, unloaded batch time scaled by the load factor: how long an
+   * aborted request can keep a pod busy when the server does not cancel it (llm-d-inference-sim does not).
+   */
+  #longestRequestMs(): number {
+    const c = this.#c;
+    const p = c.params;
+    const slowest = Math.max(1, ...this.#pods.map((pod) => pod.speed));
+    let longest = 0;
+    for (const it of generateTrace(c.workload, 4000).items) {
+      const ms =
+        p.timeToFirstTokenMs +
+        p.prefillOverheadMs +
+        it.promptTokens * p.prefillTimePerTokenMs +
+        it.outputTokens * p.interTokenLatencyMs * p.timeFactorUnderLoad;
+      if (ms > longest) longest = ms;
     }
+    return longest * slowest;
+  }
+
+  /**
+   * Waits until no pod runs or queues anything, so the next mode starts on an idle fleet. A fleet still busy after
+   * its longest possible request would carry load into the next mode and bias it, so that fails the run.
+   */
+  async #drain(): Promise<void> {
+    const limitMs = Math.max(30_000, Math.ceil(1.5 * this.#longestRequestMs()));
+    await waitFor(
+      "the fleet to drain (no running or waiting request on any pod) before the next mode",
+      async () => {
+        const g = await Promise.all(this.#podUrls.map(scrapeGauges));
+        return g.every((x) => x !== undefined && x.running === 0 && x.waiting === 0);
+      },
+      limitMs,
+      200,
+    );
     // One more scrape interval for the EPPs' view, and a breath for the machine.
     await sleep(500);
   }

@@ -134,7 +134,7 @@ export const SIM_FLAGS = {
   "data-parallel-size": {
     kind: "int",
     default: 1,
-    help: "vLLM data parallelism: per-engine series (engine=\"0\"…), requests attributed round-robin",
+    help: 'vLLM data parallelism: per-engine series (engine="0"…), requests attributed round-robin',
     check: (v: number) => (v >= 1 && v <= 64 ? undefined : "must be 1..64"),
   },
   "dp-gauges-after-first-request": {

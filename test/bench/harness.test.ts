@@ -418,6 +418,7 @@ describe("fleet and backends", () => {
     expect(flag("--latency-calculator")).toBe("per-token");
     expect(flag("--max-num-seqs")).toBe("8");
     expect(flag("--max-loras")).toBe("2");
+    expect(args).toContain("--zmq-endpoint=");
     expect(flag("--kv-cache-size")).toBe("2048");
     expect(args).toContain("--enable-kvcache");
     expect(args).toContain("--force-dummy-tokenizer");
@@ -429,9 +430,9 @@ describe("fleet and backends", () => {
   it("explains how to install llm-d-inference-sim when it is missing, and finds it on PATH", () => {
     const empty = mkdtempSync(join(tmpdir(), "sy-bench-path-"));
     dirs.push(empty);
-    const env = { PATH: empty, HOME: empty };
+    const env = { PATH: empty, HOME: empty, SWITCHYARD_TOOLS: empty };
     expect(() => findLlmdBinary("", env)).toThrow(ConfigError);
-    expect(() => findLlmdBinary("", env)).toThrow(/go install github\.com\/llm-d\/llm-d-inference-sim/);
+    expect(() => findLlmdBinary("", env)).toThrow(/npm run setup:tools -- llm-d-inference-sim/);
     expect(() => findLlmdBinary(join(empty, "nope"), env)).toThrow(/not found or not executable/);
     const bin = join(empty, "llm-d-inference-sim");
     writeFileSync(bin, "#!/bin/sh\n");
