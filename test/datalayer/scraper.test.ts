@@ -223,6 +223,8 @@ describe("MetricsScraper", () => {
     const { endpoints, scraper } = await setup({
       path: "/custom/metrics",
       engines: [{ name: "vllm", queuedRequestsSpec: "q", runningRequestsSpec: "r", kvUsageSpec: "kv" }],
+      // No /v1/models reads here, so the last path each pod saw is the metrics path.
+      modelsIntervalMs: 0,
     });
     for (const pod of pods) pod.behaviour.body = "q 4\nr 5\nkv 0.5\n";
     scraper.start();
