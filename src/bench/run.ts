@@ -479,9 +479,10 @@ export class BenchRunner {
       };
     // A balanced baseline keeps every batch full without any routing cleverness.
     const mode: ModeId = c.modes.includes("least-request") ? "least-request" : c.modes[0]!;
-    // A probe shorter than a couple of requests measures start-up, not capacity (llm-d-inference-sim under --quick
-    // read 0.97 req/s for a fleet that does 2.39): lengthen it and say so.
-    const minProbeMs = Math.ceil(2 * this.#longestRequestMs());
+    // llm-d-inference-sim does not cancel the requests a probe aborts at its end, and its requests run unscaled: a
+    // probe shorter than a couple of its longest requests measured start-up, not capacity (--quick read 0.97 req/s
+    // for a fleet that does 2.39). Lengthen it and say so. Our simulator cancels aborted requests at once.
+    const minProbeMs = c.backend === "llm-d-inference-sim" ? Math.ceil(2 * this.#longestRequestMs()) : 0;
     let probeMs = c.capacityDurationMs;
     if (probeMs < minProbeMs) {
       c.log(
