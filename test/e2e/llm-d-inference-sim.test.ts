@@ -10,7 +10,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
+import type { Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
@@ -19,58 +19,8 @@ import { type Gateway, startGateway } from "../../src/gateway/index.js";
 import { silentLogger } from "../../src/observability/logger.js";
 import { CHAT_HEADERS, chatBody, freshAddresses, LOOPBACK_EPP_FLAGS, resourcesYaml } from "../helpers/epp-harness.js";
 import { connect, type FakeEnvoyClient } from "../helpers/extproc-client.js";
+import { closeRelays, freePort, relayPods, until } from "../helpers/relay.js";
 import { describeWithTools } from "../helpers/tools.js";
-
-async function freePort(host = "127.0.0.1"): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, host, r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-/** `address:port` → `127.0.0.1:target`, byte for byte. */
-async function relay(address: string, port: number, target: number): Promise<Server> {
-  const sockets = new Set<Socket>();
-  const server = createServer((c) => {
-    const u = netConnect(target, "127.0.0.1");
-    sockets.add(c);
-    sockets.add(u);
-    c.pipe(u);
-    u.pipe(c);
-    c.on("error", () => u.destroy());
-    u.on("error", () => c.destroy());
-    c.on("close", () => {
-      sockets.delete(c);
-      u.destroy();
-    });
-    u.on("close", () => {
-      sockets.delete(u);
-      c.destroy();
-    });
-  });
-  server.on("close", () => {
-    for (const s of sockets) s.destroy();
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, address, resolve);
-  });
-  return server;
-}
-
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describeWithTools(["llm-d-inference-sim"], "routing on llm-d-inference-sim", (tools) => {
   const [loraAddress, plainAddress] = freshAddresses(2) as [string, string];
@@ -130,16 +80,9 @@ describeWithTools(["llm-d-inference-sim"], "routing on llm-d-inference-sim", (to
       await until(`llm-d-inference-sim ${i} ready (log: ${logs[i]})`, async () => {
         return (await fetch(`http://127.0.0.1:${port}/health/ready`)).status === 200;
       });
-    for (let attempt = 0; attempt < 20 && relays.length < 2; attempt++) {
-      poolPort = 20_000 + Math.floor(Math.random() * 20_000);
-      try {
-        relays.push(await relay(loraAddress, poolPort, simPorts[0]!));
-        relays.push(await relay(plainAddress, poolPort, simPorts[1]!));
-      } catch (err) {
-        await Promise.all(relays.splice(0).map((r) => new Promise((res) => r.close(res))));
-        if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE") throw err;
-      }
-    }
+    const pool = await relayPods([loraAddress, plainAddress], simPorts);
+    poolPort = pool.port;
+    relays.push(...pool.relays);
     dir = mkdtempSync(join(tmpdir(), "switchyard-llmd-"));
     const file = join(dir, "resources.yaml");
     writeFileSync(file, resourcesYaml("pool", poolPort, [loraAddress, plainAddress], []));
@@ -154,7 +97,7 @@ describeWithTools(["llm-d-inference-sim"], "routing on llm-d-inference-sim", (to
     await gateway?.close();
     await epp?.stop();
     for (const c of children) c.kill("SIGTERM");
-    await Promise.all(relays.map((r) => new Promise((res) => r.close(res))));
+    await closeRelays(relays);
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
