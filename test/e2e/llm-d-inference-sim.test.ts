@@ -125,7 +125,7 @@ describeWithTools(["llm-d-inference-sim"], "routing on llm-d-inference-sim", (to
 
   it("completes adapter and alias requests end to end through the dev gateway (no 404 from the simulator)", async () => {
     for (const model of ["sql-lora", "tiny-alias", "tiny"]) {
-      const res = await fetch(`${gateway.url}/v1/chat/completions`, {
+      const res = await fetch(new URL("/v1/chat/completions", gateway.url), {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: chatBody(model),

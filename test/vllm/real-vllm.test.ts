@@ -92,7 +92,7 @@ describe.skipIf(PODS.length < 2)("switchyard on real vLLM servers", () => {
   });
 
   const complete = async (model: string): Promise<{ status: number; served: string; body: string }> => {
-    const res = await fetch(`${gateway.url}/v1/chat/completions`, {
+    const res = await fetch(new URL("/v1/chat/completions", gateway.url), {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ model, messages: [{ role: "user", content: "hello" }], max_tokens: 8 }),
