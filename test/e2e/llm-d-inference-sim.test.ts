@@ -19,7 +19,7 @@ import { type Gateway, startGateway } from "../../src/gateway/index.js";
 import { silentLogger } from "../../src/observability/logger.js";
 import { CHAT_HEADERS, chatBody, freshAddresses, LOOPBACK_EPP_FLAGS, resourcesYaml } from "../helpers/epp-harness.js";
 import { connect, type FakeEnvoyClient } from "../helpers/extproc-client.js";
-import { closeRelays, freePort, relayPods, until } from "../helpers/relay.js";
+import { closeRelays, freePorts, relayPods, until } from "../helpers/relay.js";
 import { describeWithTools } from "../helpers/tools.js";
 
 describeWithTools(["llm-d-inference-sim"], "routing on llm-d-inference-sim", (tools) => {
@@ -65,7 +65,7 @@ describeWithTools(["llm-d-inference-sim"], "routing on llm-d-inference-sim", (to
   };
 
   beforeAll(async () => {
-    simPorts = [await freePort(), await freePort()];
+    simPorts = await freePorts(2);
     startSim(0, simPorts[0]!, [
       "--served-model-name",
       "tiny",
@@ -80,6 +80,10 @@ describeWithTools(["llm-d-inference-sim"], "routing on llm-d-inference-sim", (to
       await until(`llm-d-inference-sim ${i} ready (log: ${logs[i]})`, async () => {
         return (await fetch(`http://127.0.0.1:${port}/health/ready`)).status === 200;
       });
+    // Two distinct servers: the adapter pod lists sql-lora, the plain one does not.
+    const lists = await Promise.all(simPorts.map(async (p) => (await fetch(`http://127.0.0.1:${p}/v1/models`)).text()));
+    expect(lists[0]).toContain("sql-lora");
+    expect(lists[1]).not.toContain("sql-lora");
     const pool = await relayPods([loraAddress, plainAddress], simPorts);
     poolPort = pool.port;
     relays.push(...pool.relays);

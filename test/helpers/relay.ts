@@ -5,12 +5,16 @@
  */
 import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
 
-export async function freePort(host = "127.0.0.1"): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, host, r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
+/**
+ * `n` distinct free ports. All are held open until every one is chosen: asked one at a time, the kernel may hand
+ * the same ephemeral port out twice, and two servers meant to be distinct would then be one.
+ */
+export async function freePorts(n: number, host = "127.0.0.1"): Promise<number[]> {
+  const held = Array.from({ length: n }, () => createServer());
+  for (const s of held) await new Promise<void>((r) => s.listen(0, host, r));
+  const ports = held.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(held.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  return ports;
 }
 
 export async function relay(address: string, port: number, target: number): Promise<Server> {
