@@ -187,6 +187,13 @@ class RawClient {
  * It also asks for bookmarks, which client-node's ListWatch handles but never requests.
  */
 class SafeWatch extends Watch {
+  readonly #onExpired: () => void;
+
+  constructor(kc: KubeConfig, onExpired: () => void) {
+    super(kc);
+    this.#onExpired = onExpired;
+  }
+
   override async watch(
     path: string,
     queryParams: Record<string, string | number | boolean | undefined>,
@@ -196,7 +203,12 @@ class SafeWatch extends Watch {
     try {
       // Bookmarks move a quiet watch's resume point forward (a pod watch whose selector matches nothing that
       // changed), so a reconnect resumes instead of re-listing after 410; see docs/kubernetes.md.
-      return await super.watch(path, { ...queryParams, allowWatchBookmarks: true }, callback, done);
+      const cb = (phase: string, apiObj: unknown, watchObj?: unknown): void => {
+        // ListWatch re-lists on this by itself; it is worth one log line (a restarted API server causes it).
+        if (phase === "ERROR" && (apiObj as { code?: unknown } | null)?.code === 410) this.#onExpired();
+        callback(phase, apiObj, watchObj);
+      };
+      return await super.watch(path, { ...queryParams, allowWatchBookmarks: true }, cb, done);
     } catch (err) {
       done(err);
       return new AbortController();
@@ -307,7 +319,16 @@ class ResourceWatch {
       });
       return list;
     };
-    this.#informer = new ListWatch(o.path, new SafeWatch(o.kc), listFn, false, o.labelSelector, o.fieldSelector);
+    this.#informer = new ListWatch(
+      o.path,
+      new SafeWatch(o.kc, () =>
+        o.logger.info({ kind: o.kind, resource: o.path }, "watch expired (410 Expired); re-listing"),
+      ),
+      listFn,
+      false,
+      o.labelSelector,
+      o.fieldSelector,
+    );
     this.#informer.on("change", () => {
       if (!this.#stopped) o.onChange();
     });
