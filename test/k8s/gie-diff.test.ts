@@ -7,8 +7,8 @@
  *
  * GIE's CRDs come from its Go module (what `npm run setup:tools` leaves in the Go cache when it builds gie-epp).
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { createWriteStream, existsSync, readdirSync, readFileSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { createWriteStream, readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -20,6 +20,8 @@ import { describeWithTools } from "../helpers/tools.js";
 import {
   type CapturedEpp,
   createPods,
+  GIE_MODULE,
+  gieCrdDir,
   healthCheck,
   keys,
   type ModelServers,
@@ -27,21 +29,6 @@ import {
   startKubeEpp,
   startModelServers,
 } from "./helpers.js";
-
-const GIE_MODULE = "sigs.k8s.io/gateway-api-inference-extension@v1.5.0";
-
-/** Where GIE v1.5.0's CRDs are: $SWITCHYARD_GIE_CRDS, else the Go module cache, else undefined. */
-function gieCrdDir(): string | undefined {
-  const explicit = process.env.SWITCHYARD_GIE_CRDS;
-  if (explicit) return explicit;
-  try {
-    const cache = execFileSync("go", ["env", "GOMODCACHE"], { encoding: "utf8", timeout: 20_000 }).trim();
-    const dir = join(cache, GIE_MODULE, "config/crd/bases");
-    return existsSync(dir) ? dir : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 async function freePort(): Promise<number> {
   return await new Promise((resolve, reject) => {
