@@ -173,7 +173,7 @@ export const GIE_MODULE = "sigs.k8s.io/gateway-api-inference-extension@v1.5.0";
 /** Where GIE v1.5.0's CRDs are: $SWITCHYARD_GIE_CRDS, else the Go module cache, else undefined. */
 export function gieCrdDir(): string | undefined {
   const explicit = process.env.SWITCHYARD_GIE_CRDS;
-  if (explicit) return explicit;
+  if (explicit) return existsSync(explicit) ? explicit : undefined;
   try {
     const cache = execFileSync("go", ["env", "GOMODCACHE"], { encoding: "utf8", timeout: 20_000 }).trim();
     const dir = join(cache, GIE_MODULE, "config/crd/bases");
