@@ -49,6 +49,8 @@ export interface RequestRecord {
   status: number;
   /** A watch answered with the in-stream 410 Expired ERROR event because its resourceVersion was too old. */
   expired?: boolean;
+  /** The bearer token the client sent (tell clients apart with writeKubeconfig's `token`). */
+  readonly token: string;
 }
 
 export interface StatusWrite {
@@ -332,13 +334,13 @@ export class FakeApiServer {
   }
 
   /** Writes a kubeconfig pointing at this server; client-node 2.x needs insecure-skip-tls-verify for http://. */
-  async writeKubeconfig(dir: string, namespace = "default"): Promise<string> {
+  async writeKubeconfig(dir: string, namespace = "default", token = "fake-token"): Promise<string> {
     const file = join(dir, `kubeconfig-${randomUUID()}.yaml`);
     const config = {
       apiVersion: "v1",
       kind: "Config",
       clusters: [{ name: "fake", cluster: { server: this.#url, "insecure-skip-tls-verify": true } }],
-      users: [{ name: "fake", user: { token: "fake-token" } }],
+      users: [{ name: "fake", user: { token } }],
       contexts: [{ name: "fake", context: { cluster: "fake", user: "fake", namespace } }],
       "current-context": "fake",
     };
@@ -568,6 +570,7 @@ export class FakeApiServer {
       query: url.searchParams,
       watch: watchParam === "true" || watchParam === "1",
       status: 0,
+      token: (req.headers.authorization ?? "").replace(/^Bearer /i, ""),
     };
     this.requests.push(record);
     const body = await readBody(req);

@@ -167,6 +167,37 @@ describe("LeaderElector", () => {
     await vi.waitFor(() => expect(b.events).toEqual(["started", "stopped"]), WAIT);
   });
 
+  it("a standby that could not read the lease does not take it on its first read after an outage", async () => {
+    // b's view: a's record, then an outage longer than the lease, then b can read again while a cannot yet write.
+    // Judged by "unchanged since I last saw it change", the record looks expired and b would take it at once; b
+    // must restart its clock instead, so the leader's renewal (when it gets through) wins.
+    const kcA = await server.writeKubeconfig(dir, "default", "token-a");
+    const kcB = await server.writeKubeconfig(dir, "default", "token-b");
+    const timing = { leaseDurationMs: 3000, renewDeadlineMs: 2000, retryPeriodMs: 100 };
+    const a = elector("a", { kubeconfig: kcA, ...timing });
+    a.elector.start();
+    await vi.waitFor(() => expect(a.elector.isLeader).toBe(true), WAIT);
+    const b = elector("b", { kubeconfig: kcB, ...timing });
+    b.elector.start();
+    await vi.waitFor(() => expect(b.elector.leader).toBe("a"), WAIT);
+    const leaseReqs = (token: string, status: number) =>
+      server.requests.filter((r) => r.path.includes("/leases") && r.token === token && r.status === status).length;
+    server.failNext(Number.POSITIVE_INFINITY, (r) => r.path.includes("/leases"));
+    // More than the 3 s lease on b's side: 40 failed attempts at >= 100 ms each.
+    await vi.waitFor(() => expect(leaseReqs("token-b", 500)).toBeGreaterThan(40), { ...WAIT, timeout: 30_000 });
+    // Only a's requests keep failing now.
+    server.failNext(Number.POSITIVE_INFINITY, (r) => r.path.includes("/leases") && r.token === "token-a");
+    const readsBefore = leaseReqs("token-b", 200);
+    await vi.waitFor(() => expect(leaseReqs("token-b", 200)).toBeGreaterThan(readsBefore + 3), WAIT);
+    expect(b.elector.isLeader).toBe(false);
+    server.heal();
+    const rv = Number(lease()?.rv);
+    await vi.waitFor(() => expect(Number(lease()?.rv)).toBeGreaterThan(rv + 2), WAIT);
+    expect(lease()?.spec.holderIdentity).toBe("a");
+    expect(b.events).toEqual([]);
+    expect(a.events).toEqual(["started"]);
+  });
+
   it("validates its timing invariants", () => {
     const base = { kubeconfig, namespace: NS, leaseName: LEASE };
     expect(() => new LeaderElector({ ...base, leaseDurationMs: 1500 })).toThrow(/whole seconds/);
