@@ -491,7 +491,10 @@ export class KubeApiServer {
     return `${base}${ns}/${r.plural}${name === undefined ? "" : `/${encodeURIComponent(name)}`}`;
   }
 
-  /** Server-side apply (force) of one object, a list of them, or YAML text with several documents. */
+  /**
+   * Server-side apply (force, strict field validation) of one object, a list of them, or YAML text with several
+   * documents. A field the schema does not know fails with `strict decoding error: unknown field …` (HTTP 422/400).
+   */
   async apply(input: ApiObject | readonly ApiObject[] | string): Promise<ApiObject[]> {
     const objects: ApiObject[] =
       typeof input === "string"
@@ -507,7 +510,8 @@ export class KubeApiServer {
       out.push(
         (await this.request(
           "PATCH",
-          `${path}?fieldManager=switchyard-test&force=true`,
+          // Strict, as kubectl: an unknown field fails instead of being dropped with a warning (the API default).
+          `${path}?fieldManager=switchyard-test&force=true&fieldValidation=Strict`,
           obj,
           "application/apply-patch+yaml",
         )) as ApiObject,
