@@ -283,6 +283,25 @@ describe("KubernetesSource: pool mode", () => {
     expect((err as Error).message).toContain('{apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"]}');
   });
 
+  it("keeps its last view when a required resource becomes forbidden after the first sync, and recovers", async () => {
+    seedPool();
+    const { logger, lines } = capture();
+    const { source, ds } = newSource({ logger, backoff: { initialMs: 50, maxMs: 200 } });
+    await source.start();
+    server.forbid("/v1/pods");
+    server.dropWatches();
+    await vi.waitFor(
+      () =>
+        expect(server.requests.filter((r) => r.path.endsWith("/pods") && r.status === 403).length).toBeGreaterThan(2),
+      WAIT,
+    );
+    expect(keys(ds)).toEqual(["10.0.0.1:8000", "10.0.0.2:8000"]);
+    expect(lines.some((l) => l.msg === "list/watch failed; restarting informer" && l.status === 403)).toBe(true);
+    server.forbid("/v1/pods", false);
+    server.create(podObject("p7", { ip: "10.0.0.7", labels: vllm }));
+    await vi.waitFor(() => expect(keys(ds)).toContain("10.0.0.7:8000"), WAIT);
+  });
+
   it("reconnects after the watch connections drop", async () => {
     seedPool();
     const { source, ds } = newSource();
