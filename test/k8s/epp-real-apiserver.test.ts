@@ -29,6 +29,8 @@ import {
 } from "./helpers.js";
 
 const X_API = "inference.networking.x-k8s.io/v1alpha2";
+/** How long the single-replica outage lasts at least (SWITCHYARD_K8S_LONG_OUTAGE=1: 60 s, as in docs/kubernetes.md). */
+const OUTAGE_MS = process.env.SWITCHYARD_K8S_LONG_OUTAGE === "1" ? 60_000 : 3_000;
 const POOL_API = "inference.networking.k8s.io/v1";
 
 function note(what: string, ms: number): void {
@@ -271,17 +273,23 @@ describeWithTools(["etcd", "kube-apiserver"], "EPP against a real kube-apiserver
     await kube.stopApiServer("SIGKILL");
     let routed = 0;
     let failed = 0;
-    // Traffic during the outage, until the EPP has certainly noticed it (an informer restart was logged).
+    // Traffic during the outage, for OUTAGE_MS and until the EPP has certainly noticed it (a failed re-watch).
     const t0 = performance.now();
-    while (e.logged("list/watch failed").length === 0 || routed < 20) {
+    let unready = 0;
+    while (e.logged("list/watch failed").length === 0 || routed < 20 || performance.now() - t0 < OUTAGE_MS) {
       const r = await c.roundTrip({ headers: CHAT_HEADERS, body: chatBody("m") });
       if (r.status === "routed" && known.includes(r.destination ?? "")) routed++;
       else failed++;
-      if (performance.now() - t0 > 60_000) throw new Error("the EPP never noticed the outage");
+      if ((await healthCheck(`127.0.0.1:${e.epp.healthPort}`, "readiness")) !== "SERVING") unready++;
+      if (performance.now() - t0 > OUTAGE_MS + 60_000) throw new Error("the EPP never noticed the outage");
+      await new Promise((res) => setTimeout(res, 20));
     }
-    note(`API server down: ${routed} routed, ${failed} failed over`, performance.now() - t0);
+    note(
+      `API server down (single replica): ${routed} routed, ${failed} failed, unready ${unready}x over`,
+      performance.now() - t0,
+    );
     expect(failed).toBe(0);
-    expect(await healthCheck(`127.0.0.1:${e.epp.healthPort}`, "readiness")).toBe("SERVING");
+    expect(unready).toBe(0);
 
     const t1 = performance.now();
     await kube.startApiServer();
@@ -292,7 +300,7 @@ describeWithTools(["etcd", "kube-apiserver"], "EPP against a real kube-apiserver
     await kube.createPod("outage-2", { ip: s.addresses[2], labels });
     await until("pod after restart", () => keys(e.epp).includes(`${s.addresses[2]}:${s.port}`), 60_000);
     note("after restart: new pod to endpoint", performance.now() - t2);
-  }, 120_000);
+  }, 240_000);
 
   it("paused (SIGSTOP) API server: connections hang, routing continues, and the EPP recovers after SIGCONT", async () => {
     await ensureCrds();
