@@ -1,7 +1,7 @@
 /**
- * Measures what GIE v1.5.0's own EPP does with leader election through an API-server outage longer than its lease,
- * and of one replica without it, for the comparison in docs/kubernetes.md ("Routing through an API-server outage"). It asserts nothing about GIE; it
- * prints what happened. Opt-in (SWITCHYARD_K8S_GIE_HA=1): it documents a third-party behaviour, it does not
+ * Measures what GIE v1.5.0's own EPP does through an API-server outage longer than its lease, with leader election
+ * (two replicas) and without (one), for the comparison in docs/kubernetes.md ("Routing through an API-server
+ * outage"). It asserts nothing about GIE; it prints what happened. Opt-in (SWITCHYARD_K8S_GIE_HA=1): it documents a third-party behaviour, it does not
  * guard ours (test/k8s/epp-ha.test.ts does, on every run).
  */
 import { type ChildProcess, spawn } from "node:child_process";
