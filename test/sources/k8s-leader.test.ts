@@ -126,14 +126,76 @@ describe("LeaderElector", () => {
     expect(cs.filter((c) => c.elector.isLeader).map((c) => c.elector.identity)).toEqual([holder]);
   });
 
-  it("gives up leadership when it cannot renew within the deadline", async () => {
+  it("keeps leading through an API-server outage (5xx) while nobody can take the lease; the standby does not take over when it returns", async () => {
     const a = elector("a");
+    a.elector.start();
+    await vi.waitFor(() => expect(a.elector.isLeader).toBe(true), WAIT);
+    const b = elector("b");
+    b.elector.start();
+    await vi.waitFor(() => expect(b.elector.leader).toBe("a"), WAIT);
+    server.failNext(Number.POSITIVE_INFINITY, (r) => r.path.includes("/leases"));
+    const failed = () => server.requests.filter((r) => r.path.includes("/leases") && r.status === 500).length;
+    // 30 failed attempts at a 100 ms retry period span well over the 800 ms renew deadline and the 1 s lease.
+    await vi.waitFor(() => expect(failed()).toBeGreaterThan(30), WAIT);
+    expect(a.events).toEqual(["started"]);
+    expect(a.elector.isLeader).toBe(true);
+    expect(b.elector.isLeader).toBe(false);
+    server.heal();
+    // Both are back on the API: several renewals by a, and b never acquires.
+    const rv = Number(lease()?.rv);
+    await vi.waitFor(() => expect(Number(lease()?.rv)).toBeGreaterThan(rv + 5), WAIT);
+    expect(lease()?.spec.holderIdentity).toBe("a");
+    expect(a.events).toEqual(["started"]);
+    expect(b.events).toEqual([]);
+  });
+
+  it("without holdThroughOutage, or when renewals are refused (403), gives up leadership after the deadline", async () => {
+    const a = elector("a", { holdThroughOutage: false });
     a.elector.start();
     await vi.waitFor(() => expect(a.elector.isLeader).toBe(true), WAIT);
     server.failNext(Number.POSITIVE_INFINITY, (r) => r.path.includes("/leases"));
     await vi.waitFor(() => expect(a.events).toEqual(["started", "stopped"]), WAIT);
     server.heal();
     await vi.waitFor(() => expect(a.elector.isLeader).toBe(true), WAIT);
+
+    const b = elector("b");
+    b.elector.start();
+    await vi.waitFor(() => expect(b.elector.leader).toBe("a"), WAIT);
+    await a.elector.stop();
+    await vi.waitFor(() => expect(b.elector.isLeader).toBe(true), WAIT);
+    server.forbid("coordination.k8s.io/v1/leases");
+    await vi.waitFor(() => expect(b.events).toEqual(["started", "stopped"]), WAIT);
+  });
+
+  it("a standby that could not read the lease does not take it on its first read after an outage", async () => {
+    // b's view: a's record, then an outage longer than the lease, then b can read again while a cannot yet write.
+    // Judged by "unchanged since I last saw it change", the record looks expired and b would take it at once; b
+    // must restart its clock instead, so the leader's renewal (when it gets through) wins.
+    const kcA = await server.writeKubeconfig(dir, "default", "token-a");
+    const kcB = await server.writeKubeconfig(dir, "default", "token-b");
+    const timing = { leaseDurationMs: 3000, renewDeadlineMs: 2000, retryPeriodMs: 100 };
+    const a = elector("a", { kubeconfig: kcA, ...timing });
+    a.elector.start();
+    await vi.waitFor(() => expect(a.elector.isLeader).toBe(true), WAIT);
+    const b = elector("b", { kubeconfig: kcB, ...timing });
+    b.elector.start();
+    await vi.waitFor(() => expect(b.elector.leader).toBe("a"), WAIT);
+    const leaseReqs = (token: string, status: number) =>
+      server.requests.filter((r) => r.path.includes("/leases") && r.token === token && r.status === status).length;
+    server.failNext(Number.POSITIVE_INFINITY, (r) => r.path.includes("/leases"));
+    // More than the 3 s lease on b's side: 40 failed attempts at >= 100 ms each.
+    await vi.waitFor(() => expect(leaseReqs("token-b", 500)).toBeGreaterThan(40), { ...WAIT, timeout: 30_000 });
+    // Only a's requests keep failing now.
+    server.failNext(Number.POSITIVE_INFINITY, (r) => r.path.includes("/leases") && r.token === "token-a");
+    const readsBefore = leaseReqs("token-b", 200);
+    await vi.waitFor(() => expect(leaseReqs("token-b", 200)).toBeGreaterThan(readsBefore + 3), WAIT);
+    expect(b.elector.isLeader).toBe(false);
+    server.heal();
+    const rv = Number(lease()?.rv);
+    await vi.waitFor(() => expect(Number(lease()?.rv)).toBeGreaterThan(rv + 2), WAIT);
+    expect(lease()?.spec.holderIdentity).toBe("a");
+    expect(b.events).toEqual([]);
+    expect(a.events).toEqual(["started"]);
   });
 
   it("validates its timing invariants", () => {
