@@ -154,6 +154,7 @@ class RawClient {
 /**
  * Watch.watch() authenticates before its own try block, so an auth failure (unreadable token file, http without
  * skip-tls) would reject inside ListWatch's reconnect path as an unhandled rejection. Route it to `done` instead.
+ * It also asks for bookmarks, which client-node's ListWatch handles but never requests.
  */
 class SafeWatch extends Watch {
   override async watch(
@@ -163,7 +164,9 @@ class SafeWatch extends Watch {
     done: (err: unknown) => void,
   ): Promise<AbortController> {
     try {
-      return await super.watch(path, queryParams, callback, done);
+      // Bookmarks move a quiet watch's resume point forward (a pod watch whose selector matches nothing that
+      // changed), so a reconnect resumes instead of re-listing after 410; see docs/kubernetes.md.
+      return await super.watch(path, { ...queryParams, allowWatchBookmarks: true }, callback, done);
     } catch (err) {
       done(err);
       return new AbortController();
@@ -172,6 +175,38 @@ class SafeWatch extends Watch {
 }
 
 type KindName = NormalizedObject["kind"];
+
+/** `/api/v1/namespaces/x/pods` → `v1`; `/apis/g/v/namespaces/x/r` → `g/v`. */
+export function apiVersionOfPath(path: string): string {
+  const parts = path.split("/").filter((p) => p !== "");
+  if (parts[0] === "api" && parts[1] !== undefined) return parts[1];
+  if (parts[0] === "apis" && parts[1] !== undefined && parts[2] !== undefined) return `${parts[1]}/${parts[2]}`;
+  return "";
+}
+
+/**
+ * The API server leaves `kind` and `apiVersion` off the items of a built-in list (a PodList's pods have neither;
+ * custom-resource lists and watch events do carry them), see docs/kubernetes.md "List items". Items get them from
+ * the list (`PodList` → `Pod`), else from the collection that was asked for, so every later consumer (normalising,
+ * status writes) sees complete objects whichever way they arrived. Values already present are kept.
+ */
+export function fillListTypeMeta(
+  list: { kind?: string; apiVersion?: string; items: unknown[] },
+  kind: string,
+  apiVersion: string,
+): void {
+  const listKind = typeof list.kind === "string" && list.kind.endsWith("List") ? list.kind.slice(0, -4) : "";
+  const itemKind = listKind !== "" ? listKind : kind;
+  const itemApiVersion = typeof list.apiVersion === "string" && list.apiVersion !== "" ? list.apiVersion : apiVersion;
+  for (const item of list.items) {
+    if (typeof item !== "object" || item === null || Array.isArray(item)) continue;
+    const obj = item as { kind?: unknown; apiVersion?: unknown };
+    if (obj.kind === undefined || obj.kind === null || obj.kind === "") obj.kind = itemKind;
+    if (obj.apiVersion === undefined || obj.apiVersion === null || obj.apiVersion === "") {
+      obj.apiVersion = itemApiVersion;
+    }
+  }
+}
 
 interface ResourceWatchOptions {
   readonly kind: KindName;
@@ -219,6 +254,7 @@ class ResourceWatch {
       if (list === undefined || !Array.isArray(list.items)) {
         throw new KubernetesApiError(500, "BadList", `GET ${o.path}: response is not a list`);
       }
+      fillListTypeMeta(list, o.kind, apiVersionOfPath(o.path));
       if (this.absent) o.logger.info({ resource: o.path }, "resource is served again");
       this.absent = false;
       // ListWatch applies the items right after this resolves; the debounced flush runs after that.
