@@ -115,6 +115,13 @@ describe("deploy manifests", () => {
     const byName = objectsByName();
     const pool = normalizeObject(byName.get("InferencePool/llama4-pool"), "seed");
     expect(pool.kind === "InferencePool" && pool.spec.selector).toEqual({ app: "llm-inference", model: "llama4-17b" });
+    // The article's autoscaling intent, as annotations on the unmodified pool (docs/autoscaling.md).
+    expect(pool.kind === "InferencePool" && pool.spec).toMatchObject({
+      minReplicas: 2,
+      maxReplicas: 8,
+      targetGpuCacheUtilization: 0.8,
+    });
+    expect(pool.kind === "InferencePool" && pool.spec.autoscalingError).toBeUndefined();
     const critical = normalizeObject(byName.get("InferenceModel/llama4-17b-instruct"), "seed");
     expect(critical.kind === "InferenceModel" && critical.spec.criticality).toBe("Critical");
     const models = [...byName.values()].filter((d) => d.kind === "InferenceModel");
@@ -161,6 +168,17 @@ describe("deploy manifests", () => {
     });
     mutate(pool, "no selector", (o) => {
       delete o.spec.selector;
+    });
+    // The seed article's sketch: GIE's schema has no such fields (a real API server answers "strict decoding
+    // error: unknown field"; test/deploy/apiserver.test.ts). They are annotations now (docs/autoscaling.md).
+    mutate(pool, "the article's maxReplicas", (o) => {
+      o.spec.maxReplicas = 10;
+    });
+    mutate(pool, "the article's targetLoad", (o) => {
+      o.spec.targetLoad = { gpuCacheUtilization: 75 };
+    });
+    mutate(pool, "no endpointPickerRef (required by GIE v1.5.0)", (o) => {
+      delete o.spec.endpointPickerRef;
     });
     mutate(model, "bad criticality", (o) => {
       o.spec.criticality = "Urgent";
