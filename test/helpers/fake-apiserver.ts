@@ -283,6 +283,7 @@ export class FakeApiServer {
   #failFilter: ((r: RequestRecord) => boolean) | undefined;
   #silent = false;
   #bookmarkTimer: NodeJS.Timeout | undefined;
+  #forbidden = new Set<string>();
   /** BOOKMARK events sent so far. */
   bookmarksSent = 0;
 
@@ -458,6 +459,15 @@ export class FakeApiServer {
     this.#failFilter = undefined;
   }
 
+  /**
+   * Answers 403 Forbidden for every request on a resource key (`group/version/plural`, core as `/v1/pods`), as RBAC
+   * does when the Role lacks it: before looking the resource up, so even an uninstalled CRD answers 403.
+   */
+  forbid(key: string, forbidden = true): void {
+    if (forbidden) this.#forbidden.add(key);
+    else this.#forbidden.delete(key);
+  }
+
   /** Starts (or stops) serving a resource, e.g. to install a CRD late. */
   setServed(key: string, served: boolean): void {
     if (!served) {
@@ -576,6 +586,18 @@ export class FakeApiServer {
     const route = parsePath(url.pathname);
     if (!route) {
       send(404, statusBody(404, "NotFound", `no route for ${url.pathname}`));
+      return;
+    }
+    if (this.#forbidden.has(resourceKey(route.group, route.version, route.plural))) {
+      const verb = route.name !== undefined ? "get" : record.watch ? "watch" : "list";
+      send(
+        403,
+        statusBody(
+          403,
+          "Forbidden",
+          `${route.plural}${route.group === "" ? "" : `.${route.group}`} is forbidden: User "system:serviceaccount:default:epp" cannot ${verb} resource "${route.plural}" in API group "${route.group}" in the namespace "${route.namespace ?? ""}"`,
+        ),
+      );
       return;
     }
     const info = this.#resources.get(resourceKey(route.group, route.version, route.plural));

@@ -8,6 +8,7 @@ import {
   apiVersionOfPath,
   backoffDelay,
   fillListTypeMeta,
+  KubernetesForbiddenError,
   KubernetesSource,
   selectorString,
 } from "../../src/sources/kubernetes.js";
@@ -243,6 +244,43 @@ describe("KubernetesSource: pool mode", () => {
       expect(podWatches().at(-1)?.query.get("resourceVersion")).toBe(rv);
     }, WAIT);
     expect(podLists()).toBe(listsBefore);
+  });
+
+  it("runs without an optional resource its Role does not grant (403), with one clear error, and picks it up once granted", async () => {
+    seedPool();
+    server.create(objectiveObject("gold", { priority: 10 }));
+    const objectives = "inference.networking.x-k8s.io/v1alpha2/inferenceobjectives";
+    server.forbid(objectives);
+    const { logger, lines } = capture();
+    const { source, ds } = newSource({ logger, backoff: { initialMs: 50, maxMs: 200 } });
+    await source.start();
+    expect(keys(ds)).toEqual(["10.0.0.1:8000", "10.0.0.2:8000"]);
+    expect(ds.objective("gold")).toBeUndefined();
+    // Retried (slowly) but reported once.
+    await vi.waitFor(
+      () => expect(server.requests.filter((r) => r.path.endsWith("/inferenceobjectives")).length).toBeGreaterThan(2),
+      WAIT,
+    );
+    const errors = lines.filter((l) => l.level === 50 && String(l.msg).includes("inferenceobjectives"));
+    expect(errors).toHaveLength(1);
+    expect(String(errors[0]!.msg)).toContain(
+      'add this rule to the EPP\'s Role: {apiGroups: ["inference.networking.x-k8s.io"], resources: ["inferenceobjectives"], verbs: ["get", "list", "watch"]}',
+    );
+    server.forbid(objectives, false);
+    await vi.waitFor(() => expect(ds.objective("gold")?.priority).toBe(10), WAIT);
+  });
+
+  it("fails start() naming resource, verb and Role rule when a required resource is forbidden (403)", async () => {
+    seedPool();
+    server.forbid("/v1/pods");
+    const { source } = newSource();
+    const err = await source.start().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(KubernetesForbiddenError);
+    expect((err as Error).message).toContain('cannot list pods in namespace "default"');
+    expect((err as Error).message).toContain('{apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"]}');
   });
 
   it("reconnects after the watch connections drop", async () => {
