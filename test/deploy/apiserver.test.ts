@@ -16,6 +16,7 @@ import { parseAllDocuments } from "yaml";
 import { leaseNameFor } from "../../src/sources/leader.js";
 import { KubeApiServer } from "../helpers/kube-apiserver.js";
 import { describeWithTools } from "../helpers/tools.js";
+import { healthCheck, keys, startKubeEpp, startModelServers } from "../k8s/helpers.js";
 import { ROOT, yamlFiles } from "./crd-schema.js";
 
 const run = promisify(execFile);
@@ -60,6 +61,16 @@ describeWithTools(
     async function dryRun(file: string): Promise<string[]> {
       const out = await kubectl(["apply", "--dry-run=server", "--validate=strict", "-o", "name", "-f", file]);
       return out.split("\n").filter((l) => l !== "");
+    }
+
+    /** A 1 h token for the chart's ServiceAccount (TokenRequest API). */
+    async function chartToken(): Promise<string> {
+      const req = (await kube.request("POST", `/api/v1/namespaces/${NS}/serviceaccounts/${RELEASE}-epp/token`, {
+        apiVersion: "authentication.k8s.io/v1",
+        kind: "TokenRequest",
+        spec: { expirationSeconds: 3600 },
+      })) as { status: { token: string } };
+      return req.status.token;
     }
 
     async function render(...set: string[]): Promise<string> {
@@ -185,13 +196,7 @@ describeWithTools(
           spec: { modelName: "m", poolRef: { name: RELEASE } },
         },
       ]);
-      const token = (
-        (await kube.request("POST", `/api/v1/namespaces/${NS}/serviceaccounts/${RELEASE}-epp/token`, {
-          apiVersion: "authentication.k8s.io/v1",
-          kind: "TokenRequest",
-          spec: { expirationSeconds: 3600 },
-        })) as { status: { token: string } }
-      ).status.token;
+      const token = await chartToken();
       const agent = new Agent({ connect: { ca: kube.caCertPem } });
       const as = async (method: string, path: string, body?: unknown, contentType = "application/json") => {
         const res = await fetch(kube.url + path, {
@@ -272,5 +277,92 @@ describeWithTools(
         await agent.close();
       }
     });
+
+    it("runs the EPP with the chart's own args, Role and ServiceAccount token (leader election on)", async () => {
+      const servers = await startModelServers(2);
+      let epp: Awaited<ReturnType<typeof startKubeEpp>> | undefined;
+      try {
+        const objs = docs(
+          await render("inferenceExtension.replicas=2", `inferencePool.targetPorts[0].number=${servers.port}`),
+        );
+        await kube.apply(
+          objs.filter((o) => ["ServiceAccount", "Role", "RoleBinding", "InferencePool"].includes(o.kind)),
+        );
+        const labels = (
+          objs.find((o) => o.kind === "InferencePool") as unknown as {
+            spec: { selector: { matchLabels: Record<string, string> } };
+          }
+        ).spec.selector.matchLabels;
+        for (const [i, ip] of servers.addresses.entries()) {
+          await kube.createPod(`vllm-${i}`, { ip, labels, namespace: NS });
+        }
+        await kube.apply({
+          apiVersion: "inference.networking.x-k8s.io/v1alpha2",
+          kind: "InferenceModel",
+          metadata: { name: "chart-model", namespace: NS },
+          spec: { modelName: "chart-model", poolRef: { name: RELEASE } },
+        });
+        const kubeconfig = join(kube.dir, "chart-sa.kubeconfig");
+        writeFileSync(
+          kubeconfig,
+          JSON.stringify({
+            apiVersion: "v1",
+            kind: "Config",
+            clusters: [
+              {
+                name: "c",
+                cluster: {
+                  server: kube.url,
+                  "certificate-authority-data": Buffer.from(kube.caCertPem).toString("base64"),
+                },
+              },
+            ],
+            users: [{ name: "u", user: { token: await chartToken() } }],
+            contexts: [{ name: "x", context: { cluster: "c", user: "u", namespace: NS } }],
+            "current-context": "x",
+          }),
+        );
+        // The pool, namespace, group and leader-election flags exactly as the chart passes them; ports and the
+        // config file are the in-cluster ones, replaced by loopback ports and the built-in default profile.
+        const deployment = objs.find((o) => o.kind === "Deployment") as unknown as {
+          spec: { template: { spec: { containers: { args: string[] }[] } } };
+        };
+        const args = deployment.spec.template.spec.containers[0]!.args.filter((a) => /^--(pool-|ha-)/.test(a));
+        expect(args).toContain("--ha-enable-leader-election=true");
+        epp = await startKubeEpp(kubeconfig, args);
+        const e = epp;
+        const deadline = Date.now() + 60_000;
+        const lease = leaseNameFor(NS, RELEASE);
+        const done = async () => {
+          const l = (await kube.get("coordination.k8s.io/v1", "Lease", lease, NS)) as
+            | { spec?: { holderIdentity?: string } }
+            | undefined;
+          const m = (await kube.get("inference.networking.x-k8s.io/v1alpha2", "InferenceModel", "chart-model", NS)) as {
+            status?: { conditions?: { type: string; status: string }[] };
+          };
+          return (
+            keys(e.epp).length === 2 &&
+            (l?.spec?.holderIdentity ?? "") !== "" &&
+            m.status?.conditions?.some((c) => c.type === "Accepted" && c.status === "True") === true &&
+            (await healthCheck(`127.0.0.1:${e.epp.healthPort}`, "readiness")) === "SERVING"
+          );
+        };
+        while (!(await done())) {
+          if (Date.now() > deadline) {
+            throw new Error(
+              `not synced, leading and ready with the chart's Role: ${JSON.stringify(e.lines.slice(-5))}`,
+            );
+          }
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        expect(keys(e.epp)).toEqual(servers.addresses.map((a) => `${a}:${servers.port}`).sort());
+        // Nothing was refused along the way.
+        const refused = e.lines.filter((l) => (l.level as number) >= 40 && /forbidden|403/i.test(JSON.stringify(l)));
+        expect(refused).toEqual([]);
+      } finally {
+        await epp?.stop();
+        await servers.close();
+      }
+    }, 120_000);
   },
 );
