@@ -25,7 +25,10 @@ const CHART = join(DEPLOY, "helm", "switchyard");
 const NS = "llm";
 const RELEASE = "llama4-pool";
 
-/** YAML files in deploy/ that are not Kubernetes objects, and why; everything else must apply. */
+/**
+ * YAML files in deploy/ that are not Kubernetes objects, and why; everything else must apply. (deploy/dashboards/ is
+ * a Grafana dashboard in JSON, deploy/crds/ is installed rather than applied, deploy/helm/ is applied rendered.)
+ */
 const NOT_API_OBJECTS: Readonly<Record<string, string>> = {
   "deploy/gateway/envoy-gateway/envoy-gateway-values.yaml": "Helm values for Envoy Gateway's chart",
   "deploy/gateway/envoy-gateway-policies/envoy-gateway-values.yaml": "Helm values for Envoy Gateway's chart",
