@@ -6,10 +6,13 @@
  *
  * Convergence times are printed (`[k8s] …`) for the record, never asserted.
  */
+import { execFileSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { parseAllDocuments } from "yaml";
 import { CHAT_HEADERS, chatBody } from "../helpers/epp-harness.js";
 import { connect, type FakeEnvoyClient } from "../helpers/extproc-client.js";
-import { KubeApiServer } from "../helpers/kube-apiserver.js";
+import { KubeApiServer, type PolicyRule } from "../helpers/kube-apiserver.js";
 import { describeWithTools } from "../helpers/tools.js";
 import {
   type CapturedEpp,
@@ -336,6 +339,42 @@ describeWithTools(["etcd", "kube-apiserver"], "EPP against a real kube-apiserver
       return m.status?.conditions?.some((x) => x.type === "Accepted" && x.status === "True") === true;
     });
     expect(e.lines.filter((l) => (l.level as number) >= 40 && String(l.msg).includes("forbidden"))).toEqual([]);
+  });
+
+  // The chart's own Role, rendered by the real helm: what a user actually deploys.
+  describeWithTools(["helm"], "with the Helm chart's Role", ({ helm }) => {
+    it("routes and writes model status with a ServiceAccount bound to the rendered chart Role", async () => {
+      await ensureCrds();
+      const chart = fileURLToPath(new URL("../../deploy/helm/switchyard", import.meta.url));
+      const rendered = execFileSync(helm, ["template", "chartrole", chart, "--namespace", "default"], {
+        encoding: "utf8",
+        timeout: 60_000,
+      });
+      const role = parseAllDocuments(rendered)
+        .map((d) => d.toJS() as { kind?: string; rules?: PolicyRule[] } | null)
+        .find((o) => o?.kind === "Role");
+      expect(role?.rules?.length).toBeGreaterThan(0);
+      const s = await servers(1);
+      const labels = { app: "chartrole" };
+      await kube.apply(poolManifest("chartrole", labels, s.port));
+      await createPods(kube, "chartrole", labels, s.addresses);
+      await kube.apply({
+        apiVersion: X_API,
+        kind: "InferenceModel",
+        metadata: { name: "chartrole-model", namespace: "default" },
+        spec: { modelName: "chartrole-model", poolRef: { name: "chartrole" } },
+      });
+      const sa = await kube.serviceAccountKubeconfig("epp-chartrole", { rules: role!.rules! });
+      const e = await epp(sa, ["--pool-name", "chartrole"]);
+      expect(keys(e.epp)).toEqual([`${s.addresses[0]}:${s.port}`]);
+      await until("Accepted written with the chart Role", async () => {
+        const m = (await kube.get(X_API, "InferenceModel", "chartrole-model")) as {
+          status?: { conditions?: { type: string; status: string }[] };
+        };
+        return m.status?.conditions?.some((x) => x.type === "Accepted" && x.status === "True") === true;
+      });
+      expect(e.lines.filter((l) => (l.level as number) >= 50)).toEqual([]);
+    });
   });
 
   it("a Role without objectives and rewrites: runs without them, one clear error each", async () => {

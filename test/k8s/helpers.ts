@@ -3,7 +3,8 @@
  * metrics, an in-process EPP in Kubernetes mode with a log capture, gRPC health checks, and the minimal Role the
  * EPP needs (docs/kubernetes.md "Minimal Role"; the chart grants the same).
  */
-import { readdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
@@ -165,4 +166,19 @@ export function keys(epp: RunningEpp): string[] {
     .endpoints()
     .map((e) => e.key)
     .sort();
+}
+
+export const GIE_MODULE = "sigs.k8s.io/gateway-api-inference-extension@v1.5.0";
+
+/** Where GIE v1.5.0's CRDs are: $SWITCHYARD_GIE_CRDS, else the Go module cache, else undefined. */
+export function gieCrdDir(): string | undefined {
+  const explicit = process.env.SWITCHYARD_GIE_CRDS;
+  if (explicit) return existsSync(explicit) ? explicit : undefined;
+  try {
+    const cache = execFileSync("go", ["env", "GOMODCACHE"], { encoding: "utf8", timeout: 20_000 }).trim();
+    const dir = join(cache, GIE_MODULE, "config/crd/bases");
+    return existsSync(dir) ? dir : undefined;
+  } catch {
+    return undefined;
+  }
 }
