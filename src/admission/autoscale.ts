@@ -9,8 +9,10 @@
  * scale-down stabilisation window (default 300 s, HPA's default) reports the highest recommendation seen within the
  * window, so a short lull does not shed replicas that take minutes to load a model again; scale-ups are immediate.
  *
- * Targets, in order: the `autoscaling` config section, the InferencePool's hints (`minReplicas`, `maxReplicas`,
- * `targetLoad.gpuCacheUtilization` from the seed article's pool sketch), then defaults (min 1, no max, 75 %).
+ * Targets, in order: the `autoscaling` config section, the InferencePool's `autoscaling.switchyard.io/*` annotations
+ * (the seed article's `minReplicas`, `maxReplicas`, `targetLoad.gpuCacheUtilization`, moved off the spec so the
+ * pool stays GIE's schema: docs/autoscaling.md), then defaults (min 1, no max, 75 %). Invalid annotations do not
+ * stop routing: the pool's hints are all ignored, and this loop logs the error once per change and counts it.
  *
  * The value is exported as `switchyard_pool_recommended_replicas{inference_pool}` every second, off the request
  * path; KEDA or an HPA on an external metric can act on it (deploy/autoscaling/). With `--autoscale` the EPP patches
@@ -162,6 +164,8 @@ export interface AutoscaleLoopOptions {
   readonly publish?: (poolName: string, replicas: number) => void;
   /** With --autoscale: where to write the value. */
   readonly scaler?: ReplicaScaler;
+  /** Called once each time the pool's autoscaling annotations become invalid (or change while invalid). */
+  readonly onHintError?: (poolName: string) => void;
   /** Only the leader patches when leader election is on. Default: always. */
   readonly isLeader?: () => boolean;
   readonly logger?: Logger;
@@ -178,6 +182,8 @@ export class AutoscaleLoop {
   #patched: number | undefined;
   #patching = false;
   #stopped = false;
+  /** The hint error last reported, so a pool that stays invalid is reported once, not every tick. */
+  #hintError: string | undefined;
 
   constructor(options: AutoscaleLoopOptions) {
     this.#o = options;
@@ -206,10 +212,23 @@ export class AutoscaleLoop {
     this.#timer = undefined;
   }
 
+  #reportHints(pool: PoolSpec): void {
+    const error = pool.autoscalingError;
+    if (error?.message === this.#hintError) return;
+    this.#hintError = error?.message;
+    if (error === undefined) {
+      this.#o.logger?.info({ pool: pool.name }, "autoscaling annotations valid again");
+      return;
+    }
+    this.#o.logger?.warn({ pool: pool.name, field: error.field, error: error.message }, "invalid autoscaling hints");
+    this.#o.onHintError?.(pool.name);
+  }
+
   /** One round: recommend, publish, and patch when the value changed. Never throws. */
   async tick(): Promise<Recommendation | undefined> {
     const pool = this.#o.pool();
     if (!pool || this.#stopped) return undefined;
+    this.#reportHints(pool);
     const rec = this.#o.recommender.recommend(this.#o.endpoints(), pool, this.#now());
     if (!rec) return this.#last;
     this.#last = rec;

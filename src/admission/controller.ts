@@ -308,7 +308,10 @@ export function createAdmissionController(ctx: AdmissionFactoryContext): Admissi
     pool: () => ctx.datastore.pool(),
     intervalMs: settings.autoscaling.intervalMs,
     ...(metrics
-      ? { publish: (pool: string, n: number) => metrics.recommendedReplicas.set({ inference_pool: pool }, n) }
+      ? {
+          publish: (pool: string, n: number) => metrics.recommendedReplicas.set({ inference_pool: pool }, n),
+          onHintError: (pool: string) => metrics.autoscalingHintErrors.inc({ inference_pool: pool }),
+        }
       : {}),
     ...(ctx.scaler ? { scaler: ctx.scaler } : {}),
     ...(ctx.isLeader ? { isLeader: ctx.isLeader } : {}),

@@ -21,6 +21,8 @@ export const TOOL_NAMES = [
   "gie-epp",
   "helm",
   "prometheus",
+  // Not a program: prints the folder of upstream CRDs for deploy/'s third-party objects (scripts/setup-tools.sh).
+  "third-party-crds",
 ] as const;
 export type ToolName = (typeof TOOL_NAMES)[number];
 

@@ -20,10 +20,13 @@ export interface PoolSpec extends ObjectMeta {
   readonly targetPorts: readonly number[];
   readonly appProtocol: "http" | "kubernetes.io/h2c";
   readonly failureMode: "FailOpen" | "FailClose";
-  /** Autoscaling hints from the seed article's pool sketch (optional). */
+  /** Autoscaling hints: the seed article's pool sketch, read from annotations (docs/autoscaling.md). */
   readonly minReplicas?: number;
   readonly maxReplicas?: number;
+  /** Fraction in (0, 1]. */
   readonly targetGpuCacheUtilization?: number;
+  /** Set when the hints were invalid and are all ignored; `message` names the origin, object and field. */
+  readonly autoscalingError?: { readonly field: string; readonly message: string };
 }
 
 export interface TargetModel {

@@ -109,6 +109,7 @@ export class EppMetrics {
   readonly tokensCharged: HotCounter<"model_name" | "kind">;
   readonly queueWait: Histogram<"priority" | "outcome">;
   readonly recommendedReplicas: Gauge<"inference_pool">;
+  readonly autoscalingHintErrors: Counter<"inference_pool">;
 
   readonly #options: MetricsOptions;
 
@@ -382,6 +383,12 @@ export class EppMetrics {
     this.recommendedReplicas = new Gauge({
       name: "switchyard_pool_recommended_replicas",
       help: "Replica count recommended by the HPA formula ceil(ready x avg KV / target), clamped to [min, max].",
+      labelNames: ["inference_pool"],
+      registers: [r],
+    });
+    this.autoscalingHintErrors = new Counter({
+      name: "switchyard_autoscaling_hint_errors_total",
+      help: "Times the pool's autoscaling.switchyard.io annotations became invalid (its hints are then ignored).",
       labelNames: ["inference_pool"],
       registers: [r],
     });

@@ -266,26 +266,108 @@ function selectorLabels(ctx: Ctx, value: unknown, field: string): Record<string,
   return labels;
 }
 
-function autoscaling(ctx: Ctx, spec: Raw): Pick<PoolSpec, "minReplicas" | "maxReplicas" | "targetGpuCacheUtilization"> {
-  const out: { minReplicas?: number; maxReplicas?: number; targetGpuCacheUtilization?: number } = {};
-  if (spec["minReplicas"] !== undefined && spec["minReplicas"] !== null) {
-    out.minReplicas = ctx.int(spec["minReplicas"], "spec.minReplicas", 0, 1_000_000);
-  }
-  if (spec["maxReplicas"] !== undefined && spec["maxReplicas"] !== null) {
-    out.maxReplicas = ctx.int(spec["maxReplicas"], "spec.maxReplicas", 1, 1_000_000);
-    if (out.minReplicas !== undefined && out.maxReplicas < out.minReplicas) {
-      ctx.fail("spec.maxReplicas", `must be >= spec.minReplicas (${out.minReplicas}), got ${out.maxReplicas}`);
+/**
+ * The seed article's pool-level autoscaling intent, as annotations on the InferencePool: GIE v1.5.0's CRD (shipped
+ * unchanged in deploy/crds/) has no such fields, and the API server rejects or prunes unknown spec fields.
+ * docs/autoscaling.md maps the article's YAML onto these keys.
+ */
+export const AUTOSCALING_ANNOTATION_PREFIX = "autoscaling.switchyard.io/";
+export const AUTOSCALING_ANNOTATIONS = {
+  minReplicas: `${AUTOSCALING_ANNOTATION_PREFIX}min-replicas`,
+  maxReplicas: `${AUTOSCALING_ANNOTATION_PREFIX}max-replicas`,
+  targetGpuCacheUtilization: `${AUTOSCALING_ANNOTATION_PREFIX}target-gpu-cache-utilization`,
+} as const;
+const AUTOSCALING_KEYS: ReadonlySet<string> = new Set(Object.values(AUTOSCALING_ANNOTATIONS));
+/** Where the hints lived before the upstream schema: read only to point at the annotation that replaces them. */
+const FORKED_SPEC_FIELDS: readonly [string, string][] = [
+  ["minReplicas", AUTOSCALING_ANNOTATIONS.minReplicas],
+  ["maxReplicas", AUTOSCALING_ANNOTATIONS.maxReplicas],
+  ["targetLoad", AUTOSCALING_ANNOTATIONS.targetGpuCacheUtilization],
+];
+const MAX_REPLICAS = 1_000_000;
+const REPLICAS_TEXT = /^(0|[1-9][0-9]{0,6})$/;
+const PERCENT_TEXT = /^([0-9]+(\.[0-9]+)?|\.[0-9]+)%?$/;
+
+type AutoscalingHints = Pick<
+  PoolSpec,
+  "minReplicas" | "maxReplicas" | "targetGpuCacheUtilization" | "autoscalingError"
+>;
+
+/**
+ * Reads the autoscaling annotations. A bad value never invalidates the pool: the API server accepted the object,
+ * and dropping a pool over an advisory hint would stop routing. Instead every hint of the pool is ignored and
+ * `autoscalingError` says which file/object/field was wrong, for the autoscale loop to report (and count).
+ */
+function autoscalingHints(ctx: Ctx, meta: Raw, spec: Raw): AutoscalingHints {
+  try {
+    for (const [field, annotation] of FORKED_SPEC_FIELDS) {
+      if (spec[field] !== undefined && spec[field] !== null) {
+        ctx.fail(
+          `spec.${field}`,
+          `not an InferencePool field (GIE v1.5.0's schema has none for autoscaling); set the annotation ` +
+            `${annotation} instead (docs/autoscaling.md)`,
+        );
+      }
     }
-  }
-  const targetLoad = ctx.optionalRecord(spec["targetLoad"], "spec.targetLoad");
-  const gpu = targetLoad?.["gpuCacheUtilization"];
-  if (gpu !== undefined && gpu !== null) {
-    if (typeof gpu !== "number" || !Number.isFinite(gpu) || gpu <= 0 || gpu > 100) {
-      ctx.fail("spec.targetLoad.gpuCacheUtilization", `must be a percentage in (0, 100], got ${describe(gpu)}`);
+    const annotations = ctx.optionalRecord(meta["annotations"], "metadata.annotations") ?? {};
+    const out: { minReplicas?: number; maxReplicas?: number; targetGpuCacheUtilization?: number } = {};
+    const text = (key: string): string | undefined => {
+      const v = annotations[key];
+      if (v === undefined || v === null) return undefined;
+      if (typeof v !== "string") ctx.fail(annotationField(key), `must be a string, got ${describe(v)} (quote it)`);
+      return v.trim();
+    };
+    for (const key of Object.keys(annotations)) {
+      if (key.startsWith(AUTOSCALING_ANNOTATION_PREFIX) && !AUTOSCALING_KEYS.has(key)) {
+        ctx.fail(
+          annotationField(key),
+          `unknown autoscaling annotation; expected one of ${[...AUTOSCALING_KEYS].join(", ")}`,
+        );
+      }
     }
-    out.targetGpuCacheUtilization = gpu / 100;
+    const replicas = (key: string, min: number): number | undefined => {
+      const v = text(key);
+      if (v === undefined) return undefined;
+      const n = REPLICAS_TEXT.test(v) ? Number(v) : Number.NaN;
+      if (!(n >= min && n <= MAX_REPLICAS)) {
+        ctx.fail(annotationField(key), `must be an integer ${min}..${MAX_REPLICAS}, got ${describe(v)}`);
+      }
+      return n;
+    };
+    const min = replicas(AUTOSCALING_ANNOTATIONS.minReplicas, 0);
+    const max = replicas(AUTOSCALING_ANNOTATIONS.maxReplicas, 1);
+    if (min !== undefined) out.minReplicas = min;
+    if (max !== undefined) {
+      if (min !== undefined && max < min) {
+        ctx.fail(
+          annotationField(AUTOSCALING_ANNOTATIONS.maxReplicas),
+          `must be >= ${AUTOSCALING_ANNOTATIONS.minReplicas} (${min}), got ${max}`,
+        );
+      }
+      out.maxReplicas = max;
+    }
+    const target = text(AUTOSCALING_ANNOTATIONS.targetGpuCacheUtilization);
+    if (target !== undefined) {
+      // A percentage, as the article's `gpuCacheUtilization: 75`; "75%" reads the same.
+      const pct = PERCENT_TEXT.test(target) ? Number(target.replace(/%$/, "")) : Number.NaN;
+      if (!(pct > 0 && pct <= 100)) {
+        ctx.fail(
+          annotationField(AUTOSCALING_ANNOTATIONS.targetGpuCacheUtilization),
+          `must be a percentage in (0, 100], got ${describe(target)}`,
+        );
+      }
+      out.targetGpuCacheUtilization = pct / 100;
+    }
+    return out;
+  } catch (err) {
+    if (!(err instanceof ResourceError)) throw err;
+    const where = `${err.origin}: ${err.kind} ${err.namespace}/${err.name}`;
+    return { autoscalingError: { field: err.field, message: `${where}: ${err.message}; autoscaling hints ignored` } };
   }
-  return out;
+}
+
+function annotationField(key: string): string {
+  return `metadata.annotations["${key}"]`;
 }
 
 function failureModeOf(ctx: Ctx, ref: Raw | undefined, field: string): PoolSpec["failureMode"] {
@@ -335,7 +417,7 @@ function pool(ctx: Ctx, raw: Raw, meta: Meta): PoolSpec {
     targetPorts,
     appProtocol,
     failureMode: failureModeOf(ctx, ref, "spec.endpointPickerRef"),
-    ...autoscaling(ctx, spec),
+    ...autoscalingHints(ctx, raw["metadata"] as Raw, spec),
   };
 }
 
@@ -356,7 +438,7 @@ function legacyPool(ctx: Ctx, raw: Raw, meta: Meta): PoolSpec {
     targetPorts: [port],
     appProtocol: "http",
     failureMode: failureModeOf(ctx, ref, "spec.extensionRef"),
-    ...autoscaling(ctx, spec),
+    ...autoscalingHints(ctx, raw["metadata"] as Raw, spec),
   };
 }
 

@@ -60,8 +60,8 @@ export function yamlDocs(file: string): unknown[] {
 export function loadCrds(): Map<string, CrdVersion> {
   const ajv = new Ajv({ allErrors: true, strict: false });
   const out = new Map<string, CrdVersion>();
-  for (const name of readdirSync(CRD_DIR).filter((f) => f.endsWith(".yaml"))) {
-    const file = join(CRD_DIR, name);
+  // Includes legacy/ (the opt-in x-k8s.io InferencePool): manifests may use either pool group.
+  for (const file of yamlFiles(CRD_DIR)) {
     for (const doc of yamlDocs(file)) {
       if (doc === null) continue;
       const crd = doc as {

@@ -10,6 +10,7 @@ import { parseAllDocuments, parse as parseYaml } from "yaml";
 import { EPP_FLAGS } from "../../src/cli/epp.js";
 import { parseFlags } from "../../src/cli/flags.js";
 import { leaseNameFor } from "../../src/sources/leader.js";
+import { normalizeObject } from "../../src/sources/normalize.js";
 import { describeWithTools } from "../helpers/tools.js";
 import { type CrdVersion, loadCrds, ROOT, validateObject } from "./crd-schema.js";
 
@@ -26,6 +27,20 @@ interface K8sObject {
   data?: Record<string, string>;
   rules?: { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[];
   [k: string]: unknown;
+}
+
+/** The Role's rules without leader election (docs/kubernetes-rbac.md). */
+function baseRules(pool: string, poolGroup: string): K8sObject["rules"] {
+  return [
+    { apiGroups: [""], resources: ["pods"], verbs: ["list", "watch"] },
+    { apiGroups: [poolGroup], resources: ["inferencepools"], resourceNames: [pool], verbs: ["list", "watch"] },
+    {
+      apiGroups: ["inference.networking.x-k8s.io"],
+      resources: ["inferencemodels", "inferenceobjectives", "inferencemodelrewrites"],
+      verbs: ["list", "watch"],
+    },
+    { apiGroups: ["inference.networking.x-k8s.io"], resources: ["inferencemodels/status"], verbs: ["patch"] },
+  ];
 }
 
 let helm: string | undefined;
@@ -143,28 +158,12 @@ describeWithTools(["helm"], "helm chart deploy/helm/switchyard", (tools) => {
     expect(loaded.warnings).toEqual([]);
   });
 
-  it("grants least-privilege RBAC", async () => {
+  it("grants exactly the calls the EPP makes: list/watch, status patch, its own pool by name", async () => {
     const objs = await render();
     const role = one(objs, "Role");
-    const allowed = new Set([
-      "get list watch /pods",
-      "get list watch inference.networking.k8s.io/inferencepools",
-      "get list watch inference.networking.x-k8s.io/inferencemodels",
-      "get list watch inference.networking.x-k8s.io/inferenceobjectives",
-      "get list watch inference.networking.x-k8s.io/inferencemodelrewrites",
-      "patch update inference.networking.x-k8s.io/inferencemodels/status",
-    ]);
-    const granted = new Set<string>();
-    for (const r of role.rules!) {
-      for (const g of r.apiGroups) {
-        for (const res of r.resources) {
-          expect(r.verbs).not.toContain("*");
-          expect(res).not.toContain("*");
-          granted.add(`${[...r.verbs].sort().join(" ")} ${g === "" ? "" : g}/${res}`);
-        }
-      }
-    }
-    expect(granted).toEqual(allowed);
+    // What src/sources/kubernetes.ts calls (GET list + watch, PATCH status), nothing more: no get, no update, no
+    // wildcard. The pool is listed with fieldSelector metadata.name=<pool>, so the rule can name it.
+    expect(role.rules).toEqual(baseRules(RELEASE, "inference.networking.k8s.io"));
     const binding = one(objs, "RoleBinding") as unknown as {
       subjects: { kind: string; name: string }[];
       roleRef: { kind: string; name: string };
@@ -204,8 +203,10 @@ describeWithTools(["helm"], "helm chart deploy/helm/switchyard", (tools) => {
       (pdb.spec as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels,
     );
 
-    // Leases: create (cannot be name-scoped) plus get/update on exactly GIE's lease name, nothing else.
-    const leaseRules = one(objs, "Role").rules!.filter((r) => r.apiGroups.includes("coordination.k8s.io"));
+    // Leases: create (cannot be name-scoped: the real API server refuses a name-scoped create with 403) plus
+    // get/update on exactly GIE's lease name; the rest as without HA.
+    expect(one(objs, "Role").rules!.slice(0, 4)).toEqual(baseRules(RELEASE, "inference.networking.k8s.io"));
+    const leaseRules = one(objs, "Role").rules!.slice(4);
     expect(leaseRules).toEqual([
       { apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["create"] },
       {
@@ -230,8 +231,7 @@ describeWithTools(["helm"], "helm chart deploy/helm/switchyard", (tools) => {
     expect(validateObject(crds, pool)).toEqual([]);
     expect(pool.spec).toMatchObject({ targetPortNumber: 8000, extensionRef: { portNumber: 9002 } });
     expect(podSpec(objs).containers[0]!.args).toContain("--pool-group=inference.networking.x-k8s.io");
-    const poolRules = one(objs, "Role").rules!.filter((r) => r.resources.includes("inferencepools"));
-    expect(poolRules.flatMap((r) => r.apiGroups)).toEqual(["inference.networking.x-k8s.io"]);
+    expect(one(objs, "Role").rules).toEqual(baseRules(RELEASE, "inference.networking.x-k8s.io"));
   });
 
   it("renders a ServiceMonitor that selects the EPP Service, flags, and custom plugin configs", async () => {
@@ -258,12 +258,38 @@ describeWithTools(["helm"], "helm chart deploy/helm/switchyard", (tools) => {
     expect(validateObject(crds, pool)).toEqual([]);
   });
 
+  it("writes the pool's autoscaling intent as annotations the EPP reads, and none by default", async () => {
+    expect(one(await render(), "InferencePool").metadata).not.toHaveProperty("annotations");
+    const pool = one(
+      await render(
+        "inferencePool.autoscaling.minReplicas=0",
+        "inferencePool.autoscaling.maxReplicas=8",
+        "inferencePool.autoscaling.targetGpuCacheUtilization=62.5",
+      ),
+      "InferencePool",
+    );
+    expect((pool.metadata as { annotations?: unknown }).annotations).toEqual({
+      "autoscaling.switchyard.io/min-replicas": "0",
+      "autoscaling.switchyard.io/max-replicas": "8",
+      "autoscaling.switchyard.io/target-gpu-cache-utilization": "62.5",
+    });
+    expect(validateObject(crds, pool)).toEqual([]);
+    const spec = normalizeObject(pool, "chart");
+    expect(spec.kind === "InferencePool" && spec.spec).toMatchObject({
+      minReplicas: 0,
+      maxReplicas: 8,
+      targetGpuCacheUtilization: 0.625,
+    });
+    expect(spec.kind === "InferencePool" && spec.spec.autoscalingError).toBeUndefined();
+  });
+
   it("fails the render with a clear message for invalid values", async () => {
     for (const [set, message] of [
       ["provider.name=gke", /provider.name must be none or istio/],
       ["inferenceExtension.replicas=0", /replicas must be >= 1/],
       ["inferenceExtension.pluginsConfigFile=missing.yaml", /neither default-plugins.yaml nor a key/],
       ["inferencePool.modelServerType=tgi", /modelServerType must be/],
+      ["inferencePool.autoscaling.maxReplica=3", /inferencePool.autoscaling.maxReplica is not a key/],
     ] as const) {
       await expect(render(set), set).rejects.toThrow(message);
     }

@@ -1,3 +1,6 @@
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
 import { join, relative } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseFlags } from "../../src/cli/flags.js";
@@ -6,6 +9,25 @@ import { normalizeObject } from "../../src/sources/normalize.js";
 import { type CrdVersion, loadCrds, nonStructural, ROOT, validateObject, yamlDocs, yamlFiles } from "./crd-schema.js";
 
 const DEPLOY = join(ROOT, "deploy");
+
+/**
+ * SHA-256 of config/crd/bases/<file> in sigs.k8s.io/gateway-api-inference-extension@v1.5.0 (deploy/crds/README.md):
+ * the files are shipped unchanged, so this is also what a cluster with GIE installed already has.
+ */
+const GIE_CRDS: Readonly<Record<string, string>> = {
+  "inference.networking.k8s.io_inferencepools.yaml": "0bc3ddd94db6f588a5cecc627c39e3d12b4343d51c48d47ffa68c50fa73c290c",
+  "inference.networking.x-k8s.io_inferenceobjectives.yaml":
+    "e06a3e13e91f7a3a71a9d4146fb56076a247f43ad72b6401f8039ccf9cfa3700",
+  "inference.networking.x-k8s.io_inferencemodelrewrites.yaml":
+    "887abbc047e7e36633f2f28ee47dc59cae5293ebef110e57cc286ab4605d8a97",
+};
+
+/** The module's folder when `go mod download` (or building gie-epp) has put it in the cache. */
+function gieModuleDir(): string | undefined {
+  const cache = process.env.GOMODCACHE || join(process.env.GOPATH || join(homedir(), "go"), "pkg", "mod");
+  const dir = join(cache, "sigs.k8s.io", "gateway-api-inference-extension@v1.5.0");
+  return existsSync(dir) ? dir : undefined;
+}
 let crds: Map<string, CrdVersion>;
 
 beforeAll(() => {
@@ -48,12 +70,31 @@ describe("deploy/crds", () => {
     for (const crd of crds.values()) expect(nonStructural(crd.schema), crd.file).toEqual([]);
   });
 
-  it("only the protected k8s.io group carries the API-approval annotation", () => {
+  it("ships GIE v1.5.0's three CRDs byte for byte (approval annotation included) and ours without it", () => {
+    for (const [name, sha] of Object.entries(GIE_CRDS)) {
+      const text = readFileSync(join(DEPLOY, "crds", name));
+      expect(createHash("sha256").update(text).digest("hex"), `${name} differs from GIE v1.5.0`).toBe(sha);
+    }
+    const pool = yamlDocs(join(DEPLOY, "crds", "inference.networking.k8s.io_inferencepools.yaml"))[0] as {
+      metadata: { annotations: Record<string, string> };
+    };
+    expect(pool.metadata.annotations["api-approved.kubernetes.io"]).toMatch(/^https:\/\/github.com\//);
     for (const file of yamlFiles(join(DEPLOY, "crds"))) {
+      if (Object.hasOwn(GIE_CRDS, relative(join(DEPLOY, "crds"), file))) continue;
       const crd = yamlDocs(file)[0] as { metadata: { annotations?: Record<string, string> }; spec: { group: string } };
-      const approved = crd.metadata.annotations?.["api-approved.kubernetes.io"];
-      if (crd.spec.group === "inference.networking.k8s.io") expect(approved, file).toBeDefined();
-      else expect(approved, file).toBeUndefined();
+      // Ours are all in the x-k8s.io group, which needs no approval, and must not claim GIE's bundle version.
+      expect(crd.spec.group, file).toBe("inference.networking.x-k8s.io");
+      expect(crd.metadata.annotations ?? {}, file).toEqual({});
+    }
+  });
+
+  it("match the GIE v1.5.0 module in Go's module cache when it is there", (ctx) => {
+    const dir = gieModuleDir();
+    if (dir === undefined) return ctx.skip();
+    for (const name of Object.keys(GIE_CRDS)) {
+      expect(readFileSync(join(DEPLOY, "crds", name), "utf8"), name).toBe(
+        readFileSync(join(dir, "config", "crd", "bases", name), "utf8"),
+      );
     }
   });
 });
@@ -74,6 +115,13 @@ describe("deploy manifests", () => {
     const byName = objectsByName();
     const pool = normalizeObject(byName.get("InferencePool/llama4-pool"), "seed");
     expect(pool.kind === "InferencePool" && pool.spec.selector).toEqual({ app: "llm-inference", model: "llama4-17b" });
+    // The article's autoscaling intent, as annotations on the unmodified pool (docs/autoscaling.md).
+    expect(pool.kind === "InferencePool" && pool.spec).toMatchObject({
+      minReplicas: 2,
+      maxReplicas: 8,
+      targetGpuCacheUtilization: 0.8,
+    });
+    expect(pool.kind === "InferencePool" && pool.spec.autoscalingError).toBeUndefined();
     const critical = normalizeObject(byName.get("InferenceModel/llama4-17b-instruct"), "seed");
     expect(critical.kind === "InferenceModel" && critical.spec.criticality).toBe("Critical");
     const models = [...byName.values()].filter((d) => d.kind === "InferenceModel");
@@ -120,6 +168,17 @@ describe("deploy manifests", () => {
     });
     mutate(pool, "no selector", (o) => {
       delete o.spec.selector;
+    });
+    // The seed article's sketch: GIE's schema has no such fields (a real API server answers "strict decoding
+    // error: unknown field"; test/deploy/apiserver.test.ts). They are annotations now (docs/autoscaling.md).
+    mutate(pool, "the article's maxReplicas", (o) => {
+      o.spec.maxReplicas = 10;
+    });
+    mutate(pool, "the article's targetLoad", (o) => {
+      o.spec.targetLoad = { gpuCacheUtilization: 75 };
+    });
+    mutate(pool, "no endpointPickerRef (required by GIE v1.5.0)", (o) => {
+      delete o.spec.endpointPickerRef;
     });
     mutate(model, "bad criticality", (o) => {
       o.spec.criticality = "Urgent";

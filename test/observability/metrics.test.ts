@@ -75,6 +75,7 @@ const EXTRAS: readonly (readonly [string, Kind, readonly string[]])[] = [
   ["switchyard_budget_tokens_total", "counter", ["model_name", "kind"]],
   ["switchyard_queue_wait_seconds", "histogram", ["priority", "outcome"]],
   ["switchyard_pool_recommended_replicas", "gauge", ["inference_pool"]],
+  ["switchyard_autoscaling_hint_errors_total", "counter", ["inference_pool"]],
 ];
 
 interface Described {

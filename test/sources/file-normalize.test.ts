@@ -38,16 +38,11 @@ function failure(raw: unknown): ResourceError {
 }
 
 describe("normalizeObject: InferencePool v1", () => {
-  it("fills defaults and converts autoscaling hints", () => {
+  // Autoscaling annotations: test/sources/pool-autoscaling.test.ts.
+  it("fills defaults", () => {
     const out = normalizeObject(
       pool(
-        {
-          ...goodPoolSpec,
-          targetPorts: [{ number: 8000 }, { number: 8001 }],
-          minReplicas: 1,
-          maxReplicas: 4,
-          targetLoad: { gpuCacheUtilization: 75 },
-        },
+        { ...goodPoolSpec, targetPorts: [{ number: 8000 }, { number: 8001 }] },
         { name: "pool", namespace: "llm", creationTimestamp: "2025-01-02T03:04:05Z" },
       ),
       "a.yaml#1",
@@ -63,9 +58,6 @@ describe("normalizeObject: InferencePool v1", () => {
         targetPorts: [8000, 8001],
         appProtocol: "http",
         failureMode: "FailClose",
-        minReplicas: 1,
-        maxReplicas: 4,
-        targetGpuCacheUtilization: 0.75,
       },
     });
   });
@@ -391,30 +383,6 @@ const errorCases: [string, unknown, string, string][] = [
     pool({ ...goodPoolSpec, endpointPickerRef: { name: "epp", port: { number: 9002 }, failureMode: "failopen" } }),
     "spec.endpointPickerRef.failureMode",
     'spec.endpointPickerRef.failureMode: must be one of "FailOpen", "FailClose", got "failopen"',
-  ],
-  [
-    "negative minReplicas",
-    pool({ ...goodPoolSpec, minReplicas: -1 }),
-    "spec.minReplicas",
-    "spec.minReplicas: must be an integer 0..1000000, got number -1",
-  ],
-  [
-    "maxReplicas below min",
-    pool({ ...goodPoolSpec, minReplicas: 3, maxReplicas: 2 }),
-    "spec.maxReplicas",
-    "spec.maxReplicas: must be >= spec.minReplicas (3), got 2",
-  ],
-  [
-    "targetLoad not a mapping",
-    pool({ ...goodPoolSpec, targetLoad: 75 }),
-    "spec.targetLoad",
-    "spec.targetLoad: must be a mapping, got number 75",
-  ],
-  [
-    "gpuCacheUtilization over 100",
-    pool({ ...goodPoolSpec, targetLoad: { gpuCacheUtilization: 150 } }),
-    "spec.targetLoad.gpuCacheUtilization",
-    "spec.targetLoad.gpuCacheUtilization: must be a percentage in (0, 100], got number 150",
   ],
   // legacy pool
   ["legacy pool without selector", legacyPool({ targetPortNumber: 8000 }), "spec.selector", "spec.selector: required"],

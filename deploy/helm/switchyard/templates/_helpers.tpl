@@ -62,6 +62,11 @@ app.kubernetes.io/component: endpoint-picker
 {{- if and (ne $v.inferencePool.apiVersion "inference.networking.k8s.io/v1") (ne $n 1) -}}
 {{- fail "the legacy v1alpha2 InferencePool has exactly one target port" -}}
 {{- end -}}
+{{- range $k, $_ := (default dict $v.inferencePool.autoscaling) -}}
+{{- if not (has $k (list "minReplicas" "maxReplicas" "targetGpuCacheUtilization")) -}}
+{{- fail (printf "inferencePool.autoscaling.%s is not a key; use minReplicas, maxReplicas or targetGpuCacheUtilization" $k) -}}
+{{- end -}}
+{{- end -}}
 {{- if empty $v.inferencePool.modelServers.matchLabels -}}
 {{- fail "inferencePool.modelServers.matchLabels must select at least one label" -}}
 {{- end -}}
