@@ -60,6 +60,8 @@ export interface GatewayContext {
   readonly epp: EppClient | undefined;
   readonly failOpen: boolean;
   readonly eppTimeoutMs: number;
+  /** Close finished ext_proc streams like Envoy's default: half-close and reset at once (options.ts ExtProcClose). */
+  readonly extProcReset: boolean;
   /** `envoy.lb.subset_hint` namespace value, prebuilt once. */
   readonly subsetHint: StructMsg | undefined;
   readonly logger: Logger;
@@ -805,7 +807,12 @@ export class Exchange {
     if (outcome !== "completed" || !this.#upstreamEnded) this.#abortUpstream();
     const call = this.#call;
     if (call !== undefined && this.#callOpen) {
-      if (outcome === "completed" && this.#eppActive) {
+      if (outcome === "completed" && this.#eppActive && this.#ctx.extProcReset) {
+        // Envoy's default: the filter is destroyed while it handles the last answer, before the EPP's status can
+        // arrive, so every stream the EPP did not end already is half-closed and reset (docs/envoy.md).
+        call.end();
+        this.#cancelCall();
+      } else if (outcome === "completed" && this.#eppActive) {
         // Half-close and let the EPP end the stream with OK; cancel if it never does.
         call.end();
         const grace = setTimeout(() => this.#cancelCall(), this.#ctx.eppTimeoutMs);
