@@ -364,7 +364,7 @@ export class ExtProcStream {
         if (request === BodySendMode.FULL_DUPLEX_STREAMED) this.#requestMode = "full-duplex";
         else if (request === BodySendMode.BUFFERED) this.#requestMode = "buffered";
         // Envoy forwards the headers upstream as soon as they are answered in these modes, before any body:
-        // docs/design/ext-proc-protocol.md "STREAMED and BUFFERED_PARTIAL requests".
+        // docs/design/ext-proc-protocol.md "Body modes".
         else if (request === BodySendMode.STREAMED || request === BodySendMode.BUFFERED_PARTIAL) {
           this.#requestMode = "streamed";
         }
@@ -607,7 +607,7 @@ export class ExtProcStream {
     if (this.#state === State.RequestHeaders || this.#state === State.RequestBody) {
       // A local reply (an earlier filter's 401/403/CORS preflight, Envoy's own 413) is encoded back through this
       // filter on a stream whose request never reached us or never completed: docs/design/ext-proc-protocol.md
-      // "Local replies". It is not ours to change or count.
+      // "A response without a request". It is not ours to change or count.
       this.#localReply = true;
       this.#chunks = [];
       this.#expectRequestTrailers = false;
