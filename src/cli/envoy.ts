@@ -3,6 +3,7 @@
  * It stays in the foreground and stops Envoy on SIGINT/SIGTERM, so `switchyard up` can supervise it like its other
  * children (and Envoy goes when `up` goes). Settings and why: docs/envoy.md.
  */
+import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ConfigError } from "../common/errors.js";
 import { findTool, SETUP_TOOLS_COMMAND } from "../common/tools.js";
@@ -45,6 +46,14 @@ export const ENVOY_FLAGS = {
     default: "",
     help: "ip:port used when the EPP is down (with --failure-mode-allow); empty = none",
   },
+  lb: {
+    kind: "string",
+    default: "epp",
+    help: "epp (the picker chooses), or Envoy alone: round-robin / least-request over --endpoints (baselines)",
+    check: (v: string) =>
+      ["epp", "round-robin", "least-request"].includes(v) ? undefined : "must be epp, round-robin or least-request",
+  },
+  endpoints: { kind: "list", default: [], help: "ip:port,ip:port for --lb round-robin / least-request" },
   concurrency: { kind: "int", default: 0, help: "Envoy worker threads (0 = Envoy's default, one per core)" },
   envoy: {
     kind: "string",
@@ -75,6 +84,11 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     throw new ConfigError(`must be host:port, got "${f.epp}"`, undefined, "--epp");
   }
   const dir = resolve(f.dir);
+  mkdirSync(dir, { recursive: true });
+  const lbChoice: string = f.lb;
+  if (lbChoice !== "epp" && f.endpoints.length === 0) {
+    throw new ConfigError("--lb round-robin / least-request needs --endpoints", undefined, "--endpoints");
+  }
   const logger = createLogger({ level: "info", name: "envoy" });
   const envoy = await startEnvoy({
     binary,
@@ -92,6 +106,14 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
       responseBodyMode: f["response-body-mode"] as EnvoyBodyMode,
       failureModeAllow: f["failure-mode-allow"],
       ...(f["fallback-endpoint"] ? { fallbackEndpoint: f["fallback-endpoint"] } : {}),
+      ...(f.lb === "epp"
+        ? {}
+        : {
+            baseline: {
+              policy: f.lb === "round-robin" ? ("ROUND_ROBIN" as const) : ("LEAST_REQUEST" as const),
+              endpoints: f.endpoints,
+            },
+          }),
       accessLog: join(dir, "envoy-access.log"),
     },
   });

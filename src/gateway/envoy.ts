@@ -39,6 +39,11 @@ export interface EnvoyConfigOptions {
   readonly fallbackEndpoint?: string;
   /** Copies this request header into `envoy.lb.subset_hint` metadata before the picker (how a gateway hints). */
   readonly subsetHintHeader?: string;
+  /**
+   * Envoy alone, the benchmarks' baseline: no picker filter, the route goes to a static cluster of these endpoints
+   * balanced by Envoy's own policy. The rest of the bootstrap (listener, buffers, timeouts) stays as shipped.
+   */
+  readonly baseline?: { readonly policy: "ROUND_ROBIN" | "LEAST_REQUEST"; readonly endpoints: readonly string[] };
 }
 
 const BODY_MODES: ReadonlySet<string> = new Set([
@@ -127,7 +132,10 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): string {
     ACCESS_LOG: options.accessLog,
   });
   const needsEdit =
-    options.fallbackEndpoint !== undefined || options.subsetHintHeader !== undefined || options.eppTls === true;
+    options.fallbackEndpoint !== undefined ||
+    options.subsetHintHeader !== undefined ||
+    options.eppTls === true ||
+    options.baseline !== undefined;
   if (!needsEdit) return filled;
 
   const doc = parseDocument(filled);
@@ -162,6 +170,26 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): string {
         ],
       },
     });
+  }
+  if (options.baseline !== undefined) {
+    list.splice(extProcIndex(list), 1);
+    const clusters = (json.static_resources as Json).clusters as Json[];
+    const lbEndpoints = options.baseline.endpoints.map((e) => {
+      const i = e.lastIndexOf(":");
+      return {
+        endpoint: { address: { socket_address: { address: e.slice(0, i), port_value: Number(e.slice(i + 1)) } } },
+      };
+    });
+    clusters.push({
+      name: "baseline_pool",
+      type: "STATIC",
+      lb_policy: options.baseline.policy,
+      connect_timeout: "10s",
+      per_connection_buffer_limit_bytes: 32768,
+      circuit_breakers: { thresholds: [{ max_connections: 40000, max_pending_requests: 40000, max_requests: 40000 }] },
+      load_assignment: { cluster_name: "baseline_pool", endpoints: [{ lb_endpoints: lbEndpoints }] },
+    });
+    ((route(json).route ?? {}) as Json).cluster = "baseline_pool";
   }
   if (options.fallbackEndpoint !== undefined) {
     // The client must not choose the pod when the picker is skipped: drop its header before the picker runs.
