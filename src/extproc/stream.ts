@@ -363,8 +363,8 @@ export class ExtProcStream {
         const request = config.request_body_mode;
         if (request === BodySendMode.FULL_DUPLEX_STREAMED) this.#requestMode = "full-duplex";
         else if (request === BodySendMode.BUFFERED) this.#requestMode = "buffered";
-        // Envoy forwards the headers upstream as soon as they are answered in these modes, before any body:
-        // docs/design/ext-proc-protocol.md "Body modes".
+        // Envoy sends no body in these modes until request_headers is answered: docs/design/ext-proc-protocol.md
+        // "Body modes".
         else if (request === BodySendMode.STREAMED || request === BodySendMode.BUFFERED_PARTIAL) {
           this.#requestMode = "streamed";
         }
@@ -439,8 +439,8 @@ export class ExtProcStream {
     // BUFFERED: Envoy holds the body until it gets this answer, so answer now (GIE v1 stalls here).
     if (this.#requestMode === "buffered") return this.#writeAll([headersResponse("request_headers")]);
     if (this.#requestMode === "streamed") {
-      // Envoy waits for this answer before any body chunk, then sends the headers upstream: the destination would
-      // have to be known now. Ask Envoy to buffer the body instead (honoured with allow_mode_override: true).
+      // Envoy waits for this answer before it sends any body chunk, and the route needs the whole body: ask Envoy to
+      // buffer it (honoured with allow_mode_override: true).
       this.#requestMode = "buffered";
       this.#overrideAsked = true;
       const answer: ProcessingResponseWire = {
