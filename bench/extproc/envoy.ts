@@ -3,14 +3,15 @@
  *
  * Three Envoys on the shipped bootstrap (src/gateway/envoy.ts) in front of the same simulated pods: `sy` routes
  * through the switchyard EPP (ext_proc, full duplex both ways), `rr` and `lr` are Envoy alone (no ext_proc filter,
- * Envoy's ROUND_ROBIN / LEAST_REQUEST over the pods). One closed-loop load (concurrency C, ~1 KB chat requests,
+ * Envoy's ROUND_ROBIN / LEAST_REQUEST over the pods). One load (at most C in flight, ~1 KB chat requests,
  * one output token, so the pods answer in about a millisecond and the front door's cost shows) runs through each
- * mode in turn, interleaved, repeated. Per stage: client-side latency p50/p99, and the CPU of Envoy and of the EPP
+ * mode in turn, interleaved, repeated, at the same paced rate for every mode. Per stage: client-side latency p50/p99, and the CPU of Envoy and of the EPP
  * process read from /proc around the window, per request. Reported: medians over repetitions with min–max, the
  * latency switchyard adds over each baseline, and the EPP's CPU per request relative to Envoy's own in the same
  * stage.
  *
  * Env: BENCH_SECONDS (stage length, default 10), BENCH_REPS (default 3), BENCH_CONCURRENCY (default 16),
+ * BENCH_RATE (requests/s offered to every mode, default 400; 0 = closed loop at full speed),
  * BENCH_OUT (JSON results file, default none). Bounded: REPS × 3 stages of BENCH_SECONDS plus start-up.
  */
 import { type ChildProcess, spawn } from "node:child_process";
@@ -26,6 +27,8 @@ import { type EnvoyConfigOptions, type EnvoyProcess, startEnvoy } from "../../sr
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
+/** Offered load in requests/s, the same for every mode (paced arrivals); 0 = closed loop at full speed. */
+const RATE = Number(process.env.BENCH_RATE ?? 400);
 const PODS = ["127.0.78.1", "127.0.78.2"];
 const CLK_TCK = 100;
 const CLI = fileURLToPath(new URL("../../dist/cli.js", import.meta.url));
@@ -93,9 +96,19 @@ async function load(url: string): Promise<{ latencies: number[]; errors: number 
   const latencies: number[] = [];
   let errors = 0;
   const end = Date.now() + SECONDS * 1000;
+  const interval = RATE > 0 ? 1000 / RATE : 0;
+  let nextSlot = performance.now();
   await Promise.all(
     Array.from({ length: CONCURRENCY }, async () => {
       while (Date.now() < end) {
+        if (interval > 0) {
+          // Paced: each request takes the next arrival slot; a worker that falls behind sends at once.
+          const slot = nextSlot;
+          nextSlot += interval;
+          const wait = slot - performance.now();
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+          if (Date.now() >= end) break;
+        }
         const t0 = performance.now();
         try {
           const r = await request(`${url}/v1/chat/completions`, {
@@ -222,7 +235,7 @@ status: {podIP: ${ip}, conditions: [{type: Ready, status: "True"}]}`,
     const spread = (xs: number[]) =>
       `${median(xs).toFixed(2)} (${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})`;
     const lines = [
-      `Envoy ${SECONDS} s stages × ${REPS} reps, closed loop c=${CONCURRENCY}, ~1 KB chat, 1 output token, 2 pods, Envoy --concurrency 2`,
+      `Envoy ${SECONDS} s stages × ${REPS} reps, ${RATE > 0 ? `${RATE} req/s offered to every mode (≤ ${CONCURRENCY} in flight)` : `closed loop c=${CONCURRENCY}`}, ~1 KB chat, 1 output token, 2 pods, Envoy --concurrency 2`,
       "| mode | req/s | p50 ms | p99 ms | Envoy CPU µs/req | EPP CPU µs/req | errors |",
       "|---|---|---|---|---|---|---|",
     ];
