@@ -55,6 +55,11 @@ export const GATEWAY_FLAGS = {
     help: "how a finished request closes its ext_proc stream: graceful (half-close, wait for the EPP; the shipped deploy/envoy/envoy.yaml) or reset (half-close and reset at once: Envoy's default, e.g. behind Envoy Gateway)",
     check: (v: string) => (EXT_PROC_CLOSE_MODES.includes(v as ExtProcClose) ? undefined : "must be graceful or reset"),
   },
+  "require-header": {
+    kind: "string",
+    default: "",
+    help: "play an auth filter ahead of the EPP: requests without this header get a local 401 that passes through the EPP's response path, as in Envoy Gateway (empty = off)",
+  },
   "failure-mode": {
     kind: "string",
     default: GATEWAY_DEFAULTS.failureMode,
@@ -114,6 +119,7 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     eppTimeoutMs: flags["epp-timeout"],
     eppConnections: flags["epp-connections"],
     extProcClose: flags["ext-proc-close"] as ExtProcClose,
+    requireHeader: flags["require-header"],
     failureMode: flags["failure-mode"] as FailureMode,
     lb: flags.lb === "" ? undefined : (flags.lb as LbPolicy),
     endpoints: flags.endpoints,

@@ -60,6 +60,11 @@ export interface GatewayOptions {
   shutdownGraceMs?: number;
   /** Default "graceful", like the shipped deploy/envoy/envoy.yaml; "reset" is Envoy's own default. */
   extProcClose?: ExtProcClose;
+  /**
+   * Answer requests without this header 401 before the EPP, the local reply then passing through the EPP's
+   * response path, as an auth filter ahead of the EPP does in Envoy Gateway. Default none.
+   */
+  requireHeader?: string;
   logger?: Logger;
 }
 
@@ -79,6 +84,7 @@ export interface ResolvedGatewayOptions {
   readonly leastRequestChoices: number;
   readonly shutdownGraceMs: number;
   readonly extProcClose: ExtProcClose;
+  readonly requireHeader: string | undefined;
 }
 
 function positiveInt(name: string, value: number | undefined, fallback: number, min = 1): number {
@@ -138,5 +144,9 @@ export function resolveGatewayOptions(options: GatewayOptions): ResolvedGatewayO
     ),
     shutdownGraceMs: positiveInt("shutdownGraceMs", options.shutdownGraceMs, GATEWAY_DEFAULTS.shutdownGraceMs, 0),
     extProcClose,
+    requireHeader:
+      options.requireHeader === undefined || options.requireHeader === ""
+        ? undefined
+        : options.requireHeader.toLowerCase(),
   };
 }

@@ -54,6 +54,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     failOpen: resolved.failureMode === "FailOpen",
     eppTimeoutMs: resolved.eppTimeoutMs,
     extProcReset: resolved.extProcClose === "reset",
+    requireHeader: resolved.requireHeader,
     subsetHint: resolved.subset === undefined ? undefined : stringListStruct(SUBSET_HINT_KEY, resolved.subset),
     logger,
   };

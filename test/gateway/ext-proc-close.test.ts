@@ -16,7 +16,10 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
 
-async function stack(mode: ExtProcClose): Promise<{ gateway: Gateway; server: ExtProcServer; pods: FakePods }> {
+async function stack(
+  mode: ExtProcClose,
+  requireHeader?: string,
+): Promise<{ gateway: Gateway; server: ExtProcServer; pods: FakePods; done: string[] }> {
   const pods = await startFakePods(["127.0.1.1"]);
   cleanups.push(() => pods.close());
   const done: string[] = [];
@@ -37,9 +40,10 @@ async function stack(mode: ExtProcClose): Promise<{ gateway: Gateway; server: Ex
     eppConnections: 1,
     extProcClose: mode,
     shutdownGraceMs: 1000,
+    ...(requireHeader === undefined ? {} : { requireHeader }),
   });
   cleanups.push(() => gateway.close());
-  return { gateway, server, pods };
+  return { gateway, server, pods, done };
 }
 
 async function run(gateway: Gateway, n: number): Promise<number[]> {
@@ -70,5 +74,32 @@ describe("dev gateway: closing finished ext_proc streams like Envoy", () => {
     expect(statuses.every((s) => s === 200)).toBe(true);
     expect(gateway.stats().eppCancels).toBe(0);
     await expect.poll(() => server.activeStreams()).toBe(0);
+  });
+});
+
+describe("dev gateway: an earlier filter's local reply goes through the EPP, as in Envoy", () => {
+  it("passes the 401 of an auth filter through the real ext_proc server unchanged", async () => {
+    const { gateway, pods, server, done } = await stack("graceful", "authorization");
+    const denied = await send(gateway.url, {
+      path: "/v1/completions",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "m", prompt: "no credentials" }),
+    });
+    expect(denied.status).toBe(401);
+    expect(denied.headers["www-authenticate"]).toMatch(/^Basic /);
+    expect(denied.headers["x-switchyard-error-code"]).toBeUndefined();
+    expect(denied.body).toMatch(/authentication failed/);
+    expect(pods.requests).toHaveLength(0);
+    expect(gateway.stats().eppErrors).toBe(0);
+
+    const allowed = await send(gateway.url, {
+      path: "/v1/completions",
+      headers: { "content-type": "application/json", authorization: "Basic YWxpY2U6d29uZGVybGFuZA==" },
+      body: JSON.stringify({ model: "m", prompt: "with credentials" }),
+    });
+    expect(allowed.status).toBe(200);
+    expect(pods.requests).toHaveLength(1);
+    await expect.poll(() => server.activeStreams()).toBe(0);
+    expect(done).toEqual(["completed", "completed"]);
   });
 });
