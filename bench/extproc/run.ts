@@ -17,6 +17,8 @@
  *   simulated 1 s model-server time between requests — the load shape of GIE's test, where the EPP sees
  *   ~concurrency req/s and the question is how much latency it adds.
  *
+ * `--gateway envoy` runs ./envoy.ts instead: switchyard behind a real Envoy against Envoy alone.
+ *
  * Env: BENCH_SECONDS (default 8), BENCH_REPS (default 3), BENCH_QUICK=1 (2 s, 1 rep), BENCH_SCENARIOS (comma list,
  * default all), BENCH_PROFILE (directory for the servers' --cpu-prof output, default off), BENCH_OUT (JSON results
  * file, default none), BENCH_NODE_FLAGS (extra node flags for the servers, e.g. "--trace-gc", default none),
@@ -28,6 +30,16 @@ import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { LeanExtProcClient, RequestTemplate } from "./lean-client.js";
 import { CHUNK_BYTES, chatBody, HEADERS } from "./workload.js";
+
+// `--gateway envoy`: switchyard behind a real Envoy against Envoy alone (./envoy.ts), instead of the scenarios below.
+const gatewayAt = process.argv.indexOf("--gateway");
+if (gatewayAt >= 0) {
+  const gateway = process.argv[gatewayAt + 1];
+  if (gateway !== "envoy") throw new Error(`--gateway: only "envoy" is supported here, got "${gateway}"`);
+  const { runEnvoyBench } = await import("./envoy.js");
+  await runEnvoyBench();
+  process.exit(0);
+}
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const SECONDS = Number(process.env.BENCH_SECONDS ?? (QUICK ? 2 : 8));

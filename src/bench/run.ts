@@ -58,6 +58,8 @@ export type Backend = "switchyard-sim" | "llm-d-inference-sim";
 
 export interface BenchConfig {
   readonly backend: Backend;
+  /** Real Envoy as every mode's front door (`--gateway envoy`); undefined = the dev gateway. */
+  readonly envoyBin?: string | undefined;
   /** llm-d-inference-sim executable ("" = search PATH). */
   readonly llmdBin: string;
   readonly sims: number;
@@ -443,7 +445,22 @@ export class BenchRunner {
     ];
     if (epp !== undefined) args.push("--lb", "epp", "--epp", epp, "--failure-mode", "FailClose");
     else args.push("--lb", mode);
-    const child = this.#sup.start(`gateway-${SHORT[mode]}`, args);
+    const envoyArgs =
+      this.#c.envoyBin === undefined
+        ? undefined
+        : [
+            "envoy",
+            "--envoy",
+            this.#c.envoyBin,
+            "--port",
+            String(port),
+            "--admin-port",
+            String(await freePort()),
+            "--dir",
+            join(this.#c.workDir, `envoy-${SHORT[mode]}`),
+            ...(epp !== undefined ? ["--epp", epp] : ["--lb", mode, "--endpoints", endpoints]),
+          ];
+    const child = this.#sup.start(`gateway-${SHORT[mode]}`, envoyArgs ?? args);
     this.#watch(child);
     const url = `http://127.0.0.1:${port}`;
     try {

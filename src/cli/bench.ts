@@ -16,6 +16,7 @@ import { type Backend, BenchRunner, MODE_ALIASES, type ModeId } from "../bench/r
 import { runSimHost } from "../bench/sim-host.js";
 import { DEFAULT_WORKLOAD } from "../bench/workload.js";
 import { ConfigError } from "../common/errors.js";
+import { findTool, SETUP_TOOLS_COMMAND } from "../common/tools.js";
 import { checks, formatHelp, parseFlags } from "./flags.js";
 
 const BACKENDS: readonly Backend[] = ["switchyard-sim", "llm-d-inference-sim"];
@@ -31,6 +32,12 @@ const FLAGS = {
     default: "switchyard-sim",
     help: `model servers: ${BACKENDS.join(" or ")}`,
     check: (v: string) => (BACKENDS.includes(v as Backend) ? undefined : `must be ${BACKENDS.join(" or ")}`),
+  },
+  gateway: {
+    kind: "string",
+    default: "dev",
+    help: "front door for every mode: dev (switchyard's gateway) or envoy (real Envoy: the shipped bootstrap for EPP modes, Envoy's own round-robin / least-request for rr / lr)",
+    check: (v: string) => (v === "dev" || v === "envoy" ? undefined : "must be dev or envoy"),
   },
   "llmd-bin": {
     kind: "string",
@@ -212,8 +219,18 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
   const workDir = resolve(f["work-dir"] !== "" ? f["work-dir"] : join(tmpdir(), `switchyard-bench-${stamp}`));
   mkdirSync(workDir, { recursive: true });
 
+  const gatewayKind: string = f.gateway;
+  const envoyBin = gatewayKind === "envoy" ? findTool("envoy") : undefined;
+  if (gatewayKind === "envoy" && envoyBin === undefined) {
+    throw new ConfigError(
+      `Envoy not found; install it with \`${SETUP_TOOLS_COMMAND} -- envoy\``,
+      undefined,
+      "--gateway",
+    );
+  }
   const runner = new BenchRunner({
     backend,
+    envoyBin,
     llmdBin: f["llmd-bin"],
     sims,
     addressPrefix: f["sim-address-prefix"],

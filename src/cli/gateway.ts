@@ -4,7 +4,15 @@
  */
 import type { LevelWithSilent } from "pino";
 import { ConfigError } from "../common/errors.js";
-import { FAILURE_MODES, type FailureMode, GATEWAY_DEFAULTS, LB_POLICIES, type LbPolicy } from "../gateway/options.js";
+import {
+  EXT_PROC_CLOSE_MODES,
+  type ExtProcClose,
+  FAILURE_MODES,
+  type FailureMode,
+  GATEWAY_DEFAULTS,
+  LB_POLICIES,
+  type LbPolicy,
+} from "../gateway/options.js";
 import { startGateway } from "../gateway/server.js";
 import { createLogger } from "../observability/logger.js";
 import { checks, type FlagSpecs, formatHelp, parseFlags } from "./flags.js";
@@ -40,6 +48,17 @@ export const GATEWAY_FLAGS = {
     default: GATEWAY_DEFAULTS.eppConnections,
     help: "HTTP/2 connections to the EPP, streams spread round-robin",
     check: checks.positive,
+  },
+  "ext-proc-close": {
+    kind: "string",
+    default: GATEWAY_DEFAULTS.extProcClose,
+    help: "how a finished request closes its ext_proc stream: graceful (half-close, wait for the EPP; the shipped deploy/envoy/envoy.yaml) or reset (half-close and reset at once: Envoy's default, e.g. behind Envoy Gateway)",
+    check: (v: string) => (EXT_PROC_CLOSE_MODES.includes(v as ExtProcClose) ? undefined : "must be graceful or reset"),
+  },
+  "require-header": {
+    kind: "string",
+    default: "",
+    help: "play an auth filter ahead of the EPP: requests without this header get a local 401 that passes through the EPP's response path, as in Envoy Gateway (empty = off)",
   },
   "failure-mode": {
     kind: "string",
@@ -99,6 +118,8 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     eppTls: flags["epp-tls"],
     eppTimeoutMs: flags["epp-timeout"],
     eppConnections: flags["epp-connections"],
+    extProcClose: flags["ext-proc-close"] as ExtProcClose,
+    requireHeader: flags["require-header"],
     failureMode: flags["failure-mode"] as FailureMode,
     lb: flags.lb === "" ? undefined : (flags.lb as LbPolicy),
     endpoints: flags.endpoints,

@@ -16,6 +16,10 @@ const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   epp: { summary: "run the endpoint picker (Envoy ext_proc server)", load: () => import("./epp.js") },
   sim: { summary: "run a vLLM-compatible model-server simulator", load: () => import("./sim.js") },
   gateway: { summary: "run the Envoy-faithful dev gateway (HTTP front door)", load: () => import("./gateway.js") },
+  envoy: {
+    summary: "run real Envoy in front of an EPP with the shipped bootstrap (deploy/envoy)",
+    load: () => import("./envoy.js"),
+  },
   up: { summary: "start the whole local stack: simulators, EPP and gateway", load: () => import("./up.js") },
   top: { summary: "live view of a running EPP's endpoints", load: () => import("./top.js") },
   bench: { summary: "routing benchmark: switchyard vs round-robin vs least-request", load: () => import("./bench.js") },

@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { resolve } from "node:path";
 import { ConfigError } from "../common/errors.js";
+import { findTool, SETUP_TOOLS_COMMAND } from "../common/tools.js";
 import type { DebugSnapshot } from "../observability/debug.js";
 import { renderEndpointTable } from "../observability/table.js";
 import { type Child, Supervisor, waitFor } from "./children.js";
@@ -44,6 +45,18 @@ const FLAGS = {
     default: "auto",
     help: "addresses (one address per simulator, one port: like pods), ports (127.0.0.1, one port per simulator: ranks of one pod, at most 8), or auto (addresses when <prefix>.1 can be bound, else ports: macOS only has 127.0.0.1)",
     check: (v: string) => (["auto", "addresses", "ports"].includes(v) ? undefined : "must be auto, addresses or ports"),
+  },
+  gateway: {
+    kind: "string",
+    default: "auto",
+    help: "front door: envoy (real Envoy with deploy/envoy/envoy.yaml), dev (switchyard's own gateway), or auto (Envoy when installed, else dev; `npm run setup:tools -- envoy` installs it)",
+    check: (v: string) => (["auto", "envoy", "dev"].includes(v) ? undefined : "must be auto, envoy or dev"),
+  },
+  "envoy-admin-port": {
+    kind: "int",
+    default: 19000,
+    help: "Envoy's admin port (on 127.0.0.1), with --gateway envoy",
+    check: fixedPort,
   },
   "gateway-host": { kind: "string", default: "127.0.0.1", help: "gateway listen address" },
   "gateway-port": { kind: "int", default: 8080, help: "gateway listen port", check: fixedPort },
@@ -86,6 +99,14 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     "--grpc-health-port": f["grpc-health-port"],
     "--metrics-port": f["metrics-port"],
   };
+  const gatewayChoice: string = f.gateway;
+  const envoyBinary = gatewayChoice === "dev" ? undefined : findTool("envoy");
+  if (gatewayChoice === "envoy" && envoyBinary === undefined) {
+    process.stderr.write(
+      `switchyard up: --gateway envoy but Envoy is not installed; \`${SETUP_TOOLS_COMMAND} -- envoy\` installs it (or use --gateway dev)\n`,
+    );
+    return 1;
+  }
   const layout = await chooseLayout(f["sim-layout"], f["sim-address-prefix"], f["sim-port"], f.sims);
   const pods =
     layout === "addresses"
@@ -102,6 +123,7 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     ...(layout === "ports" ? pods.map((p): [string, number] => ["--sim-port", p.port]) : []),
     ["--gateway-port", f["gateway-port"]],
     ...Object.entries(eppPorts),
+    ...(envoyBinary === undefined ? [] : [["--envoy-admin-port", f["envoy-admin-port"]] as [string, number]]),
   ];
   for (const [flag, port] of claims) {
     const other = seenPorts.get(port);
@@ -115,6 +137,7 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     ...pods.map((p) => ({ host: p.address, port: p.port, flag: "--sim-port" })),
     { host: f["gateway-host"], port: f["gateway-port"], flag: "--gateway-port" },
     ...Object.entries(eppPorts).map(([flag, port]) => ({ host: EPP_HOST, port, flag })),
+    ...(envoyBinary === undefined ? [] : [{ host: EPP_HOST, port: f["envoy-admin-port"], flag: "--envoy-admin-port" }]),
   ];
   const problems: string[] = [];
   for (const w of wanted) {
@@ -208,21 +231,47 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     f["log-level"],
   ]);
   watchExit(epp);
-  const gateway = sup.start("gateway", [
+  process.stdout.write(
+    envoyBinary === undefined
+      ? `gateway: switchyard's dev gateway${gatewayChoice === "auto" ? ` (Envoy not found; \`${SETUP_TOOLS_COMMAND} -- envoy\` installs it)` : ""}\n`
+      : `gateway: Envoy (${envoyBinary}) with deploy/envoy/envoy.yaml, admin http://127.0.0.1:${f["envoy-admin-port"]}\n`,
+  );
+  const gatewayArgs =
+    envoyBinary === undefined
+      ? undefined
+      : [
+          "envoy",
+          "--envoy",
+          envoyBinary,
+          "--host",
+          f["gateway-host"],
+          "--port",
+          String(f["gateway-port"]),
+          "--admin-port",
+          String(f["envoy-admin-port"]),
+          "--epp",
+          `${EPP_HOST}:${f["grpc-port"]}`,
+          "--dir",
+          dir,
+        ];
+  const gateway = sup.start(
     "gateway",
-    "--host",
-    f["gateway-host"],
-    "--port",
-    String(f["gateway-port"]),
-    "--epp",
-    `${EPP_HOST}:${f["grpc-port"]}`,
-    "--endpoints",
-    pods.map((p) => `${p.address}:${p.port}`).join(","),
-    "--failure-mode",
-    "FailOpen",
-    "--log-level",
-    f["log-level"],
-  ]);
+    gatewayArgs ?? [
+      "gateway",
+      "--host",
+      f["gateway-host"],
+      "--port",
+      String(f["gateway-port"]),
+      "--epp",
+      `${EPP_HOST}:${f["grpc-port"]}`,
+      "--endpoints",
+      pods.map((p) => `${p.address}:${p.port}`).join(","),
+      "--failure-mode",
+      "FailOpen",
+      "--log-level",
+      f["log-level"],
+    ],
+  );
   watchExit(gateway);
 
   const debugUrl = `http://${EPP_HOST}:${f["metrics-port"]}/debug/endpoints`;

@@ -66,6 +66,13 @@ export interface HttpStatus {
 // envoy.service.ext_proc.v3 requests
 
 /** `envoy.extensions.filters.http.ext_proc.v3.ProcessingMode.BodySendMode` (open enum). */
+/** envoy.extensions.filters.http.ext_proc.v3.ProcessingMode.HeaderSendMode. */
+export const HeaderSendMode = {
+  DEFAULT: 0,
+  SEND: 1,
+  SKIP: 2,
+} as const;
+
 export const BodySendMode = {
   NONE: 0,
   STREAMED: 1,

@@ -28,12 +28,14 @@ import {
 import { SwitchyardError } from "../common/errors.js";
 import { type Logger, silentLogger } from "../observability/logger.js";
 import type { IncomingRequest, LifecycleFactory, RequestLifecycle, RoutingDecision } from "../request/lifecycle.js";
+import type { ProcessingResponseWire } from "./codec.js";
 import { immediateResponseFor } from "./immediate.js";
 import {
   BodySendMode,
   bodyResponse,
   destinationMetadata,
   type HeaderMap,
+  HeaderSendMode,
   type HeaderValue,
   type HttpBody,
   type HttpHeaders,
@@ -242,9 +244,19 @@ export class ExtProcStream {
   readonly #onClose: (() => void) | undefined;
 
   #state: State = State.RequestHeaders;
-  #requestMode: BodyMode;
-  /** "buffered" / "streamed" both answer each body message with one BodyResponse; they differ in finality. */
-  #responseMode: BodyMode | "streamed";
+  /** "streamed" (STREAMED / BUFFERED_PARTIAL) lasts until request_headers is answered with a mode override. */
+  #requestMode: BodyMode | "streamed";
+  /**
+   * "buffered" / "streamed" both answer each body message with one BodyResponse; they differ in finality.
+   * "none": Envoy sends no response body, so the exchange is over once response_headers is answered.
+   */
+  #responseMode: BodyMode | "streamed" | "none";
+  /** The response_body_mode number Envoy announced, repeated in a mode override (which replaces every field). */
+  #responseModeNumber: number = BodySendMode.FULL_DUPLEX_STREAMED;
+  /** request_headers was answered with an override to BUFFERED; the next body message shows whether Envoy took it. */
+  #overrideAsked = false;
+  /** The response is a local reply of an earlier filter (no request was ever routed): pass it through untouched. */
+  #localReply = false;
   #sawFirst = false;
 
   // Serial processing: while a message's handling is pending (async route, write backpressure) later items wait.
@@ -348,14 +360,22 @@ export class ExtProcStream {
       this.#sawFirst = true;
       const config = msg.protocol_config;
       if (config !== undefined) {
-        if (config.request_body_mode === BodySendMode.FULL_DUPLEX_STREAMED) this.#requestMode = "full-duplex";
-        else if (config.request_body_mode === BodySendMode.BUFFERED) this.#requestMode = "buffered";
+        const request = config.request_body_mode;
+        if (request === BodySendMode.FULL_DUPLEX_STREAMED) this.#requestMode = "full-duplex";
+        else if (request === BodySendMode.BUFFERED) this.#requestMode = "buffered";
+        // Envoy sends no body in these modes until request_headers is answered: docs/design/ext-proc-protocol.md
+        // "Body modes".
+        else if (request === BodySendMode.STREAMED || request === BodySendMode.BUFFERED_PARTIAL) {
+          this.#requestMode = "streamed";
+        }
         const response = config.response_body_mode;
+        this.#responseModeNumber = response ?? BodySendMode.NONE;
         if (response === BodySendMode.FULL_DUPLEX_STREAMED) this.#responseMode = "full-duplex";
         else if (response === BodySendMode.BUFFERED) this.#responseMode = "buffered";
         // STREAMED and BUFFERED_PARTIAL also want exactly one BodyResponse per body message.
         else if (response !== undefined && response !== BodySendMode.NONE) this.#responseMode = "streamed";
-        else this.#responseMode = this.#requestMode;
+        // proto3 leaves NONE (0) off the wire: an announced config without a response mode means NONE.
+        else this.#responseMode = "none";
       }
     }
     if (msg.metadata_context !== undefined) this.#readMetadata(msg.metadata_context);
@@ -418,6 +438,24 @@ export class ExtProcStream {
     this.#state = State.RequestBody;
     // BUFFERED: Envoy holds the body until it gets this answer, so answer now (GIE v1 stalls here).
     if (this.#requestMode === "buffered") return this.#writeAll([headersResponse("request_headers")]);
+    if (this.#requestMode === "streamed") {
+      // Envoy waits for this answer before it sends any body chunk, and the route needs the whole body: ask Envoy to
+      // buffer it (honoured with allow_mode_override: true).
+      this.#requestMode = "buffered";
+      this.#overrideAsked = true;
+      const answer: ProcessingResponseWire = {
+        ...headersResponse("request_headers"),
+        mode_override: {
+          request_header_mode: HeaderSendMode.SEND,
+          response_header_mode: HeaderSendMode.SEND,
+          request_body_mode: BodySendMode.BUFFERED,
+          response_body_mode: this.#responseModeNumber,
+          request_trailer_mode: HeaderSendMode.SEND,
+          response_trailer_mode: HeaderSendMode.SEND,
+        },
+      };
+      return this.#writeAll([answer]);
+    }
     return undefined;
   }
 
@@ -443,6 +481,14 @@ export class ExtProcStream {
       this.#chunks.push(chunk);
     }
     if (this.#requestMode === "buffered") {
+      if (this.#overrideAsked && message.end_of_stream !== true) {
+        // A buffered body without end_of_stream is followed by trailers; a STREAMED chunk means the override was
+        // ignored and the headers already left without a destination. Say so instead of routing a fragment.
+        throw new SwitchyardError(
+          "SY_PROTOCOL",
+          "request_body_mode STREAMED/BUFFERED_PARTIAL needs allow_mode_override: true on Envoy's ext_proc filter (the picker routes on the whole body); or use FULL_DUPLEX_STREAMED or BUFFERED",
+        );
+      }
       // The single buffered message is the whole body; without end_of_stream, trailers follow it.
       this.#expectRequestTrailers = message.end_of_stream !== true;
       return this.#route();
@@ -557,6 +603,17 @@ export class ExtProcStream {
   // Response path
 
   #onResponseHeaders(message: HttpHeaders): Promise<void> | undefined {
+    const ended = message.end_of_stream === true;
+    if (this.#state === State.RequestHeaders || this.#state === State.RequestBody) {
+      // A local reply (an earlier filter's 401/403/CORS preflight, Envoy's own 413) is encoded back through this
+      // filter on a stream whose request never reached us or never completed: docs/design/ext-proc-protocol.md
+      // "A response without a request". It is not ours to change or count.
+      this.#localReply = true;
+      this.#chunks = [];
+      this.#expectRequestTrailers = false;
+      this.#state = ended ? State.ResponseDone : State.ResponseBody;
+      return this.#answerLast([headersResponse("response_headers")], ended || this.#responseMode === "none");
+    }
     if (this.#state !== State.Routed) {
       if (this.#state < State.Routed) {
         throw protocolError(`response_headers before the request was routed (stream is ${STATE_NAMES[this.#state]})`);
@@ -574,9 +631,12 @@ export class ExtProcStream {
       headers,
       servedEndpoint: this.#served,
     });
-    this.#state = message.end_of_stream === true ? State.ResponseDone : State.ResponseBody;
+    this.#state = ended ? State.ResponseDone : State.ResponseBody;
     const setHeaders = result?.setHeaders;
-    return this.#writeAll([headersResponse("response_headers", setHeaders === undefined ? {} : { setHeaders })]);
+    return this.#answerLast(
+      [headersResponse("response_headers", setHeaders === undefined ? {} : { setHeaders })],
+      ended || this.#responseMode === "none",
+    );
   }
 
   #onResponseBody(message: HttpBody): Promise<void> | undefined {
@@ -590,11 +650,26 @@ export class ExtProcStream {
     const eos = message.end_of_stream === true;
     if (eos) this.#state = State.ResponseDone;
 
+    if (this.#localReply) {
+      const echo =
+        this.#responseMode === "full-duplex"
+          ? streamedChunk("response_body", chunk, eos)
+          : bodyResponse("response_body");
+      return this.#answerLast([echo], eos);
+    }
+
     if (this.#responseMode !== "full-duplex") {
       // BUFFERED delivers the whole body in this one message even when trailers follow.
       const final = eos || this.#responseMode === "buffered";
       const out = this.#deliverResponse(chunk, final);
-      return this.#writeAll([bodyResponse("response_body", sameBytes(out, chunk) ? {} : { body: out })]);
+      let answer: ProcessingResponse;
+      if (sameBytes(out, chunk)) answer = bodyResponse("response_body");
+      else if (this.#responseMode === "buffered") {
+        // Envoy still holds the response headers in BUFFERED mode and refuses a body whose length differs from
+        // their content-length (a local 500); in the other modes it has removed content-length itself.
+        answer = bodyResponse("response_body", { body: out, setHeaders: [["content-length", String(out.length)]] });
+      } else answer = bodyResponse("response_body", { body: out });
+      return this.#answerLast([answer], eos);
     }
 
     if (!this.#responseStreaming) {
@@ -616,7 +691,7 @@ export class ExtProcStream {
       this.#responseChunks = [];
       const out: ProcessingResponse[] = [];
       this.#pushChunks(out, "response_body", this.#deliverResponse(whole, true), true);
-      return this.#writeAll(out);
+      return this.#answerLast(out, true);
     }
 
     const passed = this.#deliverResponse(chunk, eos);
@@ -624,7 +699,7 @@ export class ExtProcStream {
     if (passed.length === 0 && !eos) return undefined;
     const out: ProcessingResponse[] = [];
     this.#pushChunks(out, "response_body", passed, eos);
-    return this.#writeAll(out);
+    return this.#answerLast(out, eos);
   }
 
   #onResponseTrailers(): Promise<void> | undefined {
@@ -635,6 +710,7 @@ export class ExtProcStream {
       throw protocolError("response_trailers after the response ended");
     }
     this.#state = State.ResponseDone;
+    if (this.#localReply) return this.#answerLast([trailersResponse("response_trailers")], true);
     const out: ProcessingResponse[] = [];
     if (!this.#responseFinalDelivered) {
       const pending = concat(this.#responseChunks, this.#responseBytes);
@@ -646,7 +722,7 @@ export class ExtProcStream {
       }
     }
     out.push(trailersResponse("response_trailers"));
-    return this.#writeAll(out);
+    return this.#answerLast(out, true);
   }
 
   #deliverResponse(chunk: Buffer, final: boolean): Buffer {
@@ -658,6 +734,28 @@ export class ExtProcStream {
 
   // ----------------------------------------------------------------------------------------------------------
   // Writing, with backpressure
+
+  /**
+   * Writes, and when `last` (Envoy will send nothing more that needs an answer) ends the call with OK. Left open,
+   * Envoy resets the stream when its HTTP exchange ends, and Node's HTTP/2 rapid-reset guard closes the whole
+   * connection after a burst of such resets, refusing every stream on it: docs/design/ext-proc-protocol.md
+   * "Who ends the stream".
+   */
+  #answerLast(messages: ProcessingResponse[], last: boolean): Promise<void> | undefined {
+    const pending = this.#writeAll(messages);
+    if (!last) return pending;
+    if (pending === undefined) {
+      this.#complete();
+      return undefined;
+    }
+    return pending.then(() => this.#complete());
+  }
+
+  #complete(): void {
+    if (this.#state === State.Closed) return;
+    this.#finish("completed");
+    this.#endCall();
+  }
 
   /** Writes in order; when grpc-js buffers too much, waits for 'drain' before the next message (and item). */
   #writeAll(messages: ProcessingResponse[]): Promise<void> | undefined {

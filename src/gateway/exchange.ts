@@ -60,6 +60,13 @@ export interface GatewayContext {
   readonly epp: EppClient | undefined;
   readonly failOpen: boolean;
   readonly eppTimeoutMs: number;
+  /**
+   * Plays an earlier filter (basic auth) in front of the EPP's: a request without this header is answered 401 by
+   * the gateway itself, and that local reply is encoded through the EPP's stream as Envoy does. Undefined = off.
+   */
+  readonly requireHeader: string | undefined;
+  /** Close finished ext_proc streams like Envoy's default: half-close and reset at once (options.ts ExtProcClose). */
+  readonly extProcReset: boolean;
   /** `envoy.lb.subset_hint` namespace value, prebuilt once. */
   readonly subsetHint: StructMsg | undefined;
   readonly logger: Logger;
@@ -161,6 +168,11 @@ export class Exchange {
     this.#res.on("finish", () => {
       if (!this.#resetByUs) ctx.stats.completed++;
     });
+    const required = ctx.requireHeader;
+    if (ctx.epp !== undefined && required !== undefined && getHeader(this.#headers, required) === undefined) {
+      this.#localReply(ctx.epp);
+      return;
+    }
     if (ctx.epp !== undefined) this.#startEpp(ctx.epp);
     if (this.#headerOnly) {
       this.#clientFeed.end();
@@ -194,14 +206,61 @@ export class Exchange {
 
   // ================= EPP stream =================
 
+  /**
+   * Envoy runs a local reply of an earlier filter through the EPP's filter on the way out: the stream opens with
+   * response_headers, no request ever announced (docs/design/ext-proc-protocol.md "A response without a request").
+   */
+  #localReply(epp: EppClient): void {
+    this.#req.resume();
+    this.#clientFeed.end();
+    const body = Buffer.from("User authentication failed. Missing username and password.");
+    this.#reqHeadersDone = true;
+    this.#reqFinalSent = true;
+    this.#reqDone = true;
+    this.#respList = [
+      ":status",
+      "401",
+      "www-authenticate",
+      'Basic realm="http://switchyard.local"',
+      "content-type",
+      "text/plain",
+      "content-length",
+      String(body.length),
+    ];
+    this.#respRaw = [];
+    if (!this.#openEpp(epp)) return;
+    this.#respHeadersSent = true;
+    this.#respFinalSent = true;
+    this.#send({
+      response_headers: { headers: toHeaderMap(this.#respList), end_of_stream: false },
+      protocol_config: { request_body_mode: FULL_DUPLEX_STREAMED, response_body_mode: FULL_DUPLEX_STREAMED },
+    });
+    this.#send({ response_body: { body, end_of_stream: true } });
+    this.#armTimer(false);
+  }
+
   #startEpp(epp: EppClient): void {
+    if (!this.#openEpp(epp)) return;
+    const first: ProcessingRequestMsg = {
+      request_headers: { headers: toHeaderMap(this.#headers), end_of_stream: this.#headerOnly },
+      protocol_config: { request_body_mode: FULL_DUPLEX_STREAMED, response_body_mode: FULL_DUPLEX_STREAMED },
+    };
+    this.#send(first);
+    if (this.#headerOnly) {
+      this.#reqFinalSent = true;
+      this.#armTimer(false);
+    }
+  }
+
+  /** Opens the ext_proc stream and wires its events; false when it could not even be opened (already handled). */
+  #openEpp(epp: EppClient): boolean {
     let call: ProcessCall;
     try {
       call = epp.open();
     } catch (err) {
       this.#eppActive = true;
       this.#eppFailure(`cannot open ext_proc stream: ${(err as Error).message}`, false);
-      return;
+      return false;
     }
     this.#call = call;
     this.#callOpen = true;
@@ -222,15 +281,7 @@ export class Exchange {
       if (status.code === 0 && this.#eppActive && !this.#finished && this.#eppOwesAnswers())
         this.#eppFailure("ext_proc stream closed by the EPP", true);
     });
-    const first: ProcessingRequestMsg = {
-      request_headers: { headers: toHeaderMap(this.#headers), end_of_stream: this.#headerOnly },
-      protocol_config: { request_body_mode: FULL_DUPLEX_STREAMED, response_body_mode: FULL_DUPLEX_STREAMED },
-    };
-    this.#send(first);
-    if (this.#headerOnly) {
-      this.#reqFinalSent = true;
-      this.#armTimer(false);
-    }
+    return true;
   }
 
   #send(msg: ProcessingRequestMsg): void {
@@ -805,7 +856,12 @@ export class Exchange {
     if (outcome !== "completed" || !this.#upstreamEnded) this.#abortUpstream();
     const call = this.#call;
     if (call !== undefined && this.#callOpen) {
-      if (outcome === "completed" && this.#eppActive) {
+      if (outcome === "completed" && this.#eppActive && this.#ctx.extProcReset) {
+        // Envoy's default: the filter is destroyed while it handles the last answer, before the EPP's status can
+        // arrive, so every stream the EPP did not end already is half-closed and reset (docs/envoy.md).
+        call.end();
+        this.#cancelCall();
+      } else if (outcome === "completed" && this.#eppActive) {
         // Half-close and let the EPP end the stream with OK; cancel if it never does.
         call.end();
         const grace = setTimeout(() => this.#cancelCall(), this.#ctx.eppTimeoutMs);

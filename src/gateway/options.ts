@@ -5,6 +5,13 @@ import { normalizeEndpoint } from "./endpoints.js";
 
 export type FailureMode = "FailOpen" | "FailClose";
 export type LbPolicy = "epp" | "round-robin" | "least-request";
+/**
+ * How a finished exchange closes its ext_proc stream, as Envoy 1.40 does: "reset" is Envoy's default (half-close
+ * and reset at once unless the EPP already ended the call), "graceful" is Envoy with
+ * `envoy.reloadable_features.ext_proc_graceful_grpc_close` (half-close, wait for the EPP to end it).
+ */
+export type ExtProcClose = "graceful" | "reset";
+export const EXT_PROC_CLOSE_MODES: readonly ExtProcClose[] = ["graceful", "reset"];
 
 export const FAILURE_MODES: readonly FailureMode[] = ["FailOpen", "FailClose"];
 export const LB_POLICIES: readonly LbPolicy[] = ["epp", "round-robin", "least-request"];
@@ -19,6 +26,7 @@ export const GATEWAY_DEFAULTS = {
   upstreamConnections: 1024,
   leastRequestChoices: 2,
   shutdownGraceMs: 5_000,
+  extProcClose: "graceful" as ExtProcClose,
 } as const;
 
 export interface GatewayOptions {
@@ -50,6 +58,13 @@ export interface GatewayOptions {
   leastRequestChoices?: number;
   /** How long close() waits for in-flight requests before cutting them, ms. Default 5000. */
   shutdownGraceMs?: number;
+  /** Default "graceful", like the shipped deploy/envoy/envoy.yaml; "reset" is Envoy's own default. */
+  extProcClose?: ExtProcClose;
+  /**
+   * Answer requests without this header 401 before the EPP, the local reply then passing through the EPP's
+   * response path, as an auth filter ahead of the EPP does in Envoy Gateway. Default none.
+   */
+  requireHeader?: string;
   logger?: Logger;
 }
 
@@ -68,6 +83,8 @@ export interface ResolvedGatewayOptions {
   readonly subset: readonly string[] | undefined;
   readonly leastRequestChoices: number;
   readonly shutdownGraceMs: number;
+  readonly extProcClose: ExtProcClose;
+  readonly requireHeader: string | undefined;
 }
 
 function positiveInt(name: string, value: number | undefined, fallback: number, min = 1): number {
@@ -99,6 +116,9 @@ export function resolveGatewayOptions(options: GatewayOptions): ResolvedGatewayO
   const lb = options.lb ?? (epp === undefined ? "round-robin" : "epp");
   if (!LB_POLICIES.includes(lb)) throw new ConfigError(`must be one of ${LB_POLICIES.join(", ")}`, undefined, "lb");
   if (lb === "epp" && epp === undefined) throw new ConfigError("lb epp needs an EPP address (epp)", undefined, "lb");
+  const extProcClose = options.extProcClose ?? GATEWAY_DEFAULTS.extProcClose;
+  if (!EXT_PROC_CLOSE_MODES.includes(extProcClose))
+    throw new ConfigError(`must be one of ${EXT_PROC_CLOSE_MODES.join(", ")}`, undefined, "extProcClose");
   return {
     port,
     host,
@@ -123,5 +143,10 @@ export function resolveGatewayOptions(options: GatewayOptions): ResolvedGatewayO
       GATEWAY_DEFAULTS.leastRequestChoices,
     ),
     shutdownGraceMs: positiveInt("shutdownGraceMs", options.shutdownGraceMs, GATEWAY_DEFAULTS.shutdownGraceMs, 0),
+    extProcClose,
+    requireHeader:
+      options.requireHeader === undefined || options.requireHeader === ""
+        ? undefined
+        : options.requireHeader.toLowerCase(),
   };
 }

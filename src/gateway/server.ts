@@ -53,6 +53,8 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     epp,
     failOpen: resolved.failureMode === "FailOpen",
     eppTimeoutMs: resolved.eppTimeoutMs,
+    extProcReset: resolved.extProcClose === "reset",
+    requireHeader: resolved.requireHeader,
     subsetHint: resolved.subset === undefined ? undefined : stringListStruct(SUBSET_HINT_KEY, resolved.subset),
     logger,
   };

@@ -18,6 +18,8 @@ export interface Simulator {
   readonly port: number;
   readonly engine: Engine;
   readonly options: ResolvedSimOptions;
+  /** The HTTP server, for tests that also want to see each request as it reaches the pod. */
+  readonly server: Server;
   /** Stops listening, drops in-flight and hung requests, and resolves once the server is closed. */
   close(): Promise<void>;
 }
@@ -452,6 +454,7 @@ export async function startSimulator(options: SimulatorOptions): Promise<Simulat
     port: info.port,
     engine: sim.engine,
     options: resolved,
+    server,
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
         sim.engine.close();

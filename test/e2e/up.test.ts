@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { waitFor } from "../../src/cli/children.js";
 import { BASE_MODEL } from "../../src/cli/stack.js";
+import { describeWithTools } from "../helpers/tools.js";
 import { childPids, DIST_CLI, pidAlive, portFree, post, randomPort, requireBuild } from "./helpers.js";
 
 const SERVED = "x-gateway-destination-endpoint-served";
@@ -19,7 +20,8 @@ const PREFIX = "127.0.93";
 
 interface UpRun {
   readonly proc: ChildProcess;
-  readonly ports: { sim: number; gateway: number; grpc: number; health: number; metrics: number };
+  readonly ports: { sim: number; gateway: number; grpc: number; health: number; metrics: number; admin: number };
+  readonly gatewayKind: "dev" | "envoy";
   readonly sims: number;
   readonly layout: "addresses" | "ports";
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -38,10 +40,23 @@ function distinctPorts(n: number): number[] {
   return [...set];
 }
 
-function spawnUp(layout: "addresses" | "ports", sims: number, detached: boolean, gatewayPort?: number): UpRun {
+function spawnUp(
+  layout: "addresses" | "ports",
+  sims: number,
+  detached: boolean,
+  gatewayPort?: number,
+  gatewayKind: "dev" | "envoy" = "dev",
+): UpRun {
   // The ports layout needs `sims` consecutive ports: keep the base clear of the other four.
   const [sim, gateway, grpc, health, metrics] = distinctPorts(5).map((p, i) => (i === 0 ? p - (p % 16) : p + 16));
-  const ports = { sim: sim!, gateway: gatewayPort ?? gateway!, grpc: grpc!, health: health!, metrics: metrics! };
+  const ports = {
+    sim: sim!,
+    gateway: gatewayPort ?? gateway!,
+    grpc: grpc!,
+    health: health!,
+    metrics: metrics!,
+    admin: metrics! + 1,
+  };
   const dir = mkdtempSync(join(tmpdir(), "switchyard-e2e-up-"));
   dirs.push(dir);
   const args = [
@@ -51,6 +66,9 @@ function spawnUp(layout: "addresses" | "ports", sims: number, detached: boolean,
     ...["--sim-port", String(ports.sim), "--gateway-port", String(ports.gateway)],
     ...["--grpc-port", String(ports.grpc), "--grpc-health-port", String(ports.health)],
     ...["--metrics-port", String(ports.metrics), "--dir", dir, "--ready-timeout", "40s"],
+    // The stack's lifecycle is what this file tests; the Envoy front door has its own test below.
+    ...["--gateway", gatewayKind],
+    ...(gatewayKind === "envoy" ? ["--envoy-admin-port", String(ports.admin)] : []),
   ];
   const proc = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], detached });
   let out = "";
@@ -64,15 +82,20 @@ function spawnUp(layout: "addresses" | "ports", sims: number, detached: boolean,
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     proc.once("exit", (code, signal) => resolve({ code, signal })),
   );
-  const run: UpRun = { proc, ports, sims, layout, exited, stdout: () => out, stderr: () => err };
+  const run: UpRun = { proc, ports, gatewayKind, sims, layout, exited, stdout: () => out, stderr: () => err };
   runs.push(run);
   return run;
 }
 
 /** Starts `up` and waits for its "ready" line; picks new ports when another test file holds one of ours. */
-async function startUp(layout: "addresses" | "ports", sims: number, detached = false): Promise<UpRun> {
+async function startUp(
+  layout: "addresses" | "ports",
+  sims: number,
+  detached = false,
+  gatewayKind: "dev" | "envoy" = "dev",
+): Promise<UpRun> {
   for (let attempt = 0; ; attempt++) {
-    const run = spawnUp(layout, sims, detached);
+    const run = spawnUp(layout, sims, detached, undefined, gatewayKind);
     let exit: { code: number | null } | undefined;
     void run.exited.then((e) => {
       exit = e;
@@ -109,6 +132,7 @@ function listeners(run: UpRun): [string, number][] {
     ["127.0.0.1", grpc],
     ["127.0.0.1", health],
     ["127.0.0.1", metrics],
+    ...(run.gatewayKind === "envoy" ? [["127.0.0.1", run.ports.admin] as [string, number]] : []),
   ];
 }
 
@@ -119,7 +143,9 @@ async function expectChat(run: UpRun): Promise<void> {
     max_tokens: 8,
   });
   expect(r.status, r.text).toBe(200);
-  expect(simAddresses(run)).toContain(r.headers.get(SERVED));
+  // The dev gateway reports the served endpoint; through Envoy the pod names itself (x-inference-pod).
+  if (run.gatewayKind === "dev") expect(simAddresses(run)).toContain(r.headers.get(SERVED));
+  else expect(r.headers.get("x-inference-pod") ?? "").not.toBe("");
   const body = JSON.parse(r.text);
   expect(body.object).toBe("chat.completion");
   expect(body.usage.completion_tokens).toBe(8);
@@ -236,5 +262,31 @@ describe("switchyard up", () => {
     const zero = await bad(["--gateway-port", "0"]);
     expect(zero.code).toBe(2);
     expect(zero.err).toContain("--gateway-port");
+  });
+});
+
+describeWithTools(["envoy"], "switchyard up --gateway envoy", () => {
+  afterEach(async () => {
+    for (const run of runs.splice(0)) {
+      if (run.proc.exitCode === null && run.proc.signalCode === null) {
+        run.proc.kill("SIGKILL");
+        await run.exited;
+      }
+    }
+    for (const pid of seenChildren) if (pidAlive(pid)) process.kill(pid, "SIGKILL");
+    seenChildren.clear();
+  });
+
+  it("routes through real Envoy, says so, and SIGINT leaves nothing running (Envoy included)", async () => {
+    requireBuild();
+    const run = await startUp("addresses", 2, false, "envoy");
+    expect(run.stdout()).toMatch(/gateway: Envoy \(/);
+    const children = childPids(run.proc.pid!);
+    const grandchildren = children.flatMap((pid) => childPids(pid));
+    expect(grandchildren.length).toBeGreaterThan(0); // the envoy process under `switchyard envoy`
+    await expectChat(run);
+    run.proc.kill("SIGINT");
+    expect(await run.exited).toEqual({ code: 0, signal: null });
+    await expectNothingLeft(run, [...children, ...grandchildren]);
   });
 });

@@ -11,8 +11,9 @@ import { generate } from "selfsigned";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Cancellation } from "../../src/common/cancellation.js";
 import { ConfigError, SwitchyardError } from "../../src/common/errors.js";
+import type { ProcessingResponseWire } from "../../src/extproc/codec.js";
 import { createHealthServer, HealthState } from "../../src/extproc/health.js";
-import type { ProcessingRequest, ProcessingResponse } from "../../src/extproc/messages.js";
+import { BodySendMode, type ProcessingRequest, type ProcessingResponse } from "../../src/extproc/messages.js";
 import { healthService } from "../../src/extproc/proto.js";
 import { createExtProcServer, type ExtProcServer, type ExtProcServerOptions } from "../../src/extproc/server.js";
 import { ExtProcStream, type ProcessCall } from "../../src/extproc/stream.js";
@@ -173,6 +174,23 @@ describe("ext_proc stream (FULL_DUPLEX_STREAMED)", () => {
     expect(req.headers.get("x-request-id")).toBe(req.requestId);
 
     stream.end();
+    expect((await stream.status()).code).toBe(grpc.status.OK);
+    expect(fake.rec.done).toEqual(["completed"]);
+    await until(() => server.activeStreams() === 0, "active streams to drop to 0");
+  });
+
+  it("ends the call itself with OK once the response has ended, without waiting for Envoy's half-close", async () => {
+    const stream = client.open();
+    stream.sendRequestHeaders(CHAT_HEADERS);
+    stream.sendRequestBody('{"model":"m"}', true);
+    await stream.expect("request_headers");
+    await stream.expect("request_body");
+    stream.sendResponseHeaders({ ":status": "200", "content-type": "application/json" });
+    await stream.expect("response_headers");
+    stream.sendResponseBody('{"ok":true}', true);
+    const last = await stream.expect("response_body");
+    expect(last.response_body!.response!.body_mutation!.streamed_response!.end_of_stream).toBe(true);
+    // Envoy resets a stream it still holds open when its HTTP exchange ends; the server must not wait for it.
     expect((await stream.status()).code).toBe(grpc.status.OK);
     expect(fake.rec.done).toEqual(["completed"]);
     await until(() => server.activeStreams() === 0, "active streams to drop to 0");
@@ -408,11 +426,7 @@ describe("ext_proc stream (FULL_DUPLEX_STREAMED)", () => {
         (s) => s.sendRequestHeaders({ ":method": "GET" }, { endOfStream: true }).sendRequestBody("x", true),
         /request_body after request_headers with end_of_stream/,
       ],
-      [
-        "response first",
-        (s) => s.sendResponseHeaders({ ":status": "200" }),
-        /response_headers before the request was routed/,
-      ],
+      ["response body first", (s) => s.sendResponseBody("x", true), /response_body before response_headers/],
       ["empty message", (s) => s.send({}), /no request\/response member/],
     ];
     for (const [name, play, message] of cases) {
@@ -429,6 +443,35 @@ describe("ext_proc stream (FULL_DUPLEX_STREAMED)", () => {
       expect((await stream.status()).code, name).toBe(grpc.status.OK);
       expect(fake.rec.done, name).toEqual(["error"]);
     }
+  });
+
+  it("passes a local reply (response without a request) through unchanged and ends the call", async () => {
+    fake.use({ responseBody: () => Buffer.from("rewritten") });
+    // An earlier filter (basic auth) answered 401: Envoy encodes it through this filter, request never seen.
+    const stream = client.open();
+    stream.sendResponseHeaders({ ":status": "401", "www-authenticate": 'Basic realm="x"' });
+    const headers = await stream.expect("response_headers");
+    expect(headers.response_headers!.response ?? {}).toEqual({});
+    stream.sendResponseBody("User authentication failed.", true);
+    const body = await stream.expect("response_body");
+    const streamed = body.response_body!.response!.body_mutation!.streamed_response!;
+    expect(streamed.body!.toString()).toBe("User authentication failed.");
+    expect(streamed.end_of_stream).toBe(true);
+    expect((await stream.status()).code).toBe(grpc.status.OK);
+    expect(fake.rec.routes).toHaveLength(0);
+    expect(fake.rec.responseHeaders).toHaveLength(0);
+    expect(fake.rec.responseBodies).toHaveLength(0);
+    expect(fake.rec.done).toEqual(["completed"]);
+
+    // Envoy's own 413 in the middle of a request body (a BUFFERED overflow), ending with the headers.
+    reset(fake.rec);
+    const mid = client.open();
+    mid.sendRequestHeaders(CHAT_HEADERS).sendRequestBody('{"model":', false);
+    mid.sendResponseHeaders({ ":status": "413" }, { endOfStream: true });
+    await mid.expect("response_headers");
+    expect((await mid.status()).code).toBe(grpc.status.OK);
+    expect(fake.rec.routes).toHaveLength(0);
+    expect(fake.rec.done).toEqual(["completed"]);
   });
 
   it("keeps replies in order while an async route() is pending", async () => {
@@ -732,6 +775,86 @@ describe("ext_proc stream (BUFFERED)", () => {
       response: { headers: { ":status": "200" }, body: ["same"] },
     });
     expect(r2.messages.at(-1)!.response_body!.response).toEqual({});
+  });
+});
+
+describe("ext_proc stream (STREAMED / BUFFERED_PARTIAL requests, BUFFERED / NONE responses)", () => {
+  const fake = fakeFactory();
+  let client: FakeEnvoyClient;
+
+  beforeAll(async () => {
+    ({ client } = await startServer({ factory: fake.factory }));
+  });
+  afterEach(() => {
+    reset(fake.rec);
+    fake.use({});
+  });
+
+  for (const [name, mode] of [
+    ["STREAMED", BodySendMode.STREAMED],
+    ["BUFFERED_PARTIAL", BodySendMode.BUFFERED_PARTIAL],
+  ] as const) {
+    it(`answers ${name} request_headers at once with an override to BUFFERED, then routes on the body`, async () => {
+      const stream = client.open();
+      stream.sendRequestHeaders(CHAT_HEADERS, {
+        protocolConfig: { requestBodyMode: mode, responseBodyMode: BodySendMode.FULL_DUPLEX_STREAMED },
+      });
+      // Envoy sends no body in these modes until request_headers is answered: silence here would hang.
+      const first = (await stream.expect("request_headers")) as ProcessingResponseWire;
+      expect(first.request_headers!.response ?? {}).toEqual({});
+      expect(first.mode_override).toMatchObject({
+        request_body_mode: BodySendMode.BUFFERED,
+        response_body_mode: BodySendMode.FULL_DUPLEX_STREAMED,
+        request_header_mode: 1,
+        response_header_mode: 1,
+      });
+      stream.sendRequestBody('{"model":"m"}', true);
+      const routed = await stream.expect("request_body");
+      expect(mutationMap(routed.request_body!.response!.header_mutation).get("x-gateway-destination-endpoint")).toBe(
+        DEST,
+      );
+      expect(fake.rec.routes[0]!.body.toString()).toBe('{"model":"m"}');
+      stream.cancel();
+    });
+  }
+
+  it("refuses a STREAMED body that keeps coming in chunks (override not honoured) with a clear 500", async () => {
+    const stream = client.open();
+    stream.sendRequestHeaders(CHAT_HEADERS, { protocolConfig: { requestBodyMode: BodySendMode.STREAMED } });
+    await stream.expect("request_headers");
+    stream.sendRequestBody('{"model":', false);
+    const msg = await stream.expect("immediate_response");
+    expect(msg.immediate_response!.status?.code).toBe(500);
+    expect(msg.immediate_response!.body?.toString()).toMatch(/allow_mode_override: true/);
+    expect(fake.rec.routes).toHaveLength(0);
+    expect((await stream.status()).code).toBe(grpc.status.OK);
+  });
+
+  it("sets content-length beside a rewritten BUFFERED response body (Envoy refuses a mismatch)", async () => {
+    fake.use({ responseBody: () => Buffer.from('{"model":"alias-name"}') });
+    const r = await client.roundTrip({
+      headers: CHAT_HEADERS,
+      body: '{"model":"m"}',
+      mode: "buffered",
+      response: { headers: { ":status": "200", "content-length": "13" }, body: ['{"model":"m"}'] },
+    });
+    const answer = r.messages.at(-1)!.response_body!.response!;
+    expect(answer.body_mutation!.body!.toString()).toBe('{"model":"alias-name"}');
+    expect(mutationMap(answer.header_mutation).get("content-length")).toBe("22");
+    expect(r.grpcStatus.code).toBe(grpc.status.OK);
+  });
+
+  it("ends the call after response_headers when the response body mode is NONE", async () => {
+    const stream = client.open();
+    stream.sendRequestHeaders(
+      { ":method": "GET", ":path": "/v1/models" },
+      { endOfStream: true, protocolConfig: { requestBodyMode: "full-duplex", responseBodyMode: BodySendMode.NONE } },
+    );
+    await stream.expect("request_headers");
+    stream.sendResponseHeaders({ ":status": "200" });
+    await stream.expect("response_headers");
+    expect((await stream.status()).code).toBe(grpc.status.OK);
+    expect(fake.rec.done).toEqual(["completed"]);
   });
 });
 
