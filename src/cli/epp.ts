@@ -27,7 +27,7 @@ import { DEFAULT_MODELS_INTERVAL_MS, MetricsScraper } from "../datalayer/scraper
 import { Datastore } from "../datastore/datastore.js";
 import { isFresh } from "../datastore/types.js";
 import { createHealthServer } from "../extproc/health.js";
-import { createExtProcServer } from "../extproc/server.js";
+import { createExtProcServer, DEFAULT_STREAM_RESETS_PER_SECOND } from "../extproc/server.js";
 import type { DebugSnapshot } from "../observability/debug.js";
 import { DecisionLog } from "../observability/decisions.js";
 import { startMetricsServer } from "../observability/http.js";
@@ -101,6 +101,14 @@ export const EPP_FLAGS = {
     kind: "duration",
     default: DEFAULT_SCRAPE_TIMEOUT_MS,
     help: "deadline for one /metrics scrape (connect included)",
+    check: checks.positive,
+  },
+  "grpc-stream-resets-per-second": {
+    kind: "int",
+    default: DEFAULT_STREAM_RESETS_PER_SECOND,
+    help:
+      "RST_STREAMs one ext_proc connection may send per second (burst twice that) before Node closes it; Envoy resets " +
+      "every finished stream unless its graceful-close flag is on. Node >= 22.10 only (Node 20: fixed at 33/s)",
     check: checks.positive,
   },
   "served-models-refresh-interval": {
@@ -533,6 +541,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
     maxBodyBytes: f["max-body-bytes"],
     defaultRequestBodyMode: f["request-body-mode"] as "full-duplex" | "buffered",
     echoRequestHeaders: f["echo-request-headers"],
+    streamResetsPerSecond: f["grpc-stream-resets-per-second"],
     tls: f["secure-serving"] ? (f["cert-path"] ? { certPath: f["cert-path"] } : {}) : false,
     ...(f["health-checking"] ? { healthOnSamePort: health.state } : {}),
   });

@@ -43,6 +43,36 @@ export interface ExtProcServerOptions {
   readonly healthOnSamePort?: HealthState;
   /** Extra grpc-js server options, applied last (tuning escape hatch). Default: none. */
   readonly grpcOptions?: grpc.ServerOptions;
+  /**
+   * RST_STREAM frames accepted per second on one connection (burst: twice as many) before the connection is closed
+   * (`--grpc-stream-resets-per-second`, default 10000). Node ≥ 22.10 only; Node 20 keeps nghttp2's 33/s.
+   */
+  readonly streamResetsPerSecond?: number;
+}
+
+/**
+ * Envoy resets every ext_proc stream it is done with unless its `ext_proc_graceful_grpc_close` runtime flag is on,
+ * and Envoy Gateway and Istio leave it off (docs/envoy.md). nghttp2 counts the RST_STREAM frames a connection
+ * receives and, past a burst of 1000 refilled at 33 per second, closes the connection with GOAWAY, failing every
+ * stream then in flight on it: the 0.2–0.9 % of fast 500s seen at a few hundred requests per second
+ * (docs/design/ext-proc-protocol.md §9.1). One reset per request is Envoy's normal behaviour here, not an attack, so
+ * the budget must exceed the request rate of one connection. Node ≥ 22.10 (the container image) takes it as the
+ * http2 options `streamResetBurst`/`streamResetRate`; grpc-js does not pass those through, so they go into the
+ * options grpc-js hands to `http2.createServer` when it binds. Node 20 ignores them (its budget is fixed).
+ */
+export const DEFAULT_STREAM_RESETS_PER_SECOND = 10_000;
+
+/** True when the running Node honours the reset budget options. */
+export function streamResetBudgetSupported(version = process.versions.node): boolean {
+  const [major = 0, minor = 0] = version.split(".").map(Number);
+  return major > 22 || (major === 22 && minor >= 10);
+}
+
+function raiseStreamResetBudget(server: grpc.Server, perSecond: number): void {
+  const common = (server as unknown as { commonServerOptions?: Record<string, unknown> }).commonServerOptions;
+  if (common === null || typeof common !== "object") return;
+  common.streamResetRate = perSecond;
+  common.streamResetBurst = 2 * perSecond;
 }
 
 export interface ExtProcServer {
@@ -83,6 +113,10 @@ function validate(options: ExtProcServerOptions): void {
       undefined,
       "defaultRequestBodyMode",
     );
+  }
+  const resets = options.streamResetsPerSecond;
+  if (resets !== undefined && (!Number.isSafeInteger(resets) || resets < 1)) {
+    throw new ConfigError(`must be a positive integer, got ${String(resets)}`, undefined, "streamResetsPerSecond");
   }
   const tls = options.tls;
   if (tls !== undefined && tls !== false && (tls === null || typeof tls !== "object")) {
@@ -139,6 +173,9 @@ export function createExtProcServer(options: ExtProcServerOptions): ExtProcServe
     // grpc-js's channelz keeps per-call counters and traces for a channelz service switchyard does not serve;
     // bench/extproc measured it as pure per-request cost.
     "grpc.enable_channelz": 0,
+    // grpc-js binds with SO_REUSEPORT by default, so a second EPP on the same port (an old one still draining, a
+    // mistyped flag) would silently share the traffic instead of failing to start.
+    "grpc.so_reuseport": 0,
     ...options.grpcOptions,
   };
 
@@ -175,6 +212,7 @@ export function createExtProcServer(options: ExtProcServerOptions): ExtProcServe
       if (server !== undefined) throw new Error("ext_proc server already started");
       const credentials = await serverCredentials(options.tls);
       const s = new grpc.Server(grpcOptions);
+      raiseStreamResetBudget(s, options.streamResetsPerSecond ?? DEFAULT_STREAM_RESETS_PER_SECOND);
       s.addService(extProcServerDefinition(), {
         Process: (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) => handleCall(call),
       });
