@@ -93,17 +93,22 @@ async function main(): Promise<void> {
   });
   const agent = new Agent({ connections: CONCURRENCY, pipelining: 1 });
   const body = JSON.stringify({ model: "base", messages: [{ role: "user", content: "hi" }], max_tokens: 1 });
+  const url = new URL("/v1/chat/completions", envoy.url);
+  /** One chat completion through Envoy; its status. */
+  const post = async (): Promise<number> => {
+    const r = await request(url, {
+      method: "POST",
+      body,
+      headers: { "content-type": "application/json" },
+      dispatcher: agent,
+    });
+    await r.body.dump();
+    return r.statusCode;
+  };
   // Ready when a request routes.
   for (let i = 0; ; i++) {
     try {
-      const r = await request(new URL("/v1/chat/completions", envoy.url), {
-        method: "POST",
-        body,
-        headers: { "content-type": "application/json" },
-        dispatcher: agent,
-      });
-      await r.body.dump();
-      if (r.statusCode === 200) break;
+      if ((await post()) === 200) break;
     } catch {
       // not yet
     }
@@ -123,14 +128,7 @@ async function main(): Promise<void> {
       Array.from({ length: CONCURRENCY }, async () => {
         while (Date.now() < deadline) {
           try {
-            const r = await request(new URL("/v1/chat/completions", envoy.url), {
-              method: "POST",
-              body,
-              headers: { "content-type": "application/json" },
-              dispatcher: agent,
-            });
-            await r.body.dump();
-            if (r.statusCode === 200) ok++;
+            if ((await post()) === 200) ok++;
             else failed++;
           } catch {
             failed++;

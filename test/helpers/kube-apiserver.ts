@@ -29,12 +29,12 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generate } from "selfsigned";
 import { Agent, fetch } from "undici";
 import { parseAllDocuments, stringify } from "yaml";
+import { freePort } from "./relay.js";
 
 export interface KubeApiServerOptions {
   /** Absolute paths of the binaries (describeWithTools gives them). */
@@ -87,17 +87,6 @@ export class KubeRequestError extends Error {
 const SERVICE_CIDR = "10.0.0.0/24";
 const SERVICE_IP = "10.0.0.1";
 const ISSUER = "https://kubernetes.default.svc.cluster.local";
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

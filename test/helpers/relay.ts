@@ -17,6 +17,11 @@ export async function freePorts(n: number, host = "127.0.0.1"): Promise<number[]
   return ports;
 }
 
+/** One free port (several at once: freePorts, which cannot hand out the same one twice). */
+export async function freePort(host = "127.0.0.1"): Promise<number> {
+  return (await freePorts(1, host))[0]!;
+}
+
 export async function relay(address: string, port: number, target: number): Promise<Server> {
   const sockets = new Set<Socket>();
   const server = createServer((c) => {

@@ -8,7 +8,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createWriteStream, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, it } from "vitest";
@@ -17,21 +16,11 @@ import { DIST_CLI, requireBuild } from "../e2e/helpers.js";
 import { CHAT_HEADERS, chatBody } from "../helpers/epp-harness.js";
 import { connect } from "../helpers/extproc-client.js";
 import { KubeApiServer } from "../helpers/kube-apiserver.js";
+import { freePort } from "../helpers/relay.js";
 import { describeWithTools } from "../helpers/tools.js";
 import { createPods, healthCheck, type ModelServers, minimalRole, poolManifest, startModelServers } from "./helpers.js";
 
 const OUTAGE_MS = process.env.SWITCHYARD_K8S_LONG_OUTAGE === "1" ? 60_000 : 20_000;
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 interface Replica {
   readonly name: string;

@@ -25,6 +25,7 @@ import {
   poolManifest,
   startKubeEpp,
   startModelServers,
+  untilServing,
   WAIT,
 } from "./helpers.js";
 
@@ -120,7 +121,7 @@ describeWithTools(["etcd", "kube-apiserver"], "EPP against a real kube-apiserver
         .map((a) => `${a}:${s.port}`)
         .sort(),
     );
-    expect(await healthCheck(`127.0.0.1:${e.epp.healthPort}`, "readiness")).toBe("SERVING");
+    await untilServing(`127.0.0.1:${e.epp.healthPort}`);
     const c = client(e);
     const dest = (await c.roundTrip({ headers: CHAT_HEADERS, body: chatBody("m") })).destination;
     expect(s.addresses.slice(0, 2).map((a) => `${a}:${s.port}`)).toContain(dest);
@@ -397,7 +398,7 @@ describeWithTools(["etcd", "kube-apiserver"], "EPP against a real kube-apiserver
     const sa = await kube.serviceAccountKubeconfig("epp-rbac-opt", { rules });
     const e = await epp(sa, ["--pool-name", "rbac-opt"]);
     expect(keys(e.epp)).toEqual([`${s.addresses[0]}:${s.port}`]);
-    expect(await healthCheck(`127.0.0.1:${e.epp.healthPort}`, "readiness")).toBe("SERVING");
+    await untilServing(`127.0.0.1:${e.epp.healthPort}`);
     const errors = e.lines.filter((l) => l.level === 50).map((l) => String(l.msg));
     expect(errors).toHaveLength(2);
     expect(errors.join("\n")).toContain('resources: ["inferenceobjectives"], verbs: ["get", "list", "watch"]');

@@ -9,13 +9,13 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createWriteStream, readdirSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { CHAT_HEADERS, chatBody } from "../helpers/epp-harness.js";
 import { connect, type FakeEnvoyClient, type RoundTripResult } from "../helpers/extproc-client.js";
 import { KubeApiServer } from "../helpers/kube-apiserver.js";
+import { freePort } from "../helpers/relay.js";
 import { describeWithTools, REQUIRE_TOOLS, SKIPPED_PREFIX, SKIPPED_SUFFIX } from "../helpers/tools.js";
 import {
   type CapturedEpp,
@@ -29,17 +29,6 @@ import {
   startKubeEpp,
   startModelServers,
 } from "./helpers.js";
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
   const t0 = performance.now();

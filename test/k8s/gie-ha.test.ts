@@ -6,28 +6,17 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createWriteStream, readdirSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, it } from "vitest";
 import { CHAT_HEADERS, chatBody } from "../helpers/epp-harness.js";
 import { connect } from "../helpers/extproc-client.js";
 import { KubeApiServer } from "../helpers/kube-apiserver.js";
+import { freePort } from "../helpers/relay.js";
 import { describeWithTools } from "../helpers/tools.js";
 import { createPods, gieCrdDir, healthCheck, type ModelServers, poolManifest, startModelServers } from "./helpers.js";
 
 const ENABLED = process.env.SWITCHYARD_K8S_GIE_HA === "1";
 const OUTAGE_MS = process.env.SWITCHYARD_K8S_LONG_OUTAGE === "1" ? 60_000 : 20_000;
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describeWithTools(
   ["etcd", "kube-apiserver", "gie-epp"],

@@ -91,6 +91,21 @@ export async function startKubeEpp(kubeconfig: string, flags: readonly string[])
 }
 
 /** grpc.health.v1 Check; resolves with the status name (SERVING, NOT_SERVING, …) or the gRPC error code. */
+/**
+ * Waits until `service` answers SERVING (readiness follows the first scrape round, which on a busy machine lags
+ * the endpoints' appearance); throws with the last answer after `timeoutMs`.
+ */
+export async function untilServing(address: string, service = "readiness", timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  while (Date.now() < deadline) {
+    last = await healthCheck(address, service);
+    if (last === "SERVING") return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${service} at ${address} never became SERVING (last: ${last})`);
+}
+
 export async function healthCheck(address: string, service: string, timeoutMs = 3000): Promise<string> {
   const Client = healthService();
   const client = new Client(address, grpc.credentials.createInsecure()) as unknown as grpc.Client & {

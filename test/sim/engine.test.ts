@@ -250,7 +250,11 @@ describe("LoRA", () => {
     const blocked = await waitFor(async () => {
       const s = await scrape(sim);
       const cur = currentLora(s);
-      return cur.labels.waiting_lora_adapters === "ad-b" && cur.labels.running_lora_adapters === "ad-a" ? s : undefined;
+      // The gauges show a request one engine step after it arrives (vLLM 0.32's lag), the LoRA set at once.
+      const gauges = value(s, "vllm:num_requests_waiting") === 1 && value(s, "vllm:num_requests_running") === 1;
+      return gauges && cur.labels.waiting_lora_adapters === "ad-b" && cur.labels.running_lora_adapters === "ad-a"
+        ? s
+        : undefined;
     }, "ad-b waiting");
     expect(value(blocked, "vllm:num_requests_waiting")).toBe(1);
     expect(value(blocked, "vllm:num_requests_running")).toBe(1);
