@@ -100,7 +100,7 @@ export class KubernetesForbiddenError extends ConfigError {
     readonly namespace: string,
     detail: string,
   ) {
-    const rule = `{apiGroups: ["${group}"], resources: ["${resource}"], verbs: ["get", "list", "watch"]}`;
+    const rule = `{apiGroups: ["${group}"], resources: ["${resource}"], verbs: ["list", "watch"]}`;
     const what = group === "" ? resource : `${resource}.${group}`;
     super(
       `forbidden: cannot ${verb} ${what} in namespace "${namespace}" (HTTP 403: ${detail}); add this rule to ` +

@@ -401,8 +401,8 @@ describeWithTools(["etcd", "kube-apiserver"], "EPP against a real kube-apiserver
     await untilServing(`127.0.0.1:${e.epp.healthPort}`);
     const errors = e.lines.filter((l) => l.level === 50).map((l) => String(l.msg));
     expect(errors).toHaveLength(2);
-    expect(errors.join("\n")).toContain('resources: ["inferenceobjectives"], verbs: ["get", "list", "watch"]');
-    expect(errors.join("\n")).toContain('resources: ["inferencemodelrewrites"], verbs: ["get", "list", "watch"]');
+    expect(errors.join("\n")).toContain('resources: ["inferenceobjectives"], verbs: ["list", "watch"]');
+    expect(errors.join("\n")).toContain('resources: ["inferencemodelrewrites"], verbs: ["list", "watch"]');
   });
 
   it("a Role without pods: start fails naming resource, verb and the rule to add", async () => {
@@ -419,7 +419,7 @@ describeWithTools(["etcd", "kube-apiserver"], "EPP against a real kube-apiserver
       (x: unknown) => x as Error,
     );
     expect(err?.message).toContain('cannot list pods in namespace "default"');
-    expect(err?.message).toContain('{apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"]}');
+    expect(err?.message).toContain('{apiGroups: [""], resources: ["pods"], verbs: ["list", "watch"]}');
   });
 
   it("does not report ready before the pool and its pods have listed", async () => {

@@ -264,7 +264,7 @@ describe("KubernetesSource: pool mode", () => {
     const errors = lines.filter((l) => l.level === 50 && String(l.msg).includes("inferenceobjectives"));
     expect(errors).toHaveLength(1);
     expect(String(errors[0]!.msg)).toContain(
-      'add this rule to the EPP\'s Role: {apiGroups: ["inference.networking.x-k8s.io"], resources: ["inferenceobjectives"], verbs: ["get", "list", "watch"]}',
+      'add this rule to the EPP\'s Role: {apiGroups: ["inference.networking.x-k8s.io"], resources: ["inferenceobjectives"], verbs: ["list", "watch"]}',
     );
     server.forbid(objectives, false);
     await vi.waitFor(() => expect(ds.objective("gold")?.priority).toBe(10), WAIT);
@@ -280,7 +280,7 @@ describe("KubernetesSource: pool mode", () => {
     );
     expect(err).toBeInstanceOf(KubernetesForbiddenError);
     expect((err as Error).message).toContain('cannot list pods in namespace "default"');
-    expect((err as Error).message).toContain('{apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"]}');
+    expect((err as Error).message).toContain('{apiGroups: [""], resources: ["pods"], verbs: ["list", "watch"]}');
   });
 
   it("keeps its last view when a required resource becomes forbidden after the first sync, and recovers", async () => {
