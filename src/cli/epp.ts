@@ -31,6 +31,11 @@ import { createExtProcServer } from "../extproc/server.js";
 import type { DebugSnapshot } from "../observability/debug.js";
 import { DecisionLog } from "../observability/decisions.js";
 import { startMetricsServer } from "../observability/http.js";
+import {
+  DEFAULT_LABEL_MAX_LENGTH,
+  DEFAULT_MODEL_LABEL_IDLE_MS,
+  DEFAULT_MODEL_LABEL_LIMIT,
+} from "../observability/label-cap.js";
 import { createLogger, type Logger } from "../observability/logger.js";
 import { EppMetrics } from "../observability/metrics.js";
 import { Director } from "../request/director.js";
@@ -96,6 +101,24 @@ export const EPP_FLAGS = {
     kind: "duration",
     default: DEFAULT_METRICS_STALENESS_THRESHOLD_MS,
     help: "endpoints whose metrics are older than this are left out of the pool gauges",
+  },
+  "metrics-label-max-length": {
+    kind: "int",
+    default: DEFAULT_LABEL_MAX_LENGTH,
+    help: 'longest model name or tenant from a request kept as a metric label value; longer ones are labelled "other" (counted in switchyard_metric_labels_capped_total)',
+    check: checks.positive,
+  },
+  "metrics-model-label-limit": {
+    kind: "int",
+    default: DEFAULT_MODEL_LABEL_LIMIT,
+    help: 'distinct unconfigured model names given their own metric series; later ones are labelled "other"',
+    check: checks.nonNegative,
+  },
+  "metrics-model-label-idle-expiry": {
+    kind: "duration",
+    default: DEFAULT_MODEL_LABEL_IDLE_MS,
+    help: "series of an unconfigured model name are dropped after it has been unused this long, freeing its slot",
+    check: checks.positive,
   },
   "scrape-timeout": {
     kind: "duration",
@@ -406,6 +429,10 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
     prefixIndexSize: () => indexSize?.(),
     // Read from the server at scrape time: no per-stream bookkeeping on the request path.
     streamsInFlight: () => server.activeStreams(),
+    labelMaxLength: f["metrics-label-max-length"],
+    modelLabelLimit: f["metrics-model-label-limit"],
+    modelLabelIdleMs: f["metrics-model-label-idle-expiry"],
+    logger,
   });
   let scheduler: ReturnType<typeof createScheduler>;
   try {
@@ -650,6 +677,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
       await health.stop();
       await metricsServer.close();
       (admission as { close?: () => void }).close?.();
+      metrics.close();
       logger.flush?.();
     },
   };
