@@ -41,7 +41,7 @@ import { EppMetrics } from "../observability/metrics.js";
 import { Director } from "../request/director.js";
 import type { LifecycleFactory } from "../request/lifecycle.js";
 import { createPluginHandle, createScheduler, loadPickerConfig, type PickerConfig } from "../scheduling/index.js";
-import { FileSource } from "../sources/file.js";
+import { DEFAULT_RESOURCES_MAX_BYTES, FileSource } from "../sources/file.js";
 import { KubernetesSource, loadKubeConfig } from "../sources/kubernetes.js";
 import { LeaderElector, leaseNameFor } from "../sources/leader.js";
 import { instrumentScheduler, pluginDurationRecorder, prefixIndexSize, timedPreRequest } from "./epp-telemetry.js";
@@ -73,6 +73,12 @@ export const EPP_FLAGS = {
     kind: "string",
     default: "",
     help: "file or directory of Kubernetes-style YAML (pools, models, objectives, rewrites, pods); reloaded on change. Without it the EPP watches the Kubernetes API",
+  },
+  "resources-max-bytes": {
+    kind: "int",
+    default: DEFAULT_RESOURCES_MAX_BYTES,
+    help: "largest --resources file read; a larger one is refused and its last good objects stay",
+    check: checks.positive,
   },
   kubeconfig: { kind: "string", default: "", help: "kubeconfig path; default in-cluster config, then $KUBECONFIG" },
   "endpoint-selector": {
@@ -485,11 +491,11 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   });
 
   datastore.onEndpointsChanged((added, removed) => {
-    for (const e of added) logger.info({ endpoint: e.key, pod: e.podName }, "endpoint joined the pool");
-    for (const e of removed) {
-      logger.info({ endpoint: e.key, pod: e.podName }, "endpoint left the pool");
-      scheduler.endpointRemoved(e.key);
-    }
+    // One line per endpoint for the first few; a reload that adds 20k pods is summarised by the datastore's
+    // "endpoints changed" line instead of 20k lines written on the request path's thread.
+    for (const e of added.slice(0, 10)) logger.info({ endpoint: e.key, pod: e.podName }, "endpoint joined the pool");
+    for (const e of removed.slice(0, 10)) logger.info({ endpoint: e.key, pod: e.podName }, "endpoint left the pool");
+    for (const e of removed) scheduler.endpointRemoved(e.key);
   });
 
   // Sources: files, or the Kubernetes API (informers).
@@ -499,7 +505,13 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   let stopSource: () => Promise<void> = async () => {};
   if (!overrides.datastore) {
     if (f.resources) {
-      const source = new FileSource({ path: f.resources, datastore, logger });
+      const source = new FileSource({
+        path: f.resources,
+        datastore,
+        logger,
+        maxBytes: f["resources-max-bytes"],
+        onOutcome: (outcome) => metrics.resourceReloads.inc({ outcome }),
+      });
       const report = await source.start();
       logger.info(
         { resources: f.resources, accepted: report.accepted, rejected: report.rejected.length },

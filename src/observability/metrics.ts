@@ -130,6 +130,7 @@ export class EppMetrics {
   readonly queueWait: Histogram<"priority" | "outcome">;
   readonly recommendedReplicas: Gauge<"inference_pool">;
   readonly labelsCapped: Counter<"label" | "reason">;
+  readonly resourceReloads: Counter<"outcome">;
 
   readonly #options: MetricsOptions;
   readonly #models: LabelCapper;
@@ -145,6 +146,12 @@ export class EppMetrics {
       name: "switchyard_metric_labels_capped_total",
       help: 'Label values from requests replaced by "other": reason too_long (--metrics-label-max-length) or too_many (--metrics-model-label-limit, admission.tenantLabelLimit).',
       labelNames: ["label", "reason"],
+      registers: [r],
+    });
+    this.resourceReloads = new Counter({
+      name: "switchyard_resource_reloads_total",
+      help: "Reloads of --resources files by outcome: applied, or kept (the last good view stays) because the file was kept_empty, kept_changing (rewritten while read), kept_invalid, too_large or path_missing.",
+      labelNames: ["outcome"],
       registers: [r],
     });
     this.#models = new LabelCapper({

@@ -76,6 +76,7 @@ const EXTRAS: readonly (readonly [string, Kind, readonly string[]])[] = [
   ["switchyard_queue_wait_seconds", "histogram", ["priority", "outcome"]],
   ["switchyard_pool_recommended_replicas", "gauge", ["inference_pool"]],
   ["switchyard_metric_labels_capped_total", "counter", ["label", "reason"]],
+  ["switchyard_resource_reloads_total", "counter", ["outcome"]],
 ];
 
 interface Described {
