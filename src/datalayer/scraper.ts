@@ -480,10 +480,14 @@ export class MetricsScraper {
       t.failures = 0;
       this.#report(endpoint, { ok: true, durationMs });
       // Align to the tick grid: a scrape that overran the interval skips the ticks it missed.
-      this.#schedule(t, this.#intervalMs - (durationMs % this.#intervalMs));
+      const next = this.#intervalMs - (durationMs % this.#intervalMs);
+      // Until the next scrape is late (its tick plus its timeout) these numbers are the newest there can be.
+      endpoint.metricsValidUntil = finished + next + this.#timeoutMs;
+      this.#schedule(t, next);
       return;
     }
     endpoint.lastScrapeError = error.message;
+    endpoint.metricsValidUntil = undefined;
     t.failures++;
     if (error.reason === "engine") {
       if (!t.warnedEngine) this.#logger.warn({ endpoint: endpoint.key, err: error.message }, "metrics scrape failing");

@@ -564,6 +564,7 @@ export class Datastore implements EndpointSource {
               inflightTokens: 0,
               routedRequests: 0,
               lastScrapeError: undefined,
+              metricsValidUntil: undefined,
             };
             added.push(ep);
           } else if (!sameLabels(ep.labels, p.labels)) {

@@ -270,3 +270,33 @@ describe("shipped scheduling profiles", () => {
     ]);
   });
 });
+
+describe("epp with slow but healthy /metrics", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({
+      models: [{ name: "batch-model", criticality: "Sheddable" }],
+      // Generous, so the slow answers below always arrive in time however busy the machine is.
+      flags: ["--scrape-timeout", "10s"],
+    });
+  });
+  afterAll(async () => h?.close());
+
+  it("does not shed Sheddable traffic as saturated on an idle pool whose scrapes take longer than the staleness bound", async () => {
+    // Idle pods whose /metrics answers take 400 ms, twice the 200 ms staleness bound: without the fix the last
+    // numbers are "stale" for most of each scrape, and the pool looks saturated.
+    for (const p of h.pods) p.behaviour = { ...p.behaviour, delayMs: 400 };
+    const start = h.pods.map((p) => p.requests);
+    await vi.waitFor(() => expect(h.pods.every((p, i) => p.requests >= start[i]! + 2)).toBe(true), {
+      timeout: 30_000,
+      interval: 20,
+    });
+    const statuses: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      const r = await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("batch-model") });
+      statuses.push(r.status === "routed" ? 200 : (r.immediate?.status ?? 0));
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+  });
+});
