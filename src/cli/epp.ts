@@ -61,7 +61,11 @@ export const EPP_FLAGS = {
     help: "HTTP port for /metrics and /debug/endpoints",
     check: checks.port,
   },
-  host: { kind: "string", default: "0.0.0.0", help: "address every server binds to" },
+  host: {
+    kind: "string",
+    default: "0.0.0.0",
+    help: "address the ext_proc, gRPC health and metrics servers bind to; the default 0.0.0.0 is every interface (as GIE), use 127.0.0.1 to keep them on this machine",
+  },
   "pool-name": { kind: "string", default: "", help: "InferencePool this EPP serves" },
   "pool-namespace": {
     kind: "string",
@@ -242,7 +246,8 @@ export const EPP_FLAGS = {
 type EppFlagValues = FlagValues<typeof EPP_FLAGS>;
 
 const SUMMARY =
-  "Endpoint picker for Envoy ext_proc (GIE v1 protocol). Resources come from --resources files or the Kubernetes API.";
+  "Endpoint picker for Envoy ext_proc (GIE v1 protocol). Resources come from --resources files or the Kubernetes API.\n" +
+  "By default every port (ext_proc, gRPC health, metrics) binds 0.0.0.0, all interfaces; see --host and docs/security.md.";
 
 export interface RunningEpp {
   readonly grpcPort: number;
