@@ -27,7 +27,11 @@ import { MetricsScraper } from "../datalayer/scraper.js";
 import { Datastore } from "../datastore/datastore.js";
 import { isFresh } from "../datastore/types.js";
 import { createHealthServer } from "../extproc/health.js";
-import { createExtProcServer } from "../extproc/server.js";
+import {
+  createExtProcServer,
+  DEFAULT_MAX_STREAMS_PER_CONNECTION,
+  DEFAULT_STREAM_IDLE_TIMEOUT_MS,
+} from "../extproc/server.js";
 import type { DebugSnapshot } from "../observability/debug.js";
 import { DecisionLog } from "../observability/decisions.js";
 import { startMetricsServer } from "../observability/http.js";
@@ -154,6 +158,18 @@ export const EPP_FLAGS = {
   },
   "config-file": { kind: "string", default: "", help: "EndpointPickerConfig YAML file (exclusive with --config-text)" },
   "config-text": { kind: "string", default: "", help: "EndpointPickerConfig YAML text (exclusive with --config-file)" },
+  "grpc-max-streams-per-connection": {
+    kind: "int",
+    default: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+    help: "open ext_proc streams allowed on one client connection (advertised as HTTP/2 MAX_CONCURRENT_STREAMS); more get RESOURCE_EXHAUSTED",
+    check: checks.positive,
+  },
+  "grpc-stream-idle-timeout": {
+    kind: "duration",
+    default: DEFAULT_STREAM_IDLE_TIMEOUT_MS,
+    help: "an ext_proc stream that receives no message for this long is ended with DEADLINE_EXCEEDED (0 = never); keep it above the longest time to first token",
+    check: checks.nonNegative,
+  },
   "max-body-bytes": {
     kind: "int",
     default: DEFAULT_MAX_BODY_BYTES,
@@ -571,6 +587,9 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
     defaultRequestBodyMode: f["request-body-mode"] as "full-duplex" | "buffered",
     echoRequestHeaders: f["echo-request-headers"],
     tls: f["secure-serving"] ? (f["cert-path"] ? { certPath: f["cert-path"] } : {}) : false,
+    maxStreamsPerConnection: f["grpc-max-streams-per-connection"],
+    streamIdleTimeoutMs: f["grpc-stream-idle-timeout"],
+    onStreamLimited: (reason) => metrics.streamsLimited.inc({ reason }),
     ...(f["health-checking"] ? { healthOnSamePort: health.state } : {}),
   });
 

@@ -131,6 +131,7 @@ export class EppMetrics {
   readonly recommendedReplicas: Gauge<"inference_pool">;
   readonly labelsCapped: Counter<"label" | "reason">;
   readonly resourceReloads: Counter<"outcome">;
+  readonly streamsLimited: Counter<"reason">;
 
   readonly #options: MetricsOptions;
   readonly #models: LabelCapper;
@@ -152,6 +153,12 @@ export class EppMetrics {
       name: "switchyard_resource_reloads_total",
       help: "Reloads of --resources files by outcome: applied, or kept (the last good view stays) because the file was kept_empty, kept_changing (rewritten while read), kept_invalid, too_large or path_missing.",
       labelNames: ["outcome"],
+      registers: [r],
+    });
+    this.streamsLimited = new Counter({
+      name: "switchyard_extproc_streams_limited_total",
+      help: "ext_proc streams refused (per_connection_limit, --grpc-max-streams-per-connection) or ended (idle_timeout, --grpc-stream-idle-timeout).",
+      labelNames: ["reason"],
       registers: [r],
     });
     this.#models = new LabelCapper({

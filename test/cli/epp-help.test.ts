@@ -12,6 +12,8 @@ const BOUNDS = [
   "metrics-model-label-limit",
   "metrics-model-label-idle-expiry",
   "resources-max-bytes",
+  "grpc-max-streams-per-connection",
+  "grpc-stream-idle-timeout",
 ];
 
 describe("epp --help", () => {

@@ -77,6 +77,7 @@ const EXTRAS: readonly (readonly [string, Kind, readonly string[]])[] = [
   ["switchyard_pool_recommended_replicas", "gauge", ["inference_pool"]],
   ["switchyard_metric_labels_capped_total", "counter", ["label", "reason"]],
   ["switchyard_resource_reloads_total", "counter", ["outcome"]],
+  ["switchyard_extproc_streams_limited_total", "counter", ["reason"]],
 ];
 
 interface Described {
