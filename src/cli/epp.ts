@@ -42,6 +42,7 @@ import {
 } from "../observability/label-cap.js";
 import { createLogger, type Logger } from "../observability/logger.js";
 import { EppMetrics } from "../observability/metrics.js";
+import { createScrapeAuthorizer, kubernetesReviewApi, type ReviewApi } from "../observability/scrape-auth.js";
 import { Director } from "../request/director.js";
 import type { LifecycleFactory } from "../request/lifecycle.js";
 import { createPluginHandle, createScheduler, loadPickerConfig, type PickerConfig } from "../scheduling/index.js";
@@ -64,6 +65,21 @@ export const EPP_FLAGS = {
     default: DEFAULT_METRICS_PORT,
     help: "HTTP port for /metrics and /debug/endpoints",
     check: checks.port,
+  },
+  "metrics-bind-address": {
+    kind: "string",
+    default: "",
+    help: 'where /metrics and /debug/* listen, host:port; "" = --host and --metrics-port, "0" = no metrics server at all',
+  },
+  "metrics-endpoint-auth": {
+    kind: "bool",
+    default: true,
+    help: "Kubernetes mode: /metrics and /debug/* require a bearer token allowed to get the path (TokenReview + SubjectAccessReview), as GIE; ignored with --resources",
+  },
+  "enable-debug-endpoints": {
+    kind: "bool",
+    default: false,
+    help: "serve /debug/endpoints (pod IPs, models, recent decisions; what `switchyard top` reads) on the metrics server",
   },
   host: {
     kind: "string",
@@ -287,6 +303,8 @@ export interface StartEppOverrides {
   readonly scrape?: boolean;
   /** Use this datastore instead of creating one from --resources / Kubernetes (benchmarks). */
   readonly datastore?: Datastore;
+  /** TokenReview / SubjectAccessReview client for --metrics-endpoint-auth (tests); default: the API server's. */
+  readonly reviewApi?: ReviewApi;
 }
 
 export interface AdmissionContext {
@@ -637,13 +655,26 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
     };
   };
 
-  const metricsServer = await startMetricsServer({
-    host: f.host,
-    port: f["metrics-port"],
-    metrics,
-    debugSnapshot: snapshot,
-    logger,
-  });
+  const bind = metricsBindAddress(f);
+  // Scrapers are authenticated against the API server this EPP already talks to; file mode has none.
+  const kubernetesMode = !overrides.datastore && !f.resources;
+  const authorizer =
+    kubernetesMode && f["metrics-endpoint-auth"] && bind !== undefined
+      ? createScrapeAuthorizer(overrides.reviewApi ?? kubernetesReviewApi(loadKubeConfig(f.kubeconfig || undefined)))
+      : undefined;
+  const metricsServer =
+    bind === undefined
+      ? { port: 0, close: async () => {} }
+      : await startMetricsServer({
+          host: bind.host,
+          port: bind.port,
+          metrics,
+          ...(f["enable-debug-endpoints"] ? { debugSnapshot: snapshot } : {}),
+          logger,
+          ...(authorizer
+            ? { authorizer, onRefused: (status: number) => metrics.scrapesRefused.inc({ status: String(status) }) }
+            : {}),
+        });
   const { port: grpcPort } = await server.start();
   const healthPort = (await health.start()).port;
 
@@ -731,6 +762,18 @@ function createScaler(f: EppFlagValues, namespace: string): KubernetesScaler {
     namespace,
     target: parseScaleTarget(f["autoscale-target"]),
   });
+}
+
+/** `--metrics-bind-address`: undefined = no metrics server. */
+function metricsBindAddress(f: EppFlagValues): { host: string; port: number } | undefined {
+  const raw = f["metrics-bind-address"].trim();
+  if (raw === "") return { host: f.host, port: f["metrics-port"] };
+  if (raw === "0") return undefined;
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(raw);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (m === null || port > 65535)
+    throw new ConfigError(`expected host:port, :port or 0, got "${raw}"`, undefined, "--metrics-bind-address");
+  return { host: m[1] ?? (m[2] || f.host), port };
 }
 
 /** One structured line naming the file and field of a rejected configuration (the CLI also prints it). */

@@ -132,6 +132,7 @@ export class EppMetrics {
   readonly labelsCapped: Counter<"label" | "reason">;
   readonly resourceReloads: Counter<"outcome">;
   readonly streamsLimited: Counter<"reason">;
+  readonly scrapesRefused: Counter<"status">;
 
   readonly #options: MetricsOptions;
   readonly #models: LabelCapper;
@@ -159,6 +160,12 @@ export class EppMetrics {
       name: "switchyard_extproc_streams_limited_total",
       help: "ext_proc streams refused (per_connection_limit, --grpc-max-streams-per-connection) or ended (idle_timeout, --grpc-stream-idle-timeout).",
       labelNames: ["reason"],
+      registers: [r],
+    });
+    this.scrapesRefused = new Counter({
+      name: "switchyard_metrics_requests_refused_total",
+      help: "Requests to /metrics or /debug/* refused by --metrics-endpoint-auth: 401 no valid token, 403 not allowed, 503 API server unavailable.",
+      labelNames: ["status"],
       registers: [r],
     });
     this.#models = new LabelCapper({

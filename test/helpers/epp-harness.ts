@@ -89,6 +89,8 @@ export const LOOPBACK_EPP_FLAGS: readonly string[] = [
   "0",
   "--metrics-port",
   "0",
+  // Tests read /debug/endpoints; it is off by default (docs/security.md).
+  "--enable-debug-endpoints",
 ];
 
 export interface Harness {

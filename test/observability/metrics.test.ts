@@ -78,6 +78,7 @@ const EXTRAS: readonly (readonly [string, Kind, readonly string[]])[] = [
   ["switchyard_metric_labels_capped_total", "counter", ["label", "reason"]],
   ["switchyard_resource_reloads_total", "counter", ["outcome"]],
   ["switchyard_extproc_streams_limited_total", "counter", ["reason"]],
+  ["switchyard_metrics_requests_refused_total", "counter", ["status"]],
 ];
 
 interface Described {
