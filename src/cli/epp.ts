@@ -698,12 +698,18 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   }
 
   // Ready once resources are loaded and every endpoint has had its first scrape attempt (GIE: pool synced).
+  let firstRoundDone = false;
   void (scraper ? scraper.firstRound() : Promise.resolve()).then(() => {
+    firstRoundDone = true;
     health.setSynced(datastore.synced() || overrides.datastore !== undefined);
     logger.info({ synced: datastore.synced(), endpoints: datastore.endpoints().length }, "first scrape round done");
   });
   datastore.onEndpointsChanged(() => {
-    if (datastore.synced()) health.setSynced(true);
+    // Listeners run inside apply(), before it records the pool as synced; look once apply() has returned. A pool
+    // deleted later makes the EPP unready again, as GIE's readiness follows its pool (docs/kubernetes.md).
+    queueMicrotask(() => {
+      if (firstRoundDone && overrides.datastore === undefined) health.setSynced(datastore.synced());
+    });
   });
 
   logger.info(

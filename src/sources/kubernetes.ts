@@ -80,6 +80,36 @@ export class KubernetesApiError extends Error {
   }
 }
 
+/** Group and plural of a collection path: `/apis/g/v/namespaces/n/r` → `["g", "r"]`; core group is `""`. */
+export function groupResourceOfPath(path: string): { group: string; resource: string } {
+  const parts = path.split("/").filter((p) => p !== "");
+  const group = parts[0] === "apis" ? (parts[1] ?? "") : "";
+  return { group, resource: parts.at(-1) ?? "" };
+}
+
+/**
+ * The API server answered 403: the EPP's identity lacks a permission. Names the resource, the verb and the Role
+ * rule that grants it (docs/kubernetes.md "Minimal Role").
+ */
+export class KubernetesForbiddenError extends ConfigError {
+  readonly rule: string;
+  constructor(
+    readonly resource: string,
+    readonly group: string,
+    readonly verb: string,
+    readonly namespace: string,
+    detail: string,
+  ) {
+    const rule = `{apiGroups: ["${group}"], resources: ["${resource}"], verbs: ["get", "list", "watch"]}`;
+    const what = group === "" ? resource : `${resource}.${group}`;
+    super(
+      `forbidden: cannot ${verb} ${what} in namespace "${namespace}" (HTTP 403: ${detail}); add this rule to ` +
+        `the EPP's Role: ${rule}`,
+    );
+    this.rule = rule;
+  }
+}
+
 function statusCodeOf(err: unknown): number | undefined {
   if (typeof err !== "object" || err === null) return undefined;
   const e = err as { statusCode?: unknown; code?: unknown };
@@ -154,8 +184,16 @@ class RawClient {
 /**
  * Watch.watch() authenticates before its own try block, so an auth failure (unreadable token file, http without
  * skip-tls) would reject inside ListWatch's reconnect path as an unhandled rejection. Route it to `done` instead.
+ * It also asks for bookmarks, which client-node's ListWatch handles but never requests.
  */
 class SafeWatch extends Watch {
+  readonly #onExpired: () => void;
+
+  constructor(kc: KubeConfig, onExpired: () => void) {
+    super(kc);
+    this.#onExpired = onExpired;
+  }
+
   override async watch(
     path: string,
     queryParams: Record<string, string | number | boolean | undefined>,
@@ -163,7 +201,14 @@ class SafeWatch extends Watch {
     done: (err: unknown) => void,
   ): Promise<AbortController> {
     try {
-      return await super.watch(path, queryParams, callback, done);
+      // Bookmarks move a quiet watch's resume point forward (a pod watch whose selector matches nothing that
+      // changed), so a reconnect resumes instead of re-listing after 410; see docs/kubernetes.md.
+      const cb = (phase: string, apiObj: unknown, watchObj?: unknown): void => {
+        // ListWatch re-lists on this by itself; it is worth one log line (a restarted API server causes it).
+        if (phase === "ERROR" && (apiObj as { code?: unknown } | null)?.code === 410) this.#onExpired();
+        callback(phase, apiObj, watchObj);
+      };
+      return await super.watch(path, { ...queryParams, allowWatchBookmarks: true }, cb, done);
     } catch (err) {
       done(err);
       return new AbortController();
@@ -173,14 +218,51 @@ class SafeWatch extends Watch {
 
 type KindName = NormalizedObject["kind"];
 
+/** `/api/v1/namespaces/x/pods` → `v1`; `/apis/g/v/namespaces/x/r` → `g/v`. */
+export function apiVersionOfPath(path: string): string {
+  const parts = path.split("/").filter((p) => p !== "");
+  if (parts[0] === "api" && parts[1] !== undefined) return parts[1];
+  if (parts[0] === "apis" && parts[1] !== undefined && parts[2] !== undefined) return `${parts[1]}/${parts[2]}`;
+  return "";
+}
+
+/**
+ * The API server leaves `kind` and `apiVersion` off the items of a built-in list (a PodList's pods have neither;
+ * custom-resource lists and watch events do carry them), see docs/kubernetes.md "List items". Items get them from
+ * the list (`PodList` → `Pod`), else from the collection that was asked for, so every later consumer (normalising,
+ * status writes) sees complete objects whichever way they arrived. Values already present are kept.
+ */
+export function fillListTypeMeta(
+  list: { kind?: string; apiVersion?: string; items: unknown[] },
+  kind: string,
+  apiVersion: string,
+): void {
+  const listKind = typeof list.kind === "string" && list.kind.endsWith("List") ? list.kind.slice(0, -4) : "";
+  const itemKind = listKind !== "" ? listKind : kind;
+  const itemApiVersion = typeof list.apiVersion === "string" && list.apiVersion !== "" ? list.apiVersion : apiVersion;
+  for (const item of list.items) {
+    if (typeof item !== "object" || item === null || Array.isArray(item)) continue;
+    const obj = item as { kind?: unknown; apiVersion?: unknown };
+    if (obj.kind === undefined || obj.kind === null || obj.kind === "") obj.kind = itemKind;
+    if (obj.apiVersion === undefined || obj.apiVersion === null || obj.apiVersion === "") {
+      obj.apiVersion = itemApiVersion;
+    }
+  }
+}
+
 interface ResourceWatchOptions {
   readonly kind: KindName;
   /** API path of the namespaced collection, e.g. `/api/v1/namespaces/default/pods`. */
   readonly path: string;
   readonly labelSelector?: string;
   readonly fieldSelector?: string;
-  /** 404 (CRD not installed) is normal: treat as an empty, synced collection and look again slowly. */
+  /**
+   * 404 (CRD not installed) and 403 (not granted) are survivable: treat as an empty, synced collection and look
+   * again slowly. For a required collection a 403 before the first sync is fatal (`onFatal`).
+   */
   readonly optional: boolean;
+  /** Returns false when the failure is no longer fatal (the source synced already): retry as usual. */
+  readonly onFatal: (err: Error) => boolean;
   readonly kc: KubeConfig;
   readonly client: RawClient;
   readonly logger: Logger;
@@ -197,8 +279,12 @@ class ResourceWatch {
   readonly labelSelector: string | undefined;
   /** First list done (or the resource is absent): the collection's contents are known. */
   synced = false;
-  /** The API server answered 404 for the collection (CRD missing). */
+  /** The API server answered 404 (CRD missing) or 403 (not granted) for the collection. */
   absent = false;
+  /** The last failure was a 403. */
+  forbidden = false;
+  /** Which request is under way, for error messages: list, then watch. */
+  #verb: "list" | "watch" = "list";
   readonly #o: ResourceWatchOptions;
   readonly #informer: ListWatch<KubernetesObject>;
   #stopped = false;
@@ -212,6 +298,7 @@ class ResourceWatch {
     this.kind = o.kind;
     this.labelSelector = o.labelSelector;
     const listFn = async (): Promise<KubernetesListObject<KubernetesObject>> => {
+      this.#verb = "list";
       const list = (await o.client.request("GET", o.path, {
         labelSelector: o.labelSelector,
         fieldSelector: o.fieldSelector,
@@ -219,8 +306,12 @@ class ResourceWatch {
       if (list === undefined || !Array.isArray(list.items)) {
         throw new KubernetesApiError(500, "BadList", `GET ${o.path}: response is not a list`);
       }
-      if (this.absent) o.logger.info({ resource: o.path }, "resource is served again");
+      fillListTypeMeta(list, o.kind, apiVersionOfPath(o.path));
+      if (this.absent) o.logger.info({ resource: o.path }, "resource is listed again");
       this.absent = false;
+      this.forbidden = false;
+      // ListWatch opens the watch next.
+      this.#verb = "watch";
       // ListWatch applies the items right after this resolves; the debounced flush runs after that.
       queueMicrotask(() => {
         this.synced = true;
@@ -228,7 +319,16 @@ class ResourceWatch {
       });
       return list;
     };
-    this.#informer = new ListWatch(o.path, new SafeWatch(o.kc), listFn, false, o.labelSelector, o.fieldSelector);
+    this.#informer = new ListWatch(
+      o.path,
+      new SafeWatch(o.kc, () =>
+        o.logger.info({ kind: o.kind, resource: o.path }, "watch expired (410 Expired); re-listing"),
+      ),
+      listFn,
+      false,
+      o.labelSelector,
+      o.fieldSelector,
+    );
     this.#informer.on("change", () => {
       if (!this.#stopped) o.onChange();
     });
@@ -300,7 +400,32 @@ class ResourceWatch {
     const status = statusCodeOf(err);
     if (performance.now() - this.#startedAt > BACKOFF_RESET_AFTER_MS) this.#attempt = 0;
     let delay: number;
-    if (status === 404) {
+    const forbidden =
+      status === 403
+        ? new KubernetesForbiddenError(
+            groupResourceOfPath(o.path).resource,
+            groupResourceOfPath(o.path).group,
+            this.#verb,
+            o.namespace,
+            errorMessage(err),
+          )
+        : undefined;
+    // Without pools or pods the EPP can route nothing; say exactly what to grant instead of retrying forever.
+    if (forbidden !== undefined && !o.optional && !this.synced && o.onFatal(forbidden)) return;
+    if (forbidden !== undefined && o.optional) {
+      const first = !this.forbidden;
+      this.forbidden = true;
+      this.absent = true;
+      const wasSynced = this.synced;
+      this.synced = true;
+      if (first)
+        o.logger.error(
+          { kind: this.kind, resource: o.path, rule: forbidden.rule },
+          `${forbidden.message}; running without ${this.kind}s`,
+        );
+      if (first || !wasSynced) o.onChange();
+      delay = backoffDelay(Number.POSITIVE_INFINITY, o.backoffInitialMs, o.backoffMaxMs, o.random);
+    } else if (status === 404) {
       const first = !this.absent;
       this.absent = true;
       const wasSynced = this.synced;
@@ -494,6 +619,18 @@ export class KubernetesSource {
     this.#rejectStart = undefined;
   }
 
+  /** Before the first sync: reject start() and stop. Later (a Role edited under a running EPP): log, keep serving. */
+  #fatal(err: Error): boolean {
+    if (this.#syncedOnce || this.#stopped) return false;
+    this.#logger.error({ err: err.message }, "cannot watch a required resource");
+    const reject = this.#rejectStart;
+    this.#rejectStart = undefined;
+    this.#resolveStart = undefined;
+    this.stop();
+    reject?.(err);
+    return true;
+  }
+
   /** Re-pushes the current view and re-evaluates status writes (e.g. after this replica became leader). */
   resync(): void {
     this.#statusAttempts.clear();
@@ -517,6 +654,7 @@ export class KubernetesSource {
       backoffMaxMs: this.#backoffMaxMs,
       random: this.#random,
       onChange: () => this.#scheduleFlush(this.#debounceMs),
+      onFatal: (err) => this.#fatal(err),
     });
   }
 

@@ -12,6 +12,15 @@
  * Where we differ from client-go (on purpose): when the leader sees another holder in the lease it steps down
  * at once instead of retrying until renewDeadline, and after losing leadership it becomes a candidate again
  * instead of exiting the process (controller-runtime exits; a restart would drop warm state for nothing).
+ *
+ * API-server outages (docs/kubernetes.md "Routing through an API-server outage"): a renewal that gets no answer
+ * (connection refused, timeout) or a 5xx/429 does not end leadership, because while the API server cannot write
+ * leases nobody can take this one over; the leader keeps serving until it READS another holder in the lease. A
+ * renewal the server refuses (401/403, a Role problem) still ends leadership after renewDeadline. Symmetrically a
+ * standby that could not read the lease restarts its expiry clock on the next read, so when the API server comes
+ * back the leader's first renewal wins instead of a standby that saw an "old" record. The cost: a leader cut off
+ * from the API server alone keeps serving while a standby takes the lease, so both may be ready for the length
+ * of that partition (routing stays correct; only prefix-cache affinity splits).
  */
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
@@ -50,6 +59,11 @@ export interface LeaderElectorOptions {
   readonly onStoppedLeading?: () => void;
   /** Called when the observed holder changes (including to ourselves, or "" when released). */
   readonly onNewLeader?: (identity: string) => void;
+  /**
+   * Keep leadership while renewals get no answer or a 5xx (API server down) instead of stepping down after
+   * renewDeadline (default true; see the file comment).
+   */
+  readonly holdThroughOutage?: boolean;
   readonly logger?: Logger;
   readonly random?: () => number;
 }
@@ -69,6 +83,13 @@ class TimeoutError extends Error {
   override readonly name = "TimeoutError";
 }
 
+/** No answer, or an answer that says the API server itself is unavailable: nobody can write the lease either. */
+export function isOutage(err: unknown): boolean {
+  const status = statusOf(err);
+  if (status === undefined) return true;
+  return status >= 500 || status === 429;
+}
+
 export class LeaderElector {
   readonly identity: string;
   readonly #api: CoordinationV1Api;
@@ -86,6 +107,10 @@ export class LeaderElector {
   #observedRecord = "";
   #observedAt = 0;
   #lastRenewAt = 0;
+  /** The last attempt could not read the lease: the next read restarts the expiry clock. */
+  #blind = false;
+  /** The leader is holding on through an outage (logged once per outage). */
+  #holding = false;
   #stopped = false;
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
@@ -169,19 +194,34 @@ export class LeaderElector {
   async #run(): Promise<void> {
     while (!this.#stopped) {
       let ok = false;
+      let outage = false;
       try {
         ok = await this.#withTimeout(this.#tryAcquireOrRenew());
       } catch (err) {
-        this.#logger.warn({ err: message(err), status: statusOf(err) }, "lease update failed");
+        outage = isOutage(err);
+        this.#blind = true;
+        if (!this.#holding) this.#logger.warn({ err: message(err), status: statusOf(err) }, "lease update failed");
       }
       if (this.#stopped) break;
       const now = performance.now();
       if (ok) {
         this.#lastRenewAt = now;
+        if (this.#holding) this.#logger.info("lease renewed again after the API server outage");
+        this.#holding = false;
         if (!this.#leader) this.#setLeader(true);
       } else if (this.#leader) {
         const lostToOther = this.#observedHolder !== "" && this.#observedHolder !== this.identity;
-        if (lostToOther || now - this.#lastRenewAt >= this.#renewDeadlineMs) {
+        const pastDeadline = now - this.#lastRenewAt >= this.#renewDeadlineMs;
+        if (!lostToOther && pastDeadline && outage && this.#o.holdThroughOutage !== false) {
+          if (!this.#holding) {
+            this.#logger.warn(
+              { sinceRenewMs: Math.round(now - this.#lastRenewAt) },
+              "cannot renew the lease: API server unavailable; keeping leadership while nobody can take it over",
+            );
+          }
+          this.#holding = true;
+        } else if (lostToOther || pastDeadline) {
+          this.#holding = false;
           this.#logger.warn(
             { holder: this.#observedHolder, sinceRenewMs: Math.round(now - this.#lastRenewAt) },
             "lost leadership",
@@ -217,10 +257,11 @@ export class LeaderElector {
       String(spec.renewTime ?? ""),
       spec.leaseTransitions,
     ]);
-    if (record !== this.#observedRecord) {
+    if (record !== this.#observedRecord || this.#blind) {
       this.#observedRecord = record;
       this.#observedAt = performance.now();
     }
+    this.#blind = false;
     const holder = spec.holderIdentity ?? "";
     if (holder !== this.#observedHolder) {
       this.#observedHolder = holder;

@@ -4,8 +4,15 @@
  * It serves the REST shapes client-node's list/watch and typed clients use: collection list (with
  * `metadata.resourceVersion`), chunked watch streams (`?watch=true`, one JSON event per line), get/create/replace/
  * merge-or-json-patch/delete, and the `status` subresource. Tests drive it directly (create/update/remove) and can
- * inject the failures informers must survive: expired resourceVersions (410 as a watch ERROR event or as HTTP 410),
- * dropped watch connections, and bursts of 500s. Every request is recorded so tests can count them.
+ * inject the failures informers must survive: expired resourceVersions, dropped watch connections, and bursts of 500s.
+ * Every request is recorded so tests can count them.
+ *
+ * Where it matters to a client it answers the way a real kube-apiserver v1.34 does (docs/kubernetes.md):
+ * - items of a built-in list (PodList, LeaseList, …) carry no `kind`/`apiVersion`; custom-resource list items and
+ *   every watch event object do;
+ * - a watch from a too-old resourceVersion answers HTTP 200 and then one in-stream ERROR event (Status 410 Expired),
+ *   never an HTTP 410;
+ * - with `allowWatchBookmarks=true` a watch gets BOOKMARK events (`bookmark()`, or every `bookmarkIntervalMs`).
  */
 import { randomUUID } from "node:crypto";
 import { writeFile } from "node:fs/promises";
@@ -38,8 +45,10 @@ export interface RequestRecord {
   readonly path: string;
   readonly query: URLSearchParams;
   readonly watch: boolean;
-  /** Status the fake answered with (200 for watch streams). */
+  /** Status the fake answered with (200 for watch streams, also for one that ends with a 410 ERROR event). */
   status: number;
+  /** A watch answered with the in-stream 410 Expired ERROR event because its resourceVersion was too old. */
+  expired?: boolean;
 }
 
 export interface StatusWrite {
@@ -67,6 +76,7 @@ interface Watcher {
   readonly namespace: string | undefined;
   readonly labelSelector: string | undefined;
   readonly fieldSelector: string | undefined;
+  readonly bookmarks: boolean;
   readonly res: http.ServerResponse;
 }
 
@@ -77,6 +87,8 @@ interface ResourceInfo {
   readonly kind: string;
   /** Writes to the main resource keep `.status` (CRDs with a status subresource). */
   readonly hasStatus: boolean;
+  /** A custom resource: its list items keep kind/apiVersion (built-in lists strip them). */
+  readonly custom?: boolean;
 }
 
 /** The resources the fake serves unless a test removes some (to simulate missing CRDs). */
@@ -89,6 +101,7 @@ export const DEFAULT_RESOURCES: readonly ResourceInfo[] = [
     plural: "inferencepools",
     kind: "InferencePool",
     hasStatus: true,
+    custom: true,
   },
   {
     group: "inference.networking.x-k8s.io",
@@ -96,6 +109,7 @@ export const DEFAULT_RESOURCES: readonly ResourceInfo[] = [
     plural: "inferencepools",
     kind: "InferencePool",
     hasStatus: true,
+    custom: true,
   },
   {
     group: "inference.networking.x-k8s.io",
@@ -103,6 +117,7 @@ export const DEFAULT_RESOURCES: readonly ResourceInfo[] = [
     plural: "inferencemodels",
     kind: "InferenceModel",
     hasStatus: true,
+    custom: true,
   },
   {
     group: "inference.networking.x-k8s.io",
@@ -110,6 +125,7 @@ export const DEFAULT_RESOURCES: readonly ResourceInfo[] = [
     plural: "inferenceobjectives",
     kind: "InferenceObjective",
     hasStatus: true,
+    custom: true,
   },
   {
     group: "inference.networking.x-k8s.io",
@@ -117,6 +133,7 @@ export const DEFAULT_RESOURCES: readonly ResourceInfo[] = [
     plural: "inferencemodelrewrites",
     kind: "InferenceModelRewrite",
     hasStatus: true,
+    custom: true,
   },
   // apps/v1 workloads with the `scale` subresource, for the autoscaler's patches.
   { group: "apps", version: "v1", plural: "deployments", kind: "Deployment", hasStatus: true },
@@ -142,14 +159,17 @@ export interface FakeApiServerOptions {
   host?: string;
   /** Resource keys (`group/version/plural`, core group as `/v1/pods`) NOT to serve: requests for them get 404. */
   omit?: readonly string[];
+  /** Send a BOOKMARK to watches that asked for them this often (default: only when `bookmark()` is called). */
+  bookmarkIntervalMs?: number;
 }
 
 export interface ExpireOptions {
   /**
    * How open watches learn about the expiry: `event` sends a watch ERROR event with code 410 and ends the stream;
-   * `http` drops the connections so the informer re-watches and gets an HTTP 410.
+   * `reconnect` drops the connections so the informer re-watches from its old resourceVersion and gets the 410
+   * then (as an in-stream ERROR event after HTTP 200, like the real server).
    */
-  via: "event" | "http";
+  via: "event" | "reconnect";
   /** Changes made while history is lost: applied to the store but never delivered to watchers. */
   whileExpired?: () => void;
 }
@@ -160,6 +180,11 @@ function resourceKey(group: string, version: string, plural: string): string {
 
 function clone<T>(v: T): T {
   return structuredClone(v);
+}
+
+function expiredEvent(message: string): string {
+  const status = { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", reason: "Expired", code: 410 };
+  return `${JSON.stringify({ type: "ERROR", object: { ...status, message } })}\n`;
 }
 
 function statusBody(code: number, reason: string, message: string): string {
@@ -257,6 +282,10 @@ export class FakeApiServer {
   #failNext = 0;
   #failFilter: ((r: RequestRecord) => boolean) | undefined;
   #silent = false;
+  #bookmarkTimer: NodeJS.Timeout | undefined;
+  #forbidden = new Set<string>();
+  /** BOOKMARK events sent so far. */
+  bookmarksSent = 0;
 
   private constructor(options: FakeApiServerOptions) {
     const omit = new Set(options.omit ?? []);
@@ -282,6 +311,10 @@ export class FakeApiServer {
     });
     const addr = s.#server.address() as AddressInfo;
     s.#url = `http://${addr.address}:${addr.port}`;
+    if (options.bookmarkIntervalMs !== undefined) {
+      s.#bookmarkTimer = setInterval(() => s.bookmark(), options.bookmarkIntervalMs);
+      s.#bookmarkTimer.unref();
+    }
     return s;
   }
 
@@ -383,14 +416,30 @@ export class FakeApiServer {
     this.#log = [];
     for (const w of this.#watchers) {
       if (options.via === "event") {
-        const status = { kind: "Status", apiVersion: "v1", status: "Failure", reason: "Expired", code: 410 };
-        w.res.write(
-          `${JSON.stringify({ type: "ERROR", object: { ...status, message: "too old resource version" } })}\n`,
-        );
+        w.res.write(expiredEvent("too old resource version"));
         w.res.end();
       } else w.res.destroy();
     }
     this.#watchers.clear();
+  }
+
+  /**
+   * Sends a BOOKMARK (an object of the watched kind with only `metadata.resourceVersion`, the current one) to every
+   * open watch that asked with `allowWatchBookmarks=true`.
+   */
+  bookmark(): void {
+    for (const w of this.#watchers) {
+      if (!w.bookmarks) continue;
+      const info = this.#resources.get(w.resource);
+      if (info === undefined) continue;
+      const object = {
+        kind: info.kind,
+        apiVersion: info.group === "" ? info.version : `${info.group}/${info.version}`,
+        metadata: { resourceVersion: String(this.#rv), annotations: {} },
+      };
+      w.res.write(`${JSON.stringify({ type: "BOOKMARK", object })}\n`);
+      this.bookmarksSent++;
+    }
   }
 
   /** Cuts every open watch connection (like an API server restart or a load balancer idle cut). */
@@ -410,6 +459,15 @@ export class FakeApiServer {
     this.#failFilter = undefined;
   }
 
+  /**
+   * Answers 403 Forbidden for every request on a resource key (`group/version/plural`, core as `/v1/pods`), as RBAC
+   * does when the Role lacks it: before looking the resource up, so even an uninstalled CRD answers 403.
+   */
+  forbid(key: string, forbidden = true): void {
+    if (forbidden) this.#forbidden.add(key);
+    else this.#forbidden.delete(key);
+  }
+
   /** Starts (or stops) serving a resource, e.g. to install a CRD late. */
   setServed(key: string, served: boolean): void {
     if (!served) {
@@ -422,6 +480,7 @@ export class FakeApiServer {
   }
 
   async close(): Promise<void> {
+    if (this.#bookmarkTimer !== undefined) clearInterval(this.#bookmarkTimer);
     for (const w of this.#watchers) w.res.destroy();
     this.#watchers.clear();
     await new Promise<void>((resolve) => {
@@ -529,6 +588,18 @@ export class FakeApiServer {
       send(404, statusBody(404, "NotFound", `no route for ${url.pathname}`));
       return;
     }
+    if (this.#forbidden.has(resourceKey(route.group, route.version, route.plural))) {
+      const verb = route.name !== undefined ? "get" : record.watch ? "watch" : "list";
+      send(
+        403,
+        statusBody(
+          403,
+          "Forbidden",
+          `${route.plural}${route.group === "" ? "" : `.${route.group}`} is forbidden: User "system:serviceaccount:default:epp" cannot ${verb} resource "${route.plural}" in API group "${route.group}" in the namespace "${route.namespace ?? ""}"`,
+        ),
+      );
+      return;
+    }
     const info = this.#resources.get(resourceKey(route.group, route.version, route.plural));
     if (!info) {
       send(404, statusBody(404, "NotFound", `the server could not find the requested resource`));
@@ -543,12 +614,18 @@ export class FakeApiServer {
         return;
       }
       if (method === "GET") {
-        const items = [...coll.values()].filter(
-          (o) =>
-            (route.namespace === undefined || o.metadata.namespace === route.namespace) &&
-            matchesLabelSelector(o.metadata.labels ?? {}, url.searchParams.get("labelSelector") ?? undefined) &&
-            matchesFieldSelector(o, url.searchParams.get("fieldSelector") ?? undefined),
-        );
+        const items = [...coll.values()]
+          .filter(
+            (o) =>
+              (route.namespace === undefined || o.metadata.namespace === route.namespace) &&
+              matchesLabelSelector(o.metadata.labels ?? {}, url.searchParams.get("labelSelector") ?? undefined) &&
+              matchesFieldSelector(o, url.searchParams.get("fieldSelector") ?? undefined),
+          )
+          .map((o) => {
+            if (info.custom === true) return o;
+            const { kind: _kind, apiVersion: _apiVersion, ...item } = o;
+            return item;
+          });
         send(
           200,
           JSON.stringify({
@@ -724,20 +801,20 @@ export class FakeApiServer {
   ): void {
     const rvParam = params.get("resourceVersion") ?? "";
     const from = rvParam === "" || rvParam === "0" ? undefined : Number(rvParam);
-    if (from !== undefined && (!Number.isFinite(from) || from < this.#compactedBelow)) {
-      record.status = 410;
-      res.writeHead(410, { "content-type": "application/json" });
-      res.end(statusBody(410, "Expired", `too old resource version: ${rvParam} (${this.#compactedBelow})`));
-      return;
-    }
     record.status = 200;
     res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
+    if (from !== undefined && (!Number.isFinite(from) || from < this.#compactedBelow)) {
+      record.expired = true;
+      res.end(expiredEvent(`too old resource version: ${rvParam} (${this.#compactedBelow})`));
+      return;
+    }
     res.flushHeaders();
     const watcher: Watcher = {
       resource: resourceKey(info.group, info.version, info.plural),
       namespace,
       labelSelector: params.get("labelSelector") ?? undefined,
       fieldSelector: params.get("fieldSelector") ?? undefined,
+      bookmarks: params.get("allowWatchBookmarks") === "true",
       res,
     };
     if (from === undefined) {

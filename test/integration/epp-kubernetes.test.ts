@@ -12,6 +12,7 @@ import { type FakePod, startPods } from "../datalayer/fake-pods.js";
 import { CHAT_HEADERS, chatBody, freshAddresses, LOOPBACK_EPP_FLAGS, vllmMetrics } from "../helpers/epp-harness.js";
 import { connect, type FakeEnvoyClient } from "../helpers/extproc-client.js";
 import { FakeApiServer, modelObject, podObject, poolObject } from "../helpers/fake-apiserver.js";
+import { healthCheck } from "../k8s/helpers.js";
 
 describe("epp in Kubernetes mode", () => {
   let api: FakeApiServer;
@@ -87,5 +88,47 @@ describe("epp in Kubernetes mode", () => {
     await expect.poll(() => epp.snapshot().saturated, { timeout: 10_000 }).toBe(true);
     const r = await client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("batch") });
     expect(r.immediate?.status).toBe(429);
+  });
+});
+
+describe("epp in Kubernetes mode: readiness follows the pool", () => {
+  it("is not ready while its pool does not exist, becomes ready when it appears, and unready when it goes", async () => {
+    const addresses = freshAddresses(1);
+    const { port, pods } = await startPods(addresses, () => ({
+      status: 200,
+      body: vllmMetrics({ waiting: 0, running: 0, kv: 0.1 }),
+      delayMs: 0,
+    }));
+    const api = await FakeApiServer.start();
+    const dir = mkdtempSync(join(tmpdir(), "switchyard-k8s-"));
+    let epp: RunningEpp | undefined;
+    try {
+      api.create(podObject("late-0", { ip: addresses[0], labels: { app: "late" } }));
+      const kubeconfig = await api.writeKubeconfig(dir);
+      epp = await startEpp(
+        [
+          "--pool-name",
+          "late",
+          "--kubeconfig",
+          kubeconfig,
+          ...LOOPBACK_EPP_FLAGS,
+          "--refresh-metrics-interval",
+          "20ms",
+        ],
+        { logger: silentLogger },
+      );
+      const ready = () => healthCheck(`127.0.0.1:${epp!.healthPort}`, "readiness");
+      await expect.poll(() => epp!.snapshot().endpoints.length, { timeout: 2_000 }).toBe(0);
+      expect(await ready()).toBe("NOT_SERVING");
+      api.create(poolObject("late", { matchLabels: { app: "late" }, ports: [port] }));
+      await expect.poll(ready, { timeout: 10_000 }).toBe("SERVING");
+      api.remove("inference.networking.k8s.io/v1", "InferencePool", "default", "late");
+      await expect.poll(ready, { timeout: 10_000 }).toBe("NOT_SERVING");
+    } finally {
+      await epp?.stop(100);
+      await api.close();
+      await Promise.all(pods.map((p) => p.close()));
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -126,14 +126,45 @@ describe("LeaderElector", () => {
     expect(cs.filter((c) => c.elector.isLeader).map((c) => c.elector.identity)).toEqual([holder]);
   });
 
-  it("gives up leadership when it cannot renew within the deadline", async () => {
+  it("keeps leading through an API-server outage (5xx) while nobody can take the lease; the standby does not take over when it returns", async () => {
     const a = elector("a");
+    a.elector.start();
+    await vi.waitFor(() => expect(a.elector.isLeader).toBe(true), WAIT);
+    const b = elector("b");
+    b.elector.start();
+    await vi.waitFor(() => expect(b.elector.leader).toBe("a"), WAIT);
+    server.failNext(Number.POSITIVE_INFINITY, (r) => r.path.includes("/leases"));
+    const failed = () => server.requests.filter((r) => r.path.includes("/leases") && r.status === 500).length;
+    // 30 failed attempts at a 100 ms retry period span well over the 800 ms renew deadline and the 1 s lease.
+    await vi.waitFor(() => expect(failed()).toBeGreaterThan(30), WAIT);
+    expect(a.events).toEqual(["started"]);
+    expect(a.elector.isLeader).toBe(true);
+    expect(b.elector.isLeader).toBe(false);
+    server.heal();
+    // Both are back on the API: several renewals by a, and b never acquires.
+    const rv = Number(lease()?.rv);
+    await vi.waitFor(() => expect(Number(lease()?.rv)).toBeGreaterThan(rv + 5), WAIT);
+    expect(lease()?.spec.holderIdentity).toBe("a");
+    expect(a.events).toEqual(["started"]);
+    expect(b.events).toEqual([]);
+  });
+
+  it("without holdThroughOutage, or when renewals are refused (403), gives up leadership after the deadline", async () => {
+    const a = elector("a", { holdThroughOutage: false });
     a.elector.start();
     await vi.waitFor(() => expect(a.elector.isLeader).toBe(true), WAIT);
     server.failNext(Number.POSITIVE_INFINITY, (r) => r.path.includes("/leases"));
     await vi.waitFor(() => expect(a.events).toEqual(["started", "stopped"]), WAIT);
     server.heal();
     await vi.waitFor(() => expect(a.elector.isLeader).toBe(true), WAIT);
+
+    const b = elector("b");
+    b.elector.start();
+    await vi.waitFor(() => expect(b.elector.leader).toBe("a"), WAIT);
+    await a.elector.stop();
+    await vi.waitFor(() => expect(b.elector.isLeader).toBe(true), WAIT);
+    server.forbid("coordination.k8s.io/v1/leases");
+    await vi.waitFor(() => expect(b.events).toEqual(["started", "stopped"]), WAIT);
   });
 
   it("validates its timing invariants", () => {

@@ -4,7 +4,14 @@ import { join } from "node:path";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Datastore } from "../../src/datastore/datastore.js";
-import { backoffDelay, KubernetesSource, selectorString } from "../../src/sources/kubernetes.js";
+import {
+  apiVersionOfPath,
+  backoffDelay,
+  fillListTypeMeta,
+  KubernetesForbiddenError,
+  KubernetesSource,
+  selectorString,
+} from "../../src/sources/kubernetes.js";
 import {
   FakeApiServer,
   type FakeObject,
@@ -181,8 +188,8 @@ describe("KubernetesSource: pool mode", () => {
     await vi.waitFor(() => expect(keys(ds)).toEqual(["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.4:8000"]), WAIT);
   });
 
-  for (const via of ["event", "http"] as const) {
-    it(`re-lists after 410 Gone delivered as ${via === "event" ? "a watch ERROR event" : "HTTP 410"}`, async () => {
+  for (const via of ["event", "reconnect"] as const) {
+    it(`re-lists after 410 Expired ${via === "event" ? "on an open watch" : "when re-watching from an old version"}`, async () => {
       seedPool();
       const { source, ds } = newSource();
       await source.start();
@@ -197,9 +204,84 @@ describe("KubernetesSource: pool mode", () => {
       });
       await vi.waitFor(() => expect(keys(ds)).toEqual(["10.0.0.2:8000", "10.0.0.5:8000"]), WAIT);
       expect(podLists()).toBeGreaterThan(listsBefore);
-      if (via === "http") expect(server.requests.some((r) => r.watch && r.status === 410)).toBe(true);
+      if (via === "reconnect") expect(server.requests.some((r) => r.watch && r.expired === true)).toBe(true);
     });
   }
+
+  it("lists pods whose list items carry no kind/apiVersion (as the real API server sends a PodList)", async () => {
+    seedPool();
+    const { source, ds } = newSource();
+    await source.start();
+    // The fake strips them from built-in list items like kube-apiserver; this would be [] if items needed a kind.
+    expect(keys(ds)).toEqual(["10.0.0.1:8000", "10.0.0.2:8000"]);
+    // And after a selector change, which re-lists pods with the new selector.
+    server.modify(POOL_API, "InferencePool", NS, "pool", (o) => {
+      (o.spec as { selector: unknown }).selector = { matchLabels: { app: "other" } };
+    });
+    await vi.waitFor(() => expect(keys(ds)).toEqual(["10.0.0.9:8000"]), WAIT);
+  });
+
+  it("asks for watch bookmarks and resumes from the bookmarked version after a drop", async () => {
+    seedPool();
+    const { source } = newSource();
+    await source.start();
+    await vi.waitFor(() => expect(server.watchCount).toBe(5), WAIT);
+    const podWatches = () => server.requests.filter((r) => r.watch && r.path === `/api/v1/namespaces/${NS}/pods`);
+    expect(podWatches().every((r) => r.query.get("allowWatchBookmarks") === "true")).toBe(true);
+    // Changes the pod watch never sees (other namespace-wide resources), then a bookmark at the newest version.
+    server.create(objectiveObject("silver", { priority: 1 }));
+    server.create(objectiveObject("bronze", { priority: 0 }));
+    const rv = String(server.resourceVersion);
+    const listsBefore = podLists();
+    // Nothing outside says when the client has read the bookmark line, so: bookmark, let it be read, cut, and look
+    // at where the pod watch resumed; repeat until it resumes at the bookmark (without bookmarks it never does).
+    await vi.waitFor(async () => {
+      server.bookmark();
+      await new Promise((r) => setTimeout(r, 100));
+      const before = podWatches().length;
+      server.dropWatches();
+      await vi.waitFor(() => expect(podWatches().length).toBeGreaterThan(before), WAIT);
+      expect(podWatches().at(-1)?.query.get("resourceVersion")).toBe(rv);
+    }, WAIT);
+    expect(podLists()).toBe(listsBefore);
+  });
+
+  it("runs without an optional resource its Role does not grant (403), with one clear error, and picks it up once granted", async () => {
+    seedPool();
+    server.create(objectiveObject("gold", { priority: 10 }));
+    const objectives = "inference.networking.x-k8s.io/v1alpha2/inferenceobjectives";
+    server.forbid(objectives);
+    const { logger, lines } = capture();
+    const { source, ds } = newSource({ logger, backoff: { initialMs: 50, maxMs: 200 } });
+    await source.start();
+    expect(keys(ds)).toEqual(["10.0.0.1:8000", "10.0.0.2:8000"]);
+    expect(ds.objective("gold")).toBeUndefined();
+    // Retried (slowly) but reported once.
+    await vi.waitFor(
+      () => expect(server.requests.filter((r) => r.path.endsWith("/inferenceobjectives")).length).toBeGreaterThan(2),
+      WAIT,
+    );
+    const errors = lines.filter((l) => l.level === 50 && String(l.msg).includes("inferenceobjectives"));
+    expect(errors).toHaveLength(1);
+    expect(String(errors[0]!.msg)).toContain(
+      'add this rule to the EPP\'s Role: {apiGroups: ["inference.networking.x-k8s.io"], resources: ["inferenceobjectives"], verbs: ["get", "list", "watch"]}',
+    );
+    server.forbid(objectives, false);
+    await vi.waitFor(() => expect(ds.objective("gold")?.priority).toBe(10), WAIT);
+  });
+
+  it("fails start() naming resource, verb and Role rule when a required resource is forbidden (403)", async () => {
+    seedPool();
+    server.forbid("/v1/pods");
+    const { source } = newSource();
+    const err = await source.start().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(KubernetesForbiddenError);
+    expect((err as Error).message).toContain('cannot list pods in namespace "default"');
+    expect((err as Error).message).toContain('{apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"]}');
+  });
 
   it("reconnects after the watch connections drop", async () => {
     seedPool();
@@ -416,6 +498,23 @@ describe("KubernetesSource: options", () => {
     const ds = new Datastore({ poolName: "p", poolNamespace: NS });
     const source = new KubernetesSource({ kubeconfig: join(dir, "nope"), namespace: NS, poolName: "p", datastore: ds });
     await expect(source.start()).rejects.toThrow(/kubeconfig file not found/);
+  });
+
+  it("fills kind/apiVersion of list items from the list, else from the collection asked for", () => {
+    const list = {
+      kind: "PodList",
+      apiVersion: "v1",
+      items: [{ metadata: { name: "a" } }, { kind: "Pod", apiVersion: "v1", metadata: { name: "b" } }, null],
+    };
+    fillListTypeMeta(list, "Pod", "v1");
+    expect(list.items.slice(0, 2)).toEqual([
+      { kind: "Pod", apiVersion: "v1", metadata: { name: "a" } },
+      { kind: "Pod", apiVersion: "v1", metadata: { name: "b" } },
+    ]);
+    const bare = { items: [{ metadata: { name: "m" } }] as unknown[] };
+    fillListTypeMeta(bare, "InferenceModel", apiVersionOfPath(`/apis/${X_API}/namespaces/x/inferencemodels`));
+    expect(bare.items[0]).toEqual({ kind: "InferenceModel", apiVersion: X_API, metadata: { name: "m" } });
+    expect(apiVersionOfPath("/api/v1/namespaces/default/pods")).toBe("v1");
   });
 
   it("computes jittered exponential backoff within [d/2, d] and caps it", () => {
