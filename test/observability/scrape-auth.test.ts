@@ -106,7 +106,11 @@ describe("metrics endpoint authentication and authorization (Kubernetes mode)", 
     dir = mkdtempSync(join(tmpdir(), "switchyard-auth-"));
     const kubeconfig = await api.writeKubeconfig(dir, "team-a");
     epp = await startEpp(
-      ["--pool-name", "auth-pool", "--pool-namespace", "team-a", "--kubeconfig", kubeconfig, ...LOOPBACK_EPP_FLAGS],
+      [
+        ...["--pool-name", "auth-pool", "--pool-namespace", "team-a", "--kubeconfig", kubeconfig],
+        ...LOOPBACK_EPP_FLAGS,
+        "--metrics-endpoint-auth=true",
+      ],
       // The reviews go to their own fake through client-node, exactly as they would to the API server.
       { logger: silentLogger, reviewApi: kubernetesReviewApi(loadKubeConfig(reviews.kubeconfig(dir))) },
     );
