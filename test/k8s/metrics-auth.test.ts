@@ -4,7 +4,7 @@
  * and RBAC decides, as for GIE's controller-runtime metrics filter (docs/security.md).
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { KubeApiServer } from "../helpers/kube-apiserver.js";
+import { type ApiObject, KubeApiServer } from "../helpers/kube-apiserver.js";
 import { describeWithTools } from "../helpers/tools.js";
 import { type CapturedEpp, crdFiles, minimalRole, poolManifest, startKubeEpp } from "./helpers.js";
 
@@ -24,7 +24,7 @@ describeWithTools(["etcd", "kube-apiserver"], "metrics endpoint auth against a r
     return r.status.token;
   }
 
-  function clusterGrant(name: string, sa: string, rules: unknown[]): unknown[] {
+  function clusterGrant(name: string, sa: string, rules: unknown[]): ApiObject[] {
     return [
       { apiVersion: RBAC, kind: "ClusterRole", metadata: { name }, rules },
       {
