@@ -22,7 +22,7 @@ import {
   POOL_GROUP,
 } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
-import { EngineRegistry, validateEngineConfig } from "../datalayer/engines.js";
+import { DEFAULT_MAX_SERIES_PER_SIGNAL, EngineRegistry, validateEngineConfig } from "../datalayer/engines.js";
 import { MetricsScraper } from "../datalayer/scraper.js";
 import { Datastore } from "../datastore/datastore.js";
 import { isFresh } from "../datastore/types.js";
@@ -148,6 +148,12 @@ export const EPP_FLAGS = {
     kind: "duration",
     default: DEFAULT_MODEL_LABEL_IDLE_MS,
     help: "series of an unconfigured model name are dropped after it has been unused this long, freeing its slot",
+    check: checks.positive,
+  },
+  "scrape-max-series": {
+    kind: "int",
+    default: DEFAULT_MAX_SERIES_PER_SIGNAL,
+    help: "series of one signal (queue, running, KV) accepted in one /metrics body; more, a negative value or a repeated series refuses the scrape (reason implausible)",
     check: checks.positive,
   },
   "scrape-timeout": {
@@ -584,6 +590,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
           engines,
           intervalMs: f["refresh-metrics-interval"],
           timeoutMs: f["scrape-timeout"],
+          maxSeries: f["scrape-max-series"],
           logger,
           hooks: {
             onScrape: (endpoint, result) => {

@@ -21,7 +21,13 @@ import { ConfigError } from "../common/errors.js";
 import type { Endpoint } from "../datastore/types.js";
 import { type Logger, silentLogger } from "../observability/logger.js";
 import { DEFAULT_LOG_THROTTLE_MS, LogThrottle } from "../observability/throttle.js";
-import { type EngineConfig, EngineRegistry, extractMetrics } from "./engines.js";
+import {
+  DEFAULT_MAX_SERIES_PER_SIGNAL,
+  type EngineConfig,
+  EngineRegistry,
+  extractMetrics,
+  ImplausibleMetricsError,
+} from "./engines.js";
 
 /** What the scraper needs from the datastore: the current endpoints and a change feed. */
 export interface EndpointSource {
@@ -41,6 +47,8 @@ export type ScrapeFailureReason =
   | "network"
   /** The body lacked a required signal (or was not an exposition at all). */
   | "parse"
+  /** The body's numbers cannot be true: negative, too many series, a series twice (ImplausibleMetricsError). */
+  | "implausible"
   /** The endpoint's engine type has no metric mapping. */
   | "engine"
   /** The endpoint cannot be turned into a URL. */
@@ -91,6 +99,8 @@ export interface MetricsScraperOptions {
   maxBackoffMs?: number;
   /** Largest accepted `/metrics` body. Default 16 MiB. */
   maxBodyBytes?: number;
+  /** Series of one signal accepted in one body (`--scrape-max-series`); more refuses the scrape. Default 256. */
+  maxSeries?: number;
   /** Default: a silent logger. */
   logger?: Logger;
   /** A failing endpoint logs its first failure at warn, then at most one warn line per this many ms. Default 30 s. */
@@ -192,6 +202,7 @@ export class MetricsScraper {
   readonly #engines: EngineRegistry;
   readonly #maxBackoffMs: number;
   readonly #maxBodyBytes: number;
+  readonly #maxSeries: number;
   readonly #logger: Logger;
   readonly #hooks: ScraperHooks;
   readonly #failureLog: LogThrottle;
@@ -223,6 +234,7 @@ export class MetricsScraper {
       checkPositive("maxBackoffMs", options.maxBackoffMs, DEFAULT_MAX_SCRAPE_BACKOFF_MS),
     );
     this.#maxBodyBytes = checkPositive("maxBodyBytes", options.maxBodyBytes, DEFAULT_MAX_METRICS_BODY_BYTES);
+    this.#maxSeries = checkPositive("maxSeries", options.maxSeries, DEFAULT_MAX_SERIES_PER_SIGNAL);
     const path = options.path ?? "/metrics";
     if (typeof path !== "string" || !path.startsWith("/") || /[\s#]/.test(path)) {
       throw new ConfigError(
@@ -459,9 +471,10 @@ export class MetricsScraper {
       }
       if (t.stopped) return;
       try {
-        endpoint.metrics = extractMetrics(mapping, text, finished, this.#path);
+        endpoint.metrics = extractMetrics(mapping, text, finished, this.#path, this.#maxSeries);
       } catch (err) {
-        throw new ScrapeError("parse", `${url}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+        const reason = err instanceof ImplausibleMetricsError ? "implausible" : "parse";
+        throw new ScrapeError(reason, `${url}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       }
       endpoint.lastScrapeError = undefined;
     } catch (err) {
@@ -497,7 +510,14 @@ export class MetricsScraper {
       const suppressed = this.#failureLog.take(endpoint.key);
       if (suppressed !== undefined)
         this.#logger.warn(
-          { endpoint: endpoint.key, reason: error.reason, err: error.message, failures: t.failures, suppressed },
+          {
+            endpoint: endpoint.key,
+            pod: endpoint.podName,
+            reason: error.reason,
+            err: error.message,
+            failures: t.failures,
+            suppressed,
+          },
           "metrics scrape failing",
         );
       else if (this.#logger.isLevelEnabled("debug"))

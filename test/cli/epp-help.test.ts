@@ -14,6 +14,10 @@ const BOUNDS = [
   "resources-max-bytes",
   "grpc-max-streams-per-connection",
   "grpc-stream-idle-timeout",
+  "metrics-bind-address",
+  "enable-debug-endpoints",
+  "metrics-endpoint-auth",
+  "scrape-max-series",
 ];
 
 describe("epp --help", () => {

@@ -300,3 +300,40 @@ describe("epp with slow but healthy /metrics", () => {
     expect(statuses.filter((s) => s !== 200)).toEqual([]);
   });
 });
+
+describe("epp with a pod whose metrics lie", () => {
+  it("does not route to a pod reporting a negative KV usage, counts and logs the refusal naming pod and field", async () => {
+    const { captureLogger, total } = await import("../observability/helpers.js");
+    const log = captureLogger("warn");
+    const h = await startHarness({ overrides: { logger: log.logger }, initial: { waiting: 1, running: 2, kv: 0.5 } });
+    try {
+      const liar = h.pods[1]!;
+      // Before the fix this was clamped to 0: the liar looked idle and got 12 of 12 requests.
+      liar.behaviour = {
+        status: 200,
+        body: "vllm:num_requests_waiting 0\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc -0.5\n",
+        delayMs: 0,
+      };
+      await h.settle();
+      const key = `${liar.address}:${h.port}`;
+      await vi.waitFor(() => expect(h.epp.snapshot().endpoints.find((e) => e.key === key)?.fresh).toBe(false), {
+        timeout: 20_000,
+        interval: 20,
+      });
+      for (let i = 0; i < 12; i++) {
+        const r = await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("m") });
+        expect(r.destination).not.toBe(key);
+      }
+      const text = await (await fetch(`http://127.0.0.1:${h.epp.metricsPort}/metrics`)).text();
+      expect(total(text, "switchyard_scrape_errors_total", { endpoint: key, reason: "implausible" })).toBeGreaterThan(
+        0,
+      );
+      log.logger.flush();
+      const line = log.records().find((r) => r.msg === "metrics scrape failing" && r.endpoint === key);
+      expect(line).toMatchObject({ pod: "pod-2", reason: "implausible" });
+      expect(String(line?.err)).toContain("vllm:kv_cache_usage_perc");
+    } finally {
+      await h.close();
+    }
+  });
+});
