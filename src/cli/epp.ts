@@ -40,7 +40,7 @@ import {
   DEFAULT_MODEL_LABEL_IDLE_MS,
   DEFAULT_MODEL_LABEL_LIMIT,
 } from "../observability/label-cap.js";
-import { createLogger, type Logger } from "../observability/logger.js";
+import { createLogger, DEFAULT_LOG_FLUSH_INTERVAL_MS, type Logger } from "../observability/logger.js";
 import { EppMetrics } from "../observability/metrics.js";
 import { createScrapeAuthorizer, kubernetesReviewApi, type ReviewApi } from "../observability/scrape-auth.js";
 import { Director } from "../request/director.js";
@@ -250,6 +250,12 @@ export const EPP_FLAGS = {
     help: "record inference_extension_plugin_duration_seconds on one scheduling cycle in N (1 = every cycle, as GIE)",
     check: checks.positive,
   },
+  "log-flush-interval": {
+    kind: "duration",
+    default: DEFAULT_LOG_FLUSH_INTERVAL_MS,
+    help: "longest a log line waits in the output buffer (lines are batched up to 4 KiB); 0 = write every line at once",
+    check: checks.nonNegative,
+  },
   "log-format": { kind: "string", default: "auto", help: "json | pretty | auto (pretty when stdout is a TTY)" },
   "v8-allocation-site-pretenuring": {
     kind: "bool",
@@ -422,7 +428,12 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   const format = f["log-format"];
   const logger =
     overrides.logger ??
-    createLogger({ level: logLevel(f), pretty: format === "auto" ? undefined : format === "pretty", name: "epp" });
+    createLogger({
+      level: logLevel(f),
+      pretty: format === "auto" ? undefined : format === "pretty",
+      name: "epp",
+      flushIntervalMs: f["log-flush-interval"],
+    });
   const namespace = f["pool-namespace"] || process.env.NAMESPACE || "default";
   const standalone = f["endpoint-selector"] !== "";
   if (standalone && f["pool-name"])

@@ -18,6 +18,7 @@ const BOUNDS = [
   "enable-debug-endpoints",
   "metrics-endpoint-auth",
   "scrape-max-series",
+  "log-flush-interval",
 ];
 
 describe("epp --help", () => {
