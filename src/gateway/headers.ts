@@ -32,7 +32,8 @@ function connectionOptions(value: string, into: string[] | undefined): string[] 
     // Framing headers stay: they say where the body ends, whatever the client nominates.
     if (n === "" || n === "host" || n === "content-length" || n.startsWith(":") || HOP_BY_HOP.has(n) || n === "close")
       continue;
-    (into ??= []).push(n);
+    if (into === undefined) into = [n];
+    else into.push(n);
   }
   return into;
 }
