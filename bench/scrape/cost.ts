@@ -62,9 +62,13 @@ async function main(): Promise<void> {
   let serverPid = Number(process.env.SCRAPE_PID ?? 0);
   if (serverUrl === undefined) {
     const [port] = await freePorts(1);
-    const sim = spawn(process.execPath, [CLI, "sim", "--model", "base", "--port", String(port), "--host", "127.0.0.1"], {
-      stdio: "ignore",
-    });
+    const sim = spawn(
+      process.execPath,
+      [CLI, "sim", "--model", "base", "--port", String(port), "--host", "127.0.0.1"],
+      {
+        stdio: "ignore",
+      },
+    );
     children.push(sim);
     serverUrl = `http://127.0.0.1:${port}`;
     serverPid = sim.pid!;

@@ -95,7 +95,7 @@ export class AdmissionController implements Admission {
   readonly #fc: FlowController | undefined;
   readonly #autoscale: AutoscaleLoop | undefined;
   readonly #tenants: LabelCapper;
-  readonly #models: LabelCapper;
+  readonly #models: Pick<LabelCapper, "value">;
   readonly #flowLabels = new WeakMap<QueuedRequestInfo, FlowLabels>();
   readonly #settle: Settle = (t, used, served) => this.#onRelease(t, used, served);
 
@@ -107,8 +107,15 @@ export class AdmissionController implements Admission {
     this.#now = options.now ?? (() => performance.now());
     this.#poolName = options.poolName ?? (() => "");
     this.#autoscale = options.autoscale;
-    this.#tenants = new LabelCapper(s.admission.tenantLabelLimit);
-    this.#models = new LabelCapper(s.admission.tenantLabelLimit);
+    const m = options.metrics;
+    this.#tenants = new LabelCapper({
+      limit: s.admission.tenantLabelLimit,
+      ...(m ? { maxLength: m.labelMaxLength, onCapped: m.labelCapped("fairness_id") } : {}),
+    });
+    // Model names share the EPP-wide bound (length, number, idle expiry) with the request series.
+    this.#models = m
+      ? { value: (name: string) => m.modelLabel(name) }
+      : new LabelCapper({ limit: s.admission.tenantLabelLimit });
     if (s.admission.budgets.length > 0)
       this.#ledger = new BudgetLedger({
         rules: s.admission.budgets,

@@ -397,6 +397,7 @@ export class BenchRunner {
       String(grpc),
       "--grpc-health-port",
       String(health),
+      "--enable-debug-endpoints",
       "--metrics-port",
       String(metrics),
       "--log-level",

@@ -22,21 +22,32 @@ import {
   POOL_GROUP,
 } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
-import { EngineRegistry, validateEngineConfig } from "../datalayer/engines.js";
+import { DEFAULT_MAX_SERIES_PER_SIGNAL, EngineRegistry, validateEngineConfig } from "../datalayer/engines.js";
 import { DEFAULT_MODELS_INTERVAL_MS, MetricsScraper } from "../datalayer/scraper.js";
 import { Datastore } from "../datastore/datastore.js";
 import { isFresh } from "../datastore/types.js";
 import { createHealthServer } from "../extproc/health.js";
-import { createExtProcServer, DEFAULT_STREAM_RESETS_PER_SECOND } from "../extproc/server.js";
+import {
+  createExtProcServer,
+  DEFAULT_MAX_STREAMS_PER_CONNECTION,
+  DEFAULT_STREAM_IDLE_TIMEOUT_MS,
+  DEFAULT_STREAM_RESETS_PER_SECOND,
+} from "../extproc/server.js";
 import type { DebugSnapshot } from "../observability/debug.js";
 import { DecisionLog } from "../observability/decisions.js";
 import { startMetricsServer } from "../observability/http.js";
-import { createLogger, type Logger } from "../observability/logger.js";
+import {
+  DEFAULT_LABEL_MAX_LENGTH,
+  DEFAULT_MODEL_LABEL_IDLE_MS,
+  DEFAULT_MODEL_LABEL_LIMIT,
+} from "../observability/label-cap.js";
+import { createLogger, DEFAULT_LOG_FLUSH_INTERVAL_MS, type Logger } from "../observability/logger.js";
 import { EppMetrics } from "../observability/metrics.js";
+import { createScrapeAuthorizer, kubernetesReviewApi, type ReviewApi } from "../observability/scrape-auth.js";
 import { Director } from "../request/director.js";
 import type { LifecycleFactory } from "../request/lifecycle.js";
 import { createPluginHandle, createScheduler, loadPickerConfig, type PickerConfig } from "../scheduling/index.js";
-import { FileSource } from "../sources/file.js";
+import { DEFAULT_RESOURCES_MAX_BYTES, FileSource } from "../sources/file.js";
 import { KubernetesSource, loadKubeConfig } from "../sources/kubernetes.js";
 import { LeaderElector, leaseNameFor } from "../sources/leader.js";
 import { instrumentScheduler, pluginDurationRecorder, prefixIndexSize, timedPreRequest } from "./epp-telemetry.js";
@@ -56,7 +67,26 @@ export const EPP_FLAGS = {
     help: "HTTP port for /metrics and /debug/endpoints",
     check: checks.port,
   },
-  host: { kind: "string", default: "0.0.0.0", help: "address every server binds to" },
+  "metrics-bind-address": {
+    kind: "string",
+    default: "",
+    help: 'where /metrics and /debug/* listen, host:port; "" = --host and --metrics-port, "0" = no metrics server at all',
+  },
+  "metrics-endpoint-auth": {
+    kind: "bool",
+    default: true,
+    help: "Kubernetes mode: /metrics and /debug/* require a bearer token allowed to get the path (TokenReview + SubjectAccessReview), as GIE; ignored with --resources",
+  },
+  "enable-debug-endpoints": {
+    kind: "bool",
+    default: false,
+    help: "serve /debug/endpoints (pod IPs, models, recent decisions; what `switchyard top` reads) on the metrics server",
+  },
+  host: {
+    kind: "string",
+    default: "0.0.0.0",
+    help: "address the ext_proc, gRPC health and metrics servers bind to; the default 0.0.0.0 is every interface (as GIE), use 127.0.0.1 to keep them on this machine",
+  },
   "pool-name": { kind: "string", default: "", help: "InferencePool this EPP serves" },
   "pool-namespace": {
     kind: "string",
@@ -68,6 +98,12 @@ export const EPP_FLAGS = {
     kind: "string",
     default: "",
     help: "file or directory of Kubernetes-style YAML (pools, models, objectives, rewrites, pods); reloaded on change. Without it the EPP watches the Kubernetes API",
+  },
+  "resources-max-bytes": {
+    kind: "int",
+    default: DEFAULT_RESOURCES_MAX_BYTES,
+    help: "largest --resources file read; a larger one is refused and its last good objects stay",
+    check: checks.positive,
   },
   kubeconfig: { kind: "string", default: "", help: "kubeconfig path; default in-cluster config, then $KUBECONFIG" },
   "endpoint-selector": {
@@ -96,6 +132,30 @@ export const EPP_FLAGS = {
     kind: "duration",
     default: DEFAULT_METRICS_STALENESS_THRESHOLD_MS,
     help: "endpoints whose metrics are older than this are left out of the pool gauges",
+  },
+  "metrics-label-max-length": {
+    kind: "int",
+    default: DEFAULT_LABEL_MAX_LENGTH,
+    help: 'longest model name or tenant from a request kept as a metric label value; longer ones are labelled "other" (counted in switchyard_metric_labels_capped_total)',
+    check: checks.positive,
+  },
+  "metrics-model-label-limit": {
+    kind: "int",
+    default: DEFAULT_MODEL_LABEL_LIMIT,
+    help: 'distinct unconfigured model names given their own metric series; later ones are labelled "other"',
+    check: checks.nonNegative,
+  },
+  "metrics-model-label-idle-expiry": {
+    kind: "duration",
+    default: DEFAULT_MODEL_LABEL_IDLE_MS,
+    help: "series of an unconfigured model name are dropped after it has been unused this long, freeing its slot",
+    check: checks.positive,
+  },
+  "scrape-max-series": {
+    kind: "int",
+    default: DEFAULT_MAX_SERIES_PER_SIGNAL,
+    help: "series of one signal (queue, running, KV) accepted in one /metrics body; more, a negative value or a repeated series refuses the scrape (reason implausible)",
+    check: checks.positive,
   },
   "scrape-timeout": {
     kind: "duration",
@@ -135,6 +195,18 @@ export const EPP_FLAGS = {
   },
   "config-file": { kind: "string", default: "", help: "EndpointPickerConfig YAML file (exclusive with --config-text)" },
   "config-text": { kind: "string", default: "", help: "EndpointPickerConfig YAML text (exclusive with --config-file)" },
+  "grpc-max-streams-per-connection": {
+    kind: "int",
+    default: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+    help: "open ext_proc streams allowed on one client connection (advertised as HTTP/2 MAX_CONCURRENT_STREAMS); more get RESOURCE_EXHAUSTED",
+    check: checks.positive,
+  },
+  "grpc-stream-idle-timeout": {
+    kind: "duration",
+    default: DEFAULT_STREAM_IDLE_TIMEOUT_MS,
+    help: "an ext_proc stream that receives no message for this long is ended with DEADLINE_EXCEEDED (0 = never); keep it above the longest time to first token",
+    check: checks.nonNegative,
+  },
   "max-body-bytes": {
     kind: "int",
     default: DEFAULT_MAX_BODY_BYTES,
@@ -193,6 +265,12 @@ export const EPP_FLAGS = {
     help: "record inference_extension_plugin_duration_seconds on one scheduling cycle in N (1 = every cycle, as GIE)",
     check: checks.positive,
   },
+  "log-flush-interval": {
+    kind: "duration",
+    default: DEFAULT_LOG_FLUSH_INTERVAL_MS,
+    help: "longest a log line waits in the output buffer (lines are batched up to 4 KiB); 0 = write every line at once",
+    check: checks.nonNegative,
+  },
   "log-format": { kind: "string", default: "auto", help: "json | pretty | auto (pretty when stdout is a TTY)" },
   "v8-allocation-site-pretenuring": {
     kind: "bool",
@@ -227,7 +305,8 @@ export const EPP_FLAGS = {
 type EppFlagValues = FlagValues<typeof EPP_FLAGS>;
 
 const SUMMARY =
-  "Endpoint picker for Envoy ext_proc (GIE v1 protocol). Resources come from --resources files or the Kubernetes API.";
+  "Endpoint picker for Envoy ext_proc (GIE v1 protocol). Resources come from --resources files or the Kubernetes API.\n" +
+  "By default every port (ext_proc, gRPC health, metrics) binds 0.0.0.0, all interfaces; see --host and docs/security.md.";
 
 export interface RunningEpp {
   readonly grpcPort: number;
@@ -251,6 +330,8 @@ export interface StartEppOverrides {
   readonly scrape?: boolean;
   /** Use this datastore instead of creating one from --resources / Kubernetes (benchmarks). */
   readonly datastore?: Datastore;
+  /** TokenReview / SubjectAccessReview client for --metrics-endpoint-auth (tests); default: the API server's. */
+  readonly reviewApi?: ReviewApi;
 }
 
 export interface AdmissionContext {
@@ -362,7 +443,12 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   const format = f["log-format"];
   const logger =
     overrides.logger ??
-    createLogger({ level: logLevel(f), pretty: format === "auto" ? undefined : format === "pretty", name: "epp" });
+    createLogger({
+      level: logLevel(f),
+      pretty: format === "auto" ? undefined : format === "pretty",
+      name: "epp",
+      flushIntervalMs: f["log-flush-interval"],
+    });
   const namespace = f["pool-namespace"] || process.env.NAMESPACE || "default";
   const standalone = f["endpoint-selector"] !== "";
   if (standalone && f["pool-name"])
@@ -420,6 +506,10 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
     prefixIndexSize: () => indexSize?.(),
     // Read from the server at scrape time: no per-stream bookkeeping on the request path.
     streamsInFlight: () => server.activeStreams(),
+    labelMaxLength: f["metrics-label-max-length"],
+    modelLabelLimit: f["metrics-model-label-limit"],
+    modelLabelIdleMs: f["metrics-model-label-idle-expiry"],
+    logger,
   });
   let scheduler: ReturnType<typeof createScheduler>;
   try {
@@ -472,11 +562,11 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   });
 
   datastore.onEndpointsChanged((added, removed) => {
-    for (const e of added) logger.info({ endpoint: e.key, pod: e.podName }, "endpoint joined the pool");
-    for (const e of removed) {
-      logger.info({ endpoint: e.key, pod: e.podName }, "endpoint left the pool");
-      scheduler.endpointRemoved(e.key);
-    }
+    // One line per endpoint for the first few; a reload that adds 20k pods is summarised by the datastore's
+    // "endpoints changed" line instead of 20k lines written on the request path's thread.
+    for (const e of added.slice(0, 10)) logger.info({ endpoint: e.key, pod: e.podName }, "endpoint joined the pool");
+    for (const e of removed.slice(0, 10)) logger.info({ endpoint: e.key, pod: e.podName }, "endpoint left the pool");
+    for (const e of removed) scheduler.endpointRemoved(e.key);
   });
 
   // Sources: files, or the Kubernetes API (informers).
@@ -486,7 +576,13 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   let stopSource: () => Promise<void> = async () => {};
   if (!overrides.datastore) {
     if (f.resources) {
-      const source = new FileSource({ path: f.resources, datastore, logger });
+      const source = new FileSource({
+        path: f.resources,
+        datastore,
+        logger,
+        maxBytes: f["resources-max-bytes"],
+        onOutcome: (outcome) => metrics.resourceReloads.inc({ outcome }),
+      });
       const report = await source.start();
       logger.info(
         { resources: f.resources, accepted: report.accepted, rejected: report.rejected.length },
@@ -521,6 +617,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
           intervalMs: f["refresh-metrics-interval"],
           timeoutMs: f["scrape-timeout"],
           modelsIntervalMs: f["served-models-refresh-interval"],
+          maxSeries: f["scrape-max-series"],
           logger,
           hooks: {
             onScrape: (endpoint, result) => {
@@ -543,6 +640,9 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
     echoRequestHeaders: f["echo-request-headers"],
     streamResetsPerSecond: f["grpc-stream-resets-per-second"],
     tls: f["secure-serving"] ? (f["cert-path"] ? { certPath: f["cert-path"] } : {}) : false,
+    maxStreamsPerConnection: f["grpc-max-streams-per-connection"],
+    streamIdleTimeoutMs: f["grpc-stream-idle-timeout"],
+    onStreamLimited: (reason) => metrics.streamsLimited.inc({ reason }),
     ...(f["health-checking"] ? { healthOnSamePort: health.state } : {}),
   });
 
@@ -590,13 +690,26 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
     };
   };
 
-  const metricsServer = await startMetricsServer({
-    host: f.host,
-    port: f["metrics-port"],
-    metrics,
-    debugSnapshot: snapshot,
-    logger,
-  });
+  const bind = metricsBindAddress(f);
+  // Scrapers are authenticated against the API server this EPP already talks to; file mode has none.
+  const kubernetesMode = !overrides.datastore && !f.resources;
+  const authorizer =
+    kubernetesMode && f["metrics-endpoint-auth"] && bind !== undefined
+      ? createScrapeAuthorizer(overrides.reviewApi ?? kubernetesReviewApi(loadKubeConfig(f.kubeconfig || undefined)))
+      : undefined;
+  const metricsServer =
+    bind === undefined
+      ? { port: 0, close: async () => {} }
+      : await startMetricsServer({
+          host: bind.host,
+          port: bind.port,
+          metrics,
+          ...(f["enable-debug-endpoints"] ? { debugSnapshot: snapshot } : {}),
+          logger,
+          ...(authorizer
+            ? { authorizer, onRefused: (status: number) => metrics.scrapesRefused.inc({ status: String(status) }) }
+            : {}),
+        });
   const { port: grpcPort } = await server.start();
   const healthPort = (await health.start()).port;
 
@@ -672,6 +785,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
       await health.stop();
       await metricsServer.close();
       (admission as { close?: () => void }).close?.();
+      metrics.close();
       logger.flush?.();
     },
   };
@@ -689,6 +803,18 @@ function createScaler(f: EppFlagValues, namespace: string): KubernetesScaler {
     namespace,
     target: parseScaleTarget(f["autoscale-target"]),
   });
+}
+
+/** `--metrics-bind-address`: undefined = no metrics server. */
+function metricsBindAddress(f: EppFlagValues): { host: string; port: number } | undefined {
+  const raw = f["metrics-bind-address"].trim();
+  if (raw === "") return { host: f.host, port: f["metrics-port"] };
+  if (raw === "0") return undefined;
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(raw);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (m === null || port > 65535)
+    throw new ConfigError(`expected host:port, :port or 0, got "${raw}"`, undefined, "--metrics-bind-address");
+  return { host: m[1] ?? (m[2] || f.host), port };
 }
 
 /** One structured line naming the file and field of a rejected configuration (the CLI also prints it). */

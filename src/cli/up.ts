@@ -225,6 +225,8 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     String(f["grpc-port"]),
     "--grpc-health-port",
     String(f["grpc-health-port"]),
+    // The live table and `switchyard top` read /debug/endpoints; everything here binds 127.0.0.1.
+    "--enable-debug-endpoints",
     "--metrics-port",
     String(f["metrics-port"]),
     "--log-level",

@@ -449,6 +449,24 @@ export class MetricsExtractionError extends Error {
   override readonly name = "MetricsExtractionError";
 }
 
+/**
+ * A body whose numbers cannot be true (docs/security.md, "Model-server metrics"): a negative queue or KV usage,
+ * more series for one signal than any server exposes, or the same series twice. Believing it would make a broken
+ * or hostile pod look idle (kv -0.5 attracted 12 of 12 requests) or absurdly busy (10k series summed to a queue of
+ * 49,995,000); the scrape is refused instead, so the endpoint counts as unknown.
+ */
+export class ImplausibleMetricsError extends MetricsExtractionError {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Default of `--scrape-max-series`: series of one signal in one body (one per engine / data-parallel rank). */
+export const DEFAULT_MAX_SERIES_PER_SIGNAL = 256;
+
 const EMPTY_SET: ReadonlySet<string> = new Set<string>();
 
 function selectSamples(families: Map<string, Sample[]>, spec: MetricSpec): Sample[] {
@@ -477,12 +495,14 @@ function signal(
   specs: readonly MetricSpec[],
   combine: "sum" | "max",
   where: string,
+  maxSeries: number,
 ): number | undefined {
   let sawSeries = false;
   for (const spec of specs) {
     const samples = selectSamples(families, spec);
     if (samples.length === 0) continue;
     sawSeries = true;
+    checkPlausible(spec, samples, where, maxSeries);
     let acc = combine === "sum" ? 0 : Number.NEGATIVE_INFINITY;
     let finite = 0;
     for (const s of samples) {
@@ -528,6 +548,33 @@ function currentLoraSeries(samples: readonly Sample[], nowSec: number): Sample |
     }
   }
   return best;
+}
+
+function checkPlausible(spec: MetricSpec, samples: readonly Sample[], where: string, maxSeries: number): void {
+  const field = formatMetricSpec(spec);
+  if (samples.length > maxSeries)
+    throw new ImplausibleMetricsError(
+      field,
+      `${field}: ${samples.length} series in ${where}, more than --scrape-max-series (${maxSeries}); refusing the scrape`,
+    );
+  for (const s of samples)
+    if (s.value < 0)
+      throw new ImplausibleMetricsError(field, `${field}: negative value ${s.value} in ${where}; refusing the scrape`);
+  if (samples.length < 2) return;
+  // Prometheus itself rejects a scrape that repeats a series; summing the copies would double the load.
+  const seen = new Set<string>();
+  for (const s of samples) {
+    const key = Object.keys(s.labels)
+      .sort()
+      .map((k) => `${k}\u0000${s.labels[k]}`)
+      .join("\u0001");
+    if (seen.has(key))
+      throw new ImplausibleMetricsError(
+        field,
+        `${field}: the same series appears twice in ${where}; refusing the scrape`,
+      );
+    seen.add(key);
+  }
 }
 
 function parseCount(text: string | undefined): number | undefined {
@@ -576,6 +623,7 @@ export function extractMetrics(
   text: string,
   updateTime: number,
   where = "/metrics",
+  maxSeries = DEFAULT_MAX_SERIES_PER_SIGNAL,
   nowSec = Date.now() / 1000,
 ): EndpointMetrics {
   const families = parseFamilies(text, mapping.wanted);
@@ -587,7 +635,7 @@ export function extractMetrics(
   const unreported: string[] = [];
   const read = (specs: readonly MetricSpec[], combine: "sum" | "max"): number => {
     if (specs.length === 0) return 0;
-    const v = signal(families, specs, combine, where);
+    const v = signal(families, specs, combine, where, maxSeries);
     if (v !== undefined) return v;
     unreported.push(formatMetricSpec(specs[0]!));
     return 0;

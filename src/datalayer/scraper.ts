@@ -22,7 +22,13 @@ import { ConfigError } from "../common/errors.js";
 import type { Endpoint, ServedModels } from "../datastore/types.js";
 import { type Logger, silentLogger } from "../observability/logger.js";
 import { DEFAULT_LOG_THROTTLE_MS, LogThrottle } from "../observability/throttle.js";
-import { type EngineConfig, EngineRegistry, extractMetrics } from "./engines.js";
+import {
+  DEFAULT_MAX_SERIES_PER_SIGNAL,
+  type EngineConfig,
+  EngineRegistry,
+  extractMetrics,
+  ImplausibleMetricsError,
+} from "./engines.js";
 
 /** What the scraper needs from the datastore: the current endpoints and a change feed. */
 export interface EndpointSource {
@@ -42,6 +48,8 @@ export type ScrapeFailureReason =
   | "network"
   /** The body lacked a required signal (or was not an exposition at all). */
   | "parse"
+  /** The body's numbers cannot be true: negative, too many series, a series twice (ImplausibleMetricsError). */
+  | "implausible"
   /** The endpoint's engine type has no metric mapping. */
   | "engine"
   /** The endpoint cannot be turned into a URL. */
@@ -98,6 +106,8 @@ export interface MetricsScraperOptions {
    * 10 s costs the server far less than its `/metrics`.
    */
   modelsIntervalMs?: number;
+  /** Series of one signal accepted in one body (`--scrape-max-series`); more refuses the scrape. Default 256. */
+  maxSeries?: number;
   /** Default: a silent logger. */
   logger?: Logger;
   /** A failing endpoint logs its first failure at warn, then at most one warn line per this many ms. Default 30 s. */
@@ -213,6 +223,7 @@ export class MetricsScraper {
   readonly #maxBackoffMs: number;
   readonly #maxBodyBytes: number;
   readonly #modelsIntervalMs: number;
+  readonly #maxSeries: number;
   readonly #logger: Logger;
   readonly #hooks: ScraperHooks;
   readonly #failureLog: LogThrottle;
@@ -253,6 +264,7 @@ export class MetricsScraper {
       );
     }
     this.#modelsIntervalMs = modelsInterval;
+    this.#maxSeries = checkPositive("maxSeries", options.maxSeries, DEFAULT_MAX_SERIES_PER_SIGNAL);
     const path = options.path ?? "/metrics";
     if (typeof path !== "string" || !path.startsWith("/") || /[\s#]/.test(path)) {
       throw new ConfigError(
@@ -499,9 +511,10 @@ export class MetricsScraper {
       }
       if (t.stopped) return;
       try {
-        endpoint.metrics = extractMetrics(mapping, text, finished, this.#path);
+        endpoint.metrics = extractMetrics(mapping, text, finished, this.#path, this.#maxSeries);
       } catch (err) {
-        throw new ScrapeError("parse", `${url}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+        const reason = err instanceof ImplausibleMetricsError ? "implausible" : "parse";
+        throw new ScrapeError(reason, `${url}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       }
       endpoint.lastScrapeError = undefined;
       this.#noteIncomplete(t);
@@ -525,10 +538,14 @@ export class MetricsScraper {
       t.failures = 0;
       this.#report(endpoint, { ok: true, durationMs });
       // Align to the tick grid: a scrape that overran the interval skips the ticks it missed.
-      this.#schedule(t, this.#intervalMs - (durationMs % this.#intervalMs));
+      const next = this.#intervalMs - (durationMs % this.#intervalMs);
+      // Until the next scrape is late (its tick plus its timeout) these numbers are the newest there can be.
+      endpoint.metricsValidUntil = finished + next + this.#timeoutMs;
+      this.#schedule(t, next);
       return;
     }
     endpoint.lastScrapeError = error.message;
+    endpoint.metricsValidUntil = undefined;
     t.failures++;
     if (error.reason === "engine") {
       if (!t.warnedEngine) this.#logger.warn({ endpoint: endpoint.key, err: error.message }, "metrics scrape failing");
@@ -538,7 +555,14 @@ export class MetricsScraper {
       const suppressed = this.#failureLog.take(endpoint.key);
       if (suppressed !== undefined)
         this.#logger.warn(
-          { endpoint: endpoint.key, reason: error.reason, err: error.message, failures: t.failures, suppressed },
+          {
+            endpoint: endpoint.key,
+            pod: endpoint.podName,
+            reason: error.reason,
+            err: error.message,
+            failures: t.failures,
+            suppressed,
+          },
           "metrics scrape failing",
         );
       else if (this.#logger.isLevelEnabled("debug"))

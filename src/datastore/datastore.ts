@@ -192,6 +192,8 @@ export class Datastore implements EndpointSource {
   #exactRewrites = new Map<string, ResolvedRewrite>();
   #matchAllRewrite: ResolvedRewrite | undefined;
   #listeners = new Set<EndpointsListener>();
+  /** Bumped by every commit; an apply computed in slices starts over if it changed meanwhile. */
+  #generation = 0;
 
   constructor(options: DatastoreOptions) {
     if (typeof options?.poolName !== "string" || options.poolName === "") {
@@ -302,8 +304,48 @@ export class Datastore implements EndpointSource {
 
   /** Replaces the datastore's view with `set`. Never throws for well-typed input. */
   apply(set: ResourceSet): ApplyReport {
+    const steps = this.#reconcile(set);
+    let r = steps.next();
+    while (!r.done) r = steps.next();
+    return r.value;
+  }
+
+  /**
+   * `apply()` for large snapshots, never holding the event loop for much more than `sliceMs` at a time: the new view
+   * is computed in slices (requests keep being routed with the old one meanwhile), then swapped in at once. If
+   * another apply lands in between, the computation starts over against it.
+   */
+  async applyInSlices(set: ResourceSet, sliceMs: number): Promise<ApplyReport> {
+    for (;;) {
+      const generation = this.#generation;
+      const steps = this.#reconcile(set);
+      let sliceStart = performance.now();
+      let r = steps.next();
+      let stale = false;
+      while (!r.done) {
+        if (performance.now() - sliceStart > sliceMs) {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          sliceStart = performance.now();
+          if (this.#generation !== generation) {
+            stale = true;
+            break;
+          }
+        }
+        r = steps.next();
+      }
+      if (!stale && r.done) return r.value;
+      steps.return(undefined as never);
+    }
+  }
+
+  /**
+   * Computes the next view, yielding now and then (the driver decides whether to pause), and commits it after the
+   * last yield, so a view is never half applied.
+   */
+  *#reconcile(set: ResourceSet): Generator<void, ApplyReport> {
     const rejected: RejectedObject[] = [];
     let ignored = 0;
+    let n = 0;
     const ours = (ns: string, poolRef: string) => ns === this.poolNamespace && poolRef === this.poolName;
 
     // Pool.
@@ -321,6 +363,7 @@ export class Datastore implements EndpointSource {
     const byModelName = new Map<string, ModelSpec[]>();
     const seenModels = new Map<string, ModelSpec>();
     for (const m of set.models) {
+      if ((++n & 255) === 0) yield;
       if (!ours(m.namespace, m.poolRef)) {
         ignored++;
         continue;
@@ -338,6 +381,7 @@ export class Datastore implements EndpointSource {
     const models = new Map<string, ModelSpec>();
     const modelConflicts: ModelConflict[] = [];
     for (const [modelName, group] of byModelName) {
+      if ((++n & 255) === 0) yield;
       group.sort(byAgeThenName);
       const winner = group[0]!;
       models.set(modelName, winner);
@@ -359,6 +403,7 @@ export class Datastore implements EndpointSource {
     // Objectives, keyed by metadata.name (the header value).
     const objectives = new Map<string, ObjectiveSpec>();
     for (const o of set.objectives) {
+      if ((++n & 255) === 0) yield;
       if (!ours(o.namespace, o.poolRef)) {
         ignored++;
         continue;
@@ -370,23 +415,26 @@ export class Datastore implements EndpointSource {
 
     // Rewrites: precompute model → winning rule so the request path is one lookup.
     const rewrites: RewriteSpec[] = [];
-    const seenRewrites = new Set<string>();
+    const rewriteByName = new Map<string, RewriteSpec>();
     for (const r of set.rewrites) {
+      if ((++n & 255) === 0) yield;
       if (!ours(r.namespace, r.poolRef)) {
         ignored++;
         continue;
       }
-      if (seenRewrites.has(r.name)) {
-        rejected.push(duplicate("InferenceModelRewrite", r, rewrites.find((x) => x.name === r.name)!));
+      const prev = rewriteByName.get(r.name);
+      if (prev !== undefined) {
+        rejected.push(duplicate("InferenceModelRewrite", r, prev));
         continue;
       }
-      seenRewrites.add(r.name);
+      rewriteByName.set(r.name, r);
       rewrites.push(r);
     }
     rewrites.sort(byAgeThenName);
     const exact = new Map<string, ResolvedRewrite>();
     let matchAll: ResolvedRewrite | undefined;
     for (const r of rewrites) {
+      if ((++n & 255) === 0) yield;
       for (const rule of r.rules) {
         const resolved: ResolvedRewrite = { rewriteName: r.name, targets: rule.targets };
         if (rule.matches.length === 0) {
@@ -398,8 +446,11 @@ export class Datastore implements EndpointSource {
     }
 
     // Endpoints.
-    const { pods, endpoints: endpointCount } = this.#reconcileEndpoints(pool, set.pods, rejected);
+    const next = yield* this.#nextEndpoints(pool, set.pods, rejected);
 
+    // ---- commit: no yield from here on ----
+    this.#generation++;
+    const { pods, endpoints: endpointCount } = this.#commitEndpoints(next);
     const wasSynced = this.#synced;
     const poolChanged = this.#pool !== pool;
     this.#pool = pool;
@@ -432,34 +483,41 @@ export class Datastore implements EndpointSource {
           "InferencePool applied",
         );
       }
-      for (const r of rejected) log.warn({ kind: r.kind, name: r.name, reason: r.reason, origin: r.origin }, r.message);
+      logRejected(log, rejected);
     }
     return report;
   }
 
-  #reconcileEndpoints(
+  /** The next endpoint set, computed without touching the current one (endpoint objects are reused by identity). */
+  *#nextEndpoints(
     pool: PoolSpec | undefined,
     pods: readonly PodSpec[],
     rejected: RejectedObject[],
-  ): { pods: number; endpoints: number } {
+  ): Generator<void, NextEndpoints> {
     const next = new Map<string, MutableEndpoint>();
     const nextByKey = new Map<string, MutableEndpoint>();
     const added: Endpoint[] = [];
+    const relabels: [MutableEndpoint, Readonly<Record<string, string>>][] = [];
     let podCount = 0;
+    let n = 0;
     if (pool !== undefined) {
-      const candidates = pods
-        .filter(
-          (p) =>
-            p.namespace === pool.namespace &&
-            p.ready &&
-            !p.deleting &&
-            p.podIP !== "" &&
-            matchesSelector(p.labels, pool.selector),
+      const matching: PodSpec[] = [];
+      for (const p of pods) {
+        if ((++n & 255) === 0) yield;
+        if (
+          p.namespace === pool.namespace &&
+          p.ready &&
+          !p.deleting &&
+          p.podIP !== "" &&
+          matchesSelector(p.labels, pool.selector)
         )
-        // Oldest first so that, on an address clash, the established pod keeps the address.
-        .sort(byAgeThenName);
+          matching.push(p);
+      }
+      // Oldest first so that, on an address clash, the established pod keeps the address.
+      const candidates = yield* sortInSteps(matching, byAgeThenName);
       const seenPods = new Set<string>();
       for (const p of candidates) {
+        if ((++n & 127) === 0) yield;
         if (seenPods.has(p.name)) {
           rejected.push({
             kind: "Pod",
@@ -506,11 +564,12 @@ export class Datastore implements EndpointSource {
               inflightTokens: 0,
               routedRequests: 0,
               lastScrapeError: undefined,
+              metricsValidUntil: undefined,
             };
             added.push(ep);
           } else if (!sameLabels(ep.labels, p.labels)) {
             // Relabels do not change where traffic goes; keep the object (and its metrics), refresh the labels.
-            ep.labels = p.labels;
+            relabels.push([ep, p.labels]);
           }
           next.set(identity, ep);
           nextByKey.set(key, ep);
@@ -520,33 +579,103 @@ export class Datastore implements EndpointSource {
       }
     }
     const removed: Endpoint[] = [];
-    for (const [identity, ep] of this.#byIdentity) if (!next.has(identity)) removed.push(ep);
-    this.#byIdentity = next;
-    this.#byKey = nextByKey;
-    if (added.length > 0 || removed.length > 0) {
-      const list = [...next.values()].sort((a, b) =>
-        a.podName < b.podName ? -1 : a.podName > b.podName ? 1 : a.rank - b.rank,
-      );
-      this.#endpoints = Object.freeze(list);
+    for (const [identity, ep] of this.#byIdentity) {
+      if ((++n & 255) === 0) yield;
+      if (!next.has(identity)) removed.push(ep);
+    }
+    const list =
+      added.length > 0 || removed.length > 0
+        ? Object.freeze(yield* sortInSteps([...next.values()], byPodThenRank))
+        : undefined;
+    return { next, nextByKey, added, removed, relabels, list, pods: podCount };
+  }
+
+  #commitEndpoints(n: NextEndpoints): { pods: number; endpoints: number } {
+    for (const [ep, labels] of n.relabels) ep.labels = labels;
+    this.#byIdentity = n.next;
+    this.#byKey = n.nextByKey;
+    if (n.list !== undefined) {
+      this.#endpoints = n.list;
+      const sample = (eps: readonly Endpoint[]) => eps.slice(0, 20).map((e) => `${e.name}@${e.key}`);
+      // At most 20 names each: a reload of 20k pods must not become one multi-megabyte log line.
       this.#logger?.info(
         {
-          added: added.map((e) => `${e.name}@${e.key}`),
-          removed: removed.map((e) => `${e.name}@${e.key}`),
-          total: list.length,
+          added: sample(n.added),
+          removed: sample(n.removed),
+          addedCount: n.added.length,
+          removedCount: n.removed.length,
+          total: n.list.length,
         },
         "endpoints changed",
       );
       for (const listener of this.#listeners) {
         try {
-          listener(added, removed);
+          listener(n.added, n.removed);
         } catch (err) {
           // A broken listener must not stop the others or the reconcile that called it.
           this.#logger?.error({ err }, "endpoints listener threw");
         }
       }
     }
-    return { pods: podCount, endpoints: next.size };
+    return { pods: n.pods, endpoints: n.next.size };
   }
+}
+
+interface NextEndpoints {
+  readonly next: Map<string, MutableEndpoint>;
+  readonly nextByKey: Map<string, MutableEndpoint>;
+  readonly added: Endpoint[];
+  readonly removed: Endpoint[];
+  readonly relabels: [MutableEndpoint, Readonly<Record<string, string>>][];
+  readonly list: readonly Endpoint[] | undefined;
+  readonly pods: number;
+}
+
+function byPodThenRank(a: Endpoint, b: Endpoint): number {
+  return a.podName < b.podName ? -1 : a.podName > b.podName ? 1 : a.rank - b.rank;
+}
+
+/** A stable merge sort that yields between merges, so sorting 20k pods never holds the event loop in one go. */
+function* sortInSteps<T>(items: readonly T[], cmp: (a: T, b: T) => number): Generator<void, T[]> {
+  if (items.length <= 512) return [...items].sort(cmp);
+  let a = [...items];
+  let b = new Array<T>(a.length);
+  let work = 0;
+  for (let width = 1; width < a.length; width *= 2) {
+    for (let lo = 0; lo < a.length; lo += 2 * width) {
+      const mid = Math.min(lo + width, a.length);
+      const hi = Math.min(lo + 2 * width, a.length);
+      let i = lo;
+      let j = mid;
+      let k = lo;
+      while (i < mid && j < hi) b[k++] = cmp(a[j]!, a[i]!) < 0 ? a[j++]! : a[i++]!;
+      while (i < mid) b[k++] = a[i++]!;
+      while (j < hi) b[k++] = a[j++]!;
+      work += hi - lo;
+      if (work >= 2048) {
+        work = 0;
+        yield;
+      }
+    }
+    [a, b] = [b, a];
+  }
+  return a;
+}
+
+/**
+ * Logs rejected objects without flooding: the first few one line each, then one line counting the rest by reason
+ * (10k pods sharing an address are one line, not 10k).
+ */
+export function logRejected(logger: Logger, rejected: readonly RejectedObject[], individually = 5): void {
+  for (const r of rejected.slice(0, individually))
+    logger.warn({ kind: r.kind, name: r.name, reason: r.reason, origin: r.origin }, r.message);
+  if (rejected.length <= individually) return;
+  const byReason: Record<string, number> = {};
+  for (const r of rejected.slice(individually)) byReason[r.reason] = (byReason[r.reason] ?? 0) + 1;
+  logger.warn(
+    { more: rejected.length - individually, byReason },
+    `${rejected.length - individually} more objects rejected (the report lists each)`,
+  );
 }
 
 function duplicate(kind: string, dup: { namespace: string; name: string; origin?: string }, kept: { origin?: string }) {

@@ -152,14 +152,28 @@ export interface Endpoint {
   routedRequests: number;
   /** Last scrape error, for /debug and logs. */
   lastScrapeError: string | undefined;
+  /**
+   * Set by the scraper after a successful scrape: until then (performance.now() ms) the metrics count as fresh
+   * whatever their age, because the next answer is not late yet (next tick + scrape timeout). Cleared by a failed
+   * scrape. See isFresh().
+   */
+  metricsValidUntil?: number | undefined;
 }
 
 export function endpointKey(address: string, port: number): string {
   return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
-/** True when the endpoint has metrics no older than `maxAgeMs` at `now` (performance.now()). */
+/**
+ * True when the endpoint's metrics are no older than `maxAgeMs` at `now` (performance.now()), or older only because
+ * the scraper's next answer is still coming: a slow /metrics response, or a scrape timer the busy event loop ran
+ * late, is not evidence that the pod is gone or saturated. A failed scrape ends that grace (docs/security.md,
+ * "Staleness").
+ */
 export function isFresh(endpoint: Endpoint, now: number, maxAgeMs: number): boolean {
   const m = endpoint.metrics;
-  return m !== undefined && now - m.updateTime <= maxAgeMs;
+  if (m === undefined) return false;
+  if (now - m.updateTime <= maxAgeMs) return true;
+  const until = endpoint.metricsValidUntil;
+  return until !== undefined && now <= until;
 }

@@ -48,6 +48,12 @@ export interface ExtProcServerOptions {
    * (`--grpc-stream-resets-per-second`, default 10000). Node ≥ 22.10 only; Node 20 keeps nghttp2's 33/s.
    */
   readonly streamResetsPerSecond?: number;
+  /** Open streams allowed on one client connection (advertised as HTTP/2 MAX_CONCURRENT_STREAMS). Default 1000. */
+  readonly maxStreamsPerConnection?: number;
+  /** A stream that receives no message for this long is ended with DEADLINE_EXCEEDED. 0 = never. Default 5 min. */
+  readonly streamIdleTimeoutMs?: number;
+  /** Called for each stream refused by the per-connection limit or ended by the idle timeout (for a counter). */
+  readonly onStreamLimited?: (reason: "per_connection_limit" | "idle_timeout") => void;
 }
 
 /**
@@ -74,6 +80,10 @@ function raiseStreamResetBudget(server: grpc.Server, perSecond: number): void {
   common.streamResetRate = perSecond;
   common.streamResetBurst = 2 * perSecond;
 }
+
+/** Defaults of `--grpc-max-streams-per-connection` and `--grpc-stream-idle-timeout` (docs/security.md). */
+export const DEFAULT_MAX_STREAMS_PER_CONNECTION = 1000;
+export const DEFAULT_STREAM_IDLE_TIMEOUT_MS = 5 * 60_000;
 
 export interface ExtProcServer {
   start(): Promise<{ port: number }>;
@@ -163,6 +173,12 @@ export function createExtProcServer(options: ExtProcServerOptions): ExtProcServe
     logger,
   } as const;
   const messageLimit = maxBodyBytes + MESSAGE_SLACK_BYTES;
+  const maxPerConnection = options.maxStreamsPerConnection ?? DEFAULT_MAX_STREAMS_PER_CONNECTION;
+  const idleTimeoutMs = options.streamIdleTimeoutMs ?? DEFAULT_STREAM_IDLE_TIMEOUT_MS;
+  if (!Number.isSafeInteger(maxPerConnection) || maxPerConnection < 1)
+    throw new ConfigError(`must be a positive integer, got ${maxPerConnection}`, undefined, "maxStreamsPerConnection");
+  if (!Number.isFinite(idleTimeoutMs) || idleTimeoutMs < 0)
+    throw new ConfigError(`must be >= 0, got ${idleTimeoutMs}`, undefined, "streamIdleTimeoutMs");
   const grpcOptions: grpc.ServerOptions = {
     "grpc.max_receive_message_length": messageLimit,
     "grpc.max_send_message_length": messageLimit,
@@ -176,6 +192,8 @@ export function createExtProcServer(options: ExtProcServerOptions): ExtProcServe
     // grpc-js binds with SO_REUSEPORT by default, so a second EPP on the same port (an old one still draining, a
     // mistyped flag) would silently share the traffic instead of failing to start.
     "grpc.so_reuseport": 0,
+    // Advertised to the client: Envoy opens another connection rather than exceed it; enforced per call below too.
+    "grpc.max_concurrent_streams": maxPerConnection,
     ...options.grpcOptions,
   };
 
@@ -184,8 +202,32 @@ export function createExtProcServer(options: ExtProcServerOptions): ExtProcServe
   let active = 0;
   let stopping: Promise<void> | undefined;
 
-  const onClose = (): void => {
-    active--;
+  /** Open streams by client connection (grpc-js names a connection by its peer address and port). */
+  const perConnection = new Map<string, number>();
+  /** Open streams with the number of idle sweeps they have gone through without a message. */
+  const idle = new Map<ProcessCall, { sweeps: number }>();
+  const sweepMs = idleTimeoutMs > 0 ? Math.max(250, Math.min(30_000, idleTimeoutMs / 4)) : 0;
+  let sweeper: NodeJS.Timeout | undefined;
+  const limited = (reason: "per_connection_limit" | "idle_timeout") => {
+    try {
+      options.onStreamLimited?.(reason);
+    } catch (err) {
+      logger.error({ err }, "onStreamLimited threw");
+    }
+  };
+  const sweep = () => {
+    // One timer for every stream; a message resets its count (no per-message clock read or timer).
+    const limit = Math.ceil(idleTimeoutMs / sweepMs);
+    for (const [call, state] of idle) {
+      if (++state.sweeps <= limit) continue;
+      idle.delete(call);
+      limited("idle_timeout");
+      logger.debug({ peer: call.getPeer(), idleMs: idleTimeoutMs }, "ext_proc stream idle; ending it");
+      call.emit("error", {
+        code: grpc.status.DEADLINE_EXCEEDED,
+        details: `no message for ${idleTimeoutMs} ms (--grpc-stream-idle-timeout)`,
+      });
+    }
   };
 
   function handleCall(call: ProcessCall): void {
@@ -193,13 +235,42 @@ export function createExtProcServer(options: ExtProcServerOptions): ExtProcServe
       call.emit("error", { code: grpc.status.UNAVAILABLE, details: "switchyard is shutting down" });
       return;
     }
+    const peer = call.getPeer();
+    const open = perConnection.get(peer) ?? 0;
+    if (open >= maxPerConnection) {
+      limited("per_connection_limit");
+      call.emit("error", {
+        code: grpc.status.RESOURCE_EXHAUSTED,
+        details: `more than ${maxPerConnection} streams on one connection (--grpc-max-streams-per-connection)`,
+      });
+      return;
+    }
+    perConnection.set(peer, open + 1);
     active++;
+    let closed = false;
+    const state = { sweeps: 0 };
+    if (sweepMs > 0) {
+      idle.set(call, state);
+      call.on("data", () => {
+        state.sweeps = 0;
+      });
+    }
+    const onClose = (): void => {
+      if (closed) return;
+      closed = true;
+      active--;
+      idle.delete(call);
+      const n = (perConnection.get(peer) ?? 1) - 1;
+      if (n <= 0) perConnection.delete(peer);
+      else perConnection.set(peer, n);
+    };
     try {
       new ExtProcStream(call, options.factory, streamOptions, onClose);
     } catch (err) {
       // ExtProcStream converts its own failures; this guards the handler contract (nothing escapes to grpc-js).
       logger.error({ err }, "ext_proc stream setup failed");
       call.emit("error", { code: grpc.status.INTERNAL, details: "stream setup failed" });
+      onClose();
     }
   }
 
@@ -218,6 +289,10 @@ export function createExtProcServer(options: ExtProcServerOptions): ExtProcServe
       });
       if (options.healthOnSamePort !== undefined) addHealthService(s, options.healthOnSamePort);
       server = s;
+      if (sweepMs > 0) {
+        sweeper = setInterval(sweep, sweepMs);
+        sweeper.unref();
+      }
       const address = bindAddress(host, port);
       return new Promise((resolve, reject) => {
         s.bindAsync(address, credentials, (err, bound) => {
@@ -237,6 +312,7 @@ export function createExtProcServer(options: ExtProcServerOptions): ExtProcServe
     stop(graceMs = 5000) {
       if (stopping !== undefined) return stopping;
       draining = true;
+      clearInterval(sweeper);
       const s = server;
       if (s === undefined) return Promise.resolve();
       stopping = new Promise<void>((resolve) => {

@@ -98,6 +98,11 @@ abstract class HotMetric<L extends string, C extends Child> {
     return child;
   }
 
+  /** Drops the series whose labels match: they leave the exposition and their cached children stop counting. */
+  removeWhere(match: (labels: Readonly<Record<string, string>>) => boolean): void {
+    for (const [key, entry] of this.children) if (match(entry.labels)) this.children.delete(key);
+  }
+
   /**
    * prom-client's reset(): every series disappears until updated again. Children are zeroed rather than dropped,
    * because callers keep them (that is the point) and their later updates must still count.
@@ -122,6 +127,13 @@ abstract class HotMetric<L extends string, C extends Child> {
   protected *touched(): Generator<{ labels: Record<string, string>; child: C }> {
     for (const entry of this.children.values()) if (entry.child.touched) yield entry;
   }
+}
+
+/** True for the metrics of this module (they can drop series by a label predicate). */
+export function isHotMetric(
+  m: unknown,
+): m is { removeWhere(match: (labels: Readonly<Record<string, string>>) => boolean): void } {
+  return m instanceof HotMetric;
 }
 
 /** A counter's or gauge's series: one number. */

@@ -71,6 +71,14 @@ export async function fetchSnapshot(url: string, options: { timeoutMs?: number }
   } catch (err) {
     throw new SnapshotError(`${url}: response cut short: ${causeOf(err)}`, { cause: err });
   }
+  if (res.status === 404)
+    throw new SnapshotError(
+      `${url}: HTTP 404 (is this the EPP's metrics port, default 9090, and was the EPP started with --enable-debug-endpoints?)`,
+    );
+  if (res.status === 401 || res.status === 403)
+    throw new SnapshotError(
+      `${url}: HTTP ${res.status} (the EPP checks scrapers, --metrics-endpoint-auth; reach it through kubectl port-forward with auth off, or see docs/security.md)`,
+    );
   if (res.status !== 200)
     throw new SnapshotError(`${url}: HTTP ${res.status} (is this the EPP's metrics port, default 9090?)`);
   let doc: unknown;

@@ -28,7 +28,15 @@ export interface LoggerOptions {
   /** Destination stream; defaults to async stdout. */
   destination?: NodeJS.WritableStream;
   name?: string;
+  /**
+   * The default stdout destination batches writes (4 KiB) so a busy EPP makes few syscalls; this timer writes out
+   * whatever is pending, so a quiet EPP's lines are never held back longer (and a SIGKILL / OOM kill loses at most
+   * this much). 0 writes every line synchronously. Default 200 ms (`--log-flush-interval`).
+   */
+  flushIntervalMs?: number;
 }
+
+export const DEFAULT_LOG_FLUSH_INTERVAL_MS = 200;
 
 function prettyStream(): NodeJS.WritableStream {
   // A small in-process formatter: pino-pretty's worker transport is a dev dependency we do not ship.
@@ -51,8 +59,22 @@ function prettyStream(): NodeJS.WritableStream {
 
 export function createLogger(options: LoggerOptions = {}): Logger {
   const pretty = options.pretty ?? process.stdout.isTTY === true;
-  const destination =
-    options.destination ?? (pretty ? prettyStream() : pino.destination({ dest: 1, sync: false, minLength: 4096 }));
+  const flushMs = options.flushIntervalMs ?? DEFAULT_LOG_FLUSH_INTERVAL_MS;
+  let destination = options.destination ?? (pretty ? prettyStream() : undefined);
+  if (destination === undefined) {
+    const boom = pino.destination(flushMs === 0 ? { dest: 1, sync: true } : { dest: 1, sync: false, minLength: 4096 });
+    if (flushMs > 0) {
+      const timer = setInterval(() => {
+        try {
+          boom.flush();
+        } catch {
+          // Not ready yet or already closed: the next tick (or exit) writes it.
+        }
+      }, flushMs);
+      timer.unref();
+    }
+    destination = boom as unknown as NodeJS.WritableStream;
+  }
   return pino(
     {
       level: options.level ?? "info",

@@ -6,7 +6,19 @@
  * expiry) — never request ids. Pool gauges are computed when Prometheus scrapes (`collect()`), not on timers.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import { HotCounter, HotGauge, HotHistogram } from "./hot-metrics.js";
+import { HotCounter, HotGauge, HotHistogram, isHotMetric } from "./hot-metrics.js";
+import {
+  type CapReason,
+  DEFAULT_LABEL_MAX_LENGTH,
+  DEFAULT_MODEL_LABEL_IDLE_MS,
+  DEFAULT_MODEL_LABEL_LIMIT,
+  LabelCapper,
+} from "./label-cap.js";
+import type { Logger } from "./logger.js";
+import { LogThrottle } from "./throttle.js";
+
+/** Label names that carry a model name from a request body (GIE's and switchyard's series). */
+const MODEL_LABEL_NAMES: readonly string[] = ["model_name", "target_model_name", "target_model"];
 
 /** GIE's request-duration buckets, 5 ms … 3600 s. */
 const DURATION_BUCKETS = [
@@ -65,6 +77,14 @@ export interface MetricsOptions {
   readonly streamsInFlight?: () => number;
   /** Node process metrics (default true). */
   readonly processMetrics?: boolean;
+  /** `--metrics-label-max-length`: longer label values from requests become "other". Default 256. */
+  readonly labelMaxLength?: number;
+  /** `--metrics-model-label-limit`: distinct unconfigured model names with their own series. Default 100. */
+  readonly modelLabelLimit?: number;
+  /** `--metrics-model-label-idle-expiry`: unconfigured model names unused this long lose their series. 30 min. */
+  readonly modelLabelIdleMs?: number;
+  /** Where capped label values are reported (one line per label and reason per 30 s). */
+  readonly logger?: Logger;
 }
 
 export class EppMetrics {
@@ -110,12 +130,57 @@ export class EppMetrics {
   readonly queueWait: Histogram<"priority" | "outcome">;
   readonly recommendedReplicas: Gauge<"inference_pool">;
   readonly autoscalingHintErrors: Counter<"inference_pool">;
+  readonly labelsCapped: Counter<"label" | "reason">;
+  readonly resourceReloads: Counter<"outcome">;
+  readonly streamsLimited: Counter<"reason">;
+  readonly scrapesRefused: Counter<"status">;
 
   readonly #options: MetricsOptions;
+  readonly #models: LabelCapper;
+  readonly #capLog = new LogThrottle();
+  #knownModel: (name: string) => boolean = () => false;
+  readonly #expiryListeners: ((names: readonly string[]) => void)[] = [];
+  readonly #sweepTimer: NodeJS.Timeout | undefined;
 
   constructor(options: MetricsOptions = {}) {
     this.#options = options;
     const r = this.registry;
+    this.labelsCapped = new Counter({
+      name: "switchyard_metric_labels_capped_total",
+      help: 'Label values from requests replaced by "other": reason too_long (--metrics-label-max-length) or too_many (--metrics-model-label-limit, admission.tenantLabelLimit).',
+      labelNames: ["label", "reason"],
+      registers: [r],
+    });
+    this.resourceReloads = new Counter({
+      name: "switchyard_resource_reloads_total",
+      help: "Reloads of --resources files by outcome: applied, or kept (the last good view stays) because the file was kept_empty, kept_changing (rewritten while read), kept_invalid, too_large or path_missing.",
+      labelNames: ["outcome"],
+      registers: [r],
+    });
+    this.streamsLimited = new Counter({
+      name: "switchyard_extproc_streams_limited_total",
+      help: "ext_proc streams refused (per_connection_limit, --grpc-max-streams-per-connection) or ended (idle_timeout, --grpc-stream-idle-timeout).",
+      labelNames: ["reason"],
+      registers: [r],
+    });
+    this.scrapesRefused = new Counter({
+      name: "switchyard_metrics_requests_refused_total",
+      help: "Requests to /metrics or /debug/* refused by --metrics-endpoint-auth: 401 no valid token, 403 not allowed, 503 API server unavailable.",
+      labelNames: ["status"],
+      registers: [r],
+    });
+    this.#models = new LabelCapper({
+      limit: options.modelLabelLimit ?? DEFAULT_MODEL_LABEL_LIMIT,
+      maxLength: this.labelMaxLength,
+      idleMs: options.modelLabelIdleMs ?? DEFAULT_MODEL_LABEL_IDLE_MS,
+      onCapped: this.labelCapped("model_name"),
+    });
+    const idle = options.modelLabelIdleMs ?? DEFAULT_MODEL_LABEL_IDLE_MS;
+    if (Number.isFinite(idle) && idle > 0) {
+      // A quarter of the idle bound: a name expires between 0.75x and 1x its idle time after its last use.
+      this.#sweepTimer = setInterval(() => void this.sweepModelLabels(), Math.max(1000, idle / 4));
+      this.#sweepTimer.unref();
+    }
     const mt = ["model_name", "target_model_name"] as const;
     this.requestTotal = new HotCounter({
       name: "inference_objective_request_total",
@@ -453,6 +518,91 @@ export class EppMetrics {
         for (const e of fresh(s)) this.set({ name: s.poolName, model_server_pod: e.name }, e.queue ?? 0);
       },
     });
+  }
+
+  /** `--metrics-label-max-length`. */
+  get labelMaxLength(): number {
+    return this.#options.labelMaxLength ?? DEFAULT_LABEL_MAX_LENGTH;
+  }
+
+  /** A reporter for capped values of one label: counted always, logged at most once per reason per 30 s. */
+  labelCapped(label: string): (reason: CapReason, value: string) => void {
+    return (reason, value) => {
+      this.labelsCapped.inc({ label, reason });
+      const suppressed = this.#capLog.take(`${label}/${reason}`);
+      if (suppressed === undefined) return;
+      this.#options.logger?.warn(
+        {
+          label,
+          reason,
+          length: value.length,
+          // A prefix is enough to recognise the client; the full value is what must not be copied around.
+          valuePrefix: value.slice(0, 64),
+          suppressed,
+          bound:
+            reason === "too_long" ? `--metrics-label-max-length=${this.labelMaxLength}` : "--metrics-model-label-limit",
+        },
+        'metric label value replaced by "other"',
+      );
+    };
+  }
+
+  /**
+   * The label value for a model name from a request: configured models keep their name (within the length bound),
+   * unconfigured ones count against the limit and expire when idle.
+   */
+  modelLabel(name: string): string {
+    if (this.#knownModel(name)) return name.length <= this.labelMaxLength ? name : this.#models.value(name);
+    return this.#models.value(name);
+  }
+
+  /** Which model names are configured (never capped in number, never expired). */
+  setKnownModels(known: (name: string) => boolean): void {
+    this.#knownModel = known;
+  }
+
+  /** Called with the model names whose series were dropped, so callers drop cached children. */
+  onModelLabelsExpired(listener: (names: readonly string[]) => void): void {
+    this.#expiryListeners.push(listener);
+  }
+
+  /** Drops every series of model names unused for the idle bound; returns how many names expired. */
+  async sweepModelLabels(): Promise<number> {
+    const expired = this.#models.sweep().filter((n) => !this.#knownModel(n));
+    if (expired.length === 0) return 0;
+    const gone = new Set(expired);
+    const matches = (labels: Readonly<Record<string, string | number>>) =>
+      MODEL_LABEL_NAMES.some((n) => {
+        const v = labels[n];
+        return typeof v === "string" && gone.has(v);
+      });
+    for (const l of this.#expiryListeners) l(expired);
+    for (const metric of this.registry.getMetricsAsArray()) {
+      if (isHotMetric(metric)) {
+        metric.removeWhere(matches);
+        continue;
+      }
+      const m = metric as unknown as {
+        labelNames?: readonly string[];
+        get(): Promise<{ values: { labels: Record<string, string | number> }[] }>;
+        remove(labels: Record<string, string | number>): void;
+      };
+      if (!m.labelNames?.some((n) => MODEL_LABEL_NAMES.includes(n))) continue;
+      const seen = new Set<string>();
+      for (const { labels } of (await m.get()).values) {
+        if (!matches(labels)) continue;
+        const { le: _le, ...series } = labels;
+        const key = JSON.stringify(series);
+        if (seen.has(key)) continue;
+        seen.add(key);
+        m.remove(series);
+      }
+    }
+    return expired.length;
+  }
+
+  close(): void {
+    if (this.#sweepTimer) clearInterval(this.#sweepTimer);
   }
 
   contentType(): string {

@@ -18,7 +18,6 @@ import { SwitchyardError, toSwitchyardError } from "../common/errors.js";
 import { type Datastore, pickWeighted } from "../datastore/datastore.js";
 import type { Criticality, Endpoint } from "../datastore/types.js";
 import type { DecisionLog, DecisionRecord } from "../observability/decisions.js";
-import { LabelCapper } from "../observability/label-cap.js";
 import type { Logger } from "../observability/logger.js";
 import type { EppMetrics } from "../observability/metrics.js";
 import type { PreRequest, Scheduler, SchedulingRequest, SchedulingResult } from "../scheduling/types.js";
@@ -77,8 +76,6 @@ interface ModelLabels {
 }
 
 const LABEL_CACHE_CAP = 2048;
-/** Distinct unconfigured model names given their own metric series before the rest become "other". */
-const UNKNOWN_MODEL_LABEL_LIMIT = 100;
 
 interface Shared extends DirectorOptions {
   /** A model name as it may appear in a metric label (see the cap in the constructor). */
@@ -134,6 +131,11 @@ class PairCache<A, B, V> {
     return this.#byFirst.get(a)?.get(b);
   }
 
+  clear(): void {
+    this.#byFirst.clear();
+    this.#entries = 0;
+  }
+
   set(a: A, b: B, value: V): void {
     if (this.#entries >= this.#cap) {
       this.#byFirst.clear();
@@ -161,11 +163,14 @@ export class Director implements LifecycleFactory {
     const byModel = new PairCache<string, string, ModelLabels>(LABEL_CACHE_CAP);
     const byAttempt = new PairCache<string, Endpoint, CounterChild>(LABEL_CACHE_CAP);
     // Model names reach metric labels straight from request bodies (unknown models are served by default, as GIE
-    // does): names the pool does not configure count against a cap, past which they are labelled "other", so a
-    // client cannot grow the series set without bound.
-    const unknownNames = new LabelCapper(UNKNOWN_MODEL_LABEL_LIMIT);
-    const metricName = (name: string): string =>
-      options.datastore.model(name) !== undefined ? name : unknownNames.value(name);
+    // does): EppMetrics bounds their length and number and expires idle ones (docs/security.md).
+    m.setKnownModels((name) => options.datastore.model(name) !== undefined);
+    // Children cached here for an expired name would keep counting into series no longer exported.
+    m.onModelLabelsExpired(() => {
+      byModel.clear();
+      byAttempt.clear();
+    });
+    const metricName = (name: string): string => m.modelLabel(name);
     this.#shared = {
       ...options,
       allEndpoints: () => options.datastore.endpoints(),
@@ -397,7 +402,10 @@ class RequestContext implements RequestLifecycle {
       target = picked;
     }
     if (!model && !rewrite && o.rejectUnknownModels && target === parsed.model)
-      throw new SwitchyardError("SY_UNKNOWN_MODEL", `model "${parsed.model}" is not served by this pool`);
+      throw new SwitchyardError(
+        "SY_UNKNOWN_MODEL",
+        `model "${parsed.model.length > 256 ? `${parsed.model.slice(0, 256)}…` : parsed.model}" is not served by this pool`,
+      );
     this.#targetModel = target;
     this.#labels = o.labels(parsed.model, target);
     this.#labels.requestSizes.observe(request.body.length);

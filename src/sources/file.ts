@@ -19,17 +19,25 @@
 import { type FSWatcher, watch } from "node:fs";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { basename, dirname, extname, join } from "node:path";
-import { type Document, LineCounter, parseAllDocuments } from "yaml";
 import { ConfigError } from "../common/errors.js";
-import type { ApplyReport, Datastore, RejectedObject } from "../datastore/datastore.js";
+import { type ApplyReport, type Datastore, logRejected, type RejectedObject } from "../datastore/datastore.js";
 import type { ResourceSet } from "../datastore/types.js";
 import { type Logger, silentLogger } from "../observability/logger.js";
-import { type NormalizedObject, normalizeObject, ResourceError, SUPPORTED_API_VERSIONS } from "./normalize.js";
+import { type ParseOutcome, parseManifestText } from "./file-parse.js";
+import { ParserThread } from "./file-parse-client.js";
+import type { NormalizedObject } from "./normalize.js";
 
 /** Default stat-poll period; slow on purpose, fs.watch is the fast path. */
 export const DEFAULT_FILE_POLL_INTERVAL_MS = 2_000;
 /** Default quiet period after the last fs event before reloading (editors write in several steps). */
 export const DEFAULT_FILE_DEBOUNCE_MS = 100;
+/** Default of `--resources-max-bytes`: a larger manifest file is refused (its last good objects stay). */
+export const DEFAULT_RESOURCES_MAX_BYTES = 64 * 1024 * 1024;
+/** Main-thread work per event-loop turn while a reload is merged and applied (docs/security.md). */
+const SLICE_MS = 2;
+
+/** What became of one reload; counted by the owner (`switchyard_resource_reloads_total{outcome}`). */
+export type ReloadOutcome = "applied" | "kept_changing" | "kept_empty" | "kept_invalid" | "too_large" | "path_missing";
 
 const EXTENSIONS: ReadonlySet<string> = new Set([".yaml", ".yml", ".json"]);
 
@@ -47,6 +55,12 @@ export interface FileSourceOptions {
   readonly debounceMs?: number;
   /** Use fs.watch; set false on file systems without change notification (NFS, some FUSE). Default true. */
   readonly watch?: boolean;
+  /** Largest manifest file read, in bytes. Default 64 MiB. */
+  readonly maxBytes?: number;
+  /** Parse in a worker thread (default true); false parses on the calling thread. */
+  readonly parseThread?: boolean;
+  /** Called once per reload (and once per file kept for a reason other than "applied"). */
+  readonly onOutcome?: (outcome: ReloadOutcome) => void;
 }
 
 export interface FileSourceReport extends ApplyReport {
@@ -62,6 +76,14 @@ interface FileState {
 interface ParsedFile {
   readonly objects: Map<string, NormalizedObject>;
   readonly rejected: RejectedObject[];
+}
+
+/** Resolves on the next event-loop turn, after pending I/O (requests) has been served. */
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** `kind: List` with `items: []`: the one way a file says "I define nothing" on purpose (docs/security.md). */
+function isExplicitlyEmpty(text: string): boolean {
+  return /^\s*kind:\s*["']?List["']?\s*$/m.test(text) && /^\s*items:\s*\[\s*\]\s*$/m.test(text);
 }
 
 function objectKey(kind: string, namespace: string, name: string): string {
@@ -88,6 +110,9 @@ export class FileSource {
   readonly #pollIntervalMs: number;
   readonly #debounceMs: number;
   readonly #useWatch: boolean;
+  readonly #maxBytes: number;
+  readonly #parser: ParserThread | undefined;
+  readonly #onOutcome: ((outcome: ReloadOutcome) => void) | undefined;
 
   #isDirectory = false;
   #started = false;
@@ -112,6 +137,19 @@ export class FileSource {
     this.#pollIntervalMs = checkMs(options.pollIntervalMs, DEFAULT_FILE_POLL_INTERVAL_MS, "pollIntervalMs", 0);
     this.#debounceMs = checkMs(options.debounceMs, DEFAULT_FILE_DEBOUNCE_MS, "debounceMs", 0);
     this.#useWatch = options.watch ?? true;
+    this.#maxBytes = options.maxBytes ?? DEFAULT_RESOURCES_MAX_BYTES;
+    if (!Number.isInteger(this.#maxBytes) || this.#maxBytes < 1)
+      throw new ConfigError(`must be a positive integer, got ${String(options.maxBytes)}`, undefined, "maxBytes");
+    this.#parser = options.parseThread === false ? undefined : new ParserThread(this.#logger);
+    this.#onOutcome = options.onOutcome;
+  }
+
+  #outcome(outcome: ReloadOutcome): void {
+    try {
+      this.#onOutcome?.(outcome);
+    } catch (err) {
+      this.#logger.error({ err }, "onOutcome callback threw");
+    }
   }
 
   /** Loads once and starts watching. Rejects with ConfigError only when the path does not exist or is unreadable. */
@@ -169,6 +207,7 @@ export class FileSource {
     // libuv frees a closed handle in the loop's close phase, which follows this turn's check phase: an immediate
     // queued from inside an immediate runs on the next turn, after it. Then "stopped" means nothing is left.
     if (watchers.length > 0) await new Promise<void>((resolve) => setImmediate(() => setImmediate(resolve)));
+    await this.#parser?.close();
     await this.#running?.catch(() => undefined);
   }
 
@@ -299,27 +338,82 @@ export class FileSource {
     if (files === undefined) {
       this.#signature = "missing";
       this.#logger.warn({ path: this.path }, "resource path is gone; keeping the last loaded resources");
+      this.#outcome("path_missing");
       return undefined;
     }
-    this.#signature = await this.#computeSignature(files);
+    const signature = await this.#computeSignature(files);
+    this.#signature = signature;
     const rejected: RejectedObject[] = [];
     const nextFiles = new Map<string, FileState>();
     for (const file of files) {
       const previous = this.#files.get(file);
+      const keep = (message: string, outcome: ReloadOutcome) => {
+        const kept = previous?.objects.size ?? 0;
+        rejected.push(
+          fileLevel(
+            file,
+            `${message}; ${kept > 0 ? `keeping the file's last good ${kept} object(s)` : "no objects loaded"}`,
+          ),
+        );
+        if (previous !== undefined) nextFiles.set(file, previous);
+        this.#outcome(outcome);
+      };
+      let size: number;
+      try {
+        size = (await stat(file)).size;
+      } catch (err) {
+        if (errorCode(err) === "ENOENT") continue; // deleted since listing: its objects go
+        keep(`cannot read: ${(err as Error).message}`, "kept_invalid");
+        continue;
+      }
+      if (size > this.#maxBytes) {
+        keep(`${size} bytes is over --resources-max-bytes (${this.#maxBytes})`, "too_large");
+        continue;
+      }
       let text: string;
       try {
         text = await readFile(file, "utf8");
       } catch (err) {
-        if (errorCode(err) === "ENOENT") continue; // deleted since listing: its objects go
-        rejected.push(fileLevel(file, `cannot read: ${(err as Error).message}; keeping its last good objects`));
-        if (previous !== undefined) nextFiles.set(file, previous);
+        if (errorCode(err) === "ENOENT") continue;
+        keep(`cannot read: ${(err as Error).message}`, "kept_invalid");
         continue;
       }
-      const parsed = this.#parse(file, text, previous);
+      let outcome: ParseOutcome;
+      try {
+        outcome = this.#parser
+          ? await this.#parser.parse(file, text, this.#datastore.poolNamespace)
+          : parseManifestText(file, text, this.#datastore.poolNamespace);
+      } catch (err) {
+        if (this.#stopped) return undefined;
+        keep(`cannot parse: ${(err as Error).message}`, "kept_invalid");
+        continue;
+      }
+      if (outcome.wholeFile !== undefined) {
+        keep(outcome.wholeFile, "kept_invalid");
+        continue;
+      }
+      // A file being rewritten in place is empty for a moment; "no objects" must be said on purpose.
+      if (outcome.documents === 0 && (previous?.objects.size ?? 0) > 0 && !isExplicitlyEmpty(text)) {
+        keep(
+          "file is empty (being rewritten?). To remove its objects delete the file or write `kind: List` with `items: []`",
+          "kept_empty",
+        );
+        continue;
+      }
+      const parsed = await this.#merge(file, outcome, previous);
       rejected.push(...parsed.rejected);
       nextFiles.set(file, { objects: parsed.objects });
     }
     if (this.#stopped) return undefined;
+    // A file that changed while it was read and parsed may have been read half-written (truncate, then write):
+    // apply nothing, keep the last good view, and read it again once it is quiet.
+    if (this.#started && this.#files.size > 0 && (await this.#computeSignature(files)) !== signature) {
+      this.#logger.debug({ path: this.path }, "resources changed while loading; reading them again");
+      this.#outcome("kept_changing");
+      this.#signature = "";
+      this.#schedule();
+      return undefined;
+    }
     this.#files = nextFiles;
 
     // One object per kind/namespace/name across files: the first file in sorted order wins.
@@ -327,8 +421,13 @@ export class FileSource {
     const set = { pools: [], models: [], objectives: [], rewrites: [], pods: [] } as {
       -readonly [K in keyof ResourceSet]: ResourceSet[K][number][];
     };
+    let sliceStart = performance.now();
     for (const state of nextFiles.values()) {
       for (const [key, obj] of state.objects) {
+        if (performance.now() - sliceStart > SLICE_MS) {
+          await nextTurn();
+          sliceStart = performance.now();
+        }
         const first = seen.get(key);
         if (first !== undefined) {
           rejected.push({
@@ -360,10 +459,12 @@ export class FileSource {
         }
       }
     }
-    for (const r of rejected) this.#logger.warn({ reason: r.reason, origin: r.origin }, r.message);
-    const applied = this.#datastore.apply(set);
+    if (this.#stopped) return undefined;
+    logRejected(this.#logger, rejected);
+    const applied = await this.#datastore.applyInSlices(set, SLICE_MS);
     const report: FileSourceReport = { ...applied, rejected: [...rejected, ...applied.rejected], files };
     this.#logger.debug({ path: this.path, files: files.length, accepted: report.accepted }, "resources loaded");
+    this.#outcome("applied");
     try {
       this.#onReport?.(report);
     } catch (err) {
@@ -372,101 +473,47 @@ export class FileSource {
     return report;
   }
 
-  #parse(file: string, text: string, previous: FileState | undefined): ParsedFile {
+  /** Joins a parsed file with its last good objects, a few milliseconds of work per event-loop turn. */
+  async #merge(file: string, outcome: ParseOutcome, previous: FileState | undefined): Promise<ParsedFile> {
     const rejected: RejectedObject[] = [];
-    const keepWholeFile = (message: string): ParsedFile => {
-      const kept = previous?.objects.size ?? 0;
-      rejected.push(
-        fileLevel(
-          file,
-          `${message}; ${kept > 0 ? `keeping the file's last good ${kept} object(s)` : "no objects loaded"}`,
-        ),
-      );
-      return { objects: previous?.objects ?? new Map(), rejected };
-    };
-    const lineCounter = new LineCounter();
-    let docs: Document.Parsed[];
-    try {
-      docs = [...parseAllDocuments(text, { lineCounter, prettyErrors: true, uniqueKeys: true })];
-    } catch (err) {
-      return keepWholeFile(`YAML parse failed: ${(err as Error).message.split("\n")[0]}`);
-    }
     const objects = new Map<string, NormalizedObject>();
-    for (let d = 0; d < docs.length; d++) {
-      const doc = docs[d]!;
-      const startOffset = doc.contents?.range[0] ?? doc.range[0];
-      const where = `document ${d + 1} (line ${lineCounter.linePos(startOffset).line})`;
-      const syntax = doc.errors[0];
-      if (syntax !== undefined) {
-        const pos = syntax.linePos?.[0];
-        const at = pos === undefined ? "" : ` at line ${pos.line}, column ${pos.col}`;
-        const msg = syntax.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "");
-        return keepWholeFile(`${where}: YAML syntax error${at}: ${msg}`);
+    let sliceStart = performance.now();
+    for (const entry of outcome.entries) {
+      if (performance.now() - sliceStart > SLICE_MS) {
+        await nextTurn();
+        sliceStart = performance.now();
       }
-      let value: unknown;
-      try {
-        value = doc.toJS({ maxAliasCount: 100 });
-      } catch (err) {
-        return keepWholeFile(`${where}: ${(err as Error).message.split("\n")[0]}`);
+      if ("invalid" in entry) {
+        const e = entry.invalid;
+        const key = objectKey(e.kind, e.namespace, e.name);
+        const lastGood = previous?.objects.get(key);
+        if (lastGood !== undefined && !objects.has(key)) objects.set(key, lastGood);
+        rejected.push({
+          kind: e.kind,
+          name: `${e.namespace}/${e.name}`,
+          reason: "Invalid",
+          message: `${file}: ${e.message}; ${lastGood === undefined ? "not loaded" : "keeping its last good version"}`,
+          origin: e.origin,
+        });
+        continue;
       }
-      if (value === null || value === undefined) continue; // empty document, e.g. a trailing `---`
-      const items = listItems(value);
-      const entries =
-        items === undefined
-          ? [{ raw: value, origin: `${file}#${d + 1}`, label: where }]
-          : items.map((raw, i) => ({ raw, origin: `${file}#${d + 1}.items[${i}]`, label: `${where} items[${i}]` }));
-      for (const { raw, origin, label } of entries) {
-        let obj: NormalizedObject;
-        try {
-          obj = normalizeObject(raw, origin, { defaultNamespace: this.#datastore.poolNamespace });
-        } catch (err) {
-          if (!(err instanceof ResourceError)) throw err;
-          const identified = err.name !== "" && Object.hasOwn(SUPPORTED_API_VERSIONS, err.kind);
-          const what = identified ? `${err.kind} ${err.namespace}/${err.name}` : err.kind || "object";
-          if (!identified) return keepWholeFile(`${label}: ${what}: ${err.message}`);
-          const key = objectKey(err.kind, err.namespace, err.name);
-          const lastGood = previous?.objects.get(key);
-          if (lastGood !== undefined && !objects.has(key)) objects.set(key, lastGood);
-          rejected.push({
-            kind: err.kind,
-            name: `${err.namespace}/${err.name}`,
-            reason: "Invalid",
-            message: `${file}: ${label}: ${what}: ${err.message}; ${lastGood === undefined ? "not loaded" : "keeping its last good version"}`,
-            origin,
-          });
-          continue;
-        }
-        const key = objectKey(obj.kind, obj.spec.namespace, obj.spec.name);
-        const dup = objects.get(key);
-        if (dup !== undefined) {
-          rejected.push({
-            kind: obj.kind,
-            name: `${obj.spec.namespace}/${obj.spec.name}`,
-            reason: "Duplicate",
-            message: `${file}: ${label}: ${obj.kind} ${obj.spec.namespace}/${obj.spec.name} is already defined in ${dup.spec.origin}; ignored`,
-            origin,
-          });
-          continue;
-        }
-        objects.set(key, obj);
+      const obj = entry.ok;
+      const key = objectKey(obj.kind, obj.spec.namespace, obj.spec.name);
+      const dup = objects.get(key);
+      if (dup !== undefined) {
+        rejected.push({
+          kind: obj.kind,
+          name: `${obj.spec.namespace}/${obj.spec.name}`,
+          reason: "Duplicate",
+          message: `${file}: ${entry.label}: ${obj.kind} ${obj.spec.namespace}/${obj.spec.name} is already defined in ${dup.spec.origin}; ignored`,
+          origin: entry.origin,
+        });
+        continue;
       }
+      objects.set(key, obj);
     }
     return { objects, rejected };
   }
-}
-
-/** `kind: List` (kubectl output) or `kind: <X>List` (raw API lists, whose items omit apiVersion/kind). */
-function listItems(value: unknown): unknown[] | undefined {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined;
-  const v = value as Record<string, unknown>;
-  const kind = v["kind"];
-  if (typeof kind !== "string" || !kind.endsWith("List") || !Array.isArray(v["items"])) return undefined;
-  const itemKind = kind === "List" ? undefined : kind.slice(0, -"List".length);
-  return v["items"].map((item: unknown) => {
-    if (itemKind === undefined || typeof item !== "object" || item === null || Array.isArray(item)) return item;
-    const it = item as Record<string, unknown>;
-    return { apiVersion: v["apiVersion"], kind: itemKind, ...it };
-  });
 }
 
 function fileLevel(file: string, message: string): RejectedObject {

@@ -9,6 +9,7 @@ import {
   engineFor,
   extractMetrics,
   formatMetricSpec,
+  ImplausibleMetricsError,
   MetricsExtractionError,
   parseMetricSpec,
   validateEngineConfig,
@@ -228,11 +229,44 @@ describe("extractMetrics", () => {
     expect(extractMetrics(mapping("vllm"), fixture("vllm-dp.txt"), 0).unreported).toBeUndefined();
   });
 
-  it("skips disabled signals and clamps KV usage into 0..1", () => {
+  it("skips disabled signals and clamps KV usage above 1 to 1", () => {
     const onlyQueue = compileEngine({ name: "q", queuedRequestsSpec: "q" });
     expect(extractMetrics(onlyQueue, "q 3\n", 0)).toMatchObject({ waitingQueueSize: 3, runningRequestsSize: 0 });
-    const text = "vllm:num_requests_waiting -1\nvllm:num_requests_running 1\nvllm:kv_cache_usage_perc 1.5";
+    const text = "vllm:num_requests_waiting 0\nvllm:num_requests_running 1\nvllm:kv_cache_usage_perc 1.5";
     expect(extractMetrics(mapping("vllm"), text, 0)).toMatchObject({ waitingQueueSize: 0, kvCacheUsagePercent: 1 });
+  });
+
+  it("refuses bodies that lie: negative values, too many series, a series twice (naming the field)", () => {
+    const ok = ["vllm:num_requests_waiting 0", "vllm:num_requests_running 1", "vllm:kv_cache_usage_perc 0.2"];
+    const refuse = (lines: string[], field: RegExp, maxSeries?: number) => {
+      let caught: unknown;
+      try {
+        extractMetrics(mapping("vllm"), `${lines.join("\n")}\n`, 0, "/metrics", maxSeries);
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught).toBeInstanceOf(ImplausibleMetricsError);
+      expect((caught as ImplausibleMetricsError).field).toMatch(field);
+      return (caught as Error).message;
+    };
+    // A negative KV usage used to be clamped to 0: the pod looked idle and got every request.
+    expect(refuse([ok[0]!, ok[1]!, "vllm:kv_cache_usage_perc -0.5"], /kv_cache_usage_perc/)).toContain("negative");
+    expect(refuse(["vllm:num_requests_waiting -1", ok[1]!, ok[2]!], /num_requests_waiting/)).toContain("negative");
+    // 10k series used to be summed (a queue of 49,995,000).
+    const many = Array.from({ length: 10_000 }, (_, i) => `vllm:num_requests_waiting{engine="${i}"} ${i}`);
+    expect(refuse([...many, ok[1]!, ok[2]!], /num_requests_waiting/)).toContain("--scrape-max-series (256)");
+    expect(refuse([...many.slice(0, 5), ok[1]!, ok[2]!], /num_requests_waiting/, 4)).toContain("5 series");
+    // The same family twice (a duplicated block) used to be summed too.
+    const dup = ['vllm:num_requests_running{engine="0"} 3', 'vllm:num_requests_running{engine="0"} 3'];
+    expect(refuse([ok[0]!, ...dup, ok[2]!], /num_requests_running/)).toContain("twice");
+    // Distinct ranks are fine and are summed.
+    expect(
+      extractMetrics(
+        mapping("vllm"),
+        `${[ok[0], 'vllm:num_requests_running{engine="0"} 3', 'vllm:num_requests_running{engine="1"} 2', ok[2]].join("\n")}\n`,
+        0,
+      ),
+    ).toMatchObject({ runningRequestsSize: 5 });
   });
 
   it("returns a new object per scrape", () => {

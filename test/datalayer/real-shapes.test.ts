@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import {
   compileEngine,
   DEFAULT_ENGINE_CONFIGS,
+  DEFAULT_MAX_SERIES_PER_SIGNAL,
   type EngineMapping,
   extractMetrics,
 } from "../../src/datalayer/engines.js";
@@ -20,7 +21,14 @@ const CAPTURE_NOW = 1_796_604_000;
 
 describe("extraction on real vLLM 0.32 texts", () => {
   it("reads a fresh single-engine server: zero load, no LoRA sample yet, blocks from cache_config_info", () => {
-    const m = extractMetrics(vllm, real("metrics-fresh.txt"), 1, "/metrics", CAPTURE_NOW);
+    const m = extractMetrics(
+      vllm,
+      real("metrics-fresh.txt"),
+      1,
+      "/metrics",
+      DEFAULT_MAX_SERIES_PER_SIGNAL,
+      CAPTURE_NOW,
+    );
     expect(m).toMatchObject({ waitingQueueSize: 0, runningRequestsSize: 0, unreported: undefined });
     expect(m.lora).toBe("pending");
     expect(m.maxActiveModels).toBe(0);
@@ -30,18 +38,32 @@ describe("extraction on real vLLM 0.32 texts", () => {
   });
 
   it("reads a busy server: 8 running, 2 waiting, the running adapter, max_lora", () => {
-    const m = extractMetrics(vllm, real("metrics-busy.txt"), 1, "/metrics", CAPTURE_NOW);
+    const m = extractMetrics(vllm, real("metrics-busy.txt"), 1, "/metrics", DEFAULT_MAX_SERIES_PER_SIGNAL, CAPTURE_NOW);
     expect(m).toMatchObject({ waitingQueueSize: 2, runningRequestsSize: 8, maxActiveModels: 2, lora: "reported" });
     expect([...m.activeModels]).toEqual(["sql-lora"]);
   });
 
   it("sums a data-parallel server's engines and does not double its block count", () => {
-    const m = extractMetrics(vllm, real("metrics-dp2-busy.txt"), 1, "/metrics", CAPTURE_NOW);
+    const m = extractMetrics(
+      vllm,
+      real("metrics-dp2-busy.txt"),
+      1,
+      "/metrics",
+      DEFAULT_MAX_SERIES_PER_SIGNAL,
+      CAPTURE_NOW,
+    );
     expect(m.runningRequestsSize).toBe(6);
     expect([...m.activeModels]).toEqual(["sql-lora"]);
     // Each engine's cache_config_info already carries the server's 16384 blocks (2 × 8192).
     expect(m.cacheNumBlocks).toBe(16384);
-    const fresh = extractMetrics(vllm, real("metrics-dp2-fresh.txt"), 1, "/metrics", CAPTURE_NOW);
+    const fresh = extractMetrics(
+      vllm,
+      real("metrics-dp2-fresh.txt"),
+      1,
+      "/metrics",
+      DEFAULT_MAX_SERIES_PER_SIGNAL,
+      CAPTURE_NOW,
+    );
     expect(fresh).toMatchObject({ runningRequestsSize: 0, waitingQueueSize: 0, cacheNumBlocks: 16384 });
   });
 
@@ -50,7 +72,7 @@ describe("extraction on real vLLM 0.32 texts", () => {
       .split("\n")
       .filter((l) => !/^vllm:(num_requests_(waiting|running)|kv_cache_usage_perc)\{/.test(l))
       .join("\n");
-    const m = extractMetrics(vllm, text, 1, "/metrics", CAPTURE_NOW);
+    const m = extractMetrics(vllm, text, 1, "/metrics", DEFAULT_MAX_SERIES_PER_SIGNAL, CAPTURE_NOW);
     expect(m).toMatchObject({ waitingQueueSize: 0, runningRequestsSize: 0, kvCacheUsagePercent: 0 });
     expect(m.unreported).toBe("vllm:num_requests_waiting, vllm:num_requests_running, vllm:kv_cache_usage_perc");
   });
@@ -75,7 +97,9 @@ describe("lora_requests_info: which label set is current", () => {
       ["", 2 * (now - 30)],
       ["lora-a", now - 1],
     ]);
-    expect([...extractMetrics(vllm, text, 0, "/metrics", now).activeModels]).toEqual(["lora-a"]);
+    expect([...extractMetrics(vllm, text, 0, "/metrics", DEFAULT_MAX_SERIES_PER_SIGNAL, now).activeModels]).toEqual([
+      "lora-a",
+    ]);
   });
 
   it("breaks a whole-second tie (llm-d-inference-sim) toward the set that names a running adapter", () => {
@@ -84,14 +108,14 @@ describe("lora_requests_info: which label set is current", () => {
       ["", now - 2],
       ["lora-b", now - 2],
     ]);
-    const m = extractMetrics(vllm, text, 0, "/metrics", now);
+    const m = extractMetrics(vllm, text, 0, "/metrics", DEFAULT_MAX_SERIES_PER_SIGNAL, now);
     expect([...m.activeModels]).toEqual(["lora-b"]);
     // A strictly newer empty set still wins: the adapter finished.
     const later = lora([
       ["lora-b", now - 2],
       ["", now - 1],
     ]);
-    expect(extractMetrics(vllm, later, 0, "/metrics", now).activeModels.size).toBe(0);
+    expect(extractMetrics(vllm, later, 0, "/metrics", DEFAULT_MAX_SERIES_PER_SIGNAL, now).activeModels.size).toBe(0);
   });
 });
 

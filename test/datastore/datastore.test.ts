@@ -411,3 +411,75 @@ describe("pickWeighted", () => {
     expect(pickWeighted([{ weight: 1 }, last], () => 1 - Number.EPSILON)).toBe(last);
   });
 });
+
+describe("Datastore.applyInSlices", () => {
+  const set = (tag: string, n: number, creationTimestamp = 0): ResourceSet => ({
+    pools: [poolSpec()],
+    models: [modelSpec(`m-${tag}`, `model-${tag}`)],
+    objectives: [],
+    rewrites: [],
+    // Reverse order and shared timestamps: the sort in slices must give the same order as apply().
+    pods: Array.from({ length: n }, (_, i) =>
+      podSpec(`${tag}-${String(n - i).padStart(5, "0")}`, `10.${tag === "a" ? 1 : 2}.${(i >> 8) & 255}.${i & 255}`, {
+        creationTimestamp,
+      }),
+    ),
+  });
+
+  it("lets the event loop run while it computes, and swaps the whole view in at once", async () => {
+    const ds = new Datastore({ poolName: "pool", poolNamespace: NS });
+    ds.apply(set("a", 3000));
+    const reference = new Datastore({ poolName: "pool", poolNamespace: NS });
+    reference.apply(set("b", 3000));
+    let turns = 0;
+    let mixed = 0;
+    let sawOld = 0;
+    const watch = () => {
+      turns++;
+      const eps = ds.endpoints();
+      const newModel = ds.model("model-b") !== undefined;
+      const allNew = eps.every((e) => e.podName.startsWith("b-"));
+      const allOld = eps.every((e) => e.podName.startsWith("a-"));
+      if (newModel ? !allNew : !allOld) mixed++;
+      if (!newModel) sawOld++;
+    };
+    let running = true;
+    const spin = () => {
+      watch();
+      if (running) setImmediate(spin);
+    };
+    setImmediate(spin);
+    const report = await ds.applyInSlices(set("b", 3000), 0);
+    running = false;
+    watch();
+    expect(report.accepted.endpoints).toBe(3000);
+    expect(turns).toBeGreaterThan(2);
+    expect(sawOld).toBeGreaterThan(0);
+    expect(mixed).toBe(0);
+    expect(ds.model("model-a")).toBeUndefined();
+    expect(ds.endpoints().map((e) => e.name)).toEqual(reference.endpoints().map((e) => e.name));
+  });
+
+  it("starts over when another apply lands while it is computing", async () => {
+    const ds = new Datastore({ poolName: "pool", poolNamespace: NS });
+    const pending = ds.applyInSlices(set("a", 3000), 0);
+    ds.apply(set("b", 10));
+    await pending;
+    // The slow apply was computed against an outdated view, so it was redone; its result is what stays.
+    expect(ds.endpoints()).toHaveLength(3000);
+    expect(ds.model("model-a")).toBeDefined();
+  });
+
+  it("logs 10k duplicate addresses as a few lines plus one summary", async () => {
+    const { captureLogger } = await import("../observability/helpers.js");
+    const log = captureLogger("warn");
+    const ds = new Datastore({ poolName: "pool", poolNamespace: NS, logger: log.logger });
+    const pods = Array.from({ length: 10_001 }, (_, i) => podSpec(`p-${i}`, "10.9.9.9"));
+    const report = ds.apply({ pools: [poolSpec()], models: [], objectives: [], rewrites: [], pods });
+    log.logger.flush();
+    expect(report.rejected.filter((r) => r.reason === "DuplicateAddress")).toHaveLength(10_000);
+    const warnings = log.records().filter((r) => r.level === 40);
+    expect(warnings.length).toBeLessThanOrEqual(6);
+    expect(warnings.at(-1)).toMatchObject({ more: 9995, byReason: { DuplicateAddress: 9995 } });
+  });
+});

@@ -87,7 +87,16 @@ describeWithTools(["helm"], "helm chart deploy/helm/switchyard", (tools) => {
   it("renders the single-replica install with GIE's wiring", async () => {
     const objs = await render();
     expect(objs.map((o) => o.kind).sort()).toEqual(
-      ["ConfigMap", "Deployment", "InferencePool", "Role", "RoleBinding", "Service", "ServiceAccount"].sort(),
+      [
+        "ConfigMap",
+        "Deployment",
+        "InferencePool",
+        "NetworkPolicy",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+      ].sort(),
     );
     for (const o of objs) expect(o.metadata.namespace, o.kind).toBe(NS);
 
@@ -101,6 +110,7 @@ describeWithTools(["helm"], "helm chart deploy/helm/switchyard", (tools) => {
       "--grpc-health-port=9003",
       "--metrics-port=9090",
       "--config-file=/config/default-plugins.yaml",
+      "--metrics-endpoint-auth=false",
     ]);
     expect(c.ports.map((p) => [p.name, p.containerPort])).toEqual([
       ["grpc", 9002],
@@ -182,6 +192,7 @@ describeWithTools(["helm"], "helm chart deploy/helm/switchyard", (tools) => {
         "Deployment",
         "DestinationRule",
         "InferencePool",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "Role",
         "RoleBinding",
@@ -281,6 +292,42 @@ describeWithTools(["helm"], "helm chart deploy/helm/switchyard", (tools) => {
       targetGpuCacheUtilization: 0.625,
     });
     expect(spec.kind === "InferencePool" && spec.spec.autoscalingError).toBeUndefined();
+  });
+
+  it("keeps the EPP's ports to the cluster with a NetworkPolicy, and wires metrics auth to the Prometheus switch", async () => {
+    const objs = await render();
+    const np = one(objs, "NetworkPolicy") as unknown as {
+      spec: {
+        podSelector: { matchLabels: Record<string, string> };
+        policyTypes: string[];
+        ingress: { ports: { port: number }[]; from?: unknown[] }[];
+      };
+    };
+    const podLabels = (one(objs, "Deployment").spec as { template: { metadata: { labels: Record<string, string> } } })
+      .template.metadata.labels;
+    expect(podLabels).toMatchObject(np.spec.podSelector.matchLabels);
+    expect(np.spec.policyTypes).toEqual(["Ingress"]);
+    expect(np.spec.ingress.map((r) => r.ports.map((p) => p.port))).toEqual([[9002], [9090], [9003]]);
+    expect(np.spec.ingress[0]!.from).toEqual([{ namespaceSelector: {} }]);
+    expect(
+      (await render("inferenceExtension.networkPolicy.enabled=false")).some((o) => o.kind === "NetworkPolicy"),
+    ).toBe(false);
+
+    const authed = await render(
+      "inferenceExtension.monitoring.prometheus.enabled=true",
+      "inferenceExtension.monitoring.prometheus.auth.enabled=true",
+    );
+    const args = podSpec(authed).containers[0]!.args;
+    expect(parseFlags(EPP_FLAGS, args)["metrics-endpoint-auth"]).toBe(true);
+    const clusterRoles = authed.filter((o) => o.kind === "ClusterRole");
+    expect(
+      clusterRoles.flatMap((r) => r.rules!.map((x) => `${x.apiGroups?.[0] ?? ""}/${x.resources?.[0] ?? ""}`)),
+    ).toEqual(
+      expect.arrayContaining(["authentication.k8s.io/tokenreviews", "authorization.k8s.io/subjectaccessreviews"]),
+    );
+    expect(clusterRoles.some((r) => JSON.stringify(r.rules).includes('"nonResourceURLs":["/metrics"]'))).toBe(true);
+    const binding = one(authed, "ClusterRoleBinding") as unknown as { subjects: { name: string }[] };
+    expect(binding.subjects[0]!.name).toBe(`${RELEASE}-epp`);
   });
 
   it("fails the render with a clear message for invalid values", async () => {

@@ -231,6 +231,7 @@ describe("admission control through the local gateway (real processes)", () => {
       ...["--resources", resources, "--pool-name", POOL_NAME, "--pool-namespace", POOL_NAMESPACE],
       ...["--host", "127.0.0.1", "--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0"],
       ...["--secure-serving=false", "--config-file", join(dir, "epp-config.yaml"), "--log-level", "info"],
+      "--enable-debug-endpoints",
     ]);
     const started = await waitForLog(sup, epp, "switchyard epp started");
     eppPorts = [Number(started.grpcPort), Number(started.healthPort), Number(started.metricsPort)];

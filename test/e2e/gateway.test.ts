@@ -145,6 +145,7 @@ describe("local stack through the gateway (real processes)", () => {
       "epp",
       ...["--resources", resources, "--pool-name", POOL_NAME, "--pool-namespace", POOL_NAMESPACE],
       ...["--host", "127.0.0.1", "--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0"],
+      "--enable-debug-endpoints",
       ...["--secure-serving=false", "--config-file", join(dir, "epp-config.yaml"), "--log-level", "info"],
     ]);
     const started = await waitForLog(sup, epp, "switchyard epp started");

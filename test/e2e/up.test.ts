@@ -79,8 +79,10 @@ function spawnUp(
   proc.stderr!.setEncoding("utf8").on("data", (d: string) => {
     err += d;
   });
+  // "close", not "exit": "exit" can come before the last stdout chunk is read (a busy machine showed it), and the
+  // tests read what `up` printed last.
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    proc.once("exit", (code, signal) => resolve({ code, signal })),
+    proc.once("close", (code, signal) => resolve({ code, signal })),
   );
   const run: UpRun = { proc, ports, gatewayKind, sims, layout, exited, stdout: () => out, stderr: () => err };
   runs.push(run);

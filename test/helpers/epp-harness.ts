@@ -89,6 +89,10 @@ export const LOOPBACK_EPP_FLAGS: readonly string[] = [
   "0",
   "--metrics-port",
   "0",
+  // Tests read /debug/endpoints; it is off by default (docs/security.md).
+  "--enable-debug-endpoints",
+  // Kubernetes-mode tests scrape without a token; test/observability/scrape-auth.test.ts turns the check back on.
+  "--metrics-endpoint-auth=false",
 ];
 
 export interface Harness {

@@ -2,7 +2,7 @@
  * The EPP end to end over real sockets: a grpc-js ext_proc server on 127.0.0.1, fake vLLM pods on 127.0.1.x
  * scraped over HTTP, resources from a file, and a fake-Envoy client playing FULL_DUPLEX_STREAMED.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { CHAT_HEADERS, chatBody, type Harness, startHarness } from "../helpers/epp-harness.js";
 
 describe("epp routing", () => {
@@ -125,19 +125,24 @@ describe("epp routing", () => {
     expect(bodyReplies.length).toBe(events.length);
   });
 
-  it("splits a weighted InferenceModel across its targets and rewrites the body", async () => {
+  // 1000 round trips: 10 at a time, and a bound far above what a busy 2-core machine needs (30 s was hit).
+  it("splits a weighted InferenceModel across its targets and rewrites the body", { timeout: 180_000 }, async () => {
     const counts = new Map<string, number>();
     const body = chatBody("split-model");
-    for (let i = 0; i < 1000; i++) {
-      const r = await route(body);
-      const model = JSON.parse(r.body.toString()).model as string;
-      counts.set(model, (counts.get(model) ?? 0) + 1);
-      if (i === 0) {
-        expect(r.setHeaders.get("content-length")).toBe(String(r.body.length));
-        // Only the model value changed.
-        expect(r.body.toString().replace(/target-[ab]/, "split-model")).toBe(body);
+    const first = await route(body);
+    expect(first.setHeaders.get("content-length")).toBe(String(first.body.length));
+    // Only the model value changed.
+    expect(first.body.toString().replace(/target-[ab]/, "split-model")).toBe(body);
+    let next = 0;
+    const worker = async () => {
+      while (next < 1000) {
+        next++;
+        const r = await route(body);
+        const model = JSON.parse(r.body.toString()).model as string;
+        counts.set(model, (counts.get(model) ?? 0) + 1);
       }
-    }
+    };
+    await Promise.all(Array.from({ length: 10 }, worker));
     expect(counts.get("target-a")! / 1000).toBeGreaterThan(0.63);
     expect(counts.get("target-a")! / 1000).toBeLessThan(0.77);
     expect((counts.get("target-a") ?? 0) + (counts.get("target-b") ?? 0)).toBe(1000);
@@ -172,10 +177,12 @@ describe("epp with stale metrics", () => {
     // Pod 1 looked idle, then its /metrics breaks: its last (idle-looking) numbers go stale and must not attract load.
     h.pods[1]!.behaviour = { status: 500, body: "boom", delayMs: 0 };
     await h.settle();
-    await new Promise((r) => setTimeout(r, 400));
     const key = `${h.pods[1]!.address}:${h.port}`;
-    const snap = h.epp.snapshot();
-    expect(snap.endpoints.find((e) => e.key === key)?.fresh).toBe(false);
+    // Waits for the staleness bound to pass however slow the machine is (a fixed sleep was a flake under load).
+    await vi.waitFor(() => expect(h.epp.snapshot().endpoints.find((e) => e.key === key)?.fresh).toBe(false), {
+      timeout: 20_000,
+      interval: 20,
+    });
     for (let i = 0; i < 10; i++) {
       const r = await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("m") });
       expect(r.destination).not.toBe(key);
@@ -261,5 +268,72 @@ describe("shipped scheduling profiles", () => {
       ["prefix-cache-scorer", 3],
       ["max-score-picker", 1],
     ]);
+  });
+});
+
+describe("epp with slow but healthy /metrics", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({
+      models: [{ name: "batch-model", criticality: "Sheddable" }],
+      // Generous, so the slow answers below always arrive in time however busy the machine is.
+      flags: ["--scrape-timeout", "10s"],
+    });
+  });
+  afterAll(async () => h?.close());
+
+  it("does not shed Sheddable traffic as saturated on an idle pool whose scrapes take longer than the staleness bound", async () => {
+    // Idle pods whose /metrics answers take 400 ms, twice the 200 ms staleness bound: without the fix the last
+    // numbers are "stale" for most of each scrape, and the pool looks saturated.
+    for (const p of h.pods) p.behaviour = { ...p.behaviour, delayMs: 400 };
+    const start = h.pods.map((p) => p.requests);
+    await vi.waitFor(() => expect(h.pods.every((p, i) => p.requests >= start[i]! + 2)).toBe(true), {
+      timeout: 30_000,
+      interval: 20,
+    });
+    const statuses: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      const r = await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("batch-model") });
+      statuses.push(r.status === "routed" ? 200 : (r.immediate?.status ?? 0));
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+  });
+});
+
+describe("epp with a pod whose metrics lie", () => {
+  it("does not route to a pod reporting a negative KV usage, counts and logs the refusal naming pod and field", async () => {
+    const { captureLogger, total } = await import("../observability/helpers.js");
+    const log = captureLogger("warn");
+    const h = await startHarness({ overrides: { logger: log.logger }, initial: { waiting: 1, running: 2, kv: 0.5 } });
+    try {
+      const liar = h.pods[1]!;
+      // Before the fix this was clamped to 0: the liar looked idle and got 12 of 12 requests.
+      liar.behaviour = {
+        status: 200,
+        body: "vllm:num_requests_waiting 0\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc -0.5\n",
+        delayMs: 0,
+      };
+      await h.settle();
+      const key = `${liar.address}:${h.port}`;
+      await vi.waitFor(() => expect(h.epp.snapshot().endpoints.find((e) => e.key === key)?.fresh).toBe(false), {
+        timeout: 20_000,
+        interval: 20,
+      });
+      for (let i = 0; i < 12; i++) {
+        const r = await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("m") });
+        expect(r.destination).not.toBe(key);
+      }
+      const text = await (await fetch(`http://127.0.0.1:${h.epp.metricsPort}/metrics`)).text();
+      expect(total(text, "switchyard_scrape_errors_total", { endpoint: key, reason: "implausible" })).toBeGreaterThan(
+        0,
+      );
+      log.logger.flush();
+      const line = log.records().find((r) => r.msg === "metrics scrape failing" && r.endpoint === key);
+      expect(line).toMatchObject({ pod: "pod-2", reason: "implausible" });
+      expect(String(line?.err)).toContain("vllm:kv_cache_usage_perc");
+    } finally {
+      await h.close();
+    }
   });
 });

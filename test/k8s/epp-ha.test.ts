@@ -102,6 +102,9 @@ describeWithTools(["etcd", "kube-apiserver"], "EPP leader election against a rea
         String(health),
         "--metrics-port",
         String(metrics),
+        // This test reads /debug/endpoints without a token (docs/security.md).
+        "--enable-debug-endpoints",
+        "--metrics-endpoint-auth=false",
         "--refresh-metrics-interval",
         "50ms",
       ],

@@ -443,3 +443,62 @@ describe("metric labels from request bodies are bounded", () => {
     expect(total(text, "inference_objective_request_total", { model_name: "other" })).toBe(30);
   });
 });
+
+describe("metric label values from requests are bounded in length and expire when idle", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({
+      models: [{ name: "configured-model", targets: [{ name: "configured-model", weight: 1 }] }],
+      // 1 ms idle: every sweep (once a second) drops every unconfigured name not used since the previous one.
+      flags: ["--metrics-model-label-limit", "1", "--metrics-model-label-idle-expiry", "1ms"],
+    });
+  });
+  afterAll(async () => h?.close());
+
+  it("labels a 1 MB model name as other, so the exposition does not grow by megabytes, and counts it", async () => {
+    const before = (await metricsText(h)).length;
+    const r = await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("m".repeat(1 << 20), "hi") });
+    expect(r.status).toBe("routed");
+    const text = await metricsText(h);
+    // Without the bound the name is copied into ~30 series: 63 MB.
+    expect(text.length).toBeLessThan(before + 200_000);
+    expect(total(text, "inference_objective_request_total", { model_name: "other" })).toBeGreaterThanOrEqual(1);
+    expect(
+      total(text, "switchyard_metric_labels_capped_total", { label: "model_name", reason: "too_long" }),
+    ).toBeGreaterThanOrEqual(1);
+  });
+
+  it("drops the series of an idle unconfigured model name and frees its slot; configured names stay", async () => {
+    const names = async () =>
+      new Set(
+        samples(await metricsText(h))
+          .filter((s) => s.name === "inference_objective_request_total")
+          .map((s) => s.labels.get("model_name")),
+      );
+    expect((await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("idle-a") })).status).toBe("routed");
+    expect((await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("configured-model") })).status).toBe(
+      "routed",
+    );
+    await waitFor("idle-a to expire", async () => !(await names()).has("idle-a"), 20_000);
+    expect((await names()).has("configured-model")).toBe(true);
+    // The slot is free again (limit 1): a new name gets its own series, not "other".
+    await waitFor(
+      "idle-b to get its own series",
+      async () => {
+        await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("idle-b") });
+        return (await names()).has("idle-b");
+      },
+      20_000,
+    );
+    // A name that comes back counts from zero in a fresh series (no stale cached child swallowing updates).
+    await waitFor("idle-b to expire", async () => !(await names()).has("idle-b"), 20_000);
+    await waitFor(
+      "idle-a to come back",
+      async () => {
+        await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("idle-a") });
+        return (await names()).has("idle-a");
+      },
+      20_000,
+    );
+  });
+});

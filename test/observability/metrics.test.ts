@@ -76,6 +76,10 @@ const EXTRAS: readonly (readonly [string, Kind, readonly string[]])[] = [
   ["switchyard_queue_wait_seconds", "histogram", ["priority", "outcome"]],
   ["switchyard_pool_recommended_replicas", "gauge", ["inference_pool"]],
   ["switchyard_autoscaling_hint_errors_total", "counter", ["inference_pool"]],
+  ["switchyard_metric_labels_capped_total", "counter", ["label", "reason"]],
+  ["switchyard_resource_reloads_total", "counter", ["outcome"]],
+  ["switchyard_extproc_streams_limited_total", "counter", ["reason"]],
+  ["switchyard_metrics_requests_refused_total", "counter", ["status"]],
 ];
 
 interface Described {
@@ -193,5 +197,29 @@ describe("EppMetrics", () => {
   it("starts the shed counter at zero so shed-rate queries have a series before the first shed", async () => {
     const text = await new EppMetrics({ processMetrics: false }).text();
     expect(sample(text, "switchyard_requests_shed_total", { criticality: "Sheddable", reason: "saturated" })).toBe(0);
+  });
+});
+
+describe("model-name labels", () => {
+  it("bounds length and number, counts every capped value and logs one line per label and reason", async () => {
+    const { captureLogger } = await import("./helpers.js");
+    const log = captureLogger("warn");
+    const m = new EppMetrics({ processMetrics: false, labelMaxLength: 8, modelLabelLimit: 2, logger: log.logger });
+    m.setKnownModels((n) => n === "known-1" || n === "known-too-long");
+    expect(m.modelLabel("a")).toBe("a");
+    expect(m.modelLabel("b")).toBe("b");
+    expect(m.modelLabel("c")).toBe("other");
+    expect(m.modelLabel("d")).toBe("other");
+    expect(m.modelLabel("known-1")).toBe("known-1");
+    expect(m.modelLabel("x".repeat(9))).toBe("other");
+    expect(m.modelLabel("known-too-long")).toBe("other");
+    const text = await m.text();
+    expect(sample(text, "switchyard_metric_labels_capped_total", { label: "model_name", reason: "too_many" })).toBe(2);
+    expect(sample(text, "switchyard_metric_labels_capped_total", { label: "model_name", reason: "too_long" })).toBe(2);
+    log.logger.flush();
+    const lines = log.records().filter((r) => r.msg === 'metric label value replaced by "other"');
+    expect(lines.map((r) => r.reason).sort()).toEqual(["too_long", "too_many"]);
+    expect(lines.find((r) => r.reason === "too_long")).toMatchObject({ length: 9, valuePrefix: "xxxxxxxxx" });
+    m.close();
   });
 });

@@ -327,3 +327,99 @@ describe("FileSource reloading", () => {
     }
   });
 });
+
+describe("FileSource under in-place rewrites", () => {
+  const podsYaml = (n: number) =>
+    [poolYaml([8000]), ...Array.from({ length: n }, (_, i) => podYaml(`p${i}`, `10.0.0.${i + 1}`))].join("---\n");
+
+  it("keeps a momentarily empty file's objects; `kind: List` with `items: []` empties it on purpose", async () => {
+    const file = join(dir, "all.yaml");
+    await writeFile(file, podsYaml(3));
+    const outcomes: string[] = [];
+    const s = source({ path: file, onOutcome: (o) => outcomes.push(o) });
+    await s.start();
+    expect(endpointKeys()).toHaveLength(3);
+    await writeFile(file, "");
+    await s.reload();
+    expect(endpointKeys()).toHaveLength(3);
+    expect(outcomes).toContain("kept_empty");
+    await writeFile(file, "# only a comment\n---\n");
+    await s.reload();
+    expect(endpointKeys()).toHaveLength(3);
+    await writeFile(file, "apiVersion: v1\nkind: List\nitems: []\n");
+    await s.reload();
+    expect(endpointKeys()).toHaveLength(0);
+    expect(datastore.pool()).toBeUndefined();
+  });
+
+  it("never empties the pool while the file is truncated and rewritten in two halves, over and over", async () => {
+    const file = join(dir, "all.yaml");
+    await writeFile(file, podsYaml(3));
+    const s = source({ path: file, watch: true, pollIntervalMs: 50, debounceMs: 5 });
+    await s.start();
+    let low = 3;
+    let samples = 0;
+    const sampler = setInterval(() => {
+      samples++;
+      low = Math.min(low, endpointKeys().length);
+    }, 2);
+    try {
+      const { open } = await import("node:fs/promises");
+      for (let round = 0; round < 40; round++) {
+        const text = podsYaml(3) + (round % 2 === 0 ? "# even\n" : "");
+        const h = await open(file, "r+");
+        await h.truncate(0);
+        await new Promise((r) => setTimeout(r, 3));
+        const cut = text.indexOf("kind: Pod") + 5; // mid-document: the first half alone is a valid, smaller file
+        await h.write(text.slice(0, cut), 0);
+        await new Promise((r) => setTimeout(r, 5 + (round % 4) * 5));
+        await h.write(text.slice(cut), Buffer.byteLength(text.slice(0, cut)));
+        await h.close();
+        await new Promise((r) => setTimeout(r, 10 + (round % 3) * 20));
+      }
+      // The last complete version (4 pods) must be applied once the writer stops.
+      await writeFile(file, podsYaml(4));
+      await vi.waitFor(() => expect(endpointKeys()).toHaveLength(4), WAIT);
+    } finally {
+      clearInterval(sampler);
+    }
+    expect(samples).toBeGreaterThan(0);
+    expect(low).toBe(3);
+  });
+
+  it("refuses a file over maxBytes and keeps its last good objects", async () => {
+    const file = join(dir, "all.yaml");
+    await writeFile(file, podsYaml(2));
+    const outcomes: string[] = [];
+    const s = source({ path: file, maxBytes: 2000, onOutcome: (o) => outcomes.push(o) });
+    await s.start();
+    await writeFile(file, podsYaml(30));
+    await s.reload();
+    expect(endpointKeys()).toHaveLength(2);
+    expect(outcomes).toContain("too_large");
+  });
+});
+
+describe("ParserThread", () => {
+  it("parses in a worker thread exactly as on the main thread, errors included", async () => {
+    const { ParserThread } = await import("../../src/sources/file-parse-client.js");
+    const { parseManifestText } = await import("../../src/sources/file-parse.js");
+    const { silentLogger } = await import("../../src/observability/logger.js");
+    const parser = new ParserThread(silentLogger);
+    try {
+      const texts = [
+        [
+          poolYaml([8000]),
+          ...Array.from({ length: 450 }, (_, i) => podYaml(`p${i}`, `10.0.${i >> 8}.${i & 255}`)),
+        ].join("---\n"),
+        `${poolYaml([8000])}---\n${podYaml("bad", "not-an-ip")}`,
+        "a: [unclosed\n",
+        "",
+      ];
+      for (const text of texts)
+        expect(await parser.parse("/f.yaml", text, "default")).toEqual(parseManifestText("/f.yaml", text, "default"));
+    } finally {
+      await parser.close();
+    }
+  });
+});

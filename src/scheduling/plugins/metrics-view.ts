@@ -8,12 +8,11 @@
  *   metrics are used: stale numbers rank endpoints better than a coin toss. Endpoints that never reported stay
  *   unknown.
  */
-import type { Endpoint, EndpointMetrics } from "../../datastore/types.js";
+import { type Endpoint, type EndpointMetrics, isFresh } from "../../datastore/types.js";
 
 export function anyFresh(endpoints: readonly Endpoint[], now: number, staleMs: number): boolean {
   for (let i = 0; i < endpoints.length; i++) {
-    const m = endpoints[i]!.metrics;
-    if (m !== undefined && now - m.updateTime <= staleMs) return true;
+    if (isFresh(endpoints[i]!, now, staleMs)) return true;
   }
   return false;
 }
@@ -27,6 +26,6 @@ export function usableMetrics(
 ): EndpointMetrics | undefined {
   const m = endpoint.metrics;
   if (m === undefined) return undefined;
-  if (someFresh && now - m.updateTime > staleMs) return undefined;
+  if (someFresh && !isFresh(endpoint, now, staleMs)) return undefined;
   return m;
 }

@@ -16,7 +16,7 @@ import {
   DEFAULT_QUEUE_DEPTH_THRESHOLD,
   DEFAULT_SATURATION_STALENESS_MS,
 } from "../../common/constants.js";
-import type { Endpoint } from "../../datastore/types.js";
+import { type Endpoint, isFresh } from "../../datastore/types.js";
 import { ParamReader } from "../params.js";
 import type { PluginFactory, PluginHandle } from "../registry.js";
 import type { CycleState, Filter, SaturationDetector, SchedulingRequest, TypedName } from "../types.js";
@@ -65,8 +65,9 @@ export class UtilizationDetector implements Filter, SaturationDetector {
     const { queueDepthThreshold: q, kvCacheUtilThreshold: kv, metricsStalenessThresholdMs: stale } = this.params;
     let sum = 0;
     for (let i = 0; i < n; i++) {
-      const m = endpoints[i]!.metrics;
-      if (m === undefined || now - m.updateTime > stale) {
+      const e = endpoints[i]!;
+      const m = e.metrics;
+      if (m === undefined || !isFresh(e, now, stale)) {
         sum += 1;
         continue;
       }
@@ -80,8 +81,9 @@ export class UtilizationDetector implements Filter, SaturationDetector {
   isSaturated(endpoints: readonly Endpoint[], now: number): boolean {
     const { queueDepthThreshold: q, kvCacheUtilThreshold: kv, metricsStalenessThresholdMs: stale } = this.params;
     for (let i = 0; i < endpoints.length; i++) {
-      const m = endpoints[i]!.metrics;
-      if (m !== undefined && now - m.updateTime <= stale && m.waitingQueueSize < q && m.kvCacheUsagePercent < kv)
+      const e = endpoints[i]!;
+      const m = e.metrics;
+      if (m !== undefined && isFresh(e, now, stale) && m.waitingQueueSize < q && m.kvCacheUsagePercent < kv)
         return false;
     }
     return true;
@@ -96,7 +98,7 @@ export class UtilizationDetector implements Filter, SaturationDetector {
       const m = e.metrics;
       if (
         m !== undefined &&
-        now - m.updateTime <= stale &&
+        isFresh(e, now, stale) &&
         m.waitingQueueSize < this.#queueLimit &&
         m.kvCacheUsagePercent < this.#kvLimit
       ) {
