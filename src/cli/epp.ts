@@ -23,7 +23,7 @@ import {
 } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
 import { DEFAULT_MAX_SERIES_PER_SIGNAL, EngineRegistry, validateEngineConfig } from "../datalayer/engines.js";
-import { DEFAULT_MODELS_INTERVAL_MS, MetricsScraper } from "../datalayer/scraper.js";
+import { DEFAULT_IDLE_SCRAPE_INTERVAL_MS, DEFAULT_MODELS_INTERVAL_MS, MetricsScraper } from "../datalayer/scraper.js";
 import { Datastore } from "../datastore/datastore.js";
 import { isFresh } from "../datastore/types.js";
 import { createHealthServer } from "../extproc/health.js";
@@ -122,6 +122,14 @@ export const EPP_FLAGS = {
     default: DEFAULT_REFRESH_METRICS_INTERVAL_MS,
     help: "how often each endpoint's /metrics is scraped",
     check: checks.positive,
+  },
+  "refresh-metrics-idle-interval": {
+    kind: "duration",
+    default: DEFAULT_IDLE_SCRAPE_INTERVAL_MS,
+    help:
+      "how often an idle endpoint (nothing running or waiting, nothing in flight from this EPP) is scraped; " +
+      "0 = every endpoint at --refresh-metrics-interval",
+    check: checks.nonNegative,
   },
   "refresh-prometheus-metrics-interval": {
     kind: "duration",
@@ -617,6 +625,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
           intervalMs: f["refresh-metrics-interval"],
           timeoutMs: f["scrape-timeout"],
           modelsIntervalMs: f["served-models-refresh-interval"],
+          idleIntervalMs: f["refresh-metrics-idle-interval"],
           maxSeries: f["scrape-max-series"],
           logger,
           hooks: {

@@ -108,6 +108,13 @@ export interface MetricsScraperOptions {
   modelsIntervalMs?: number;
   /** Series of one signal accepted in one body (`--scrape-max-series`); more refuses the scrape. Default 256. */
   maxSeries?: number;
+  /**
+   * How often an idle endpoint is scraped (`--refresh-metrics-idle-interval`); 0, or anything not above
+   * `intervalMs`, scrapes every endpoint at `intervalMs` always. Default 500 ms. An endpoint is idle after two
+   * consecutive scrapes with nothing running or waiting while this EPP has nothing in flight there; the first request
+   * routed to it (or any load it reports) puts it back on `intervalMs` at the next tick.
+   */
+  idleIntervalMs?: number;
   /** Default: a silent logger. */
   logger?: Logger;
   /** A failing endpoint logs its first failure at warn, then at most one warn line per this many ms. Default 30 s. */
@@ -117,6 +124,15 @@ export interface MetricsScraperOptions {
 
 export const DEFAULT_MAX_SCRAPE_BACKOFF_MS = 2_000;
 export const DEFAULT_MODELS_INTERVAL_MS = 10_000;
+/**
+ * An idle pod's scrape interval. Rendering /metrics is not free for the server (a real vLLM spends ≈ 7–10 ms of its
+ * API server's CPU per 50 KB scrape, 13–19 % of a core at 50 ms; docs/design/model-servers.md §8), and an idle pod's
+ * gauges say nothing new: 500 ms cuts that ten-fold while the EPP's own in-flight count wakes the scraper the moment
+ * it routes there (bench/scrape/cost.ts).
+ */
+export const DEFAULT_IDLE_SCRAPE_INTERVAL_MS = 500;
+/** Consecutive quiet scrapes before an endpoint counts as idle. */
+const QUIET_SCRAPES_FOR_IDLE = 2;
 /** A `/v1/models` answer larger than this, or listing more ids, is ignored (the list stays unknown). */
 export const MAX_MODELS_BODY_BYTES = 1024 * 1024;
 export const MAX_MODEL_IDS = 4096;
@@ -166,6 +182,10 @@ interface Target {
   modelsDueAt: number;
   /** The last scrape named absent load families (logged once per transition). */
   incomplete: boolean;
+  /** Consecutive successful scrapes that showed nothing running or waiting. */
+  quietScrapes: number;
+  /** performance.now() when the last scrape started. */
+  lastScrapeAt: number;
 }
 
 function checkPositive(name: string, value: number | undefined, fallback: number): number {
@@ -224,6 +244,8 @@ export class MetricsScraper {
   readonly #maxBodyBytes: number;
   readonly #modelsIntervalMs: number;
   readonly #maxSeries: number;
+  /** 0 when idle endpoints are scraped like busy ones. */
+  readonly #idleIntervalMs: number;
   readonly #logger: Logger;
   readonly #hooks: ScraperHooks;
   readonly #failureLog: LogThrottle;
@@ -265,6 +287,15 @@ export class MetricsScraper {
     }
     this.#modelsIntervalMs = modelsInterval;
     this.#maxSeries = checkPositive("maxSeries", options.maxSeries, DEFAULT_MAX_SERIES_PER_SIGNAL);
+    const idle = options.idleIntervalMs ?? DEFAULT_IDLE_SCRAPE_INTERVAL_MS;
+    if (typeof idle !== "number" || !Number.isFinite(idle) || idle < 0) {
+      throw new ConfigError(
+        `must be a finite number of milliseconds >= 0, got ${String(idle)}`,
+        undefined,
+        "idleIntervalMs",
+      );
+    }
+    this.#idleIntervalMs = idle > this.#intervalMs ? idle : 0;
     const path = options.path ?? "/metrics";
     if (typeof path !== "string" || !path.startsWith("/") || /[\s#]/.test(path)) {
       throw new ConfigError(
@@ -375,6 +406,8 @@ export class MetricsScraper {
       modelsClient: undefined,
       modelsDueAt: 0,
       incomplete: false,
+      quietScrapes: 0,
+      lastScrapeAt: 0,
       shared: undefined,
       timer: undefined,
       inflight: undefined,
@@ -413,11 +446,28 @@ export class MetricsScraper {
     t.timer = setTimeout(() => {
       t.timer = undefined;
       if (t.stopped || t.inflight !== undefined) return;
+      if (this.#idleSkip(t)) {
+        this.#schedule(t, this.#intervalMs);
+        return;
+      }
       t.inflight = this.#scrape(t).finally(() => {
         t.inflight = undefined;
       });
     }, delayMs);
     t.timer.unref();
+  }
+
+  /**
+   * An idle endpoint's tick passes without a scrape until its idle interval is up. The check is a few comparisons
+   * on the timer, no I/O; the first request this EPP routes there (its in-flight count) ends the idleness.
+   */
+  #idleSkip(t: Target): boolean {
+    return (
+      this.#idleIntervalMs > 0 &&
+      t.quietScrapes >= QUIET_SCRAPES_FOR_IDLE &&
+      t.endpoint.inflightRequests === 0 &&
+      performance.now() - t.lastScrapeAt < this.#idleIntervalMs
+    );
   }
 
   #acquire(t: Target): Client {
@@ -461,6 +511,7 @@ export class MetricsScraper {
     const endpoint = t.endpoint;
     const url = `${t.origin}${this.#path}`;
     const started = performance.now();
+    t.lastScrapeAt = started;
     let error: ScrapeError | undefined;
     let finished = started;
     try {
@@ -539,13 +590,19 @@ export class MetricsScraper {
       this.#report(endpoint, { ok: true, durationMs });
       // Align to the tick grid: a scrape that overran the interval skips the ticks it missed.
       const next = this.#intervalMs - (durationMs % this.#intervalMs);
-      // Until the next scrape is late (its tick plus its timeout) these numbers are the newest there can be.
-      endpoint.metricsValidUntil = finished + next + this.#timeoutMs;
+      const m = endpoint.metrics;
+      t.quietScrapes =
+        m !== undefined && m.waitingQueueSize === 0 && m.runningRequestsSize === 0 ? t.quietScrapes + 1 : 0;
+      // Until the next scrape is late (its tick plus its timeout) these numbers are the newest there can be; an idle
+      // endpoint's next scrape is due an idle interval later, not a tick later.
+      const due = this.#idleIntervalMs > 0 && t.quietScrapes >= QUIET_SCRAPES_FOR_IDLE ? this.#idleIntervalMs : next;
+      endpoint.metricsValidUntil = finished + due + this.#timeoutMs;
       this.#schedule(t, next);
       return;
     }
     endpoint.lastScrapeError = error.message;
     endpoint.metricsValidUntil = undefined;
+    t.quietScrapes = 0;
     t.failures++;
     if (error.reason === "engine") {
       if (!t.warnedEngine) this.#logger.warn({ endpoint: endpoint.key, err: error.message }, "metrics scrape failing");
