@@ -79,19 +79,32 @@ async function main(): Promise<void> {
     ...(process.env.EPP_FLAGS ?? "").split(" ").filter((s) => s !== ""),
   ];
   const epp: ChildProcess = spawn(NODE, eppArgs, { stdio: ["ignore", "ignore", "inherit"] });
-  const envoy = await startEnvoy({
-    binary: envoyBin,
-    configFile: join(dir, "envoy.yaml"),
-    logFile: join(dir, "envoy.log"),
-    config: {
-      listenPort: listen!,
-      adminPort: admin!,
-      eppPort: grpc!,
-      gracefulGrpcClose: false,
-      accessLog: "/dev/null",
-    },
-  });
+  let envoy: Awaited<ReturnType<typeof startEnvoy>> | undefined;
   const agent = new Agent({ connections: CONCURRENCY, pipelining: 1 });
+  try {
+    envoy = await startEnvoy({
+      binary: envoyBin,
+      configFile: join(dir, "envoy.yaml"),
+      logFile: join(dir, "envoy.log"),
+      config: {
+        listenPort: listen!,
+        adminPort: admin!,
+        eppPort: grpc!,
+        gracefulGrpcClose: false,
+        accessLog: "/dev/null",
+      },
+    });
+    await measure(envoy, agent, version);
+  } finally {
+    await agent.close();
+    await envoy?.stop();
+    epp.kill("SIGTERM");
+    await Promise.all(sims.map((s) => s.close()));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function measure(envoy: Awaited<ReturnType<typeof startEnvoy>>, agent: Agent, version: string): Promise<void> {
   const body = JSON.stringify({ model: "base", messages: [{ role: "user", content: "hi" }], max_tokens: 1 });
   const url = new URL("/v1/chat/completions", envoy.url);
   /** One chat completion through Envoy; its status. */
@@ -145,11 +158,6 @@ async function main(): Promise<void> {
         `upstream_cx_protocol_error ${d("upstream_cx_protocol_error")}\n`,
     );
   }
-  await agent.close();
-  await envoy.stop();
-  epp.kill("SIGTERM");
-  await Promise.all(sims.map((s) => s.close()));
-  rmSync(dir, { recursive: true, force: true });
 }
 
 main().catch((err) => {

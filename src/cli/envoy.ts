@@ -3,6 +3,7 @@
  * It stays in the foreground and stops Envoy on SIGINT/SIGTERM, so `switchyard up` can supervise it like its other
  * children (and Envoy goes when `up` goes). Settings and why: docs/envoy.md.
  */
+import type { ChildProcess } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ConfigError } from "../common/errors.js";
@@ -90,7 +91,23 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     throw new ConfigError("--lb round-robin / least-request needs --endpoints", undefined, "--endpoints");
   }
   const logger = createLogger({ level: "info", name: "envoy" });
+  // Envoy must not outlive this process, also when it is stopped while Envoy is still starting.
+  let child: ChildProcess | undefined;
+  let stopRequested = false;
+  const stopEarly = () => {
+    stopRequested = true;
+    child?.kill("SIGTERM");
+  };
+  process.on("SIGINT", stopEarly);
+  process.on("SIGTERM", stopEarly);
+  process.once("exit", () => {
+    if (child !== undefined && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  });
   const envoy = await startEnvoy({
+    onSpawn: (c) => {
+      child = c;
+      if (stopRequested) c.kill("SIGTERM");
+    },
     binary,
     configFile: join(dir, "envoy.yaml"),
     logFile: join(dir, "envoy-process.log"),
@@ -117,6 +134,8 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
       accessLog: join(dir, "envoy-access.log"),
     },
   });
+  process.off("SIGINT", stopEarly);
+  process.off("SIGTERM", stopEarly);
   logger.info({ url: envoy.url, admin: envoy.adminUrl, binary, config: join(dir, "envoy.yaml") }, "envoy listening");
   logger.flush();
   const code = await new Promise<number>((done) => {

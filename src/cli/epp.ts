@@ -748,12 +748,10 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
     health.setSynced(datastore.synced() || overrides.datastore !== undefined);
     logger.info({ synced: datastore.synced(), endpoints: datastore.endpoints().length }, "first scrape round done");
   });
-  datastore.onEndpointsChanged(() => {
-    // Listeners run inside apply(), before it records the pool as synced; look once apply() has returned. A pool
-    // deleted later makes the EPP unready again, as GIE's readiness follows its pool (docs/kubernetes.md).
-    queueMicrotask(() => {
-      if (firstRoundDone && overrides.datastore === undefined) health.setSynced(datastore.synced());
-    });
+  // A pool deleted later makes the EPP unready again, and one that appears later ready, with or without pods, as
+  // GIE's readiness follows its pool (docs/kubernetes.md).
+  datastore.onSyncedChanged((synced) => {
+    if (firstRoundDone && overrides.datastore === undefined) health.setSynced(synced);
   });
 
   logger.info(

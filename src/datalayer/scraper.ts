@@ -168,6 +168,9 @@ interface Target {
   timer: NodeJS.Timeout | undefined;
   /** The in-flight scrape, if any; stop() awaits it so no hook fires after stop() resolves. */
   inflight: Promise<void> | undefined;
+  /** The in-flight `/v1/models` read and its abort handle (apart from the metrics scrape's). */
+  modelsInflight: Promise<void> | undefined;
+  modelsAbort: AbortController | undefined;
   abort: AbortController | undefined;
   stopped: boolean;
   failures: number;
@@ -371,6 +374,7 @@ export class MetricsScraper {
     const inflight: Promise<void>[] = [];
     for (const t of this.#targets.values()) {
       if (t.inflight) inflight.push(t.inflight);
+      if (t.modelsInflight) inflight.push(t.modelsInflight);
       this.#stopTarget(t);
     }
     this.#targets.clear();
@@ -404,6 +408,8 @@ export class MetricsScraper {
       origin: `${this.#scheme}://${hostPort(endpoint.address, port)}`,
       modelsOrigin: `${this.#scheme}://${hostPort(endpoint.address, endpoint.port)}`,
       modelsClient: undefined,
+      modelsInflight: undefined,
+      modelsAbort: undefined,
       modelsDueAt: 0,
       incomplete: false,
       quietScrapes: 0,
@@ -431,6 +437,7 @@ export class MetricsScraper {
       t.timer = undefined;
     }
     t.abort?.abort(new ScrapeError("network", "endpoint removed"));
+    t.modelsAbort?.abort();
     this.#release(t);
     if (t.modelsClient !== undefined) {
       const closing = t.modelsClient.destroy().catch(() => {});
@@ -569,9 +576,12 @@ export class MetricsScraper {
       }
       endpoint.lastScrapeError = undefined;
       this.#noteIncomplete(t);
-      if (this.#modelsIntervalMs > 0 && finished >= t.modelsDueAt) {
+      // Not awaited: the model list has its own cadence and must never delay the next metrics tick.
+      if (this.#modelsIntervalMs > 0 && finished >= t.modelsDueAt && t.modelsInflight === undefined) {
         t.modelsDueAt = finished + this.#modelsIntervalMs;
-        await this.#readModels(t, client);
+        t.modelsInflight = this.#readModels(t, client).finally(() => {
+          t.modelsInflight = undefined;
+        });
       }
     } catch (err) {
       error = err instanceof ScrapeError ? err : classify(err, url);
@@ -638,8 +648,9 @@ export class MetricsScraper {
     const missing = t.endpoint.metrics?.unreported;
     if ((missing !== undefined) === t.incomplete) return;
     t.incomplete = missing !== undefined;
+    // warn, not info: a custom engine spec naming a metric the server does not have looks exactly like this too.
     if (missing !== undefined)
-      this.#logger.info(
+      this.#logger.warn(
         { endpoint: t.endpoint.key, unreported: missing },
         "metrics carry no load gauges yet; the endpoint stays a candidate, scored as reporting no load",
       );
@@ -665,7 +676,7 @@ export class MetricsScraper {
       client = t.modelsClient;
     }
     const abort = new AbortController();
-    t.abort = abort;
+    t.modelsAbort = abort;
     const deadline = setTimeout(() => abort.abort(), this.#timeoutMs);
     deadline.unref();
     try {
@@ -693,7 +704,7 @@ export class MetricsScraper {
         this.#logger.debug({ endpoint: t.endpoint.key, err: String(err) }, "reading /v1/models failed");
     } finally {
       clearTimeout(deadline);
-      if (t.abort === abort) t.abort = undefined;
+      if (t.modelsAbort === abort) t.modelsAbort = undefined;
     }
   }
 

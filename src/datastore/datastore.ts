@@ -192,6 +192,7 @@ export class Datastore implements EndpointSource {
   #exactRewrites = new Map<string, ResolvedRewrite>();
   #matchAllRewrite: ResolvedRewrite | undefined;
   #listeners = new Set<EndpointsListener>();
+  #syncedListeners = new Set<(synced: boolean) => void>();
   /** Bumped by every commit; an apply computed in slices starts over if it changed meanwhile. */
   #generation = 0;
 
@@ -297,6 +298,17 @@ export class Datastore implements EndpointSource {
     this.#listeners.add(listener);
     return () => {
       this.#listeners.delete(listener);
+    };
+  }
+
+  /**
+   * Subscribes to the pool appearing or going (synced() changing), called once apply() has committed: readiness
+   * follows the pool whether or not any endpoint changed with it (a pool may select no pod yet).
+   */
+  onSyncedChanged(listener: (synced: boolean) => void): () => void {
+    this.#syncedListeners.add(listener);
+    return () => {
+      this.#syncedListeners.delete(listener);
     };
   }
 
@@ -455,6 +467,15 @@ export class Datastore implements EndpointSource {
     const poolChanged = this.#pool !== pool;
     this.#pool = pool;
     this.#synced = pool !== undefined;
+    if (wasSynced !== this.#synced) {
+      for (const listener of this.#syncedListeners) {
+        try {
+          listener(this.#synced);
+        } catch (err) {
+          this.#logger?.error({ err }, "synced listener threw");
+        }
+      }
+    }
     this.#models = models;
     this.#objectives = objectives;
     this.#exactRewrites = exact;

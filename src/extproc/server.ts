@@ -74,11 +74,13 @@ export function streamResetBudgetSupported(version = process.versions.node): boo
   return major > 22 || (major === 22 && minor >= 10);
 }
 
-function raiseStreamResetBudget(server: grpc.Server, perSecond: number): void {
+/** False when grpc-js no longer keeps the http2 options where this expects them (a grpc-js upgrade). */
+export function raiseStreamResetBudget(server: grpc.Server, perSecond: number): boolean {
   const common = (server as unknown as { commonServerOptions?: Record<string, unknown> }).commonServerOptions;
-  if (common === null || typeof common !== "object") return;
+  if (common === null || typeof common !== "object") return false;
   common.streamResetRate = perSecond;
   common.streamResetBurst = 2 * perSecond;
+  return true;
 }
 
 /** Defaults of `--grpc-max-streams-per-connection` and `--grpc-stream-idle-timeout` (docs/security.md). */
@@ -283,7 +285,10 @@ export function createExtProcServer(options: ExtProcServerOptions): ExtProcServe
       if (server !== undefined) throw new Error("ext_proc server already started");
       const credentials = await serverCredentials(options.tls);
       const s = new grpc.Server(grpcOptions);
-      raiseStreamResetBudget(s, options.streamResetsPerSecond ?? DEFAULT_STREAM_RESETS_PER_SECOND);
+      if (!raiseStreamResetBudget(s, options.streamResetsPerSecond ?? DEFAULT_STREAM_RESETS_PER_SECOND))
+        logger.warn(
+          "cannot raise the HTTP/2 stream-reset budget (grpc-js changed); Envoy's default stream close may fail requests",
+        );
       s.addService(extProcServerDefinition(), {
         Process: (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) => handleCall(call),
       });

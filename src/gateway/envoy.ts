@@ -235,6 +235,8 @@ export interface StartEnvoyOptions {
   /** Envoy --concurrency (worker threads). Default: Envoy's (one per core). */
   readonly concurrency?: number;
   readonly logLevel?: string;
+  /** Called with the Envoy process right after it is spawned, before it is ready (to stop it during start-up). */
+  readonly onSpawn?: (child: ChildProcess) => void;
 }
 
 async function adminGet(url: string): Promise<string | undefined> {
@@ -264,6 +266,7 @@ export async function startEnvoy(options: StartEnvoyOptions): Promise<EnvoyProce
   if (options.concurrency !== undefined) args.push("--concurrency", String(options.concurrency));
   const child = spawn(options.binary, args, { stdio: ["ignore", log, log] });
   closeSync(log);
+  options.onSpawn?.(child);
   const exited = new Promise<number | string>((resolve) => {
     child.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown"));
     child.once("error", (err) => resolve(err.message));

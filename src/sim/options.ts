@@ -94,8 +94,9 @@ export interface SimulatorOptions {
   /** vLLM `--data-parallel-size`: per-engine series (`engine="0"…`), requests attributed round-robin. Default 1. */
   dataParallelSize?: number;
   /**
-   * With data parallelism, an engine exports its load gauges only after its first request (the shape the
-   * model-server issue observed on vLLM 0.32). Default true; false exports them at 0 from the start.
+   * With data parallelism, an engine exports its load gauges only after its first request (a shape a fresh
+   * data-parallel vLLM has been seen to serve, docs/design/model-servers.md §3.1). Default true; false exports them
+   * at 0 from the start.
    */
   dpGaugesAfterFirstRequest?: boolean;
   /** Multiplier on every model latency (TTFT, prefill, ITL, LoRA load): 2 = a pod twice as slow. Default 1. */

@@ -8,12 +8,24 @@
  * one connection as fast as the loop allows.
  */
 import http2 from "node:http2";
+import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeHeadersRequest, grpcFrame, PROCESS_PATH } from "../../bench/extproc/lean-client.js";
-import { streamResetBudgetSupported } from "../../src/extproc/server.js";
+import { raiseStreamResetBudget, streamResetBudgetSupported } from "../../src/extproc/server.js";
 import { type Harness, startHarness } from "../helpers/epp-harness.js";
 
 const STREAMS = 3000;
+
+describe("the stream-reset budget", () => {
+  it("finds grpc-js's http2 server options to put it in (a grpc-js upgrade that moves them fails here)", () => {
+    const server = new grpc.Server();
+    expect(raiseStreamResetBudget(server, 123)).toBe(true);
+    expect((server as unknown as { commonServerOptions: object }).commonServerOptions).toMatchObject({
+      streamResetRate: 123,
+      streamResetBurst: 246,
+    });
+  });
+});
 
 describe("ext_proc streams reset by the client after each answer, on one connection", () => {
   let h: Harness;

@@ -34,7 +34,7 @@ import { join } from "node:path";
 import { generate } from "selfsigned";
 import { Agent, fetch } from "undici";
 import { parseAllDocuments, stringify } from "yaml";
-import { freePort } from "./relay.js";
+import { freePorts } from "./relay.js";
 
 export interface KubeApiServerOptions {
   /** Absolute paths of the binaries (describeWithTools gives them). */
@@ -253,9 +253,7 @@ export class KubeApiServer {
       writeFile(join(pki, "sa.key"), p.saKey, { mode: 0o600 }),
       writeFile(join(pki, "sa.pub"), p.saPub),
     ]);
-    this.#etcdPort = await freePort();
-    this.#etcdPeerPort = await freePort();
-    this.#apiPort = await freePort();
+    [this.#etcdPort, this.#etcdPeerPort, this.#apiPort] = (await freePorts(3)) as [number, number, number];
     this.#agent = new Agent({
       connect: { ca: p.caCert, cert: p.adminCert, key: p.adminKey },
       // Short keep-alive: after a restart stale pooled sockets would only produce spurious errors.

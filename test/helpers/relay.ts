@@ -22,6 +22,9 @@ export async function freePort(host = "127.0.0.1"): Promise<number> {
   return (await freePorts(1, host))[0]!;
 }
 
+/** Each relay's open sockets, destroyed by closeRelays (a server's own close waits for its connections to end). */
+const openSockets = new WeakMap<Server, Set<Socket>>();
+
 export async function relay(address: string, port: number, target: number): Promise<Server> {
   const sockets = new Set<Socket>();
   const server = createServer((c) => {
@@ -41,9 +44,7 @@ export async function relay(address: string, port: number, target: number): Prom
       c.destroy();
     });
   });
-  server.on("close", () => {
-    for (const s of sockets) s.destroy();
-  });
+  openSockets.set(server, sockets);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, address, resolve);
@@ -74,7 +75,13 @@ export async function relayPods(
 }
 
 export function closeRelays(relays: readonly Server[]): Promise<unknown> {
-  return Promise.all(relays.map((r) => new Promise((res) => r.close(res))));
+  return Promise.all(
+    relays.map((r) => {
+      const closed = new Promise((res) => r.close(res));
+      for (const s of openSockets.get(r) ?? []) s.destroy();
+      return closed;
+    }),
+  );
 }
 
 /** Polls `check` until it holds (errors count as "not yet"); throws naming `what` after `timeoutMs`. */

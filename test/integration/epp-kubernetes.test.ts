@@ -118,10 +118,16 @@ describe("epp in Kubernetes mode: readiness follows the pool", () => {
         { logger: silentLogger },
       );
       const ready = () => healthCheck(`127.0.0.1:${epp!.healthPort}`, "readiness");
-      await expect.poll(() => epp!.snapshot().endpoints.length, { timeout: 2_000 }).toBe(0);
+      expect(epp.snapshot().endpoints).toHaveLength(0);
       expect(await ready()).toBe("NOT_SERVING");
       api.create(poolObject("late", { matchLabels: { app: "late" }, ports: [port] }));
       await expect.poll(ready, { timeout: 10_000 }).toBe("SERVING");
+      api.remove("inference.networking.k8s.io/v1", "InferencePool", "default", "late");
+      await expect.poll(ready, { timeout: 10_000 }).toBe("NOT_SERVING");
+      // A pool that selects no pod yet is still a synced pool: ready, as GIE, with no endpoint to route to.
+      api.create(poolObject("late", { matchLabels: { app: "nobody" }, ports: [port] }));
+      await expect.poll(ready, { timeout: 10_000 }).toBe("SERVING");
+      expect(epp.snapshot().endpoints).toHaveLength(0);
       api.remove("inference.networking.k8s.io/v1", "InferencePool", "default", "late");
       await expect.poll(ready, { timeout: 10_000 }).toBe("NOT_SERVING");
     } finally {

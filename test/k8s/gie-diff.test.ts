@@ -15,7 +15,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { CHAT_HEADERS, chatBody } from "../helpers/epp-harness.js";
 import { connect, type FakeEnvoyClient, type RoundTripResult } from "../helpers/extproc-client.js";
 import { KubeApiServer } from "../helpers/kube-apiserver.js";
-import { freePort } from "../helpers/relay.js";
+import { freePorts } from "../helpers/relay.js";
 import { describeWithTools, REQUIRE_TOOLS, SKIPPED_PREFIX, SKIPPED_SUFFIX } from "../helpers/tools.js";
 import {
   type CapturedEpp,
@@ -108,9 +108,7 @@ describeWithTools(["etcd", "kube-apiserver", "gie-epp"], "switchyard vs GIE v1.5
     await createPods(kube, "diff", labels, servers.addresses);
 
     ours = await startKubeEpp(kube.kubeconfig, ["--pool-name", "diff", "--pool-namespace", "default"]);
-    giePorts.grpc = await freePort();
-    giePorts.health = await freePort();
-    giePorts.metrics = await freePort();
+    [giePorts.grpc, giePorts.health, giePorts.metrics] = (await freePorts(3)) as [number, number, number];
     gieLog = join(kube.dir, "gie-epp.log");
     gie = spawn(
       tools["gie-epp"],

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, it } from "vitest";
 import { CHAT_HEADERS, chatBody } from "../helpers/epp-harness.js";
 import { connect } from "../helpers/extproc-client.js";
 import { KubeApiServer } from "../helpers/kube-apiserver.js";
-import { freePort } from "../helpers/relay.js";
+import { freePorts } from "../helpers/relay.js";
 import { describeWithTools } from "../helpers/tools.js";
 import { createPods, gieCrdDir, healthCheck, type ModelServers, poolManifest, startModelServers } from "./helpers.js";
 
@@ -55,7 +55,7 @@ describeWithTools(
     async function measure(names: readonly string[], leaderElection: boolean): Promise<void> {
       const replicas: { name: string; child: ChildProcess; health: number; grpc: number; exited: boolean }[] = [];
       for (const name of names) {
-        const [grpc, health, metrics] = [await freePort(), await freePort(), await freePort()];
+        const [grpc, health, metrics] = (await freePorts(3)) as [number, number, number];
         const child = spawn(
           tools["gie-epp"],
           [
