@@ -6,7 +6,7 @@
 import { Worker } from "node:worker_threads";
 import type { Logger } from "../observability/logger.js";
 import { type ParsedEntry, type ParseOutcome, parseManifestText } from "./file-parse.js";
-import type { ParseJob, ParseReply } from "./file-parse-worker.js";
+import type { NextChunk, ParseJob, ParseReply } from "./file-parse-worker.js";
 
 /** Entries per message from the worker: ~200 normalized objects deserialize in about a millisecond. */
 const CHUNK = 200;
@@ -74,6 +74,9 @@ export class ParserThread {
     if (p === undefined) return;
     if ("entries" in reply) {
       for (const e of reply.entries) p.entries.push(e as ParsedEntry);
+      // Pull the next chunk on a later turn, so requests run between chunks.
+      const id = reply.id;
+      setImmediate(() => this.#worker?.postMessage({ id, next: true } satisfies NextChunk));
       return;
     }
     this.#pending.delete(reply.id);
