@@ -3,8 +3,9 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
-    // Real vLLM servers are opt-in: `npm run test:vllm` (vitest.vllm.config.ts).
-    exclude: ["test/vllm/**", "**/node_modules/**"],
+    // Opt-in, outside npm test (so CI never skips them): real vLLM servers (`npm run test:vllm`) and measurements
+    // of third-party behaviour (`npm run measure:gie-ha`).
+    exclude: ["test/vllm/**", "test/measure/**", "**/node_modules/**"],
     pool: "forks",
     // 2-core machines: e2e files spawn several processes each, so keep file parallelism low.
     maxWorkers: 2,

@@ -1,12 +1,13 @@
 import { defineConfig } from "vitest/config";
 
 /**
- * `npm run test:vllm`: the opt-in suite against running vLLM servers (SWITCHYARD_VLLM_PODS). Kept out of `npm test`
- * because a real vLLM is not something CI or a fresh machine has; see test/vllm/real-vllm.test.ts.
+ * Opt-in suites kept out of `npm test`: `npm run test:vllm` against running vLLM servers (SWITCHYARD_VLLM_PODS; a real
+ * vLLM is not something CI or a fresh machine has, test/vllm/real-vllm.test.ts), and `npm run measure:gie-ha`, which
+ * measures GIE's own EPP through an API-server outage for the README (test/measure/gie-ha.test.ts).
  */
 export default defineConfig({
   test: {
-    include: ["test/vllm/**/*.test.ts"],
+    include: [process.env.SWITCHYARD_OPTIN === "measure" ? "test/measure/**/*.test.ts" : "test/vllm/**/*.test.ts"],
     pool: "forks",
     maxWorkers: 1,
     testTimeout: 300_000,

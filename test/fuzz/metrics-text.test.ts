@@ -1,11 +1,15 @@
 /** Metric texts: mutated real expositions never crash extraction and never yield numbers a scheduler could misuse. */
 import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { EngineRegistry, extractMetrics, MetricsExtractionError } from "../../src/datalayer/engines.js";
 import { cases, forCases } from "./helpers.js";
 
 const DIR = new URL("../fixtures/metrics/", import.meta.url);
-const FIXTURES = readdirSync(DIR).map((f) => readFileSync(new URL(f, DIR), "utf8"));
+// Every exposition under the folder, the captured real-server texts in its subfolders included.
+const FIXTURES = readdirSync(DIR, { recursive: true, withFileTypes: true })
+  .filter((e) => e.isFile() && e.name.endsWith(".txt"))
+  .map((e) => readFileSync(join(e.parentPath, e.name), "utf8"));
 const registry = new EngineRegistry();
 
 describe("fuzz: model-server metric texts", () => {

@@ -1,7 +1,7 @@
 /**
  * Measures what GIE v1.5.0's own EPP does through an API-server outage longer than its lease, with leader election
  * (two replicas) and without (one), for the comparison in docs/kubernetes.md ("Routing through an API-server
- * outage"). It asserts nothing about GIE; it prints what happened. Opt-in (SWITCHYARD_K8S_GIE_HA=1): it documents a third-party behaviour, it does not
+ * outage"). It asserts nothing about GIE; it prints what happened. Opt-in (`npm run measure:gie-ha`, outside `npm test`): it documents a third-party behaviour, it does not
  * guard ours (test/k8s/epp-ha.test.ts does, on every run).
  */
 import { type ChildProcess, spawn } from "node:child_process";
@@ -13,9 +13,15 @@ import { connect } from "../helpers/extproc-client.js";
 import { KubeApiServer } from "../helpers/kube-apiserver.js";
 import { freePorts } from "../helpers/relay.js";
 import { describeWithTools } from "../helpers/tools.js";
-import { createPods, gieCrdDir, healthCheck, type ModelServers, poolManifest, startModelServers } from "./helpers.js";
+import {
+  createPods,
+  gieCrdDir,
+  healthCheck,
+  type ModelServers,
+  poolManifest,
+  startModelServers,
+} from "../k8s/helpers.js";
 
-const ENABLED = process.env.SWITCHYARD_K8S_GIE_HA === "1";
 const OUTAGE_MS = process.env.SWITCHYARD_K8S_LONG_OUTAGE === "1" ? 60_000 : 20_000;
 
 describeWithTools(
@@ -27,7 +33,6 @@ describeWithTools(
     const children: ChildProcess[] = [];
 
     beforeAll(async () => {
-      if (!ENABLED) return;
       kube = await KubeApiServer.start({ etcd: tools.etcd, kubeApiserver: tools["kube-apiserver"] });
       const dir = gieCrdDir();
       if (dir === undefined)
@@ -48,8 +53,8 @@ describeWithTools(
       await kube?.close();
     });
 
-    it.skipIf(!ENABLED)("two replicas with leader election", () => measure(["a", "b"], true), 240_000);
-    it.skipIf(!ENABLED)("one replica without leader election", () => measure(["single"], false), 240_000);
+    it("two replicas with leader election", () => measure(["a", "b"], true), 240_000);
+    it("one replica without leader election", () => measure(["single"], false), 240_000);
 
     /** Starts GIE replicas, stops the API server for OUTAGE_MS, prints readiness (and, for one replica, routing). */
     async function measure(names: readonly string[], leaderElection: boolean): Promise<void> {
