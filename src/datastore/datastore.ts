@@ -586,6 +586,8 @@ export class Datastore implements EndpointSource {
               routedRequests: 0,
               lastScrapeError: undefined,
               metricsValidUntil: undefined,
+              // Present from the start, so every endpoint keeps one shape for the filters that read it per request.
+              models: undefined,
             };
             added.push(ep);
           } else if (!sameLabels(ep.labels, p.labels)) {
