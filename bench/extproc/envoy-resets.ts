@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Agent, request } from "undici";
+import { loopbackEppFlags } from "../../src/cli/stack.js";
 import { findTool } from "../../src/common/tools.js";
 import { startEnvoy } from "../../src/gateway/envoy.js";
 import { startSimulator } from "../../src/sim/index.js";
@@ -65,15 +66,7 @@ async function main(): Promise<void> {
     resources,
     "--pool-name",
     "pool",
-    "--secure-serving=false",
-    "--host",
-    "127.0.0.1",
-    "--grpc-port",
-    String(grpc),
-    "--grpc-health-port",
-    String(health),
-    "--metrics-port",
-    String(metrics),
+    ...loopbackEppFlags({ grpc: grpc!, health: health!, metrics: metrics! }),
     "--log-level",
     "warn",
     ...(process.env.EPP_FLAGS ?? "").split(" ").filter((s) => s !== ""),

@@ -18,6 +18,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { loopbackEppFlags } from "../../src/cli/stack.js";
 import { freePorts, relayPods } from "../../test/helpers/relay.js";
 
 const WINDOW = Number(process.env.WINDOW ?? 20);
@@ -91,15 +92,7 @@ async function main(): Promise<void> {
         resources,
         "--pool-name",
         "pool",
-        "--secure-serving=false",
-        "--host",
-        "127.0.0.1",
-        "--grpc-port",
-        String(grpc),
-        "--grpc-health-port",
-        String(health),
-        "--metrics-port",
-        String(metrics),
+        ...loopbackEppFlags({ grpc: grpc!, health: health!, metrics: metrics! }),
         "--log-level",
         "warn",
         ...extra,

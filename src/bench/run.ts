@@ -12,7 +12,7 @@ import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Child, Supervisor, waitFor } from "../cli/children.js";
-import { BASE_MODEL, fleetResources, POOL_NAME, POOL_NAMESPACE, type SimPod } from "../cli/stack.js";
+import { BASE_MODEL, fleetResources, loopbackEppFlags, POOL_NAME, POOL_NAMESPACE, type SimPod } from "../cli/stack.js";
 import { benchPods, type FleetParams, findLlmdBinary, llmdArgs, simOptions } from "./fleet.js";
 import type { LoadJob, LoadResult, Progress } from "./loadgen.js";
 import { type BenchResults, checkTargets, writeReport } from "./report.js";
@@ -390,16 +390,8 @@ export class BenchRunner {
       POOL_NAME,
       "--pool-namespace",
       POOL_NAMESPACE,
-      "--secure-serving=false",
-      "--host",
-      "127.0.0.1",
-      "--grpc-port",
-      String(grpc),
-      "--grpc-health-port",
-      String(health),
+      ...loopbackEppFlags({ grpc, health, metrics }),
       "--enable-debug-endpoints",
-      "--metrics-port",
-      String(metrics),
       "--log-level",
       "warn",
     ];

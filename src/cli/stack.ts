@@ -140,3 +140,21 @@ spec:
   poolRef:
     name: ${POOL_NAME}`;
 }
+
+/**
+ * The EPP's flags for plaintext on loopback with the given ports (0 = any): how the local stack, the benchmarks and
+ * the tests run it beside their own pods.
+ */
+export function loopbackEppFlags(ports: { grpc: number; health: number; metrics: number }): string[] {
+  return [
+    "--secure-serving=false",
+    "--host",
+    "127.0.0.1",
+    "--grpc-port",
+    String(ports.grpc),
+    "--grpc-health-port",
+    String(ports.health),
+    "--metrics-port",
+    String(ports.metrics),
+  ];
+}

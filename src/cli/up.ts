@@ -12,7 +12,7 @@ import type { DebugSnapshot } from "../observability/debug.js";
 import { renderEndpointTable } from "../observability/table.js";
 import { type Child, Supervisor, waitFor } from "./children.js";
 import { checks, formatHelp, parseFlags } from "./flags.js";
-import { BASE_MODEL, fleet, fleetResources, POOL_NAME, POOL_NAMESPACE, simArgs } from "./stack.js";
+import { BASE_MODEL, fleet, fleetResources, loopbackEppFlags, POOL_NAME, POOL_NAMESPACE, simArgs } from "./stack.js";
 
 const ADDRESS_PREFIX = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){2}$/;
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
@@ -217,18 +217,10 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     POOL_NAME,
     "--pool-namespace",
     POOL_NAMESPACE,
-    "--secure-serving=false",
     // Loopback only: a laptop's dev stack should not offer its EPP and metrics to the network.
-    "--host",
-    EPP_HOST,
-    "--grpc-port",
-    String(f["grpc-port"]),
-    "--grpc-health-port",
-    String(f["grpc-health-port"]),
+    ...loopbackEppFlags({ grpc: f["grpc-port"], health: f["grpc-health-port"], metrics: f["metrics-port"] }),
     // The live table and `switchyard top` read /debug/endpoints; everything here binds 127.0.0.1.
     "--enable-debug-endpoints",
-    "--metrics-port",
-    String(f["metrics-port"]),
     "--log-level",
     f["log-level"],
   ]);

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type RunningEpp, type StartEppOverrides, startEpp } from "../../src/cli/epp.js";
+import { loopbackEppFlags } from "../../src/cli/stack.js";
 import { silentLogger } from "../../src/observability/logger.js";
 import { type FakePod, startPods } from "../datalayer/fake-pods.js";
 import { connect, type FakeEnvoyClient } from "./extproc-client.js";
@@ -80,15 +81,7 @@ spec:
 
 /** Plaintext, loopback-only, every port chosen by the OS: how tests run an in-process EPP. */
 export const LOOPBACK_EPP_FLAGS: readonly string[] = [
-  "--secure-serving=false",
-  "--host",
-  "127.0.0.1",
-  "--grpc-port",
-  "0",
-  "--grpc-health-port",
-  "0",
-  "--metrics-port",
-  "0",
+  ...loopbackEppFlags({ grpc: 0, health: 0, metrics: 0 }),
   // Tests read /debug/endpoints; it is off by default (docs/security.md).
   "--enable-debug-endpoints",
   // Kubernetes-mode tests scrape without a token; test/observability/scrape-auth.test.ts turns the check back on.

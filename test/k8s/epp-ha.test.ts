@@ -11,6 +11,7 @@ import { createWriteStream, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { loopbackEppFlags } from "../../src/cli/stack.js";
 import { leaseNameFor } from "../../src/sources/leader.js";
 import { DIST_CLI, requireBuild } from "../e2e/helpers.js";
 import { CHAT_HEADERS, chatBody } from "../helpers/epp-harness.js";
@@ -95,15 +96,7 @@ describeWithTools(["etcd", "kube-apiserver"], "EPP leader election against a rea
         "--pool-name",
         "ha",
         "--ha-enable-leader-election",
-        "--secure-serving=false",
-        "--host",
-        "127.0.0.1",
-        "--grpc-port",
-        String(grpc),
-        "--grpc-health-port",
-        String(health),
-        "--metrics-port",
-        String(metrics),
+        ...loopbackEppFlags({ grpc, health, metrics }),
         // This test reads /debug/endpoints without a token (docs/security.md).
         "--enable-debug-endpoints",
         "--metrics-endpoint-auth=false",
