@@ -159,7 +159,9 @@ async function expectNothingLeft(run: UpRun, children: readonly number[]): Promi
   for (const [host, port] of listeners(run)) expect(await portFree(host, port), `${host}:${port}`).toBe(true);
 }
 
-describe("switchyard up", () => {
+// Each test starts a whole stack, whose ready line the helper waits up to 45 s for (with retries on a taken port),
+// so the default 30 s per test would cut a slow start on a busy machine short.
+describe("switchyard up", { timeout: 120_000 }, () => {
   requireBuild();
 
   afterEach(async () => {
