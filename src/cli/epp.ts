@@ -46,11 +46,17 @@ import { EppMetrics } from "../observability/metrics.js";
 import { createScrapeAuthorizer, kubernetesReviewApi, type ReviewApi } from "../observability/scrape-auth.js";
 import { Director } from "../request/director.js";
 import type { LifecycleFactory } from "../request/lifecycle.js";
-import { createPluginHandle, createScheduler, loadPickerConfig, type PickerConfig } from "../scheduling/index.js";
+import {
+  createPluginHandle,
+  createScheduler,
+  loadPickerConfig,
+  type PickerConfig,
+  prefixIndexSize,
+  type SchedulingObserver,
+} from "../scheduling/index.js";
 import { DEFAULT_RESOURCES_MAX_BYTES, FileSource } from "../sources/file.js";
 import { KubernetesSource, loadKubeConfig } from "../sources/kubernetes.js";
 import { LeaderElector, leaseNameFor } from "../sources/leader.js";
-import { instrumentScheduler, pluginDurationRecorder, prefixIndexSize, timedPreRequest } from "./epp-telemetry.js";
 import { checks, type FlagValues, formatHelp, parseFlags } from "./flags.js";
 
 export const EPP_FLAGS = {
@@ -522,7 +528,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   let scheduler: ReturnType<typeof createScheduler>;
   try {
     scheduler = createScheduler(config, handle, {
-      onPluginDuration: pluginDurationRecorder(metrics),
+      observer: schedulingObserver(metrics),
       pluginTimingEvery: f["plugin-timing-sample"],
     });
   } catch (err) {
@@ -554,9 +560,8 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   const admission = (overrides.admission ?? defaultAdmissionFactory)(admissionCtx);
   const decisions = new DecisionLog(50);
   const director = new Director({
-    datastore,
-    scheduler: instrumentScheduler(scheduler, metrics),
-    preRequest: timedPreRequest(scheduler),
+    pool: datastore,
+    scheduler,
     admission,
     metrics,
     logger,
@@ -810,6 +815,23 @@ function createScaler(f: EppFlagValues, namespace: string): KubernetesScaler {
     namespace,
     target: parseScaleTarget(f["autoscale-target"]),
   });
+}
+
+/**
+ * Scheduling telemetry into GIE's series: the scheduler resolves each plugin's histogram child once, at start-up,
+ * and reports prefix matches itself (docs/architecture.md, "Telemetry").
+ */
+function schedulingObserver(metrics: EppMetrics): SchedulingObserver {
+  return {
+    pluginDuration: (point, type, name) => {
+      const child = metrics.pluginDuration.labels({ extension_point: point, plugin_type: type, plugin_name: name });
+      return (seconds) => child.observe(seconds);
+    },
+    prefixMatch: (hitRatio, hitBytes) => {
+      metrics.prefixHitRatio.observe(hitRatio);
+      metrics.prefixHitBytes.observe(hitBytes);
+    },
+  };
 }
 
 /** `--metrics-bind-address`: undefined = no metrics server. */

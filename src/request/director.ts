@@ -15,12 +15,12 @@ import {
   OBJECTIVE_HEADER,
 } from "../common/constants.js";
 import { SwitchyardError, toSwitchyardError } from "../common/errors.js";
-import { type Datastore, pickWeighted } from "../datastore/datastore.js";
+import { pickWeighted } from "../datastore/datastore.js";
 import type { Criticality, Endpoint } from "../datastore/types.js";
 import type { DecisionLog, DecisionRecord } from "../observability/decisions.js";
 import type { Logger } from "../observability/logger.js";
 import type { EppMetrics } from "../observability/metrics.js";
-import type { PreRequest, Scheduler, SchedulingRequest, SchedulingResult } from "../scheduling/types.js";
+import type { Scheduler, SchedulingRequest, SchedulingResult } from "../scheduling/index.js";
 import type {
   IncomingRequest,
   LifecycleFactory,
@@ -30,12 +30,17 @@ import type {
   RoutingDecision,
 } from "./lifecycle.js";
 import { type ParsedRequest, parseRequest, rewriteModel } from "./openai.js";
+import type { PoolView } from "./pool-view.js";
 import { ResponseAccountant } from "./usage.js";
 
 export interface DirectorOptions {
-  readonly datastore: Datastore;
-  readonly scheduler: Scheduler;
-  readonly preRequest?: readonly PreRequest[];
+  /** The pool as the director sees it; the Datastore satisfies it. */
+  readonly pool: PoolView;
+  /**
+   * Picks endpoints, then runs the PreRequest plugins for the pick. Telemetry (plugin durations, prefix matches) is
+   * the scheduler's own observer's business (docs/architecture.md, "Telemetry"), not the director's.
+   */
+  readonly scheduler: Pick<Scheduler, "schedule" | "preRequest">;
   readonly admission: Admission;
   readonly metrics: EppMetrics;
   readonly logger: Logger;
@@ -164,7 +169,7 @@ export class Director implements LifecycleFactory {
     const byAttempt = new PairCache<string, Endpoint, CounterChild>(LABEL_CACHE_CAP);
     // Model names reach metric labels straight from request bodies (unknown models are served by default, as GIE
     // does): EppMetrics bounds their length and number and expires idle ones (docs/security.md).
-    m.setKnownModels((name) => options.datastore.model(name) !== undefined);
+    m.setKnownModels((name) => options.pool.model(name) !== undefined);
     // Children cached here for an expired name would keep counting into series no longer exported.
     m.onModelLabelsExpired(() => {
       byModel.clear();
@@ -173,7 +178,7 @@ export class Director implements LifecycleFactory {
     const metricName = (name: string): string => m.modelLabel(name);
     this.#shared = {
       ...options,
-      allEndpoints: () => options.datastore.endpoints(),
+      allEndpoints: () => options.pool.endpoints(),
       metricName,
       labels(model, target) {
         const hit = byModel.get(model, target);
@@ -368,7 +373,7 @@ class RequestContext implements RequestLifecycle {
    * scheduling.
    */
   #routeHeaderOnly(): RoutingDecision {
-    const endpoints = this.#o.datastore.endpoints();
+    const endpoints = this.#o.pool.endpoints();
     if (endpoints.length === 0) throw new SwitchyardError("SY_NO_PODS", "no pods available in datastore");
     const chosen = endpoints[randomInt(endpoints.length)]!;
     this.#routed = true;
@@ -386,12 +391,12 @@ class RequestContext implements RequestLifecycle {
 
     // Target model: rewrite header first, then the InferenceModel's weighted split, then InferenceModelRewrite.
     let target = headers.get(MODEL_NAME_REWRITE_HEADER) || parsed.model;
-    const model = o.datastore.model(parsed.model);
+    const model = o.pool.model(parsed.model);
     if (model) {
       this.#criticality = model.criticality;
       target = pickWeighted(model.targetModels, this.#random)?.name ?? target;
     }
-    const rewrite = o.datastore.resolveRewrite(target);
+    const rewrite = o.pool.resolveRewrite(target);
     if (rewrite) {
       const picked = pickWeighted(rewrite.targets, this.#random)?.modelRewrite ?? target;
       o.metrics.modelRewriteDecisions.inc({
@@ -414,7 +419,7 @@ class RequestContext implements RequestLifecycle {
     let priority = PRIORITY_OF[this.#criticality];
     const objectiveName = headers.get(OBJECTIVE_HEADER);
     if (objectiveName) {
-      const objective = o.datastore.objective(objectiveName);
+      const objective = o.pool.objective(objectiveName);
       if (objective) {
         priority = objective.priority;
         if (priority < 0) this.#criticality = "Sheddable";
@@ -481,7 +486,7 @@ class RequestContext implements RequestLifecycle {
     const t1 = performance.now();
     const elapsed = t1 - t0;
     o.metrics.schedulerE2e.observe(elapsed / 1000);
-    for (const plugin of o.preRequest ?? []) plugin.preRequest(schedulingRequest, result.endpoints);
+    o.scheduler.preRequest(schedulingRequest, result.endpoints);
 
     const primary = result.endpoints[0]!;
     const labels = this.#labels!;
@@ -521,7 +526,7 @@ class RequestContext implements RequestLifecycle {
   }
 
   #candidates(hint: readonly string[] | undefined): readonly Endpoint[] {
-    const all = this.#o.datastore.endpoints();
+    const all = this.#o.pool.endpoints();
     if (hint === undefined) return all;
     if (hint.length === 0) return [];
     const hosts = new Set(hint.map(hostOf));

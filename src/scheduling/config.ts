@@ -36,7 +36,7 @@ import {
   pluginFactory,
   registeredPluginTypes,
 } from "./registry.js";
-import type { Filter, Picker, Plugin, SaturationDetector, Scorer } from "./types.js";
+import type { Filter, Picker, Plugin, PluginSet, ResolvedProfile, WeightedScorer } from "./types.js";
 
 /** llm-d's apiVersion for the same document. */
 export const LLMD_EPP_CONFIG_API_VERSION = "llm-d.ai/v1alpha1";
@@ -91,24 +91,7 @@ export interface LoadPickerConfigOptions {
   readonly file?: string;
 }
 
-export interface WeightedScorer {
-  readonly scorer: Scorer;
-  readonly weight: number;
-}
-
-export interface ResolvedProfile {
-  readonly name: string;
-  readonly filters: readonly Filter[];
-  readonly scorers: readonly WeightedScorer[];
-  readonly picker: Picker;
-}
-
-/** Every configured plugin instantiated on one handle, slotted into profiles. */
-export interface PluginSet {
-  readonly plugins: readonly Plugin[];
-  readonly profiles: readonly ResolvedProfile[];
-  readonly saturationDetector: SaturationDetector;
-}
+export type { PluginSet, ResolvedProfile, WeightedScorer };
 
 const TOP_LEVEL_KEYS = new Set([
   "apiVersion",

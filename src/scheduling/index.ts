@@ -37,10 +37,6 @@ export {
   registeredPluginTypes,
   registerPlugin,
 } from "./registry.js";
-export {
-  type ConfiguredScheduler,
-  createScheduler,
-  NO_ENDPOINTS_MESSAGE,
-  type SchedulerOptions,
-} from "./scheduler.js";
+export { createScheduler, NO_ENDPOINTS_MESSAGE, type SchedulerOptions } from "./scheduler.js";
+export { type CycleReporter, prefixIndexSize, prefixMatchReporter, prefixScorers } from "./telemetry.js";
 export type * from "./types.js";

@@ -6,8 +6,9 @@
  */
 import { SwitchyardError } from "../common/errors.js";
 import type { Endpoint } from "../datastore/types.js";
-import { instantiatePlugins, type PickerConfig, type PluginSet, type ResolvedProfile } from "./config.js";
+import { instantiatePlugins, type PickerConfig } from "./config.js";
 import { createPluginHandle, type DefaultPluginHandle, isEndpointStateHolder, isPreRequest } from "./registry.js";
+import { type CycleReporter, prefixMatchReporter } from "./telemetry.js";
 import type {
   CycleState,
   DurationRecorder,
@@ -15,8 +16,11 @@ import type {
   EndpointStateHolder,
   ExtensionPoint,
   PluginDurationHook,
-  PluginScheduler,
+  PluginSet,
   PreRequest,
+  ResolvedProfile,
+  Scheduler,
+  SchedulingObserver,
   SchedulingRequest,
   SchedulingResult,
   ScoredEndpoint,
@@ -28,11 +32,10 @@ export const NO_ENDPOINTS_MESSAGE = "failed to find target endpoint: no endpoint
 
 export interface SchedulerOptions {
   /**
-   * Resolves, once per plugin at construction, the recorder that receives each timed invocation's duration in
-   * seconds, for `inference_extension_plugin_duration_seconds{extension_point, plugin_type, plugin_name}`. When
-   * absent no clock is read.
+   * Receives plugin durations and per-cycle results (types.ts `SchedulingObserver`). Without `pluginDuration` no
+   * clock is read.
    */
-  readonly onPluginDuration?: PluginDurationHook;
+  readonly observer?: SchedulingObserver;
   /**
    * Time plugins on one scheduling cycle in this many (default 1 = every cycle). Reading the clock and updating a
    * histogram per plugin costs more than most plugins themselves; sampling keeps the latency distribution while
@@ -120,7 +123,7 @@ class Result implements SchedulingResult {
   }
 }
 
-class ProfileScheduler implements PluginScheduler {
+class ProfileScheduler implements Scheduler {
   readonly profile: string;
   readonly preRequestPlugins: readonly PreRequest[];
   readonly pluginSet: PluginSet;
@@ -128,6 +131,7 @@ class ProfileScheduler implements PluginScheduler {
   readonly #stateHolders: readonly EndpointStateHolder[];
   readonly #timers: PluginTimers | undefined;
   readonly #timingEvery: number;
+  readonly #afterCycle: CycleReporter | undefined;
   readonly #scorerNames: readonly string[];
   readonly #handle: DefaultPluginHandle;
   readonly #scored: ScoredEndpoint[] = [];
@@ -144,7 +148,9 @@ class ProfileScheduler implements PluginScheduler {
     this.preRequestPlugins = set.plugins.filter(isPreRequest);
     this.#stateHolders = set.plugins.filter(isEndpointStateHolder);
     this.#scorerNames = this.#p.scorers.map((s) => s.scorer.typedName.name);
-    this.#timers = options.onPluginDuration && pluginTimers(this.#p, this.preRequestPlugins, options.onPluginDuration);
+    const hook = options.observer?.pluginDuration;
+    this.#timers = hook && pluginTimers(this.#p, this.preRequestPlugins, hook);
+    this.#afterCycle = options.observer && prefixMatchReporter(set, options.observer);
     this.#timingEvery = Math.max(1, Math.floor(options.pluginTimingEvery ?? 1));
   }
 
@@ -163,7 +169,9 @@ class ProfileScheduler implements PluginScheduler {
     const state = this.#state;
     state.clear();
     try {
-      return this.#handle.atOneInstant(() => this.#run(state, request, candidates));
+      const result = this.#handle.atOneInstant(() => this.#run(state, request, candidates));
+      this.#afterCycle?.(request, candidates, result);
+      return result;
     } finally {
       state.clear();
       this.#running = false;
@@ -252,11 +260,6 @@ class ProfileScheduler implements PluginScheduler {
   }
 }
 
-export interface ConfiguredScheduler extends PluginScheduler {
-  /** The instances behind the scheduler (shared with admission through the same handle). */
-  readonly pluginSet: PluginSet;
-}
-
 /**
  * Builds the scheduler for `config` on `handle` (instantiating its plugins there if not done yet, so admission's
  * saturation detector is the same instance). Only the first profile runs (single-profile handler).
@@ -265,6 +268,6 @@ export function createScheduler(
   config: PickerConfig,
   handle: DefaultPluginHandle = createPluginHandle(),
   options: SchedulerOptions = {},
-): ConfiguredScheduler {
+): Scheduler {
   return new ProfileScheduler(instantiatePlugins(config, handle), handle, options);
 }

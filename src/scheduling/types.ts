@@ -84,11 +84,6 @@ export interface SchedulingResult {
   readonly rejected: readonly { readonly endpoint: string; readonly by: string }[];
 }
 
-export interface Scheduler {
-  /** Throws SwitchyardError SY_SCHEDULING_FAILED when every candidate is filtered out. */
-  schedule(request: SchedulingRequest, candidates: readonly Endpoint[]): SchedulingResult;
-}
-
 /**
  * Decides whether the pool is saturated (GIE's SaturationDetector). Lives with the plugins so one configured
  * `utilization-detector` can serve both as a scheduling filter and as admission's detector.
@@ -126,13 +121,58 @@ export type PluginDurationHook = (
   pluginName: string,
 ) => DurationRecorder;
 
-/** What createScheduler returns: the Scheduler seam plus what the director runs after the pick. */
-export interface PluginScheduler extends Scheduler {
-  /** Name of the profile that runs. */
+export interface WeightedScorer {
+  readonly scorer: Scorer;
+  readonly weight: number;
+}
+
+export interface ResolvedProfile {
+  readonly name: string;
+  readonly filters: readonly Filter[];
+  readonly scorers: readonly WeightedScorer[];
+  readonly picker: Picker;
+}
+
+/** Every configured plugin instantiated on one handle, slotted into profiles. */
+export interface PluginSet {
+  readonly plugins: readonly Plugin[];
+  readonly profiles: readonly ResolvedProfile[];
+  readonly saturationDetector: SaturationDetector;
+}
+
+/**
+ * What the scheduling framework reports while it runs, passed to createScheduler once (docs/architecture.md,
+ * "Telemetry"). Every member is optional; the scheduler resolves them at construction, so a cycle without an
+ * observer pays nothing, and the hot path stays free of I/O: implementations only update in-memory metrics.
+ */
+export interface SchedulingObserver {
+  /**
+   * Resolves, once per plugin at construction, the recorder of each timed invocation's duration in seconds
+   * (`inference_extension_plugin_duration_seconds{extension_point, plugin_type, plugin_name}`).
+   */
+  readonly pluginDuration?: PluginDurationHook;
+  /**
+   * GIE's prefix-indexer match after each successful cycle whose first prefix-cache scorer hashed the prompt: the
+   * best endpoint's match ratio in [0,1] and the matched length in bytes (`inference_extension_prefix_indexer_hit_*`).
+   */
+  readonly prefixMatch?: (hitRatio: number, hitBytes: number) => void;
+}
+
+/**
+ * The one scheduler type (GIE's `Scheduler`, framework/scheduling): what createScheduler returns and what the
+ * director calls. Consumers that need less take a `Pick<Scheduler, …>` of it.
+ */
+export interface Scheduler {
+  /** Name of the profile that runs (single-profile handler: the first configured). */
   readonly profile: string;
-  /** Every configured plugin implementing PreRequest, in config order (e.g. the prefix-index insert). */
-  readonly preRequestPlugins: readonly PreRequest[];
-  /** Runs every PreRequest plugin for the chosen endpoints, reporting each duration through the hook. */
+  /** The instances behind the scheduler (shared with admission through the same handle). */
+  readonly pluginSet: PluginSet;
+  /** Throws SwitchyardError SY_SCHEDULING_FAILED when every candidate is filtered out. */
+  schedule(request: SchedulingRequest, candidates: readonly Endpoint[]): SchedulingResult;
+  /**
+   * Runs every configured PreRequest plugin (config order, e.g. the prefix-index insert) for the endpoints the last
+   * cycle chose, timing each through the observer.
+   */
   preRequest(request: SchedulingRequest, chosen: readonly Endpoint[]): void;
   /** Drops per-endpoint plugin state of an endpoint that left the pool. */
   endpointRemoved(endpointKey: string): void;

@@ -116,6 +116,26 @@ schedulingProfiles:
     expect(r2.endpoints).toEqual([chosen]);
   });
 
+  it("reports each cycle's best prefix match to the scheduler's observer, from inside the scheduler", () => {
+    const clock = new TestClock();
+    const matches: [number, number][] = [];
+    const s = createScheduler(prefixConfig(), testHandle(clock, 3), {
+      observer: { prefixMatch: (ratio, bytes) => matches.push([ratio, bytes]) },
+    });
+    const eps = ["10.0.0.1", "10.0.0.2"].map((a) => endpoint(a, metrics({}, clock.t)));
+    // 640 shared characters = 10 blocks of the default 64 (16 tokens × 4 characters, no block size scraped).
+    const shared = text(7, 64 * 10);
+    const first = request({ prefixText: `${shared}first question` });
+    s.preRequest(first, s.schedule(first, eps).endpoints);
+    const second = request({ prefixText: `${shared}second question, different tail` });
+    s.schedule(second, eps);
+    s.schedule(request({ prefixText: "" }), eps); // nothing to hash: not reported
+    expect(matches).toEqual([
+      [0, 0],
+      [1, 640],
+    ]);
+  });
+
   it("scores a partial prefix as matched blocks / total blocks", () => {
     const clock = new TestClock();
     const handle = testHandle(clock);

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { SwitchyardError } from "../../src/common/errors.js";
 import type { Endpoint } from "../../src/datastore/types.js";
 import { defaultPickerConfig, loadPickerConfig } from "../../src/scheduling/config.js";
-import { registerPlugin } from "../../src/scheduling/registry.js";
+import { isPreRequest, registerPlugin } from "../../src/scheduling/registry.js";
 import { createScheduler, NO_ENDPOINTS_MESSAGE } from "../../src/scheduling/scheduler.js";
 import type { ExtensionPoint, Filter, Scorer } from "../../src/scheduling/types.js";
 import { endpoint, metrics, request, TestClock, testHandle } from "./helpers.js";
@@ -267,7 +267,7 @@ schedulingProfiles:
     const calls: [ExtensionPoint, string, string, number][] = [];
     const config = timedProfile();
     const s = createScheduler(config, testHandle(new TestClock()), {
-      onPluginDuration: (point, type, name) => (seconds) => calls.push([point, type, name, seconds]),
+      observer: { pluginDuration: (point, type, name) => (seconds) => calls.push([point, type, name, seconds]) },
     });
     const req = request({ prefixText: "x".repeat(200) });
     const r = s.schedule(req, [endpoint("10.7.0.1")]);
@@ -280,14 +280,14 @@ schedulingProfiles:
       ["PreRequest", "prefix-cache-scorer", "prefix"],
     ]);
     for (const [, , , seconds] of calls) expect(seconds).toBeGreaterThanOrEqual(0);
-    expect(s.preRequestPlugins.map((p) => p.typedName.name)).toEqual(["prefix"]);
+    expect(s.pluginSet.plugins.filter(isPreRequest).map((p) => p.typedName.name)).toEqual(["prefix"]);
   });
 
   it("times every plugin of one cycle in pluginTimingEvery, PreRequest with its own cycle", () => {
     const calls: string[] = [];
     const config = timedProfile();
     const s = createScheduler(config, testHandle(new TestClock()), {
-      onPluginDuration: (point) => () => calls.push(point),
+      observer: { pluginDuration: (point) => () => calls.push(point) },
       pluginTimingEvery: 3,
     });
     const timedCycles: number[] = [];
