@@ -30,9 +30,8 @@
  * an admission policy.
  */
 
-import { ConfigError } from "../common/errors.js";
-import { describeValue, isPlainObject, type PlainObject } from "../common/values.js";
-import { parseGoDuration } from "../scheduling/params.js";
+import { ConfigReader, type MappingReader, parseByteQuantity } from "../common/config-reader.js";
+import { describeValue } from "../common/values.js";
 
 /** The config parts admission reads; PickerConfig satisfies it. */
 export interface AdmissionConfigSource {
@@ -153,200 +152,95 @@ const FAIRNESS_REFS: Readonly<Record<string, FairnessPolicy>> = {
   "global-strict-fairness-policy": "global-strict",
 };
 
-type Obj = PlainObject;
-const isObj = isPlainObject;
-const describe = describeValue;
+const FAIRNESS_REF_NAMES = Object.keys(FAIRNESS_REFS);
 
-const QUANTITY_UNITS: Readonly<Record<string, number>> = {
-  "": 1,
-  k: 1e3,
-  K: 1e3,
-  M: 1e6,
-  G: 1e9,
-  T: 1e12,
-  Ki: 1024,
-  Mi: 1024 ** 2,
-  Gi: 1024 ** 3,
-  Ti: 1024 ** 4,
-};
+export { parseByteQuantity };
 
-/** A Kubernetes quantity as GIE's maxBytes accepts it ("1Gi", "500M", 1048576). Undefined when malformed. */
-export function parseByteQuantity(v: unknown): number | undefined {
-  if (typeof v === "number") return Number.isSafeInteger(v) && v >= 0 ? v : undefined;
-  if (typeof v !== "string") return undefined;
-  const m = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|K|M|G|T)?$/.exec(v.trim());
-  if (!m) return undefined;
-  const bytes = Math.ceil(Number(m[1]) * QUANTITY_UNITS[m[2] ?? ""]!);
-  return Number.isSafeInteger(bytes) ? bytes : undefined;
-}
-
-class Reader {
-  readonly #file: string | undefined;
-  constructor(file: string | undefined) {
-    this.#file = file;
-  }
-
-  fail(field: string, message: string): never {
-    throw new ConfigError(message, this.#file, field);
-  }
-
-  mapping(v: unknown, field: string): Obj {
-    if (!isObj(v)) this.fail(field, `must be a mapping, got ${describe(v)}`);
-    return v;
-  }
-
-  keys(obj: Obj, allowed: ReadonlySet<string>, field: string): void {
-    for (const k of Object.keys(obj))
-      if (!allowed.has(k)) this.fail(`${field}.${k}`, `unknown field (known: ${[...allowed].join(", ")})`);
-  }
-
-  int(v: unknown, field: string, min: number, fallback: number): number;
-  int(v: unknown, field: string, min: number, fallback?: undefined): number | undefined;
-  int(v: unknown, field: string, min: number, fallback?: number): number | undefined {
-    if (v === undefined || v === null) return fallback;
-    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min)
-      this.fail(field, `must be an integer >= ${min}, got ${describe(v)}`);
-    return v;
-  }
-
-  name(v: unknown, field: string): string | undefined {
-    if (v === undefined || v === null) return undefined;
-    if (typeof v !== "string" || v.trim() === "") this.fail(field, `must be a non-empty string, got ${describe(v)}`);
-    return v;
-  }
-
-  duration(v: unknown, field: string, fallback: number): number {
-    if (v === undefined || v === null) return fallback;
-    const ms = typeof v === "string" ? parseGoDuration(v) : undefined;
-    if (ms === undefined) this.fail(field, `must be a duration such as "30s" or "500ms", got ${describe(v)}`);
-    return ms;
-  }
-
-  bytes(v: unknown, field: string, fallback: number): number {
-    if (v === undefined || v === null) return fallback;
-    const n = parseByteQuantity(v);
-    if (n === undefined)
-      this.fail(field, `must be a byte count or quantity such as 1048576, "512Mi" or "1G", got ${describe(v)}`);
-    return n;
-  }
-}
-
-function readBudgets(r: Reader, raw: unknown): BudgetRule[] {
-  if (raw === undefined || raw === null) return [];
-  if (!Array.isArray(raw)) r.fail("admission.budgets", `must be a list, got ${describe(raw)}`);
+function readBudgets(r: ConfigReader, raw: unknown): BudgetRule[] {
   const names = new Map<string, string>();
-  return raw.map((item, i) => {
+  return r.list(raw, "admission.budgets").map((item, i) => {
     const path = `admission.budgets[${i}]`;
-    const b = r.mapping(item, path);
-    r.keys(b, BUDGET_KEYS, path);
-    const name = r.name(b.name, `${path}.name`);
-    if (name === undefined) r.fail(`${path}.name`, "required");
+    const b: MappingReader = r.mapping(item, path).only(BUDGET_KEYS);
+    const name = b.string("name");
+    if (name === undefined) b.fail("name", "required");
     const clash = names.get(name);
-    if (clash) r.fail(`${path}.name`, `duplicate budget name "${name}" (also ${clash})`);
+    if (clash) b.fail("name", `duplicate budget name "${name}" (also ${clash})`);
     names.set(name, path);
-    const tokensPerMinute = r.int(b.tokensPerMinute, `${path}.tokensPerMinute`, 1);
-    const requestsPerMinute = r.int(b.requestsPerMinute, `${path}.requestsPerMinute`, 1);
+    const tokensPerMinute = b.integer("tokensPerMinute", { min: 1 });
+    const requestsPerMinute = b.integer("requestsPerMinute", { min: 1 });
     if (tokensPerMinute === undefined && requestsPerMinute === undefined)
-      r.fail(path, "needs tokensPerMinute, requestsPerMinute or both");
-    return {
-      name,
-      model: r.name(b.model, `${path}.model`),
-      tenant: r.name(b.tenant, `${path}.tenant`),
-      tokensPerMinute,
-      requestsPerMinute,
-      path,
-    };
+      b.fail("", "needs tokensPerMinute, requestsPerMinute or both");
+    return { name, model: b.string("model"), tenant: b.string("tenant"), tokensPerMinute, requestsPerMinute, path };
   });
 }
 
-function readAdmission(r: Reader, raw: unknown): AdmissionSettings {
-  if (raw === undefined || raw === null)
-    return {
-      tenantHeader: undefined,
-      defaultMaxTokens: DEFAULT_MAX_TOKENS,
-      budgets: [],
-      maxTrackedKeys: DEFAULT_MAX_TRACKED_KEYS,
-      tenantLabelLimit: DEFAULT_TENANT_LABEL_LIMIT,
-    };
-  const a = r.mapping(raw, "admission");
-  r.keys(a, ADMISSION_KEYS, "admission");
-  const tenantHeader = r.name(a.tenantHeader, "admission.tenantHeader");
+function readAdmission(r: ConfigReader, raw: unknown): AdmissionSettings {
+  const a: MappingReader = r.optionalMapping(raw, "admission").only(ADMISSION_KEYS);
+  const tenantHeader = a.string("tenantHeader");
   if (tenantHeader !== undefined && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(tenantHeader))
-    r.fail("admission.tenantHeader", `must be an HTTP header name, got ${JSON.stringify(tenantHeader)}`);
+    a.fail("tenantHeader", `must be an HTTP header name, got ${JSON.stringify(tenantHeader)}`);
   return {
     tenantHeader: tenantHeader?.toLowerCase(),
-    defaultMaxTokens: r.int(a.defaultMaxTokens, "admission.defaultMaxTokens", 0, DEFAULT_MAX_TOKENS),
-    budgets: readBudgets(r, a.budgets),
-    maxTrackedKeys: r.int(a.maxTrackedKeys, "admission.maxTrackedKeys", 1, DEFAULT_MAX_TRACKED_KEYS),
-    tenantLabelLimit: r.int(a.tenantLabelLimit, "admission.tenantLabelLimit", 0, DEFAULT_TENANT_LABEL_LIMIT),
+    defaultMaxTokens: a.integer("defaultMaxTokens", { min: 0 }, DEFAULT_MAX_TOKENS),
+    budgets: readBudgets(r, a.get("budgets")),
+    maxTrackedKeys: a.integer("maxTrackedKeys", { min: 1 }, DEFAULT_MAX_TRACKED_KEYS),
+    tenantLabelLimit: a.integer("tenantLabelLimit", { min: 0 }, DEFAULT_TENANT_LABEL_LIMIT),
   };
 }
 
-function readBand(r: Reader, raw: unknown, path: string, fallback: BandLimits): BandLimits & { fairness?: string } {
-  const b = r.mapping(raw, path);
-  r.keys(b, BAND_KEYS, path);
-  const ordering = b.orderingPolicyRef;
-  if (ordering !== undefined && ordering !== null && ordering !== "fcfs-ordering-policy")
-    r.fail(`${path}.orderingPolicyRef`, `only "fcfs-ordering-policy" is supported, got ${describe(ordering)}`);
-  const fairness = b.fairnessPolicyRef;
-  if (fairness !== undefined && fairness !== null && (typeof fairness !== "string" || !(fairness in FAIRNESS_REFS)))
-    r.fail(
-      `${path}.fairnessPolicyRef`,
-      `must be one of ${Object.keys(FAIRNESS_REFS).join(", ")}, got ${describe(fairness)}`,
-    );
+function readBand(b: MappingReader, fallback: BandLimits): BandLimits & { fairness?: string } {
+  b.only(BAND_KEYS);
+  const ordering = b.get("orderingPolicyRef");
+  if (ordering !== undefined && ordering !== "fcfs-ordering-policy")
+    b.fail("orderingPolicyRef", `only "fcfs-ordering-policy" is supported, got ${describeValue(ordering)}`);
+  const fairness = b.oneOf("fairnessPolicyRef", FAIRNESS_REF_NAMES);
   return {
-    maxRequests: r.int(b.maxRequests, `${path}.maxRequests`, 0, fallback.maxRequests),
-    maxBytes: r.bytes(b.maxBytes, `${path}.maxBytes`, fallback.maxBytes),
-    ...(typeof fairness === "string" ? { fairness } : {}),
+    maxRequests: b.integer("maxRequests", { min: 0 }, fallback.maxRequests),
+    maxBytes: b.bytes("maxBytes", fallback.maxBytes),
+    ...(fairness !== undefined ? { fairness } : {}),
   };
 }
 
-function readFlowControl(r: Reader, raw: unknown, gate: boolean): FlowControlSettings {
+function readFlowControl(r: ConfigReader, raw: unknown, gate: boolean): FlowControlSettings {
   const present = raw !== undefined && raw !== null;
-  const f = present ? r.mapping(raw, "flowControl") : {};
-  if (present) r.keys(f, FLOW_KEYS, "flowControl");
-  const usage = f.usageLimitPolicyPluginRef;
-  if (usage !== undefined && usage !== null && usage !== "static-usage-limit-policy")
-    r.fail(
-      "flowControl.usageLimitPolicyPluginRef",
-      `only "static-usage-limit-policy" is supported (dispatch gates on the saturation detector), got ${describe(usage)}`,
+  const f: MappingReader = r.optionalMapping(raw, "flowControl").only(FLOW_KEYS);
+  const usage = f.get("usageLimitPolicyPluginRef");
+  if (usage !== undefined && usage !== "static-usage-limit-policy")
+    f.fail(
+      "usageLimitPolicyPluginRef",
+      `only "static-usage-limit-policy" is supported (dispatch gates on the saturation detector), got ${describeValue(usage)}`,
     );
   const builtIn: BandLimits = { maxRequests: 0, maxBytes: DEFAULT_BAND_MAX_BYTES };
   let fairness: string | undefined;
   let defaultBand = builtIn;
-  if (f.defaultPriorityBand !== undefined && f.defaultPriorityBand !== null) {
-    const band = readBand(r, f.defaultPriorityBand, "flowControl.defaultPriorityBand", builtIn);
-    if (isObj(f.defaultPriorityBand) && f.defaultPriorityBand.priority !== undefined)
-      r.fail("flowControl.defaultPriorityBand.priority", "the default band applies to every unlisted priority");
+  if (f.has("defaultPriorityBand")) {
+    const raw = f.mapping("defaultPriorityBand");
+    const band = readBand(raw, builtIn);
+    if (raw.has("priority")) raw.fail("priority", "the default band applies to every unlisted priority");
     fairness = band.fairness;
     defaultBand = { maxRequests: band.maxRequests, maxBytes: band.maxBytes };
   }
   const bands = new Map<number, BandLimits>();
-  const list = f.priorityBands;
-  if (list !== undefined && list !== null) {
-    if (!Array.isArray(list)) r.fail("flowControl.priorityBands", `must be a list, got ${describe(list)}`);
-    list.forEach((item, i) => {
-      const path = `flowControl.priorityBands[${i}]`;
-      const raw = r.mapping(item, path);
-      const priority = raw.priority;
-      if (typeof priority !== "number" || !Number.isSafeInteger(priority))
-        r.fail(`${path}.priority`, `required integer, got ${describe(priority)}`);
-      if (bands.has(priority)) r.fail(`${path}.priority`, `duplicate priority ${priority}`);
-      const band = readBand(r, raw, path, defaultBand);
-      // One fairness policy for all bands keeps dispatch simple; a per-band mix is accepted only when consistent.
-      if (band.fairness !== undefined) {
-        if (fairness !== undefined && fairness !== band.fairness)
-          r.fail(`${path}.fairnessPolicyRef`, `all bands must use the same fairness policy (also "${fairness}")`);
-        fairness = band.fairness;
-      }
-      bands.set(priority, { maxRequests: band.maxRequests, maxBytes: band.maxBytes });
-    });
-  }
+  f.list("priorityBands").forEach((item, i) => {
+    const b: MappingReader = r.mapping(item, `flowControl.priorityBands[${i}]`);
+    const priority = b.get("priority");
+    if (typeof priority !== "number" || !Number.isSafeInteger(priority))
+      b.fail("priority", `required integer, got ${describeValue(priority)}`);
+    if (bands.has(priority)) b.fail("priority", `duplicate priority ${priority}`);
+    const band = readBand(b, defaultBand);
+    // One fairness policy for all bands keeps dispatch simple; a per-band mix is accepted only when consistent.
+    if (band.fairness !== undefined) {
+      if (fairness !== undefined && fairness !== band.fairness)
+        b.fail("fairnessPolicyRef", `all bands must use the same fairness policy (also "${fairness}")`);
+      fairness = band.fairness;
+    }
+    bands.set(priority, { maxRequests: band.maxRequests, maxBytes: band.maxBytes });
+  });
   return {
     enabled: gate || present,
-    maxRequests: r.int(f.maxRequests, "flowControl.maxRequests", 0, DEFAULT_MAX_QUEUED_REQUESTS),
-    maxBytes: r.bytes(f.maxBytes, "flowControl.maxBytes", 0),
-    defaultRequestTTLMs: r.duration(f.defaultRequestTTL, "flowControl.defaultRequestTTL", DEFAULT_REQUEST_TTL_MS),
+    maxRequests: f.integer("maxRequests", { min: 0 }, DEFAULT_MAX_QUEUED_REQUESTS),
+    maxBytes: f.bytes("maxBytes", 0),
+    defaultRequestTTLMs: f.duration("defaultRequestTTL", {}, DEFAULT_REQUEST_TTL_MS),
     defaultPriorityBand: defaultBand,
     priorityBands: bands,
     // Round-robin, not GIE's global-strict default: with global-strict one busy tenant's backlog delays everyone.
@@ -355,36 +249,32 @@ function readFlowControl(r: Reader, raw: unknown, gate: boolean): FlowControlSet
 }
 
 /** Accepts a fraction (0.75) or a percentage (75); values above 1 are percentages. */
-function readTarget(r: Reader, v: unknown, field: string): number | undefined {
-  if (v === undefined || v === null) return undefined;
+function readTarget(a: MappingReader, key: string): number | undefined {
+  const v = a.get(key);
+  if (v === undefined) return undefined;
   if (typeof v !== "number" || !Number.isFinite(v) || v <= 0 || v > 100)
-    r.fail(field, `must be a fraction in (0, 1] or a percentage in (1, 100], got ${describe(v)}`);
+    a.fail(key, `must be a fraction in (0, 1] or a percentage in (1, 100], got ${describeValue(v)}`);
   return v > 1 ? v / 100 : v;
 }
 
-function readAutoscaling(r: Reader, raw: unknown): AutoscalingSettings {
+function readAutoscaling(r: ConfigReader, raw: unknown): AutoscalingSettings {
   const present = raw !== undefined && raw !== null;
-  const a = present ? r.mapping(raw, "autoscaling") : {};
-  if (present) r.keys(a, AUTOSCALING_KEYS, "autoscaling");
-  const minReplicas = r.int(a.minReplicas, "autoscaling.minReplicas", 0);
-  const maxReplicas = r.int(a.maxReplicas, "autoscaling.maxReplicas", 1);
+  const a: MappingReader = r.optionalMapping(raw, "autoscaling").only(AUTOSCALING_KEYS);
+  const minReplicas = a.integer("minReplicas", { min: 0 });
+  const maxReplicas = a.integer("maxReplicas", { min: 1 });
   if (minReplicas !== undefined && maxReplicas !== undefined && maxReplicas < minReplicas)
-    r.fail("autoscaling.maxReplicas", `must be >= autoscaling.minReplicas (${minReplicas}), got ${maxReplicas}`);
-  const tolerance = a.tolerance ?? DEFAULT_AUTOSCALE_TOLERANCE;
+    a.fail("maxReplicas", `must be >= autoscaling.minReplicas (${minReplicas}), got ${maxReplicas}`);
+  const tolerance = a.get("tolerance") ?? DEFAULT_AUTOSCALE_TOLERANCE;
   if (typeof tolerance !== "number" || !(tolerance >= 0 && tolerance < 1))
-    r.fail("autoscaling.tolerance", `must be a number in [0, 1), got ${describe(tolerance)}`);
-  const intervalMs = r.duration(a.interval, "autoscaling.interval", DEFAULT_AUTOSCALE_INTERVAL_MS);
-  if (intervalMs <= 0) r.fail("autoscaling.interval", "must be positive");
+    a.fail("tolerance", `must be a number in [0, 1), got ${describeValue(tolerance)}`);
+  const intervalMs = a.duration("interval", {}, DEFAULT_AUTOSCALE_INTERVAL_MS);
+  if (intervalMs <= 0) a.fail("interval", "must be positive");
   return {
     configured: present,
     minReplicas,
     maxReplicas,
-    targetGpuCacheUtilization: readTarget(r, a.targetGpuCacheUtilization, "autoscaling.targetGpuCacheUtilization"),
-    scaleDownStabilizationMs: r.duration(
-      a.scaleDownStabilizationWindow,
-      "autoscaling.scaleDownStabilizationWindow",
-      DEFAULT_SCALE_DOWN_STABILIZATION_MS,
-    ),
+    targetGpuCacheUtilization: readTarget(a, "targetGpuCacheUtilization"),
+    scaleDownStabilizationMs: a.duration("scaleDownStabilizationWindow", {}, DEFAULT_SCALE_DOWN_STABILIZATION_MS),
     intervalMs,
     tolerance,
   };
@@ -392,7 +282,7 @@ function readAutoscaling(r: Reader, raw: unknown): AutoscalingSettings {
 
 /** Validates the admission, flowControl and autoscaling sections. Throws ConfigError naming file and field. */
 export function parseAdmissionConfig(source: AdmissionConfigSource): AdmissionConfig {
-  const r = new Reader(source.file);
+  const r = new ConfigReader(source.file);
   if (source.sections.budgets !== undefined)
     r.fail("budgets", "budgets belong under the admission section (admission.budgets)");
   return {

@@ -20,6 +20,7 @@
 
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
+import { ConfigReader, MappingReader } from "../common/config-reader.js";
 import { EPP_CONFIG_API_VERSION } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
 import { describeValue, isPlainObject, type PlainObject } from "../common/values.js";
@@ -116,36 +117,21 @@ type Obj = PlainObject;
 const isObj = isPlainObject;
 const describe = describeValue;
 
-class Builder {
-  readonly file: string | undefined;
+/** The document's reader (src/common/config-reader.ts) with the structure's own vocabulary and its warnings. */
+class Builder extends ConfigReader {
   readonly warnings: string[] = [];
 
   constructor(file: string | undefined) {
-    this.file = file;
-  }
-
-  fail(field: string, message: string): never {
-    throw new ConfigError(message, this.file, field);
+    super(file, { unknownKey: (known) => `unknown field (expected one of: ${known.join(", ")})` });
   }
 
   checkKeys(obj: Obj, allowed: ReadonlySet<string>, path: string): void {
-    for (const key of Object.keys(obj))
-      if (!allowed.has(key)) this.fail(`${path}.${key}`, `unknown field (expected one of: ${[...allowed].join(", ")})`);
+    new MappingReader(this, obj, path).only(allowed);
   }
 
   name(v: unknown, path: string, required: boolean): string | undefined {
-    if (v === undefined || v === null) {
-      if (required) this.fail(path, "is required");
-      return undefined;
-    }
-    if (typeof v !== "string" || v.trim() === "") this.fail(path, `must be a non-empty string, got ${describe(v)}`);
-    return v;
-  }
-
-  list(v: unknown, path: string): readonly unknown[] {
-    if (v === undefined || v === null) return [];
-    if (!Array.isArray(v)) this.fail(path, `must be a list, got ${describe(v)}`);
-    return v;
+    if ((v === undefined || v === null) && required) this.fail(path, "is required");
+    return this.string(v, path);
   }
 }
 

@@ -1,11 +1,13 @@
 /**
  * Plugin parameter validation. Factories read their `parameters` mapping through a ParamReader so every problem is
  * reported once, at start-up, with the exact field (`maxNumOfEndpoints: must be an integer >= 1`); the config
- * loader prefixes the path of the plugin entry (`plugins[2].parameters.`). Unknown keys are rejected: GIE's JSON
- * decoding silently ignores a misspelt parameter, which leaves the default in force without anyone noticing.
+ * loader prefixes the path of the plugin entry (`plugins[2].parameters.`). A ParamReader is the common config
+ * reader (src/common/config-reader.ts) opened on one plugin's parameters, failing with a PluginParamError whose
+ * field is relative to them, so factories stay independent of where the config came from.
  */
 
-import { describeValue as describe, parseGoDuration } from "../common/values.js";
+import { ConfigReader, type MappingReader, type NumberRule } from "../common/config-reader.js";
+import { parseGoDuration } from "../common/values.js";
 
 /** A bad plugin parameter. `field` is relative to the plugin's `parameters` ("" = the mapping itself). */
 export class PluginParamError extends Error {
@@ -18,108 +20,54 @@ export class PluginParamError extends Error {
   }
 }
 
-export { parseGoDuration };
+export { type NumberRule, parseGoDuration };
 
-export interface NumberRule {
-  /** Inclusive lower bound. */
-  readonly min?: number;
-  /** Exclusive lower bound (for "> 0"). */
-  readonly above?: number;
-  /** Inclusive upper bound. */
-  readonly max?: number;
-}
+const PARAMS = new ConfigReader(undefined, {
+  fail: (path, detail) => {
+    throw new PluginParamError(path, detail);
+  },
+  unknownKey: (known) =>
+    known.length === 0
+      ? "unknown parameter (this plugin takes no parameters)"
+      : `unknown parameter (known: ${known.join(", ")})`,
+});
 
 /** Reads typed values out of one plugin's `parameters`; call `done()` last to reject unknown keys. */
 export class ParamReader {
-  readonly #raw: Readonly<Record<string, unknown>>;
-  readonly #seen = new Set<string>();
+  /** The path-aware reader underneath, for nested parameters (lists, sub-mappings). */
+  readonly mapping: MappingReader;
 
   constructor(params: unknown) {
-    if (params === undefined || params === null) this.#raw = {};
-    else if (typeof params === "object" && !Array.isArray(params)) this.#raw = params as Record<string, unknown>;
-    else throw new PluginParamError("", `must be a mapping, got ${describe(params)}`);
+    this.mapping = PARAMS.optionalMapping(params, "");
   }
 
   has(key: string): boolean {
-    return this.#raw[key] !== undefined && this.#raw[key] !== null;
-  }
-
-  #get(key: string): unknown {
-    this.#seen.add(key);
-    const v = this.#raw[key];
-    return v === null ? undefined : v;
+    return this.mapping.has(key);
   }
 
   number(key: string, fallback: number, rule: NumberRule = {}): number {
-    const v = this.#get(key);
-    if (v === undefined) return fallback;
-    if (typeof v !== "number" || !Number.isFinite(v) || !inRange(v, rule))
-      throw new PluginParamError(key, `must be a number${ruleText(rule)}, got ${describe(v)}`);
-    return v;
+    return this.mapping.number(key, rule, fallback);
   }
 
   integer(key: string, fallback: number, rule: NumberRule = {}): number {
-    const v = this.#get(key);
-    if (v === undefined) return fallback;
-    if (typeof v !== "number" || !Number.isInteger(v) || !inRange(v, rule))
-      throw new PluginParamError(key, `must be an integer${ruleText(rule)}, got ${describe(v)}`);
-    return v;
+    return this.mapping.integer(key, rule, fallback);
   }
 
   boolean(key: string, fallback: boolean): boolean {
-    const v = this.#get(key);
-    if (v === undefined) return fallback;
-    if (typeof v !== "boolean") throw new PluginParamError(key, `must be true or false, got ${describe(v)}`);
-    return v;
+    return this.mapping.boolean(key, fallback);
   }
 
   string(key: string, fallback: string): string {
-    const v = this.#get(key);
-    if (v === undefined) return fallback;
-    if (typeof v !== "string" || v === "")
-      throw new PluginParamError(key, `must be a non-empty string, got ${describe(v)}`);
-    return v;
+    return this.mapping.string(key, fallback);
   }
 
   /** A Go duration string such as "200ms"; returns milliseconds. */
   duration(key: string, fallbackMs: number, rule: NumberRule = {}): number {
-    const v = this.#get(key);
-    if (v === undefined) return fallbackMs;
-    const ms = typeof v === "string" ? parseGoDuration(v) : undefined;
-    if (ms === undefined)
-      throw new PluginParamError(key, `must be a duration such as "200ms" or "1s", got ${describe(v)}`);
-    if (!inRange(ms, rule))
-      throw new PluginParamError(key, `must be a duration${ruleText(rule, "ms")}, got ${describe(v)}`);
-    return ms;
+    return this.mapping.duration(key, rule, fallbackMs);
   }
 
   /** Rejects keys nobody read: a misspelt parameter must not silently fall back to its default. */
   done(): void {
-    for (const key of Object.keys(this.#raw)) {
-      if (!this.#seen.has(key)) {
-        const known = [...this.#seen].sort();
-        throw new PluginParamError(
-          key,
-          known.length === 0
-            ? "unknown parameter (this plugin takes no parameters)"
-            : `unknown parameter (known: ${known.join(", ")})`,
-        );
-      }
-    }
+    this.mapping.done();
   }
-}
-
-function inRange(v: number, rule: NumberRule): boolean {
-  if (rule.min !== undefined && v < rule.min) return false;
-  if (rule.above !== undefined && v <= rule.above) return false;
-  if (rule.max !== undefined && v > rule.max) return false;
-  return true;
-}
-
-function ruleText(rule: NumberRule, unit = ""): string {
-  const parts: string[] = [];
-  if (rule.min !== undefined) parts.push(`>= ${rule.min}${unit}`);
-  if (rule.above !== undefined) parts.push(`> ${rule.above}${unit}`);
-  if (rule.max !== undefined) parts.push(`<= ${rule.max}${unit}`);
-  return parts.length === 0 ? "" : ` ${parts.join(" and ")}`;
 }
