@@ -31,7 +31,16 @@
  */
 
 import { ConfigReader, type MappingReader, parseByteQuantity } from "../common/config-reader.js";
+import type { Plugin } from "../common/registry.js";
 import { describeValue } from "../common/values.js";
+import {
+  type FairnessPolicy,
+  type FlowControlPolicyKind,
+  isFairnessPolicy,
+  policyInstance,
+  policyTypes,
+  registerFlowControlPolicies,
+} from "./policies.js";
 
 /** The config parts admission reads; PickerConfig satisfies it. */
 export interface AdmissionConfigSource {
@@ -72,7 +81,7 @@ export interface BandLimits {
   readonly maxBytes: number;
 }
 
-export type FairnessPolicy = "round-robin" | "global-strict";
+export type { FairnessPolicy };
 
 export interface FlowControlSettings {
   readonly enabled: boolean;
@@ -147,12 +156,24 @@ const AUTOSCALING_KEYS = new Set([
   "interval",
   "tolerance",
 ]);
-const FAIRNESS_REFS: Readonly<Record<string, FairnessPolicy>> = {
-  "round-robin-fairness-policy": "round-robin",
-  "global-strict-fairness-policy": "global-strict",
-};
 
-const FAIRNESS_REF_NAMES = Object.keys(FAIRNESS_REFS);
+/**
+ * A reference to a registered flow-control policy of `kind` (src/admission/policies.ts), checked against the
+ * registry with the field path; undefined when absent.
+ */
+function policyRef(m: MappingReader, key: string, kind: FlowControlPolicyKind, why = ""): Plugin | undefined {
+  const ref = m.get(key);
+  if (ref === undefined) return undefined;
+  const types = policyTypes(kind);
+  if (typeof ref !== "string" || !types.includes(ref))
+    m.fail(
+      key,
+      types.length === 1
+        ? `only "${types[0]}" is supported${why}, got ${describeValue(ref)}`
+        : `must be one of ${types.join(", ")}, got ${describeValue(ref)}`,
+    );
+  return policyInstance(ref);
+}
 
 export { parseByteQuantity };
 
@@ -188,30 +209,25 @@ function readAdmission(r: ConfigReader, raw: unknown): AdmissionSettings {
   };
 }
 
-function readBand(b: MappingReader, fallback: BandLimits): BandLimits & { fairness?: string } {
+function readBand(b: MappingReader, fallback: BandLimits): BandLimits & { fairness?: FairnessPolicy } {
   b.only(BAND_KEYS);
-  const ordering = b.get("orderingPolicyRef");
-  if (ordering !== undefined && ordering !== "fcfs-ordering-policy")
-    b.fail("orderingPolicyRef", `only "fcfs-ordering-policy" is supported, got ${describeValue(ordering)}`);
-  const fairness = b.oneOf("fairnessPolicyRef", FAIRNESS_REF_NAMES);
+  policyRef(b, "orderingPolicyRef", "ordering-policy");
+  const policy = policyRef(b, "fairnessPolicyRef", "fairness-policy");
+  if (policy !== undefined && !isFairnessPolicy(policy))
+    b.fail("fairnessPolicyRef", `"${policy.typedName.type}" names no fairness order the queue implements`);
   return {
     maxRequests: b.integer("maxRequests", { min: 0 }, fallback.maxRequests),
     maxBytes: b.bytes("maxBytes", fallback.maxBytes),
-    ...(fairness !== undefined ? { fairness } : {}),
+    ...(policy !== undefined ? { fairness: policy.fairness } : {}),
   };
 }
 
 function readFlowControl(r: ConfigReader, raw: unknown, gate: boolean): FlowControlSettings {
   const present = raw !== undefined && raw !== null;
   const f: MappingReader = r.optionalMapping(raw, "flowControl").only(FLOW_KEYS);
-  const usage = f.get("usageLimitPolicyPluginRef");
-  if (usage !== undefined && usage !== "static-usage-limit-policy")
-    f.fail(
-      "usageLimitPolicyPluginRef",
-      `only "static-usage-limit-policy" is supported (dispatch gates on the saturation detector), got ${describeValue(usage)}`,
-    );
+  policyRef(f, "usageLimitPolicyPluginRef", "usage-limit-policy", " (dispatch gates on the saturation detector)");
   const builtIn: BandLimits = { maxRequests: 0, maxBytes: DEFAULT_BAND_MAX_BYTES };
-  let fairness: string | undefined;
+  let fairness: FairnessPolicy | undefined;
   let defaultBand = builtIn;
   if (f.has("defaultPriorityBand")) {
     const raw = f.mapping("defaultPriorityBand");
@@ -244,7 +260,7 @@ function readFlowControl(r: ConfigReader, raw: unknown, gate: boolean): FlowCont
     defaultPriorityBand: defaultBand,
     priorityBands: bands,
     // Round-robin, not GIE's global-strict default: with global-strict one busy tenant's backlog delays everyone.
-    fairness: fairness === undefined ? "round-robin" : FAIRNESS_REFS[fairness]!,
+    fairness: fairness ?? "round-robin",
   };
 }
 
@@ -282,6 +298,7 @@ function readAutoscaling(r: ConfigReader, raw: unknown): AutoscalingSettings {
 
 /** Validates the admission, flowControl and autoscaling sections. Throws ConfigError naming file and field. */
 export function parseAdmissionConfig(source: AdmissionConfigSource): AdmissionConfig {
+  registerFlowControlPolicies();
   const r = new ConfigReader(source.file);
   if (source.sections.budgets !== undefined)
     r.fail("budgets", "budgets belong under the admission section (admission.budgets)");

@@ -9,6 +9,7 @@ import type { LevelWithSilent } from "pino";
 import { KubernetesScaler, parseScaleTarget } from "../admission/autoscale.js";
 import { configuredTenantHeader } from "../admission/config.js";
 import { createAdmissionController } from "../admission/controller.js";
+import { registerFlowControlPolicies } from "../admission/policies.js";
 import type { Admission } from "../admission/types.js";
 import {
   DEFAULT_GRPC_HEALTH_PORT,
@@ -22,7 +23,8 @@ import {
   POOL_GROUP,
 } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
-import { DEFAULT_MAX_SERIES_PER_SIGNAL, EngineRegistry, validateEngineConfig } from "../datalayer/engines.js";
+import { DEFAULT_MAX_SERIES_PER_SIGNAL, EngineRegistry } from "../datalayer/engines.js";
+import { isMetricsExtractor, registerDataLayerPlugins } from "../datalayer/extractor.js";
 import { DEFAULT_IDLE_SCRAPE_INTERVAL_MS, DEFAULT_MODELS_INTERVAL_MS, MetricsScraper } from "../datalayer/scraper.js";
 import { Datastore } from "../datastore/datastore.js";
 import { isFresh } from "../datastore/types.js";
@@ -379,40 +381,6 @@ function logLevel(f: EppFlagValues): LevelWithSilent {
 }
 
 /**
- * Metric mappings from GIE's `core-metrics-extractor` plugin parameters (engineLabelKey, defaultEngine,
- * engineConfigs[]), validated with the plugin's path in every message; the built-in vllm / sglang / trtllm-serve /
- * triton-tensorrt-llm mappings otherwise.
- */
-function engineRegistry(config: PickerConfig): EngineRegistry {
-  const spec = config.plugins.find((p) => p.type === "core-metrics-extractor");
-  const params = spec?.parameters;
-  if (params === undefined || params === null) return new EngineRegistry();
-  const at = (field: string) => `${spec!.path}.parameters.${field}`;
-  if (typeof params !== "object" || Array.isArray(params))
-    throw new ConfigError("must be a mapping", config.file, `${spec!.path}.parameters`);
-  const p = params as Record<string, unknown>;
-  for (const key of Object.keys(p))
-    if (!["engineLabelKey", "defaultEngine", "engineConfigs"].includes(key))
-      throw new ConfigError("unknown parameter (engineLabelKey, defaultEngine, engineConfigs)", config.file, at(key));
-  for (const key of ["engineLabelKey", "defaultEngine"] as const)
-    if (p[key] !== undefined && typeof p[key] !== "string")
-      throw new ConfigError("must be a string", config.file, at(key));
-  const raw = p.engineConfigs ?? [];
-  if (!Array.isArray(raw)) throw new ConfigError("must be a list", config.file, at("engineConfigs"));
-  const engineConfigs = raw.map((c, i) => validateEngineConfig(c, at(`engineConfigs[${i}]`), config.file));
-  try {
-    return new EngineRegistry({
-      engineConfigs,
-      ...(typeof p.defaultEngine === "string" ? { defaultEngine: p.defaultEngine } : {}),
-      ...(typeof p.engineLabelKey === "string" ? { engineLabelKey: p.engineLabelKey } : {}),
-    });
-  } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    throw new ConfigError((err as Error).message, config.file, `${spec!.path}.parameters`);
-  }
-}
-
-/**
  * Top-level EndpointPickerConfig sections owned outside scheduling. Anything else is rejected: a misspelt
  * `flowControl:` would otherwise switch flow control off without a word.
  */
@@ -431,6 +399,9 @@ function loadConfig(f: EppFlagValues): PickerConfig {
 }
 
 function readConfig(f: EppFlagValues): PickerConfig {
+  // Every kind of plugin a config may list is registered before it is read (src/common/registry.ts).
+  registerDataLayerPlugins();
+  registerFlowControlPolicies();
   if (f["config-file"] && f["config-text"])
     throw new ConfigError("--config-file and --config-text are mutually exclusive", undefined, "--config-file");
   if (f["config-text"]) return loadPickerConfig({ text: f["config-text"] });
@@ -483,10 +454,8 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
   const poolName = standalone ? "standalone" : f["pool-name"];
 
   let config: PickerConfig;
-  let engines: EngineRegistry;
   try {
     config = loadConfig(f);
-    engines = engineRegistry(config);
   } catch (err) {
     logConfigRejected(logger, err);
     throw err;
@@ -536,6 +505,8 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
     throw err;
   }
   const indexSize = prefixIndexSize(scheduler);
+  // The configured core-metrics-extractor (validated with the other plugins), else the built-in engine mappings.
+  const engines = scheduler.pluginSet.plugins.find(isMetricsExtractor)?.engines ?? new EngineRegistry();
   logger.info(
     {
       config: config.file ?? (f["config-text"] ? "(--config-text)" : "(default)"),

@@ -81,6 +81,20 @@ export function parseByteQuantity(v: unknown): number | undefined {
   return Number.isSafeInteger(bytes) ? bytes : undefined;
 }
 
+/**
+ * A bad plugin parameter. `field` is relative to the plugin's `parameters` ("" = the mapping itself); the config
+ * loader prefixes the plugin entry's path (`plugins[2].parameters.`).
+ */
+export class PluginParamError extends Error {
+  override readonly name = "PluginParamError";
+  constructor(
+    readonly field: string,
+    readonly detail: string,
+  ) {
+    super(field === "" ? `parameters: ${detail}` : `parameters.${field}: ${detail}`);
+  }
+}
+
 const absent = (v: unknown): v is null | undefined => v === undefined || v === null;
 
 /**
@@ -299,4 +313,23 @@ export class MappingReader {
     for (const key of Object.keys(this.raw))
       if (!this.#seen.has(key)) this.fail(key, this.reader.unknownKey([...this.#seen].sort()));
   }
+}
+
+/**
+ * The reader plugin factories of every kind use for their `parameters`: failures are PluginParamErrors relative to
+ * the parameters, and unknown keys read as "unknown parameter".
+ */
+export const PARAMS_READER = new ConfigReader(undefined, {
+  fail: (path, detail) => {
+    throw new PluginParamError(path, detail);
+  },
+  unknownKey: (known) =>
+    known.length === 0
+      ? "unknown parameter (this plugin takes no parameters)"
+      : `unknown parameter (known: ${known.join(", ")})`,
+});
+
+/** One plugin's `parameters` (absent = empty); call done() last to reject unknown parameters. */
+export function readParams(params: unknown): MappingReader {
+  return PARAMS_READER.optionalMapping(params, "");
 }

@@ -92,11 +92,14 @@ export function toSwitchyardError(err: unknown): SwitchyardError {
 /** Thrown at start-up for invalid flags, config or resources; names the file and field when there is one. */
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
+  /** The message without file and field, for re-raising it under a longer path. */
+  readonly detail: string;
   constructor(
     message: string,
     readonly file?: string,
     readonly field?: string,
   ) {
     super(file ? `${file}${field ? `: ${field}` : ""}: ${message}` : field ? `${field}: ${message}` : message);
+    this.detail = message;
   }
 }

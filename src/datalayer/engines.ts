@@ -15,6 +15,7 @@
  *   adapters loaded any more" is not masked by an older lingering series, as GIE's legacy poller did.
  */
 
+import { ConfigReader, type MappingReader } from "../common/config-reader.js";
 import { ENGINE_TYPE_LABEL } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
 import type { EndpointMetrics } from "../datastore/types.js";
@@ -272,26 +273,19 @@ const ENGINE_CONFIG_KEYS: ReadonlySet<string> = new Set([
  * Validates one untyped `engineConfigs[]` entry (from YAML/JSON), naming the offending field. `path` prefixes field
  * names in errors, e.g. `plugins[2].parameters.engineConfigs[0]`.
  */
-export function validateEngineConfig(raw: unknown, path = "engineConfigs[]", file?: string): EngineConfig {
-  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
-    throw new ConfigError("must be an object", file, path);
-  }
-  const obj = raw as Record<string, unknown>;
-  for (const key of Object.keys(obj)) {
-    if (!ENGINE_CONFIG_KEYS.has(key)) {
-      throw new ConfigError(`unknown field (known: ${[...ENGINE_CONFIG_KEYS].join(", ")})`, file, `${path}.${key}`);
-    }
-  }
+export function validateEngineConfig(
+  raw: unknown,
+  path = "engineConfigs[]",
+  file?: string,
+  reader: ConfigReader = new ConfigReader(file),
+): EngineConfig {
+  const m: MappingReader = reader.mapping(raw, path).only(ENGINE_CONFIG_KEYS);
   const out: Record<string, string> = {};
   for (const key of ENGINE_CONFIG_KEYS) {
-    const v = obj[key];
-    if (v === undefined || v === null) continue;
-    if (typeof v !== "string") throw new ConfigError(`must be a string, got ${typeof v}`, file, `${path}.${key}`);
-    out[key] = v;
+    const v = m.text(key);
+    if (v !== undefined) out[key] = v;
   }
-  if (out["name"] === undefined || out["name"].trim() === "") {
-    throw new ConfigError("engine config name cannot be empty", file, `${path}.name`);
-  }
+  if (out["name"] === undefined || out["name"].trim() === "") m.fail("name", "engine config name cannot be empty");
   const config = out as unknown as EngineConfig;
   compileEngine(config, path, file); // surfaces spec errors now, with the field name
   return config;

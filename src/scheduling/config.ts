@@ -393,6 +393,9 @@ function instantiateAll(specs: readonly PluginSpec[], handle: DefaultPluginHandl
       plugin = factory(spec.name, spec.parameters, handle);
     } catch (err) {
       if (err instanceof PluginParamError) throw new ConfigError(err.detail, file, paramField(spec, err.field));
+      // A ConfigError without a file names a field relative to the parameters (e.g. a data-layer engine config).
+      if (err instanceof ConfigError && err.file === undefined && err.field !== undefined)
+        throw new ConfigError(err.detail, file, paramField(spec, err.field));
       throw new ConfigError((err as Error).message ?? String(err), file, spec.path);
     } finally {
       handle.setWarningContext("");

@@ -6,31 +6,10 @@
  * field is relative to them, so factories stay independent of where the config came from.
  */
 
-import { ConfigReader, type MappingReader, type NumberRule } from "../common/config-reader.js";
+import { type MappingReader, type NumberRule, PluginParamError, readParams } from "../common/config-reader.js";
 import { parseGoDuration } from "../common/values.js";
 
-/** A bad plugin parameter. `field` is relative to the plugin's `parameters` ("" = the mapping itself). */
-export class PluginParamError extends Error {
-  override readonly name = "PluginParamError";
-  constructor(
-    readonly field: string,
-    readonly detail: string,
-  ) {
-    super(field === "" ? `parameters: ${detail}` : `parameters.${field}: ${detail}`);
-  }
-}
-
-export { type NumberRule, parseGoDuration };
-
-const PARAMS = new ConfigReader(undefined, {
-  fail: (path, detail) => {
-    throw new PluginParamError(path, detail);
-  },
-  unknownKey: (known) =>
-    known.length === 0
-      ? "unknown parameter (this plugin takes no parameters)"
-      : `unknown parameter (known: ${known.join(", ")})`,
-});
+export { type NumberRule, PluginParamError, parseGoDuration };
 
 /** Reads typed values out of one plugin's `parameters`; call `done()` last to reject unknown keys. */
 export class ParamReader {
@@ -38,7 +17,7 @@ export class ParamReader {
   readonly mapping: MappingReader;
 
   constructor(params: unknown) {
-    this.mapping = PARAMS.optionalMapping(params, "");
+    this.mapping = readParams(params);
   }
 
   has(key: string): boolean {

@@ -1,10 +1,18 @@
 /**
- * The plugin registry, after GIE's `plugins.Register(type, factory)`: a process-wide map from plugin type to a
- * factory `(name, parameters, handle) → Plugin`. One object may implement several extension points (Filter, Scorer,
- * Picker, PreRequest, SaturationDetector); the framework slots it by capability checks, the analogue of Go's type
- * assertions. Out-of-tree code registers extra types before the config is loaded.
+ * Scheduling's side of the plugin registry (src/common/registry.ts, shared by every plugin kind): the handle plugins
+ * are built on, and the typed registration of scheduling plugins. One object may implement several extension
+ * points (Filter, Scorer, Picker, PreRequest, SaturationDetector); the framework slots it by capability checks, the
+ * analogue of Go's type assertions. Out-of-tree code registers extra types before the config is loaded.
  */
 import { DEFAULT_SATURATION_STALENESS_MS } from "../common/constants.js";
+import {
+  type PluginFactory as AnyPluginFactory,
+  type PluginKind,
+  pluginRegistration,
+  type RegisterOptions,
+  registeredPluginTypes,
+  registerPluginType,
+} from "../common/registry.js";
 import type { Endpoint } from "../datastore/types.js";
 import { createRandom, type RandomSource } from "./random.js";
 import type { EndpointStateHolder, Filter, Picker, Plugin, PreRequest, SaturationDetector, Scorer } from "./types.js";
@@ -27,7 +35,7 @@ export interface PluginHandle {
   warn(message: string): void;
 }
 
-export type PluginFactory = (name: string, params: unknown, handle: PluginHandle) => Plugin;
+export type PluginFactory = AnyPluginFactory<Plugin, PluginHandle>;
 
 export interface PluginHandleOptions {
   /** Default performance.now(). */
@@ -134,28 +142,17 @@ export function createPluginHandle(options: PluginHandleOptions = {}): DefaultPl
   return new DefaultPluginHandle(options);
 }
 
-const FACTORIES = new Map<string, PluginFactory>();
-
-export interface RegisterOptions {
-  /** Replace an existing registration (e.g. a module taking over a type the scheduler only records). */
-  readonly replace?: boolean;
-}
-
-/** Registers a plugin type. Throws on a duplicate type unless `replace` is set. */
+/** Registers a scheduling plugin type (kind "scheduling"). Throws on a duplicate type unless `replace` is set. */
 export function registerPlugin(type: string, factory: PluginFactory, options: RegisterOptions = {}): void {
-  if (typeof type !== "string" || type === "") throw new TypeError("plugin type must be a non-empty string");
-  if (typeof factory !== "function") throw new TypeError(`plugin factory for "${type}" must be a function`);
-  if (FACTORIES.has(type) && !options.replace) throw new Error(`plugin type "${type}" is already registered`);
-  FACTORIES.set(type, factory);
+  registerPluginType("scheduling", type, factory, options);
 }
 
+/** The factory of a registered type of any kind (every kind is instantiated on the same handle). */
 export function pluginFactory(type: string): PluginFactory | undefined {
-  return FACTORIES.get(type);
+  return pluginRegistration(type)?.factory as PluginFactory | undefined;
 }
 
-export function registeredPluginTypes(): readonly string[] {
-  return [...FACTORIES.keys()].sort();
-}
+export { type PluginKind, pluginRegistration, type RegisterOptions, registeredPluginTypes };
 
 export function isFilter(p: Plugin): p is Filter {
   return typeof (p as Partial<Filter>).filter === "function";

@@ -3,12 +3,11 @@
  * candidates → filters → weighted scorers (each score clamped to [0,1]) → picker. Plugins see endpoints and
  * their metrics only, never protocol types.
  */
+
+import type { Plugin, TypedName } from "../common/registry.js";
 import type { Criticality, Endpoint } from "../datastore/types.js";
 
-export interface TypedName {
-  readonly type: string;
-  readonly name: string;
-}
+export type { Plugin, TypedName };
 
 /** What scheduling knows about one request. Built once per request by the director. */
 export interface SchedulingRequest {
@@ -33,10 +32,6 @@ export interface SchedulingRequest {
 export type CycleState = Map<string, unknown>;
 
 export type ScorerCategory = "Affinity" | "Distribution" | "Balance";
-
-export interface Plugin {
-  readonly typedName: TypedName;
-}
 
 export interface Filter extends Plugin {
   /** Returns the surviving subset. An empty result fails the profile (GIE: 429). */

@@ -111,3 +111,26 @@ flowControl:
     expect(parseByteQuantity("1 GB")).toBeUndefined();
   });
 });
+
+describe("flow-control policies from the plugin registry", () => {
+  it("accepts the registered policies as GIE config plugins and as references", () => {
+    const c = parse(`plugins:
+  - type: global-strict-fairness-policy
+  - type: fcfs-ordering-policy
+  - type: static-usage-limit-policy
+flowControl:
+  usageLimitPolicyPluginRef: static-usage-limit-policy
+  defaultPriorityBand: {fairnessPolicyRef: global-strict-fairness-policy, orderingPolicyRef: fcfs-ordering-policy}
+`);
+    expect(c.flowControl.fairness).toBe("global-strict");
+  });
+
+  it("checks references against the registry, by kind, naming the field", () => {
+    expect(() => parse("flowControl: {defaultPriorityBand: {fairnessPolicyRef: fcfs-ordering-policy}}\n")).toThrow(
+      /^epp\.yaml: flowControl\.defaultPriorityBand\.fairnessPolicyRef: must be one of global-strict-fairness-policy, round-robin-fairness-policy(, [^,]+)*, got "fcfs-ordering-policy"$/,
+    );
+    expect(() => parse("flowControl: {usageLimitPolicyPluginRef: round-robin-fairness-policy}\n")).toThrow(
+      'flowControl.usageLimitPolicyPluginRef: only "static-usage-limit-policy" is supported (dispatch gates on the saturation detector), got "round-robin-fairness-policy"',
+    );
+  });
+});

@@ -100,7 +100,7 @@ describe("engine configs", () => {
       /engineConfigs\[1\]\.loraSpec: must be a string/,
     );
     expect(() => validateEngineConfig({ name: "" })).toThrow(/name cannot be empty/);
-    expect(() => validateEngineConfig([])).toThrow(/must be an object/);
+    expect(() => validateEngineConfig([])).toThrow(/must be a mapping, got a list/);
     expect(() => validateEngineConfig({ name: "e", cacheBlockSizeLabelName: "bad-label" })).toThrow(
       /invalid label name/,
     );

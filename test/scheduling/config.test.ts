@@ -3,6 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/common/errors.js";
+import { registeredPluginTypes, registerPluginType } from "../../src/common/registry.js";
+import { isMetricsExtractor, registerDataLayerPlugins } from "../../src/datalayer/extractor.js";
 import { defaultPickerConfig, instantiatePlugins, loadPickerConfig } from "../../src/scheduling/config.js";
 import type { MaxScorePicker } from "../../src/scheduling/plugins/pickers.js";
 import type { UtilizationDetector } from "../../src/scheduling/plugins/utilization-detector.js";
@@ -369,5 +371,56 @@ describe("registry", () => {
     expect(instantiatePlugins(config, handle)).toBe(a);
     expect(createScheduler(config, handle).pluginSet).toBe(a);
     expect(() => instantiatePlugins(defaultPickerConfig(), handle)).toThrow("already holds plugins of another config");
+  });
+});
+
+describe("one registry for every plugin kind", () => {
+  it("refuses a duplicate type, and replacing a type with one of another kind", () => {
+    const factory = (name: string) => ({ typedName: { type: "test-dup-scorer", name } });
+    registerPlugin("test-dup-scorer", factory);
+    expect(() => registerPlugin("test-dup-scorer", factory)).toThrow(
+      'plugin type "test-dup-scorer" is already registered (scheduling)',
+    );
+    registerPluginType("fairness-policy", "test-kind-policy", factory);
+    expect(() => registerPlugin("test-kind-policy", factory, { replace: true })).toThrow(
+      'plugin type "test-kind-policy" is registered as a fairness-policy plugin, not a scheduling plugin',
+    );
+    expect(registeredPluginTypes("fairness-policy")).toContain("test-kind-policy");
+    expect(registeredPluginTypes("scheduling")).not.toContain("test-kind-policy");
+  });
+
+  it("validates a metrics extractor's parameters with the scheduling plugins, naming the field", () => {
+    registerDataLayerPlugins();
+    const config = load(`plugins:
+  - type: queue-scorer
+  - type: core-metrics-extractor
+    parameters:
+      engineConfigs:
+        - {name: vllm, queuedRequestsSpec: "my_queue"}
+`);
+    const extractor = instantiatePlugins(config, createPluginHandle()).plugins.find(isMetricsExtractor);
+    expect(extractor?.engines.get("vllm")?.queued?.name).toBe("my_queue");
+    expect(
+      errorOf(() => load(`plugins:\n  - type: core-metrics-extractor\n    parameters: {engineConfig: []}\n`)).field,
+    ).toBe("plugins[0].parameters.engineConfig");
+    expect(
+      errorOf(() =>
+        load(`plugins:
+  - type: core-metrics-extractor
+    parameters: {defaultEngine: nope}
+`),
+      ).message,
+    ).toMatch(/^plugins\[0\]\.parameters\.defaultEngine: defaultEngine "nope" not found/);
+    // A metrics extractor is not a scheduling plugin: a profile cannot slot it.
+    expect(
+      errorOf(() =>
+        load(`plugins:
+  - type: core-metrics-extractor
+schedulingProfiles:
+  - name: p
+    plugins: [{pluginRef: core-metrics-extractor}]
+`),
+      ).message,
+    ).toContain("is not a filter, scorer or picker");
   });
 });

@@ -1,4 +1,5 @@
 /** Registers every built-in plugin type once. Called by the config loader; safe to call again. */
+import { registerPluginType } from "../../common/registry.js";
 import { type PluginFactory, pluginFactory, registerPlugin } from "../registry.js";
 import {
   leastKvCacheFilterFactory,
@@ -47,5 +48,6 @@ export function registerBuiltinPlugins(): void {
   registered = true;
   // A type registered earlier by other code (an out-of-tree override) keeps its registration.
   for (const [type, factory] of Object.entries(BUILTINS)) if (!pluginFactory(type)) registerPlugin(type, factory);
-  for (const type of RECORDED_PLUGIN_TYPES) if (!pluginFactory(type)) registerPlugin(type, recordedPluginFactory(type));
+  for (const type of RECORDED_PLUGIN_TYPES)
+    if (!pluginFactory(type)) registerPluginType("recorded", type, recordedPluginFactory(type));
 }

@@ -2,8 +2,9 @@
  * Plugin types that appear in GIE/llm-d EndpointPickerConfigs but are not scheduling plugins: data sources,
  * extractors, parsers, the prefix producer (folded into prefix-cache-scorer here) and the single profile handler
  * (the framework's built-in behaviour). They are registered so stock configs load; the instance only records its
- * parameters for the module that owns the concern (found through `handle.plugin(name)`). That module may take
- * the type over with `registerPlugin(type, factory, { replace: true })`.
+ * parameters for the module that owns the concern (found through `handle.plugin(name)`). They are registered as kind
+ * "recorded", which the module that owns the concern may take over with its own kind and `{ replace: true }` (as the
+ * data layer does for core-metrics-extractor, src/datalayer/extractor.ts).
  */
 import type { PluginFactory } from "../registry.js";
 import type { Plugin, TypedName } from "../types.js";
