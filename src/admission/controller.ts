@@ -24,7 +24,7 @@ import type { Endpoint, PoolSpec } from "../datastore/types.js";
 import { LabelCapper } from "../observability/label-cap.js";
 import type { Logger } from "../observability/logger.js";
 import type { EppMetrics } from "../observability/metrics.js";
-import type { SaturationDetector } from "../scheduling/types.js";
+import type { SaturationDetector } from "../scheduling/index.js";
 import { AutoscaleLoop, ReplicaRecommender, type ReplicaScaler } from "./autoscale.js";
 import { type BudgetCharge, BudgetLedger } from "./budgets.js";
 import { type AdmissionConfig, type AdmissionConfigSource, parseAdmissionConfig } from "./config.js";

@@ -12,17 +12,17 @@
  *   queue < Q and KV < KV. Shedding on the boolean instead of the mean fixes a GIE weakness: with the mean, one
  *   wedged pod (stale = 1.0) plus one moderately busy pod sheds sheddable traffic although a healthy endpoint exists.
  */
-import type { PickerConfig } from "../scheduling/config.js";
-import { instantiatePlugins } from "../scheduling/config.js";
 import {
   DEFAULT_UTILIZATION_PARAMS,
+  type DefaultPluginHandle,
+  instantiatePlugins,
+  isSaturationDetector,
+  type PickerConfig,
   readUtilizationParams,
+  type SaturationDetector,
   UtilizationDetector,
   type UtilizationDetectorParams,
-} from "../scheduling/plugins/utilization-detector.js";
-import type { DefaultPluginHandle } from "../scheduling/registry.js";
-import { isSaturationDetector } from "../scheduling/registry.js";
-import type { SaturationDetector } from "../scheduling/types.js";
+} from "../scheduling/index.js";
 
 export type { SaturationDetector, UtilizationDetectorParams };
 export { DEFAULT_UTILIZATION_PARAMS, isSaturationDetector, readUtilizationParams, UtilizationDetector };

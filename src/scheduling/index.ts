@@ -1,4 +1,8 @@
-/** Public surface of the scheduling framework, for the director, admission and CLI wiring. */
+/**
+ * Public surface of the scheduling framework. Every importer outside src/scheduling — the director, admission, the
+ * CLI, tests of other rooms — goes through this file (docs/architecture.md, "Barrels"); only src/scheduling itself
+ * and test/scheduling reach into its modules.
+ */
 
 export {
   DEFAULT_PATH,
@@ -20,7 +24,12 @@ export { ParamReader, PluginParamError, parseGoDuration } from "./params.js";
 export { registerBuiltinPlugins } from "./plugins/builtins.js";
 export { PrefixCacheScorer, PrefixIndex, prefixBlockHashes } from "./plugins/prefix-cache.js";
 export { RecordedPlugin } from "./plugins/recorded.js";
-export { UtilizationDetector } from "./plugins/utilization-detector.js";
+export {
+  DEFAULT_UTILIZATION_PARAMS,
+  readUtilizationParams,
+  UtilizationDetector,
+  type UtilizationDetectorParams,
+} from "./plugins/utilization-detector.js";
 export { createRandom, type RandomSource } from "./random.js";
 export {
   createPluginHandle,

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { parseAdmissionConfig, parseByteQuantity } from "../../src/admission/config.js";
 import { ConfigError } from "../../src/common/errors.js";
-import { loadPickerConfig } from "../../src/scheduling/config.js";
+import { loadPickerConfig } from "../../src/scheduling/index.js";
 
 const HEAD = "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\n";
 const parse = (yaml: string) => parseAdmissionConfig(loadPickerConfig({ text: HEAD + yaml, file: "epp.yaml" }));

@@ -10,7 +10,7 @@ import type { AdmissionRequest, AdmissionTicket } from "../../src/admission/type
 import type { SwitchyardError } from "../../src/common/errors.js";
 import type { Endpoint } from "../../src/datastore/types.js";
 import { EppMetrics } from "../../src/observability/metrics.js";
-import { loadPickerConfig } from "../../src/scheduling/config.js";
+import { loadPickerConfig } from "../../src/scheduling/index.js";
 import { endpoint, metrics } from "../scheduling/helpers.js";
 
 const HEAD = "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\n";

@@ -7,9 +7,7 @@ import {
 import { SHED_MESSAGE, shouldShed } from "../../src/admission/shedding.js";
 import { SwitchyardError } from "../../src/common/errors.js";
 import type { Criticality } from "../../src/datastore/types.js";
-import { loadPickerConfig } from "../../src/scheduling/config.js";
-import { createPluginHandle } from "../../src/scheduling/registry.js";
-import { createScheduler } from "../../src/scheduling/scheduler.js";
+import { createPluginHandle, createScheduler, loadPickerConfig } from "../../src/scheduling/index.js";
 import { endpoint, metrics } from "../scheduling/helpers.js";
 
 const NOW = 50_000;

@@ -11,7 +11,7 @@ import type {
   ResourceSet,
   RewriteSpec,
 } from "../../src/datastore/types.js";
-import { createRandom } from "../../src/scheduling/random.js";
+import { createRandom } from "../../src/scheduling/index.js";
 
 const NS = "llm";
 

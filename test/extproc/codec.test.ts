@@ -29,7 +29,7 @@ import {
   trailersResponse,
 } from "../../src/extproc/messages.js";
 import { extProcServerDefinition, extProcService } from "../../src/extproc/proto.js";
-import { createRandom } from "../../src/scheduling/random.js";
+import { createRandom } from "../../src/scheduling/index.js";
 
 const method = extProcService().service.Process!;
 const plEncodeRequest = (msg: ProcessingRequestWire): Buffer => method.requestSerialize(msg) as Buffer;

@@ -3,7 +3,7 @@
  * number) and prints it on failure, so a failing case can be replayed exactly; the case count is bounded
  * ($SWITCHYARD_FUZZ_CASES scales it) so CI stays well under a minute for the whole folder.
  */
-import { createRandom } from "../../src/scheduling/random.js";
+import { createRandom } from "../../src/scheduling/index.js";
 
 export const SEED = Number(process.env.SWITCHYARD_FUZZ_SEED ?? 20261207);
 const SCALE = Number(process.env.SWITCHYARD_FUZZ_SCALE ?? 1);

@@ -6,7 +6,7 @@ import {
   skipString,
   TopLevelScanner,
 } from "../../src/request/json-scan.js";
-import { createRandom } from "../../src/scheduling/random.js";
+import { createRandom } from "../../src/scheduling/index.js";
 
 function slice(buf: Buffer, r: JsonRange | undefined): string | undefined {
   return r === undefined ? undefined : buf.toString("utf8", r.start, r.end);

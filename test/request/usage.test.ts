@@ -3,7 +3,7 @@ import type { OpenAiApi } from "../../src/request/openai.js";
 import { SseLineSplitter } from "../../src/request/sse.js";
 import { classifyStatus, extractUsage, ResponseAccountant } from "../../src/request/usage.js";
 import { ModelNameWriteBack } from "../../src/request/writeback.js";
-import { createRandom } from "../../src/scheduling/random.js";
+import { createRandom } from "../../src/scheduling/index.js";
 import {
   CHAT_JSON,
   CHAT_STREAM,
