@@ -11,6 +11,7 @@ import { configuredTenantHeader } from "../admission/config.js";
 import { createAdmissionController } from "../admission/controller.js";
 import { registerFlowControlPolicies } from "../admission/policies.js";
 import type { Admission } from "../admission/types.js";
+import { ConfigReader } from "../common/config-reader.js";
 import {
   DEFAULT_GRPC_HEALTH_PORT,
   DEFAULT_GRPC_PORT,
@@ -388,13 +389,12 @@ const KNOWN_SECTIONS: ReadonlySet<string> = new Set(["admission", "flowControl",
 
 function loadConfig(f: EppFlagValues): PickerConfig {
   const config = readConfig(f);
-  for (const key of Object.keys(config.sections))
-    if (!KNOWN_SECTIONS.has(key))
-      throw new ConfigError(
-        `unknown top-level section (known: apiVersion, kind, plugins, schedulingProfiles, saturationDetector, featureGates, ${[...KNOWN_SECTIONS].join(", ")})`,
-        config.file ?? (f["config-text"] ? "--config-text" : undefined),
-        key,
-      );
+  const known = `apiVersion, kind, plugins, schedulingProfiles, saturationDetector, featureGates, ${[...KNOWN_SECTIONS].join(", ")}`;
+  new ConfigReader(config.file ?? (f["config-text"] ? "--config-text" : undefined), {
+    unknownKey: () => `unknown top-level section (known: ${known})`,
+  })
+    .mapping(config.sections, "")
+    .only(KNOWN_SECTIONS);
   return config;
 }
 
