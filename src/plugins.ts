@@ -29,6 +29,7 @@ export {
   registeredPluginTypes,
   type TypedName,
 } from "./common/registry.js";
+export { type EngineConfig, EngineRegistry, type EngineRegistryOptions } from "./datalayer/engines.js";
 export { type MetricsExtractor, registerMetricsExtractor } from "./datalayer/extractor.js";
 export type { Criticality, Endpoint, EndpointMetrics } from "./datastore/types.js";
 export { isFresh } from "./datastore/types.js";

@@ -19,11 +19,26 @@ export interface FairnessPolicyPlugin extends Plugin {
 /** The kinds a flowControl section references. */
 export type FlowControlPolicyKind = "fairness-policy" | "ordering-policy" | "usage-limit-policy";
 
-/** Registers a flow-control policy type. Throws on a duplicate type unless `replace` is set. */
-export function registerFlowControlPolicy<P extends Plugin>(
+/**
+ * Registers a flow-control policy type. Throws on a duplicate type unless `replace` is set. A fairness policy must
+ * produce a FairnessPolicyPlugin: the queue orders tenants by its `fairness`.
+ */
+export function registerFlowControlPolicy(
+  kind: "fairness-policy",
+  type: string,
+  factory: PluginFactory<FairnessPolicyPlugin>,
+  options?: RegisterOptions,
+): void;
+export function registerFlowControlPolicy(
+  kind: "ordering-policy" | "usage-limit-policy",
+  type: string,
+  factory: PluginFactory,
+  options?: RegisterOptions,
+): void;
+export function registerFlowControlPolicy(
   kind: FlowControlPolicyKind,
   type: string,
-  factory: PluginFactory<P>,
+  factory: PluginFactory,
   options: RegisterOptions = {},
 ): void {
   registerPluginType(kind, type, factory, options);

@@ -301,6 +301,11 @@ export class MappingReader {
     return this.reader.oneOf(this.get(key), this.at(key), choices);
   }
 
+  /** A list of non-blank strings; absent = empty. */
+  strings(key: string): readonly string[] {
+    return this.list(key).map((v, i) => this.reader.string(v, `${this.at(key)}[${i}]`)!);
+  }
+
   /** Rejects any key outside `allowed` (for mappings whose keys are read out of order or by other modules). */
   only(allowed: Iterable<string>): this {
     const known = [...allowed];

@@ -40,6 +40,11 @@ export class ParamReader {
     return this.mapping.string(key, fallback);
   }
 
+  /** A list of non-blank strings; absent = empty. */
+  strings(key: string): readonly string[] {
+    return this.mapping.strings(key);
+  }
+
   /** A Go duration string such as "200ms"; returns milliseconds. */
   duration(key: string, fallbackMs: number, rule: NumberRule = {}): number {
     return this.mapping.duration(key, rule, fallbackMs);
