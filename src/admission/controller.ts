@@ -286,7 +286,7 @@ export class AdmissionController implements Admission {
   }
 }
 
-/** What the EPP hands the admission factory (src/cli/epp.ts's AdmissionContext satisfies it). */
+/** What the EPP hands the admission factory (src/epp/routing.ts builds it). */
 export interface AdmissionFactoryContext {
   readonly config: AdmissionConfigSource;
   readonly datastore: { endpoints(): readonly Endpoint[]; pool(): PoolSpec | undefined };

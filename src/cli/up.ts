@@ -6,12 +6,13 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { resolve } from "node:path";
+import { urlHost } from "../common/address.js";
 import { ConfigError } from "../common/errors.js";
+import { checks, formatHelp, parseFlags } from "../common/flags.js";
 import { findTool, SETUP_TOOLS_COMMAND } from "../common/tools.js";
 import type { DebugSnapshot } from "../observability/debug.js";
 import { renderEndpointTable } from "../observability/table.js";
 import { type Child, Supervisor, waitFor } from "./children.js";
-import { checks, formatHelp, parseFlags } from "./flags.js";
 import { BASE_MODEL, fleet, fleetResources, loopbackEppFlags, POOL_NAME, POOL_NAMESPACE, simArgs } from "./stack.js";
 
 const ADDRESS_PREFIX = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){2}$/;
@@ -347,10 +348,6 @@ async function getJson<T>(url: string): Promise<T> {
   const res = await fetch(url, { signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
   if (!res.ok) throw new Error(`${url} answered ${res.status}`);
   return (await res.json()) as T;
-}
-
-function urlHost(host: string): string {
-  return host.includes(":") ? `[${host}]` : host;
 }
 
 /** Tries to listen on host:port; resolves undefined when it could, else the error code (EADDRINUSE, EADDRNOTAVAIL…). */

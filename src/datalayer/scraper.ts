@@ -17,6 +17,7 @@
  *   is gone the moment the scrape ends, so stop() leaves nothing behind, and removal aborts through the same signal.
  */
 import { Client } from "undici";
+import { hostPort } from "../common/address.js";
 import { DEFAULT_REFRESH_METRICS_INTERVAL_MS, DEFAULT_SCRAPE_TIMEOUT_MS } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
 import type { Endpoint, ServedModels } from "../datastore/types.js";
@@ -197,10 +198,6 @@ function checkPositive(name: string, value: number | undefined, fallback: number
     throw new ConfigError(`must be a positive finite number of milliseconds, got ${String(value)}`, undefined, name);
   }
   return value;
-}
-
-function hostPort(address: string, port: number): string {
-  return address.includes(":") && !address.startsWith("[") ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 function errorCode(err: unknown): string | undefined {
