@@ -1,7 +1,7 @@
 /**
  * `npm run bench:extproc -- --gateway envoy`: what switchyard adds behind a real Envoy, against Envoy alone.
  *
- * Three Envoys on the shipped bootstrap (src/gateway/envoy.ts) in front of the same simulated pods: `sy` routes
+ * Three Envoys on the shipped bootstrap (src/local/envoy.ts) in front of the same simulated pods: `sy` routes
  * through the switchyard EPP (ext_proc, full duplex both ways), `rr` and `lr` are Envoy alone (no ext_proc filter,
  * Envoy's ROUND_ROBIN / LEAST_REQUEST over the pods). One load (at most C in flight, ~1 KB chat requests,
  * one output token, so the pods answer in about a millisecond and the front door's cost shows) runs through each
@@ -22,7 +22,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Agent, request } from "undici";
 import { findTool } from "../../src/common/tools.js";
-import { type EnvoyConfigOptions, type EnvoyProcess, startEnvoy } from "../../src/gateway/envoy.js";
+import { type EnvoyConfigOptions, type EnvoyProcess, startEnvoy } from "../../src/local/envoy.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const REPS = Number(process.env.BENCH_REPS ?? 3);

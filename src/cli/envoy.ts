@@ -9,7 +9,7 @@ import { join, resolve } from "node:path";
 import { ConfigError } from "../common/errors.js";
 import { checks, type FlagSpecs, formatHelp, parseFlags } from "../common/flags.js";
 import { findTool, SETUP_TOOLS_COMMAND } from "../common/tools.js";
-import { type EnvoyBodyMode, startEnvoy } from "../gateway/envoy.js";
+import { type EnvoyBodyMode, startEnvoy } from "../local/envoy.js";
 import { createLogger } from "../observability/logger.js";
 
 const MODES = ["FULL_DUPLEX_STREAMED", "BUFFERED", "STREAMED", "BUFFERED_PARTIAL", "NONE"];

@@ -55,7 +55,7 @@ const BODY_MODES: ReadonlySet<string> = new Set([
 ]);
 const PLACEHOLDER = /\$\{([A-Z][A-Z0-9_]*)(?::-([^}]*))?\}/g;
 
-/** deploy/envoy, found from src/gateway (tests) and dist/gateway (built, and the npm package). */
+/** deploy/envoy, found from src/local (tests) and dist/local (built, and the npm package). */
 export function envoyDeployDir(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
