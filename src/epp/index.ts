@@ -4,7 +4,7 @@
  *
  *   1. settings  — flags checked against each other, config and engine mappings validated (settings.ts)
  *   2. telemetry — logger, datastore, metrics whose pool gauges read the shared endpoint view (snapshot.ts)
- *   3. routing   — scheduler → admission → director (routing.ts)
+ *   3. routing   — scheduler → admission → director (routing.ts), and the autoscaling signal (autoscaling.ts)
  *   4. sources   — files or Kubernetes into the datastore, scrapers into endpoint metrics (sources.ts)
  *   5. servers   — ext_proc, gRPC health, /metrics + /debug (servers.ts)
  *   6. leader    — Lease election when asked for (leader.ts)
@@ -19,6 +19,7 @@ import { createLogger, type Logger } from "../observability/logger.js";
 import { EppMetrics, type PoolSnapshot } from "../observability/metrics.js";
 import type { ReviewApi } from "../observability/scrape-auth.js";
 import type { LifecycleFactory } from "../request/lifecycle.js";
+import { startAutoscaling } from "./autoscaling.js";
 import type { EppFlagValues } from "./flags.js";
 import { Leadership } from "./leader.js";
 import { buildRouting } from "./routing.js";
@@ -105,7 +106,16 @@ export async function assembleEpp(f: EppFlagValues, overrides: StartEppOverrides
   const leadership = new Leadership();
   const leaderElection = f["ha-enable-leader-election"];
   const isLeader = leaderElection ? leadership.isLeader : undefined;
-  const routing = buildRouting({ f, pool, config, datastore, metrics, logger, ...(isLeader ? { isLeader } : {}) });
+  const routing = buildRouting({ f, config, datastore, metrics, logger });
+  const autoscaling = startAutoscaling({
+    f,
+    pool,
+    config,
+    datastore,
+    metrics,
+    logger,
+    ...(isLeader ? { isLeader } : {}),
+  });
   const views = poolViews({
     datastore,
     detector: routing.scheduler.pluginSet.saturationDetector,
@@ -191,6 +201,7 @@ export async function assembleEpp(f: EppFlagValues, overrides: StartEppOverrides
       await health.stop();
       await metricsServer.close();
       routing.admission.close();
+      autoscaling.stop();
       metrics.close();
       logger.flush?.();
     },

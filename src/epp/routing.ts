@@ -3,13 +3,11 @@
  * (docs/design/scheduling.md §1–§4), the admission layer that shares its saturation detector (§6–§8), and the
  * director that drives both for every ext_proc stream (docs/architecture.md, The request path).
  */
-import { KubernetesScaler, parseScaleTarget } from "../admission/autoscale.js";
 import { configuredTenantHeader } from "../admission/config.js";
 import { createAdmissionController } from "../admission/controller.js";
 import type { Admission } from "../admission/types.js";
 // Until the telemetry seam moves into src/scheduling (issue 17), its helpers stay where the CLI room kept them.
 import { instrumentScheduler, pluginDurationRecorder, prefixIndexSize, timedPreRequest } from "../cli/epp-telemetry.js";
-import { ConfigError } from "../common/errors.js";
 import type { Datastore } from "../datastore/datastore.js";
 import { DecisionLog } from "../observability/decisions.js";
 import type { Logger } from "../observability/logger.js";
@@ -21,9 +19,8 @@ import {
   createScheduler,
   type PickerConfig,
 } from "../scheduling/index.js";
-import { loadKubeConfig } from "../sources/kubernetes.js";
 import type { EppFlagValues } from "./flags.js";
-import { configOrigin, logConfigRejected, type PoolChoice } from "./settings.js";
+import { configOrigin, logConfigRejected } from "./settings.js";
 
 export interface Routing {
   readonly scheduler: ConfiguredScheduler;
@@ -36,13 +33,10 @@ export interface Routing {
 
 export interface RoutingOptions {
   readonly f: EppFlagValues;
-  readonly pool: PoolChoice;
   readonly config: PickerConfig;
   readonly datastore: Datastore;
   readonly metrics: EppMetrics;
   readonly logger: Logger;
-  /** With leader election only the leader patches the scale subresource (read from the autoscale timer). */
-  readonly isLeader?: () => boolean;
 }
 
 /** Scheduler → admission → director; throws ConfigError (logged as "configuration rejected") on a bad config. */
@@ -57,9 +51,6 @@ export function buildRouting(o: RoutingOptions): Routing {
     logger,
     detector,
     refreshIntervalMs: f["refresh-metrics-interval"],
-    poolMetricsStalenessMs: f["metrics-staleness-threshold"],
-    ...(f.autoscale ? { scaler: createScaler(f, o.pool.namespace) } : {}),
-    ...(o.isLeader ? { isLeader: o.isLeader } : {}),
   });
   const decisions = new DecisionLog(50);
   const director = new Director({
@@ -109,19 +100,4 @@ function buildScheduler(o: RoutingOptions): ConfiguredScheduler {
     "configuration accepted",
   );
   return scheduler;
-}
-
-/** `--autoscale`: the workload whose scale subresource gets the recommendation (docs/autoscaling.md). */
-function createScaler(f: EppFlagValues, namespace: string): KubernetesScaler {
-  if (!f["autoscale-target"])
-    throw new ConfigError(
-      "required with --autoscale (deployment/<name> or statefulset/<name>)",
-      undefined,
-      "--autoscale-target",
-    );
-  return new KubernetesScaler({
-    kubeConfig: loadKubeConfig(f.kubeconfig || undefined),
-    namespace,
-    target: parseScaleTarget(f["autoscale-target"]),
-  });
 }
