@@ -23,6 +23,7 @@ import { fileURLToPath } from "node:url";
 import { Agent, request } from "undici";
 import { findTool } from "../../src/common/tools.js";
 import { type EnvoyConfigOptions, type EnvoyProcess, startEnvoy } from "../../src/local/envoy.js";
+import { loopbackEppFlags } from "../../src/local/stack.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const REPS = Number(process.env.BENCH_REPS ?? 3);
@@ -175,8 +176,8 @@ status: {podIP: ${ip}, conditions: [{type: Ready, status: "True"}]}`,
     const epp = await spawnCli(
       [
         "epp",
-        ...["--resources", resources, "--pool-name", "pool", "--host", "127.0.0.1", "--secure-serving=false"],
-        ...["--grpc-port", String(grpcPort), "--grpc-health-port", "0", "--metrics-port", "0"],
+        ...["--resources", resources, "--pool-name", "pool"],
+        ...loopbackEppFlags({ grpc: grpcPort, health: 0, metrics: 0 }),
       ],
       join(dir, "logs", "epp.log"),
     );
