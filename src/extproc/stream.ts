@@ -100,6 +100,14 @@ function protocolError(message: string): SwitchyardError {
   return new SwitchyardError("SY_PROTOCOL", message);
 }
 
+/** STREAMED / BUFFERED_PARTIAL request bodies kept streaming after request_headers asked Envoy to buffer them. */
+function overrideIgnored(): SwitchyardError {
+  return new SwitchyardError(
+    "SY_PROTOCOL",
+    "request_body_mode STREAMED/BUFFERED_PARTIAL needs allow_mode_override: true on Envoy's ext_proc filter (the picker routes on the whole body); or use FULL_DUPLEX_STREAMED or BUFFERED",
+  );
+}
+
 function concat(chunks: Buffer[], total: number): Buffer {
   if (chunks.length === 0) return EMPTY;
   if (chunks.length === 1) return chunks[0]!;
@@ -342,9 +350,17 @@ export class ExtProcStream {
     return undefined;
   }
 
+  /** The body so far is shorter than the request's content-length (false without one). */
+  #shortOfContentLength(): boolean {
+    const declared = this.#headers?.get("content-length");
+    return declared !== undefined && /^\d+$/.test(declared) && this.#bodyBytes < Number(declared);
+  }
+
   #onRequestBody(message: HttpBody): Promise<void> | undefined {
     if (this.#state !== State.RequestBody) {
       if (this.#state === State.RequestHeaders) throw protocolError("request_body before request_headers");
+      // More body after routing on an overridden (buffered) body: Envoy kept streaming, the override was ignored.
+      if (this.#overrideAsked && !this.#headerOnly) throw overrideIgnored();
       throw protocolError(
         this.#headerOnly
           ? "request_body after request_headers with end_of_stream"
@@ -364,13 +380,12 @@ export class ExtProcStream {
       this.#chunks.push(chunk);
     }
     if (this.#requestMode === "buffered") {
-      if (this.#overrideAsked && message.end_of_stream !== true) {
-        // A buffered body without end_of_stream is followed by trailers; a STREAMED chunk means the override was
-        // ignored and the headers already left without a destination. Say so instead of routing a fragment.
-        throw new SwitchyardError(
-          "SY_PROTOCOL",
-          "request_body_mode STREAMED/BUFFERED_PARTIAL needs allow_mode_override: true on Envoy's ext_proc filter (the picker routes on the whole body); or use FULL_DUPLEX_STREAMED or BUFFERED",
-        );
+      // A buffered body without end_of_stream is the whole body with trailers to follow (they come once this is
+      // answered); a STREAMED chunk looks the same, and means the override was ignored and the headers already
+      // left without a destination. Only a content-length the chunk falls short of tells them apart here; without
+      // one, the next chunk does (#onRequestBody in state Routed).
+      if (this.#overrideAsked && message.end_of_stream !== true && this.#shortOfContentLength()) {
+        throw overrideIgnored();
       }
       // The single buffered message is the whole body; without end_of_stream, trailers follow it.
       this.#expectRequestTrailers = message.end_of_stream !== true;
