@@ -7,7 +7,7 @@
  * grpc-js + protobufjs client costs more per 220 KB request than the no-op server does and would dominate the
  * latency measured; the servers run the compiled dist/ code (the script builds first). Servers run in child processes; their CPU is read with process.cpuUsage() around the
  * measured window, so "CPU µs per request" is the server's alone. Modes are interleaved (noop, noop-codec,
- * switchyard, noop, …) and each scenario is repeated; medians are reported, and ratios switchyard / each no-op:
+ * switchyard, then in reverse order, …) and each scenario is repeated; medians are reported, and ratios switchyard / each no-op:
  * `noop` decodes and encodes with proto-loader (a Node ext_proc server built the standard way), `noop-codec` with
  * switchyard's own codec (so that ratio is switchyard's logic alone).
  *
@@ -210,7 +210,9 @@ const median = (xs: number[]) => {
 const results: Sample[] = [];
 for (const scenario of SCENARIOS) {
   for (let rep = 0; rep < REPS; rep++) {
-    for (const mode of MODES) {
+    // Every other repetition runs the servers in reverse order, so a drift in the box's load during a repetition
+    // does not always favour the same server.
+    for (const mode of rep % 2 === 0 ? MODES : [...MODES].reverse()) {
       const s = await runOnce(mode, scenario);
       results.push(s);
       process.stdout.write(
