@@ -16,6 +16,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { loopbackEppFlags } from "../src/local/stack.js";
 import { LeanExtProcClient, RequestTemplate } from "./extproc/lean-client.js";
 import { chatBody, HEADERS } from "./extproc/workload.js";
 
@@ -68,16 +69,10 @@ function resources(port: number, addresses: string[]): string {
 function startEpp(file: string): Promise<{ child: ChildProcess; grpcPort: number; metricsPort: number }> {
   const child = spawn(
     process.execPath,
-    [CLI, "epp", "--resources", file, "--pool-name", "soak", "--secure-serving=false", "--host", "127.0.0.1"].concat([
-      "--grpc-port",
-      "0",
-      "--grpc-health-port",
-      "0",
-      "--metrics-port",
-      "0",
-      "--log-format",
-      "json",
-    ]),
+    [CLI, "epp", "--resources", file, "--pool-name", "soak"].concat(
+      loopbackEppFlags({ grpc: 0, health: 0, metrics: 0 }),
+      ["--log-format", "json"],
+    ),
     { stdio: ["ignore", "pipe", "inherit"] },
   );
   return new Promise((resolve, reject) => {

@@ -15,9 +15,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Agent, request } from "undici";
-import { loopbackEppFlags } from "../../src/cli/stack.js";
 import { findTool } from "../../src/common/tools.js";
-import { startEnvoy } from "../../src/gateway/envoy.js";
+import { startEnvoy } from "../../src/local/envoy.js";
+import { loopbackEppFlags } from "../../src/local/stack.js";
 import { startSimulator } from "../../src/sim/index.js";
 import { freePorts } from "../../test/helpers/relay.js";
 

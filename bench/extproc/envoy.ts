@@ -1,7 +1,7 @@
 /**
  * `npm run bench:extproc -- --gateway envoy`: what switchyard adds behind a real Envoy, against Envoy alone.
  *
- * Three Envoys on the shipped bootstrap (src/gateway/envoy.ts) in front of the same simulated pods: `sy` routes
+ * Three Envoys on the shipped bootstrap (src/local/envoy.ts) in front of the same simulated pods: `sy` routes
  * through the switchyard EPP (ext_proc, full duplex both ways), `rr` and `lr` are Envoy alone (no ext_proc filter,
  * Envoy's ROUND_ROBIN / LEAST_REQUEST over the pods). One load (at most C in flight, ~1 KB chat requests,
  * one output token, so the pods answer in about a millisecond and the front door's cost shows) runs through each
@@ -22,7 +22,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Agent, request } from "undici";
 import { findTool } from "../../src/common/tools.js";
-import { type EnvoyConfigOptions, type EnvoyProcess, startEnvoy } from "../../src/gateway/envoy.js";
+import { type EnvoyConfigOptions, type EnvoyProcess, startEnvoy } from "../../src/local/envoy.js";
+import { loopbackEppFlags } from "../../src/local/stack.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const REPS = Number(process.env.BENCH_REPS ?? 3);
@@ -175,8 +176,8 @@ status: {podIP: ${ip}, conditions: [{type: Ready, status: "True"}]}`,
     const epp = await spawnCli(
       [
         "epp",
-        ...["--resources", resources, "--pool-name", "pool", "--host", "127.0.0.1", "--secure-serving=false"],
-        ...["--grpc-port", String(grpcPort), "--grpc-health-port", "0", "--metrics-port", "0"],
+        ...["--resources", resources, "--pool-name", "pool"],
+        ...loopbackEppFlags({ grpc: grpcPort, health: 0, metrics: 0 }),
       ],
       join(dir, "logs", "epp.log"),
     );

@@ -7,7 +7,7 @@
  * grpc-js + protobufjs client costs more per 220 KB request than the no-op server does and would dominate the
  * latency measured; the servers run the compiled dist/ code (the script builds first). Servers run in child processes; their CPU is read with process.cpuUsage() around the
  * measured window, so "CPU µs per request" is the server's alone. Modes are interleaved (noop, noop-codec,
- * switchyard, noop, …) and each scenario is repeated; medians are reported, and ratios switchyard / each no-op:
+ * switchyard, then in reverse order, …) and each scenario is repeated; medians are reported, and ratios switchyard / each no-op:
  * `noop` decodes and encodes with proto-loader (a Node ext_proc server built the standard way), `noop-codec` with
  * switchyard's own codec (so that ratio is switchyard's logic alone).
  *
@@ -23,10 +23,14 @@
  * default all), BENCH_PROFILE (directory for the servers' --cpu-prof output, default off), BENCH_OUT (JSON results
  * file, default none), BENCH_NODE_FLAGS (extra node flags for the servers, e.g. "--trace-gc", default none),
  * BENCH_MODES (comma list of servers to run, default all three; ratios need switchyard and a no-op; the in-process
- * logic measurement always runs switchyard).
+ * logic measurement always runs switchyard), BENCH_BASELINE (another checkout of this repository, built with
+ * `npm run build`, e.g. a `git worktree` of the commit before a change: adds a fourth server, `baseline`, that is
+ * that checkout's own bench server on its own dist/, interleaved with the others, and the ratio switchyard /
+ * baseline; default none).
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { writeFileSync } from "node:fs";
+import { resolve as resolvePath } from "node:path";
 import { fileURLToPath } from "node:url";
 import { LeanExtProcClient, RequestTemplate } from "./lean-client.js";
 import { CHUNK_BYTES, chatBody, HEADERS } from "./workload.js";
@@ -51,9 +55,12 @@ const listed = (process.env.BENCH_MODES ?? "")
   .split(",")
   .map((m) => m.trim())
   .filter(Boolean);
-const MODES: readonly string[] = listed.length > 0 ? listed : ALL_MODES;
+/** BENCH_BASELINE: the checkout whose switchyard runs as the `baseline` server (its own bench/extproc/server.ts). */
+const BASELINE = process.env.BENCH_BASELINE ?? "";
+const MODES: readonly string[] = [...(listed.length > 0 ? listed : ALL_MODES), ...(BASELINE ? ["baseline"] : [])];
 for (const mode of MODES)
-  if (!ALL_MODES.includes(mode)) throw new Error(`BENCH_MODES: unknown server "${mode}" (${ALL_MODES.join(", ")})`);
+  if (!ALL_MODES.includes(mode) && mode !== "baseline")
+    throw new Error(`BENCH_MODES: unknown server "${mode}" (${ALL_MODES.join(", ")})`);
 /** A request still open after this is reset and counted as an error, so a stuck server cannot hang the run. */
 const REQUEST_TIMEOUT_MS = 30_000;
 
@@ -104,9 +111,13 @@ function ask<T>(child: ChildProcess, msg: object, key: string): Promise<T> {
 }
 
 async function startServer(mode: string): Promise<{ child: ChildProcess; port: number }> {
-  const serverPath = fileURLToPath(new URL("./server.ts", import.meta.url));
+  // The baseline is the other checkout's own server file on its own dist/, run as its switchyard mode.
+  const serverPath =
+    mode === "baseline"
+      ? resolvePath(BASELINE, "bench/extproc/server.ts")
+      : fileURLToPath(new URL("./server.ts", import.meta.url));
   const profile = process.env.BENCH_PROFILE ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_PROFILE] : [];
-  const child = fork(serverPath, [mode], {
+  const child = fork(serverPath, [mode === "baseline" ? "switchyard" : mode], {
     // switchyard turns V8's allocation-site pretenuring off itself (startEpp); the no-ops get the same setting so
     // the comparison is like for like (it does not change their numbers measurably).
     execArgv: [
@@ -199,7 +210,9 @@ const median = (xs: number[]) => {
 const results: Sample[] = [];
 for (const scenario of SCENARIOS) {
   for (let rep = 0; rep < REPS; rep++) {
-    for (const mode of MODES) {
+    // Every other repetition runs the servers in reverse order, so a drift in the box's load during a repetition
+    // does not always favour the same server.
+    for (const mode of rep % 2 === 0 ? MODES : [...MODES].reverse()) {
       const s = await runOnce(mode, scenario);
       results.push(s);
       process.stdout.write(
@@ -234,7 +247,7 @@ for (const scenario of SCENARIOS) {
   }
   const s = row.switchyard;
   const ratios: Record<string, Record<string, number>> = {};
-  for (const base of ["noop", "noop-codec"]) {
+  for (const base of ["noop", "noop-codec", "baseline"]) {
     const n = row[base];
     if (s === undefined || n === undefined) continue;
     ratios[base] = { cpu: s.cpu! / n.cpu!, p50: s.p50! / n.p50!, p99: s.p99! / n.p99!, rps: s.rps! / n.rps! };
@@ -243,7 +256,19 @@ for (const scenario of SCENARIOS) {
       `| ${scenario.name} | **switchyard / ${base}** | ${r.rps!.toFixed(2)} | ${r.p50!.toFixed(2)} | ${r.p99!.toFixed(2)} | ${r.cpu!.toFixed(2)} | |`,
     );
   }
-  summary[scenario.name] = { ...row, ratio: ratios };
+  // Paired per repetition (the two servers ran back to back), so the spread shows the box's noise on the ratio.
+  const spread: Record<string, number[]> = {};
+  for (const base of ["noop", "baseline"]) {
+    if (!MODES.includes(base) || !MODES.includes("switchyard")) continue;
+    const pick = (mode: string) => results.filter((r) => r.mode === mode && r.scenario === scenario.name);
+    const [mine, theirs] = [pick("switchyard"), pick(base)];
+    spread[base] = mine.map((m, i) => m.cpuMicrosPerRequest / theirs[i]!.cpuMicrosPerRequest);
+    const xs = [...spread[base]!].sort((a, b) => a - b);
+    lines.push(
+      `| ${scenario.name} | CPU switchyard / ${base} per repetition | ${xs.map((x) => x.toFixed(2)).join(", ")} (min ${xs[0]!.toFixed(2)}, median ${median(xs).toFixed(2)}, max ${xs[xs.length - 1]!.toFixed(2)}) | | | | |`,
+    );
+  }
+  summary[scenario.name] = { ...row, ratio: ratios, cpuRatioPerRep: spread };
 }
 // switchyard's own share, measured without the transport both servers pay for.
 const logic = {

@@ -16,6 +16,7 @@ import type { ProcessingRequest, ProcessingResponse } from "../../src/extproc/me
 import type * as ProtoModule from "../../src/extproc/proto.js";
 import type * as StreamModule from "../../src/extproc/stream.js";
 import type { ProcessCall } from "../../src/extproc/stream.js";
+import { loopbackEppFlags } from "../../src/local/stack.js";
 import type * as LoggerModule from "../../src/observability/logger.js";
 import type { LifecycleFactory } from "../../src/request/lifecycle.js";
 import { CHUNK_BYTES, chatBody, HEADERS } from "./workload.js";
@@ -144,21 +145,7 @@ async function startSwitchyard(): Promise<{ port: number; stop: () => Promise<vo
   refresh();
   const timer = setInterval(refresh, 50);
   const epp = await startEpp(
-    [
-      "--pool-name",
-      "bench",
-      "--secure-serving=false",
-      "--host",
-      "127.0.0.1",
-      "--grpc-port",
-      "0",
-      "--grpc-health-port",
-      "0",
-      "--metrics-port",
-      "0",
-      "--log-level",
-      "silent",
-    ],
+    ["--pool-name", "bench", ...loopbackEppFlags({ grpc: 0, health: 0, metrics: 0 }), "--log-level", "silent"],
     { logger: silentLogger, datastore, scrape: false },
   );
   return {

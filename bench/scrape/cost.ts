@@ -18,7 +18,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { loopbackEppFlags } from "../../src/cli/stack.js";
+import { loopbackEppFlags } from "../../src/local/stack.js";
 import { freePorts, relayPods } from "../../test/helpers/relay.js";
 
 const WINDOW = Number(process.env.WINDOW ?? 20);

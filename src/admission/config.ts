@@ -30,6 +30,14 @@
  * an admission policy.
  */
 
+// The autoscaling section is validated here with its sibling sections (one reader for the config's non-scheduling
+// sections); what it means belongs to src/autoscaling.
+import {
+  type AutoscalingSettings,
+  DEFAULT_AUTOSCALE_INTERVAL_MS,
+  DEFAULT_AUTOSCALE_TOLERANCE,
+  DEFAULT_SCALE_DOWN_STABILIZATION_MS,
+} from "../autoscaling/autoscale.js";
 import { ConfigReader, type MappingReader, parseByteQuantity } from "../common/config-reader.js";
 import type { Plugin } from "../common/registry.js";
 import { describeValue } from "../common/values.js";
@@ -97,19 +105,6 @@ export interface FlowControlSettings {
   readonly fairness: FairnessPolicy;
 }
 
-export interface AutoscalingSettings {
-  /** The section is present (the recommender also runs without it, from the pool's hints and defaults). */
-  readonly configured: boolean;
-  readonly minReplicas: number | undefined;
-  readonly maxReplicas: number | undefined;
-  /** Fraction in (0, 1]. */
-  readonly targetGpuCacheUtilization: number | undefined;
-  readonly scaleDownStabilizationMs: number;
-  readonly intervalMs: number;
-  /** HPA tolerance: ratios within 1 ± tolerance keep the current replica count. */
-  readonly tolerance: number;
-}
-
 export interface AdmissionConfig {
   readonly admission: AdmissionSettings;
   readonly flowControl: FlowControlSettings;
@@ -129,11 +124,6 @@ export const DEFAULT_REQUEST_TTL_MS = 30_000;
 export const DEFAULT_MAX_QUEUED_REQUESTS = 10_000;
 /** GIE's per-band default (1 GB). */
 export const DEFAULT_BAND_MAX_BYTES = 1_000_000_000;
-export const DEFAULT_SCALE_DOWN_STABILIZATION_MS = 300_000;
-export const DEFAULT_AUTOSCALE_INTERVAL_MS = 1_000;
-export const DEFAULT_AUTOSCALE_TOLERANCE = 0.1;
-/** The seed article's pool sketch: `targetLoad.gpuCacheUtilization: 75`. */
-export const DEFAULT_TARGET_GPU_CACHE_UTILIZATION = 0.75;
 
 export const FLOW_CONTROL_GATE = "flowControl";
 

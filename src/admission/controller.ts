@@ -25,7 +25,6 @@ import { LabelCapper } from "../observability/label-cap.js";
 import type { Logger } from "../observability/logger.js";
 import type { EppMetrics } from "../observability/metrics.js";
 import type { SaturationDetector } from "../scheduling/index.js";
-import { AutoscaleLoop, ReplicaRecommender, type ReplicaScaler } from "./autoscale.js";
 import { type BudgetCharge, BudgetLedger } from "./budgets.js";
 import { type AdmissionConfig, type AdmissionConfigSource, parseAdmissionConfig } from "./config.js";
 import { FlowController, type QueuedRequestInfo, type QueueOutcome } from "./flow-control.js";
@@ -81,8 +80,6 @@ export interface AdmissionControllerOptions {
   readonly now?: () => number;
   /** Flow-control re-check period (the metrics refresh interval), clamped to 10–50 ms. */
   readonly dispatchIntervalMs?: number;
-  /** Stopped by close(). */
-  readonly autoscale?: AutoscaleLoop;
 }
 
 export class AdmissionController implements Admission {
@@ -93,7 +90,6 @@ export class AdmissionController implements Admission {
   readonly #poolName: () => string;
   readonly #ledger: BudgetLedger | undefined;
   readonly #fc: FlowController | undefined;
-  readonly #autoscale: AutoscaleLoop | undefined;
   readonly #tenants: LabelCapper;
   readonly #models: Pick<LabelCapper, "value">;
   readonly #flowLabels = new WeakMap<QueuedRequestInfo, FlowLabels>();
@@ -106,7 +102,6 @@ export class AdmissionController implements Admission {
     this.#metrics = options.metrics;
     this.#now = options.now ?? (() => performance.now());
     this.#poolName = options.poolName ?? (() => "");
-    this.#autoscale = options.autoscale;
     const m = options.metrics;
     this.#tenants = new LabelCapper({
       limit: s.admission.tenantLabelLimit,
@@ -211,10 +206,9 @@ export class AdmissionController implements Admission {
     );
   }
 
-  /** Stops the queue (rejecting what waits), the autoscale loop and their timers. */
+  /** Stops the queue (rejecting what waits) and its timer. */
   close(): void {
     this.#fc?.close();
-    this.#autoscale?.stop();
   }
 
   #ticket(request: AdmissionRequest, charge: BudgetCharge | undefined): AdmissionTicket {
@@ -286,53 +280,30 @@ export class AdmissionController implements Admission {
   }
 }
 
-/** What the EPP hands the admission factory (src/cli/epp.ts's AdmissionContext satisfies it). */
+/** What the EPP hands the admission factory (src/epp/routing.ts builds it). */
 export interface AdmissionFactoryContext {
   readonly config: AdmissionConfigSource;
-  readonly datastore: { endpoints(): readonly Endpoint[]; pool(): PoolSpec | undefined };
+  readonly datastore: { pool(): PoolSpec | undefined };
   readonly metrics?: EppMetrics;
   readonly logger?: Logger;
   readonly detector: SaturationDetector;
   readonly refreshIntervalMs: number;
-  /** Freshness bound for the autoscaling averages (`--metrics-staleness-threshold`, default 2 s). */
-  readonly poolMetricsStalenessMs?: number;
-  /** `--autoscale`: writes the recommendation to the pool's workload. */
-  readonly scaler?: ReplicaScaler;
-  /** With leader election, only the leader patches. */
-  readonly isLeader?: () => boolean;
 }
 
 /**
- * Builds the admission controller from the EPP config and starts the autoscale loop. Throws ConfigError for an
- * invalid admission, flowControl or autoscaling section.
+ * Builds the admission controller from the EPP config. Throws ConfigError for an invalid admission, flowControl or
+ * autoscaling section (the autoscaling loop itself is src/autoscaling's, started by src/epp).
  */
 export function createAdmissionController(ctx: AdmissionFactoryContext): AdmissionController {
   const settings = parseAdmissionConfig(ctx.config);
   const metrics = ctx.metrics;
-  const autoscale = new AutoscaleLoop({
-    recommender: new ReplicaRecommender(settings.autoscaling, ctx.poolMetricsStalenessMs ?? 2_000),
-    endpoints: () => ctx.datastore.endpoints(),
-    pool: () => ctx.datastore.pool(),
-    intervalMs: settings.autoscaling.intervalMs,
-    ...(metrics
-      ? {
-          publish: (pool: string, n: number) => metrics.recommendedReplicas.set({ inference_pool: pool }, n),
-          onHintError: (pool: string) => metrics.autoscalingHintErrors.inc({ inference_pool: pool }),
-        }
-      : {}),
-    ...(ctx.scaler ? { scaler: ctx.scaler } : {}),
-    ...(ctx.isLeader ? { isLeader: ctx.isLeader } : {}),
-    ...(ctx.logger ? { logger: ctx.logger } : {}),
-  });
   const controller = new AdmissionController({
     settings,
     detector: ctx.detector,
     ...(metrics ? { metrics } : {}),
     poolName: () => ctx.datastore.pool()?.name ?? "",
     dispatchIntervalMs: ctx.refreshIntervalMs,
-    autoscale,
   });
-  autoscale.start();
   const fc = settings.flowControl;
   ctx.logger?.info(
     {
@@ -340,7 +311,6 @@ export function createAdmissionController(ctx: AdmissionFactoryContext): Admissi
       flowControl: fc.enabled
         ? { maxRequests: fc.maxRequests, maxBytes: fc.maxBytes, ttlMs: fc.defaultRequestTTLMs, fairness: fc.fairness }
         : false,
-      autoscale: ctx.scaler ? ctx.scaler.target : "recommend-only",
     },
     "admission configured",
   );

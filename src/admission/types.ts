@@ -47,4 +47,6 @@ export interface Admission {
     candidates: () => readonly Endpoint[],
     cancel: Cancellation,
   ): AdmissionTicket | Promise<AdmissionTicket>;
+  /** Stops the admission layer's timers (flow-control dispatch, autoscale loop); called once, at EPP shutdown. */
+  close(): void;
 }

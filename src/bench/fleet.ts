@@ -13,9 +13,9 @@
  *   by ~1/16 (8 sequences, 32k tokens) so the whole fleet streams ~2k tokens/s, which this box can relay.
  */
 import { accessSync, constants as fsConstants } from "node:fs";
-import { BASE_MODEL, fleet, type SimPod } from "../cli/stack.js";
 import { ConfigError } from "../common/errors.js";
 import { findTool } from "../common/tools.js";
+import { BASE_MODEL, fleet, type SimPod } from "../local/stack.js";
 import type { SimulatorOptions } from "../sim/options.js";
 import { CRITICALITY_MODELS } from "./workload.js";
 

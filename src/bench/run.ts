@@ -11,8 +11,8 @@ import { createServer } from "node:net";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Child, Supervisor, waitFor } from "../cli/children.js";
-import { BASE_MODEL, fleetResources, loopbackEppFlags, POOL_NAME, POOL_NAMESPACE, type SimPod } from "../cli/stack.js";
+import { type Child, Supervisor, waitFor } from "../local/children.js";
+import { BASE_MODEL, fleetResources, localEppArgs, POOL_NAMESPACE, type SimPod } from "../local/stack.js";
 import { benchPods, type FleetParams, findLlmdBinary, llmdArgs, simOptions } from "./fleet.js";
 import type { LoadJob, LoadResult, Progress } from "./loadgen.js";
 import { type BenchResults, checkTargets, writeReport } from "./report.js";
@@ -382,19 +382,7 @@ export class BenchRunner {
   async #startEpp(mode: ModeId, resources: string): Promise<string> {
     const c = this.#c;
     const [grpc, health, metrics] = [await freePort(), await freePort(), await freePort()];
-    const args = [
-      "epp",
-      "--resources",
-      resources,
-      "--pool-name",
-      POOL_NAME,
-      "--pool-namespace",
-      POOL_NAMESPACE,
-      ...loopbackEppFlags({ grpc, health, metrics }),
-      "--enable-debug-endpoints",
-      "--log-level",
-      "warn",
-    ];
+    const args = localEppArgs({ resources, ports: { grpc, health, metrics }, logLevel: "warn" });
     if (mode === "gie-default") {
       args.push("--config-file", profilePath("gie-default"));
     } else if (mode === "switchyard-recommended") {

@@ -16,8 +16,8 @@ import { type Backend, BenchRunner, MODE_ALIASES, type ModeId } from "../bench/r
 import { runSimHost } from "../bench/sim-host.js";
 import { DEFAULT_WORKLOAD } from "../bench/workload.js";
 import { ConfigError } from "../common/errors.js";
+import { checks, formatHelp, parseFlags } from "../common/flags.js";
 import { findTool, SETUP_TOOLS_COMMAND } from "../common/tools.js";
-import { checks, formatHelp, parseFlags } from "./flags.js";
 
 const BACKENDS: readonly Backend[] = ["switchyard-sim", "llm-d-inference-sim"];
 

@@ -7,10 +7,10 @@ import type { ChildProcess } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ConfigError } from "../common/errors.js";
+import { checks, type FlagSpecs, formatHelp, parseFlags } from "../common/flags.js";
 import { findTool, SETUP_TOOLS_COMMAND } from "../common/tools.js";
-import { type EnvoyBodyMode, startEnvoy } from "../gateway/envoy.js";
+import { type EnvoyBodyMode, startEnvoy } from "../local/envoy.js";
 import { createLogger } from "../observability/logger.js";
-import { checks, type FlagSpecs, formatHelp, parseFlags } from "./flags.js";
 
 const MODES = ["FULL_DUPLEX_STREAMED", "BUFFERED", "STREAMED", "BUFFERED_PARTIAL", "NONE"];
 const mode = (v: string) => (MODES.includes(v) ? undefined : `must be one of ${MODES.join(", ")}`);

@@ -4,6 +4,7 @@
  */
 import type { LevelWithSilent } from "pino";
 import { ConfigError } from "../common/errors.js";
+import { checks, type FlagSpecs, formatHelp, parseFlags } from "../common/flags.js";
 import {
   EXT_PROC_CLOSE_MODES,
   type ExtProcClose,
@@ -15,7 +16,6 @@ import {
 } from "../gateway/options.js";
 import { startGateway } from "../gateway/server.js";
 import { createLogger } from "../observability/logger.js";
-import { checks, type FlagSpecs, formatHelp, parseFlags } from "./flags.js";
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
 

@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import type { LevelWithSilent } from "pino";
 import { parse as parseYaml } from "yaml";
 import { ConfigError } from "../common/errors.js";
+import { checks, type FlagSpecs, formatHelp, parseFlags } from "../common/flags.js";
 import { createLogger } from "../observability/logger.js";
 import {
   SIM_DEFAULTS as D,
@@ -18,7 +19,6 @@ import {
   type SimulatorOptions,
   startSimulator,
 } from "../sim/index.js";
-import { checks, type FlagSpecs, formatHelp, parseFlags } from "./flags.js";
 
 const oneOf =
   (allowed: readonly string[]) =>

@@ -4,9 +4,9 @@
  */
 
 import { ConfigError } from "../common/errors.js";
+import { checks, formatHelp, parseFlags } from "../common/flags.js";
 import { fetchSnapshot, runLiveView, SnapshotError, snapshotUrl, type ViewOutput } from "../observability/live.js";
 import { renderEndpointTable } from "../observability/table.js";
-import { checks, formatHelp, parseFlags } from "./flags.js";
 
 export const TOP_FLAGS = {
   url: {

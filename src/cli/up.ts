@@ -6,13 +6,14 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { resolve } from "node:path";
+import { urlHost } from "../common/address.js";
 import { ConfigError } from "../common/errors.js";
+import { checks, formatHelp, parseFlags } from "../common/flags.js";
 import { findTool, SETUP_TOOLS_COMMAND } from "../common/tools.js";
+import { type Child, Supervisor, waitFor } from "../local/children.js";
+import { BASE_MODEL, fleet, fleetResources, localEppArgs, POOL_NAMESPACE, simArgs } from "../local/stack.js";
 import type { DebugSnapshot } from "../observability/debug.js";
 import { renderEndpointTable } from "../observability/table.js";
-import { type Child, Supervisor, waitFor } from "./children.js";
-import { checks, formatHelp, parseFlags } from "./flags.js";
-import { BASE_MODEL, fleet, fleetResources, loopbackEppFlags, POOL_NAME, POOL_NAMESPACE, simArgs } from "./stack.js";
 
 const ADDRESS_PREFIX = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){2}$/;
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
@@ -209,21 +210,15 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     const child = sup.start(pod.name, ["sim", ...simArgs(pod)], { POD_NAME: pod.name, POD_NAMESPACE: POOL_NAMESPACE });
     watchExit(child);
   }
-  const epp = sup.start("epp", [
+  // Loopback only: a laptop's dev stack should not offer its EPP and metrics to the network.
+  const epp = sup.start(
     "epp",
-    "--resources",
-    resourcesFile,
-    "--pool-name",
-    POOL_NAME,
-    "--pool-namespace",
-    POOL_NAMESPACE,
-    // Loopback only: a laptop's dev stack should not offer its EPP and metrics to the network.
-    ...loopbackEppFlags({ grpc: f["grpc-port"], health: f["grpc-health-port"], metrics: f["metrics-port"] }),
-    // The live table and `switchyard top` read /debug/endpoints; everything here binds 127.0.0.1.
-    "--enable-debug-endpoints",
-    "--log-level",
-    f["log-level"],
-  ]);
+    localEppArgs({
+      resources: resourcesFile,
+      ports: { grpc: f["grpc-port"], health: f["grpc-health-port"], metrics: f["metrics-port"] },
+      logLevel: f["log-level"],
+    }),
+  );
   watchExit(epp);
   process.stdout.write(
     envoyBinary === undefined
@@ -347,10 +342,6 @@ async function getJson<T>(url: string): Promise<T> {
   const res = await fetch(url, { signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
   if (!res.ok) throw new Error(`${url} answered ${res.status}`);
   return (await res.json()) as T;
-}
-
-function urlHost(host: string): string {
-  return host.includes(":") ? `[${host}]` : host;
 }
 
 /** Tries to listen on host:port; resolves undefined when it could, else the error code (EADDRINUSE, EADDRNOTAVAIL…). */

@@ -17,6 +17,8 @@
  *   is gone the moment the scrape ends, so stop() leaves nothing behind, and removal aborts through the same signal.
  */
 import { Client } from "undici";
+import { hostPort } from "../common/address.js";
+import { errorCode, isConnectFailure } from "../common/connect.js";
 import { DEFAULT_REFRESH_METRICS_INTERVAL_MS, DEFAULT_SCRAPE_TIMEOUT_MS } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
 import type { Endpoint, ServedModels } from "../datastore/types.js";
@@ -199,30 +201,11 @@ function checkPositive(name: string, value: number | undefined, fallback: number
   return value;
 }
 
-function hostPort(address: string, port: number): string {
-  return address.includes(":") && !address.startsWith("[") ? `[${address}]:${port}` : `${address}:${port}`;
-}
-
-function errorCode(err: unknown): string | undefined {
-  if (err !== null && typeof err === "object" && "code" in err && typeof err.code === "string") return err.code;
-  return undefined;
-}
-
-const CONNECT_CODES = new Set([
-  "ECONNREFUSED",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "EADDRNOTAVAIL",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-  "UND_ERR_CONNECT_TIMEOUT",
-]);
-
 function classify(err: unknown, url: string): ScrapeError {
   if (err instanceof ScrapeError) return err;
   const code = errorCode(err);
   const detail = err instanceof Error ? err.message : String(err);
-  if (code !== undefined && CONNECT_CODES.has(code)) {
+  if (isConnectFailure(err)) {
     return new ScrapeError("connect", `GET ${url}: cannot connect (${code})`, { cause: err });
   }
   if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") {

@@ -2,6 +2,7 @@
  * Resource and endpoint shapes shared by sources (files, Kubernetes), the datastore, scrapers and scheduling.
  * Sources normalise CRDs into these plain specs; nothing below this line knows about YAML or the API server.
  */
+import { hostPort } from "../common/address.js";
 
 export type Criticality = "Critical" | "Standard" | "Sheddable";
 
@@ -161,7 +162,7 @@ export interface Endpoint {
 }
 
 export function endpointKey(address: string, port: number): string {
-  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+  return hostPort(address, port);
 }
 
 /**

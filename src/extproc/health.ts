@@ -11,6 +11,7 @@
  * - Watch is UNIMPLEMENTED (GIE too); probes and Envoy only use Check.
  */
 import * as grpc from "@grpc/grpc-js";
+import { hostPort } from "../common/address.js";
 import { EXT_PROC_SERVICE, HEALTH_SERVICE_LIVENESS, HEALTH_SERVICE_READINESS } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
 import { healthService } from "./proto.js";
@@ -106,7 +107,7 @@ export interface HealthServer {
 
 /** Formats `host:port` for grpc-js, bracketing IPv6 literals. */
 export function bindAddress(host: string, port: number): string {
-  return host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
+  return hostPort(host, port);
 }
 
 export function checkPort(name: string, port: number): void {

@@ -30,17 +30,15 @@ import { type Logger, silentLogger } from "../observability/logger.js";
 import type { IncomingRequest, LifecycleFactory, RequestLifecycle, RoutingDecision } from "../request/lifecycle.js";
 import type { ProcessingResponseWire } from "./codec.js";
 import { immediateResponseFor } from "./immediate.js";
+import { Incoming, parseHeaders, RequestHeaders } from "./incoming.js";
 import {
   BodySendMode,
   bodyResponse,
   destinationMetadata,
-  type HeaderMap,
   HeaderSendMode,
-  type HeaderValue,
   type HttpBody,
   type HttpHeaders,
   headersResponse,
-  headerText,
   type Metadata,
   type ProcessingRequest,
   type ProcessingResponse,
@@ -102,119 +100,12 @@ function protocolError(message: string): SwitchyardError {
   return new SwitchyardError("SY_PROTOCOL", message);
 }
 
-function parseHeaders(map: HeaderMap | undefined): Map<string, string> {
-  const out = new Map<string, string>();
-  const list = map?.headers;
-  if (list === undefined) return out;
-  for (const header of list) {
-    const key = header.key;
-    if (key === undefined || key === "") continue;
-    const name = key.toLowerCase();
-    const value = headerText(header);
-    const previous = out.get(name);
-    out.set(name, previous === undefined ? value : `${previous},${value}`);
-  }
-  return out;
-}
-
-/**
- * The request headers, read where they are. The director asks for a handful of names (`:path`, the rewrite,
- * objective and tenant headers, mostly absent), so decoding every value into a Map up front — eight UTF-8 decodes
- * and a Map per request — is work thrown away; a lookup scans the few headers instead. Anything that iterates
- * (header echo, tests) gets the same Map `parseHeaders` would build, made once on first use. Names passed to
- * get()/has() must be lower-case, as every key of that Map is.
- */
-class RequestHeaders implements ReadonlyMap<string, string> {
-  readonly #list: readonly HeaderValue[];
-  #overrides: Map<string, string> | undefined;
-  #map: Map<string, string> | undefined;
-
-  constructor(list: readonly HeaderValue[]) {
-    this.#list = list;
-  }
-
-  /** Replaces (or adds) one header, as `Map#set` on the parsed map would. */
-  set(name: string, value: string): void {
-    if (this.#map !== undefined) this.#map.set(name, value);
-    else {
-      this.#overrides ??= new Map();
-      this.#overrides.set(name, value);
-    }
-  }
-
-  get(name: string): string | undefined {
-    if (this.#map !== undefined) return this.#map.get(name);
-    const override = this.#overrides?.get(name);
-    if (override !== undefined) return override;
-    let out: string | undefined;
-    const list = this.#list;
-    for (let i = 0; i < list.length; i++) {
-      const header = list[i]!;
-      const key = header.key;
-      // Envoy sends lower-case names (HTTP/2 requires them); the lower-casing fallback keeps parseHeaders' rule.
-      if (key !== name && (key === undefined || key.length !== name.length || key.toLowerCase() !== name)) continue;
-      const value = headerText(header);
-      out = out === undefined ? value : `${out},${value}`;
-    }
-    return out;
-  }
-
-  has(name: string): boolean {
-    return this.get(name) !== undefined;
-  }
-
-  #all(): Map<string, string> {
-    if (this.#map === undefined) {
-      const map = parseHeaders({ headers: this.#list as HeaderValue[] });
-      for (const [name, value] of this.#overrides ?? []) map.set(name, value);
-      this.#map = map;
-      this.#overrides = undefined;
-    }
-    return this.#map;
-  }
-
-  get size(): number {
-    return this.#all().size;
-  }
-
-  forEach(fn: (value: string, key: string, map: ReadonlyMap<string, string>) => void, thisArg?: unknown): void {
-    for (const [key, value] of this.#all()) fn.call(thisArg, value, key, this);
-  }
-
-  entries(): MapIterator<[string, string]> {
-    return this.#all().entries();
-  }
-
-  keys(): MapIterator<string> {
-    return this.#all().keys();
-  }
-
-  values(): MapIterator<string> {
-    return this.#all().values();
-  }
-
-  [Symbol.iterator](): MapIterator<[string, string]> {
-    return this.#all()[Symbol.iterator]();
-  }
-}
-
-/** `method` is read on demand: the director never needs it, and each header read is a UTF-8 decode. */
-class Incoming implements IncomingRequest {
-  readonly path: string;
-
-  constructor(
-    readonly requestId: string,
-    readonly headers: RequestHeaders,
-    readonly body: Buffer,
-    readonly headerOnly: boolean,
-    readonly subsetHint: readonly string[] | undefined,
-  ) {
-    this.path = headers.get(":path") ?? "";
-  }
-
-  get method(): string {
-    return this.headers.get(":method") ?? "";
-  }
+/** STREAMED / BUFFERED_PARTIAL request bodies kept streaming after request_headers asked Envoy to buffer them. */
+function overrideIgnored(): SwitchyardError {
+  return new SwitchyardError(
+    "SY_PROTOCOL",
+    "request_body_mode STREAMED/BUFFERED_PARTIAL needs allow_mode_override: true on Envoy's ext_proc filter (the picker routes on the whole body); or use FULL_DUPLEX_STREAMED or BUFFERED",
+  );
 }
 
 function concat(chunks: Buffer[], total: number): Buffer {
@@ -459,9 +350,17 @@ export class ExtProcStream {
     return undefined;
   }
 
+  /** The body so far is shorter than the request's content-length (false without one). */
+  #shortOfContentLength(): boolean {
+    const declared = this.#headers?.get("content-length");
+    return declared !== undefined && /^\d+$/.test(declared) && this.#bodyBytes < Number(declared);
+  }
+
   #onRequestBody(message: HttpBody): Promise<void> | undefined {
     if (this.#state !== State.RequestBody) {
       if (this.#state === State.RequestHeaders) throw protocolError("request_body before request_headers");
+      // More body after routing on an overridden (buffered) body: Envoy kept streaming, the override was ignored.
+      if (this.#overrideAsked && !this.#headerOnly) throw overrideIgnored();
       throw protocolError(
         this.#headerOnly
           ? "request_body after request_headers with end_of_stream"
@@ -481,13 +380,12 @@ export class ExtProcStream {
       this.#chunks.push(chunk);
     }
     if (this.#requestMode === "buffered") {
-      if (this.#overrideAsked && message.end_of_stream !== true) {
-        // A buffered body without end_of_stream is followed by trailers; a STREAMED chunk means the override was
-        // ignored and the headers already left without a destination. Say so instead of routing a fragment.
-        throw new SwitchyardError(
-          "SY_PROTOCOL",
-          "request_body_mode STREAMED/BUFFERED_PARTIAL needs allow_mode_override: true on Envoy's ext_proc filter (the picker routes on the whole body); or use FULL_DUPLEX_STREAMED or BUFFERED",
-        );
+      // A buffered body without end_of_stream is the whole body with trailers to follow (they come once this is
+      // answered); a STREAMED chunk looks the same, and means the override was ignored and the headers already
+      // left without a destination. Only a content-length the chunk falls short of tells them apart here; without
+      // one, the next chunk does (#onRequestBody in state Routed).
+      if (this.#overrideAsked && message.end_of_stream !== true && this.#shortOfContentLength()) {
+        throw overrideIgnored();
       }
       // The single buffered message is the whole body; without end_of_stream, trailers follow it.
       this.#expectRequestTrailers = message.end_of_stream !== true;

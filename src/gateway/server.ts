@@ -4,6 +4,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { urlHost } from "../common/address.js";
 import { SUBSET_HINT_KEY } from "../common/constants.js";
 import { silentLogger } from "../observability/logger.js";
 import { InFlight, LeastRequestBalancer, RoundRobinBalancer } from "./endpoints.js";
@@ -103,7 +104,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     throw err;
   }
   const address = server.address() as AddressInfo;
-  const hostText = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const hostText = urlHost(address.address);
   logger.info(
     { url: `http://${hostText}:${address.port}/`, lb: resolved.lb, epp: resolved.epp, endpoints },
     "gateway listening",

@@ -4,6 +4,7 @@
  */
 import type { Readable } from "node:stream";
 import { Agent, type Dispatcher } from "undici";
+import { isConnectFailure } from "../common/connect.js";
 import type { BodyFeed } from "./body-feed.js";
 import { GatewayError } from "./errors.js";
 import type { HeaderList } from "./headers.js";
@@ -34,22 +35,6 @@ export interface UpstreamHooks {
 export interface UpstreamResult {
   readonly endpoint: string;
   readonly response: Dispatcher.ResponseData;
-}
-
-/** Errors that mean "no connection was made", so replaying the request elsewhere cannot duplicate work. */
-const CONNECT_FAILURES: ReadonlySet<string> = new Set([
-  "ECONNREFUSED",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "EADDRNOTAVAIL",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-  "UND_ERR_CONNECT_TIMEOUT",
-]);
-
-export function isConnectFailure(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === "string" && CONNECT_FAILURES.has(code);
 }
 
 export class Upstream {

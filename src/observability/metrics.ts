@@ -6,6 +6,7 @@
  * expiry) — never request ids. Pool gauges are computed when Prometheus scrapes (`collect()`), not on timers.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { DebugEndpoint } from "./debug.js";
 import { HotCounter, HotGauge, HotHistogram, isHotMetric } from "./hot-metrics.js";
 import {
   type CapReason,
@@ -48,22 +49,21 @@ const HIT_BYTES_BUCKETS = [
 ];
 
 /** What the pool gauges need, read at scrape time. */
+/**
+ * What the pool gauges read at Prometheus scrape time. The endpoints are the same projection /debug/endpoints
+ * serves (src/epp/snapshot.ts builds both), so the two views of one pool cannot disagree.
+ */
 export interface PoolSnapshot {
   readonly poolName: string;
-  readonly endpoints: readonly {
-    readonly name: string;
-    readonly key: string;
-    /** ms since the last successful scrape; undefined when never scraped. */
-    readonly ageMs: number | undefined;
-    readonly queue: number | undefined;
-    readonly running: number | undefined;
-    readonly kv: number | undefined;
-    /** False when the latest scrape attempt failed; undefined before the first attempt. */
-    readonly scrapeOk?: boolean | undefined;
-  }[];
+  readonly endpoints: readonly DebugEndpoint[];
   /** Freshness bound for the pool averages (`--metrics-staleness-threshold`, GIE default 2 s). */
   readonly stalenessMs: number;
   readonly saturation: number;
+}
+
+/** False when the latest scrape attempt failed; undefined before the first attempt. */
+function scrapeOk(e: DebugEndpoint): boolean | undefined {
+  return e.metrics !== null || e.lastScrapeError !== null ? e.lastScrapeError === null : undefined;
 }
 
 export interface MetricsOptions {
@@ -383,7 +383,7 @@ export class EppMetrics {
         this.reset();
         if (!s) return;
         for (const e of s.endpoints)
-          this.set({ pod: e.name, endpoint: e.key }, e.ageMs === undefined ? Number.POSITIVE_INFINITY : e.ageMs / 1000);
+          this.set({ pod: e.name, endpoint: e.key }, e.ageMs === null ? Number.POSITIVE_INFINITY : e.ageMs / 1000);
       },
     });
     new Gauge({
@@ -395,8 +395,10 @@ export class EppMetrics {
         const s = self.#options.poolSnapshot?.();
         this.reset();
         if (!s) return;
-        for (const e of s.endpoints)
-          if (e.scrapeOk !== undefined) this.set({ pod: e.name, endpoint: e.key }, e.scrapeOk ? 1 : 0);
+        for (const e of s.endpoints) {
+          const ok = scrapeOk(e);
+          if (ok !== undefined) this.set({ pod: e.name, endpoint: e.key }, ok ? 1 : 0);
+        }
       },
     });
     new Gauge({
@@ -463,8 +465,8 @@ export class EppMetrics {
   /** Pool gauges count only endpoints fresher than the staleness bound, as GIE does. */
   #registerPoolGauges(): void {
     const self = this;
-    const fresh = (s: PoolSnapshot) => s.endpoints.filter((e) => e.ageMs !== undefined && e.ageMs <= s.stalenessMs);
-    const average = (name: string, help: string, pick: (e: PoolSnapshot["endpoints"][number]) => number | undefined) =>
+    const fresh = (s: PoolSnapshot) => s.endpoints.filter((e) => e.ageMs !== null && e.ageMs <= s.stalenessMs);
+    const average = (name: string, help: string, pick: (m: NonNullable<DebugEndpoint["metrics"]>) => number) =>
       new Gauge({
         name,
         help,
@@ -474,26 +476,24 @@ export class EppMetrics {
           this.reset();
           const s = self.#options.poolSnapshot?.();
           if (!s) return;
-          const values = fresh(s)
-            .map(pick)
-            .filter((v): v is number => v !== undefined);
+          const values = fresh(s).flatMap((e) => (e.metrics === null ? [] : [pick(e.metrics)]));
           this.set({ name: s.poolName }, values.length === 0 ? 0 : values.reduce((a, b) => a + b, 0) / values.length);
         },
       });
     average(
       "inference_pool_average_kv_cache_utilization",
       "The average kv cache utilization for an inference server pool.",
-      (e) => e.kv,
+      (m) => m.kvCacheUsage,
     );
     average(
       "inference_pool_average_queue_size",
       "The average number of requests pending in the model server queue.",
-      (e) => e.queue,
+      (m) => m.queue,
     );
     average(
       "inference_pool_average_running_requests",
       "The average number of requests currently being processed by model servers.",
-      (e) => e.running,
+      (m) => m.running,
     );
     new Gauge({
       name: "inference_pool_ready_pods",
@@ -515,7 +515,7 @@ export class EppMetrics {
         this.reset();
         const s = self.#options.poolSnapshot?.();
         if (!s) return;
-        for (const e of fresh(s)) this.set({ name: s.poolName, model_server_pod: e.name }, e.queue ?? 0);
+        for (const e of fresh(s)) this.set({ name: s.poolName, model_server_pod: e.name }, e.metrics?.queue ?? 0);
       },
     });
   }

@@ -1,41 +1,9 @@
 /**
- * Seedable [0,1) random source for pickers and tie-breaks. GIE uses math/rand (PCG); we use sfc32 seeded through
- * splitmix32: four 32-bit words of state, fast with Math.imul, and reproducible for tests given a fixed seed.
+ * Randomness for pickers and tie-breaks. GIE uses math/rand (PCG); we use the project's one seeded generator
+ * (src/common/random.ts, sfc32), reproducible for tests given a fixed seed.
  */
-import { randomBytes } from "node:crypto";
 
-export type RandomSource = () => number;
-
-const TWO_POW_32 = 4294967296;
-
-/** Returns a [0,1) generator fully determined by `seed` (any finite number; the low 32 bits are used). */
-export function createRandom(seed?: number): RandomSource {
-  let s = seed === undefined ? randomBytes(4).readUInt32LE(0) : seed >>> 0;
-  // splitmix32 spreads a small or zero seed across all state words, so sfc32 never starts degenerate.
-  const next = (): number => {
-    s = (s + 0x9e3779b9) | 0;
-    let z = s;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    return (z ^ (z >>> 16)) >>> 0;
-  };
-  let a = next();
-  let b = next();
-  let c = next();
-  let d = next();
-  const sfc32: RandomSource = () => {
-    const t = (((a + b) | 0) + d) | 0;
-    d = (d + 1) | 0;
-    a = b ^ (b >>> 9);
-    b = (c + (c << 3)) | 0;
-    c = (c << 21) | (c >>> 11);
-    c = (c + t) | 0;
-    return (t >>> 0) / TWO_POW_32;
-  };
-  // Discard the first outputs: sfc32's authors recommend a short warm-up.
-  for (let i = 0; i < 12; i++) sfc32();
-  return sfc32;
-}
+export { createRandom, type RandomSource } from "../common/random.js";
 
 /** Anything with a [0,1) `random()` method, e.g. a PluginHandle (no bound closure needed). */
 export interface RandomProvider {

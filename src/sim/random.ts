@@ -2,39 +2,18 @@
  * Seeded randomness and string hashing for the simulator. Everything the simulator draws (output lengths, words,
  * failure and hang decisions) comes from these generators so that `--seed` makes a run replayable.
  */
+import { createU32Random } from "../common/random.js";
 
-/** sfc32: small, fast, 128-bit state, passes PractRand far beyond what a simulator needs. */
+/** The project's seeded generator (src/common/random.ts, sfc32) with the draws the simulator needs. */
 export class Rng {
-  #a: number;
-  #b: number;
-  #c: number;
-  #d: number;
+  readonly #u32: () => number;
 
   constructor(seed: number) {
-    // SplitMix32 expands one seed into four well-mixed state words, so seeds 1 and 2 give unrelated streams.
-    let s = seed >>> 0;
-    const next = (): number => {
-      s = (s + 0x9e3779b9) >>> 0;
-      let z = s;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-      return (z ^ (z >>> 16)) >>> 0;
-    };
-    this.#a = next();
-    this.#b = next();
-    this.#c = next();
-    this.#d = next();
-    for (let i = 0; i < 12; i++) this.nextU32();
+    this.#u32 = createU32Random(seed);
   }
 
   nextU32(): number {
-    const t = (((this.#a + this.#b) | 0) + this.#d) | 0;
-    this.#d = (this.#d + 1) | 0;
-    this.#a = this.#b ^ (this.#b >>> 9);
-    this.#b = (this.#c + (this.#c << 3)) | 0;
-    this.#c = (this.#c << 21) | (this.#c >>> 11);
-    this.#c = (this.#c + t) | 0;
-    return t >>> 0;
+    return this.#u32();
   }
 
   /** Uniform in [0, 1). */

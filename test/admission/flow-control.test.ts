@@ -5,13 +5,15 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { parseAdmissionConfig } from "../../src/admission/config.js";
 import { AdmissionController } from "../../src/admission/controller.js";
-import { createUtilizationDetector } from "../../src/admission/saturation.js";
 import type { AdmissionRequest, AdmissionTicket } from "../../src/admission/types.js";
 import type { SwitchyardError } from "../../src/common/errors.js";
 import type { Endpoint } from "../../src/datastore/types.js";
 import { EppMetrics } from "../../src/observability/metrics.js";
-import { loadPickerConfig } from "../../src/scheduling/index.js";
+import { loadPickerConfig, UtilizationDetector } from "../../src/scheduling/index.js";
 import { endpoint, metrics } from "../scheduling/helpers.js";
+
+/** A standalone utilization-detector (no config), as the scheduler builds it by default. */
+const createUtilizationDetector = () => new UtilizationDetector("utilization-detector", {});
 
 const HEAD = "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\n";
 

@@ -1,14 +1,20 @@
 import { describe, expect, it } from "vitest";
-import {
-  createUtilizationDetector,
-  resolveSaturationDetector,
-  type UtilizationDetector,
-} from "../../src/admission/saturation.js";
 import { SHED_MESSAGE, shouldShed } from "../../src/admission/shedding.js";
 import { SwitchyardError } from "../../src/common/errors.js";
 import type { Criticality } from "../../src/datastore/types.js";
-import { createPluginHandle, createScheduler, loadPickerConfig } from "../../src/scheduling/index.js";
+import {
+  createPluginHandle,
+  createScheduler,
+  instantiatePlugins,
+  loadPickerConfig,
+  UtilizationDetector,
+  type UtilizationDetectorParams,
+} from "../../src/scheduling/index.js";
 import { endpoint, metrics } from "../scheduling/helpers.js";
+
+/** A standalone utilization-detector (no config), as the scheduler builds it by default. */
+const createUtilizationDetector = (params: Partial<UtilizationDetectorParams> = {}) =>
+  new UtilizationDetector("utilization-detector", params);
 
 const NOW = 50_000;
 const ep = (q: number, kv: number, age = 0) =>
@@ -89,7 +95,7 @@ saturationDetector:
     });
     const handle = createPluginHandle();
     const scheduler = createScheduler(config, handle);
-    const d = resolveSaturationDetector(config, handle) as UtilizationDetector;
+    const d = instantiatePlugins(config, handle).saturationDetector as UtilizationDetector;
     expect(d).toBe(handle.plugin("strict"));
     expect(scheduler.pluginSet.saturationDetector).toBe(d);
     expect(d.params).toEqual({

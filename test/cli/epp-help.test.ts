@@ -1,8 +1,8 @@
 /** The EPP's --help and README say what is exposed where, and every hardening bound is a documented flag. */
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { EPP_FLAGS } from "../../src/cli/epp.js";
-import { formatHelp } from "../../src/cli/flags.js";
+import { formatHelp } from "../../src/common/flags.js";
+import { EPP_FLAGS } from "../../src/epp/flags.js";
 
 const README = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
 const SECURITY = readFileSync(new URL("../../docs/security.md", import.meta.url), "utf8");

@@ -1,5 +1,5 @@
 /**
- * The shipped Envoy bootstraps (deploy/envoy/) rendered by src/gateway/envoy.ts: placeholders all filled, every
+ * The shipped Envoy bootstraps (deploy/envoy/) rendered by src/local/envoy.ts: placeholders all filled, every
  * option applied where it belongs, and — with Envoy installed — accepted by `envoy --mode validate`.
  */
 import { execFileSync } from "node:child_process";
@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { ConfigError } from "../../src/common/errors.js";
-import { type EnvoyConfigOptions, fillPlaceholders, renderEnvoyConfig } from "../../src/gateway/envoy.js";
+import { type EnvoyConfigOptions, fillPlaceholders, renderEnvoyConfig } from "../../src/local/envoy.js";
 import { describeWithTools } from "../helpers/tools.js";
 
 const BASE: EnvoyConfigOptions = { listenPort: 18080, adminPort: 19090, eppPort: 19002, accessLog: "/dev/null" };

@@ -3,8 +3,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, relative } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { parseFlags } from "../../src/cli/flags.js";
 import { SIM_FLAGS } from "../../src/cli/sim.js";
+import { parseFlags } from "../../src/common/flags.js";
 import { normalizeObject } from "../../src/sources/normalize.js";
 import { type CrdVersion, loadCrds, nonStructural, ROOT, validateObject, yamlDocs, yamlFiles } from "./crd-schema.js";
 

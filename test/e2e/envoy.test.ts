@@ -1,6 +1,6 @@
 /**
  * switchyard behind a real Envoy 1.40, configured by the shipped deploy/envoy/ bootstraps (rendered by
- * src/gateway/envoy.ts, exactly as `switchyard up --gateway envoy` does). Pods are in-process simulators on
+ * src/local/envoy.ts, exactly as `switchyard up --gateway envoy` does). Pods are in-process simulators on
  * 127.0.x.y that record what reached them, so "the routed pod is the picked pod" and "the body arrived intact" are
  * checked at the pod. The EPP runs as a child process so it can be drained and killed. Every wait is bounded by a
  * generous deadline; nothing asserts on how long something took.
@@ -10,8 +10,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Child, Supervisor } from "../../src/cli/children.js";
-import { type EnvoyBodyMode, type EnvoyConfigOptions, type EnvoyProcess, startEnvoy } from "../../src/gateway/envoy.js";
+import { type Child, Supervisor } from "../../src/local/children.js";
+import { type EnvoyBodyMode, type EnvoyConfigOptions, type EnvoyProcess, startEnvoy } from "../../src/local/envoy.js";
 import { type Simulator, startSimulator } from "../../src/sim/index.js";
 import { freshAddresses, resourcesYaml } from "../helpers/epp-harness.js";
 import { describeWithTools } from "../helpers/tools.js";

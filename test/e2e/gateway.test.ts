@@ -7,8 +7,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Child, Supervisor, waitFor } from "../../src/cli/children.js";
-import { BASE_MODEL, fleet, fleetResources, POOL_NAME, POOL_NAMESPACE, type SimPod } from "../../src/cli/stack.js";
+import { type Child, Supervisor, waitFor } from "../../src/local/children.js";
+import { BASE_MODEL, fleet, fleetResources, POOL_NAME, POOL_NAMESPACE, type SimPod } from "../../src/local/stack.js";
 import type { DebugSnapshot } from "../../src/observability/debug.js";
 import { pidAlive, portFree, post, requireBuild, sseData, startSims, uniquePrompt, waitForLog } from "./helpers.js";
 

@@ -4,8 +4,8 @@
  */
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { type Child, type Supervisor, waitFor } from "../../src/cli/children.js";
-import { POOL_NAMESPACE, type SimPod, simArgs } from "../../src/cli/stack.js";
+import { type Child, type Supervisor, waitFor } from "../../src/local/children.js";
+import { POOL_NAMESPACE, type SimPod, simArgs } from "../../src/local/stack.js";
 
 export const DIST_CLI = new URL("../../dist/cli.js", import.meta.url);
 

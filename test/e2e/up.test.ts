@@ -10,8 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { waitFor } from "../../src/cli/children.js";
-import { BASE_MODEL } from "../../src/cli/stack.js";
+import { waitFor } from "../../src/local/children.js";
+import { BASE_MODEL } from "../../src/local/stack.js";
 import { describeWithTools } from "../helpers/tools.js";
 import { childPids, DIST_CLI, pidAlive, portFree, post, randomPort, requireBuild } from "./helpers.js";
 

@@ -143,7 +143,7 @@ class Gen {
   }
   value(depth: number): ProtoValue {
     const v: ProtoValue = {};
-    // Mostly one member, sometimes none or two (protobufjs writes every set member; see codec.ts on oneofs).
+    // Mostly one member, sometimes none or two (protobufjs writes every set member; see decode.ts on oneofs).
     const members = this.chance(0.05) ? 0 : this.chance(0.06) ? 2 : 1;
     for (let i = 0; i < members; i++) {
       const nested = depth < 6;
@@ -814,7 +814,7 @@ describe("malformed input", () => {
     });
   });
 
-  it("is stricter than protobufjs where protobufjs misreads (documented in codec.ts)", () => {
+  it("is stricter than protobufjs where protobufjs misreads (documented in decode.ts)", () => {
     // Known field, wrong wire type: skipped as unknown (protobufjs would read observability_mode from the length).
     const wrongType = Buffer.concat([ld(10, Buffer.from([1, 1])), ld(11, Buffer.concat([tag(1, 5), Buffer.alloc(4)]))]);
     expect(decodeProcessingRequest(wrongType)).toStrictEqual({ protocol_config: {} });

@@ -818,9 +818,30 @@ describe("ext_proc stream (STREAMED / BUFFERED_PARTIAL requests, BUFFERED / NONE
     });
   }
 
+  it("routes a STREAMED request with trailers once the override is honoured (whole body, then trailers)", async () => {
+    const stream = client.open();
+    // HTTP/1.1 trailers come with chunked encoding: no content-length.
+    stream.sendRequestHeaders(CHAT_HEADERS, { protocolConfig: { requestBodyMode: BodySendMode.STREAMED } });
+    await stream.expect("request_headers");
+    // BUFFERED (the override): the whole body in one message, end_of_stream false because trailers follow, and
+    // Envoy waits for this answer before it sends them.
+    stream.sendRequestBody('{"model":"m"}', false);
+    const routed = await stream.expect("request_body");
+    expect(mutationMap(routed.request_body!.response!.header_mutation).get("x-gateway-destination-endpoint")).toBe(
+      DEST,
+    );
+    expect(fake.rec.routes[0]!.body.toString()).toBe('{"model":"m"}');
+    stream.sendRequestTrailers({ "x-t": "1" });
+    expect((await stream.expect("request_trailers")).request_trailers).toEqual({});
+    stream.cancel();
+  });
+
   it("refuses a STREAMED body that keeps coming in chunks (override not honoured) with a clear 500", async () => {
     const stream = client.open();
-    stream.sendRequestHeaders(CHAT_HEADERS, { protocolConfig: { requestBodyMode: BodySendMode.STREAMED } });
+    stream.sendRequestHeaders(
+      { ...CHAT_HEADERS, "content-length": "13" },
+      { protocolConfig: { requestBodyMode: BodySendMode.STREAMED } },
+    );
     await stream.expect("request_headers");
     stream.sendRequestBody('{"model":', false);
     const msg = await stream.expect("immediate_response");
@@ -828,6 +849,19 @@ describe("ext_proc stream (STREAMED / BUFFERED_PARTIAL requests, BUFFERED / NONE
     expect(msg.immediate_response!.body?.toString()).toMatch(/allow_mode_override: true/);
     expect(fake.rec.routes).toHaveLength(0);
     expect((await stream.status()).code).toBe(grpc.status.OK);
+  });
+
+  it("without a content-length, refuses the STREAMED chunk that follows the one it routed on (override not honoured)", async () => {
+    const stream = client.open();
+    stream.sendRequestHeaders(CHAT_HEADERS, { protocolConfig: { requestBodyMode: BodySendMode.STREAMED } });
+    await stream.expect("request_headers");
+    // Indistinguishable from a buffered body with trailers to follow until Envoy sends more body.
+    stream.sendRequestBody('{"model":', false);
+    await stream.expect("request_body");
+    stream.sendRequestBody('"m"}', true);
+    const msg = await stream.expect("immediate_response");
+    expect(msg.immediate_response!.status?.code).toBe(500);
+    expect(msg.immediate_response!.body?.toString()).toMatch(/allow_mode_override: true/);
   });
 
   it("sets content-length beside a rewritten BUFFERED response body (Envoy refuses a mismatch)", async () => {

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type RunningEpp, type StartEppOverrides, startEpp } from "../../src/cli/epp.js";
-import { loopbackEppFlags } from "../../src/cli/stack.js";
+import { loopbackEppFlags } from "../../src/local/stack.js";
 import { silentLogger } from "../../src/observability/logger.js";
 import { type FakePod, startPods } from "../datalayer/fake-pods.js";
 import { connect, type FakeEnvoyClient } from "./extproc-client.js";

@@ -11,7 +11,7 @@ import { createWriteStream, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { loopbackEppFlags } from "../../src/cli/stack.js";
+import { loopbackEppFlags } from "../../src/local/stack.js";
 import { leaseNameFor } from "../../src/sources/leader.js";
 import { DIST_CLI, requireBuild } from "../e2e/helpers.js";
 import { CHAT_HEADERS, chatBody } from "../helpers/epp-harness.js";

@@ -5,6 +5,7 @@
 
 import type { Metric } from "prom-client";
 import { describe, expect, it } from "vitest";
+import type { DebugEndpoint } from "../../src/observability/debug.js";
 import { EppMetrics, type PoolSnapshot } from "../../src/observability/metrics.js";
 import { sample } from "./helpers.js";
 
@@ -97,16 +98,45 @@ async function describeRegistry(m: EppMetrics): Promise<Map<string, Described>> 
   return out;
 }
 
+/** One endpoint as /debug/endpoints shows it (the projection the pool gauges read too). */
+const endpoint = (
+  n: number,
+  m: { ageMs: number; queue: number; running: number; kv: number; scrapeError?: string } | undefined,
+): DebugEndpoint => ({
+  name: `pod-${n}`,
+  key: `10.0.0.${n}:8000`,
+  pod: `pod-${n}`,
+  engine: "vllm",
+  fresh: m !== undefined && m.ageMs <= 2000,
+  ageMs: m?.ageMs ?? null,
+  metrics: m
+    ? {
+        queue: m.queue,
+        running: m.running,
+        kvCacheUsage: m.kv,
+        activeAdapters: [],
+        waitingAdapters: [],
+        maxLoras: 0,
+        blockSize: 16,
+        numBlocks: 0,
+      }
+    : null,
+  inflight: 0,
+  inflightTokens: 0,
+  routed: 0,
+  lastScrapeError: m?.scrapeError ?? null,
+});
+
 const snapshot = (over: Partial<PoolSnapshot> = {}): PoolSnapshot => ({
   poolName: "pool-a",
   stalenessMs: 2000,
   saturation: 0.4,
   endpoints: [
-    { name: "pod-1", key: "10.0.0.1:8000", ageMs: 100, queue: 2, running: 4, kv: 0.5, scrapeOk: true },
-    { name: "pod-2", key: "10.0.0.2:8000", ageMs: 900, queue: 4, running: 2, kv: 0.3, scrapeOk: true },
+    endpoint(1, { ageMs: 100, queue: 2, running: 4, kv: 0.5 }),
+    endpoint(2, { ageMs: 900, queue: 4, running: 2, kv: 0.3 }),
     // Stale: left out of every pool average and of ready_pods, as GIE does.
-    { name: "pod-3", key: "10.0.0.3:8000", ageMs: 5000, queue: 50, running: 50, kv: 1, scrapeOk: false },
-    { name: "pod-4", key: "10.0.0.4:8000", ageMs: undefined, queue: undefined, running: undefined, kv: undefined },
+    endpoint(3, { ageMs: 5000, queue: 50, running: 50, kv: 1, scrapeError: "connect" }),
+    endpoint(4, undefined),
   ],
   ...over,
 });

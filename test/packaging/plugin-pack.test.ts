@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loopbackEppFlags } from "../../src/cli/stack.js";
+import { loopbackEppFlags } from "../../src/local/stack.js";
 import { type FakePod, startPods } from "../datalayer/fake-pods.js";
 import { CHAT_HEADERS, chatBody, freshAddresses, resourcesYaml, vllmMetrics } from "../helpers/epp-harness.js";
 import { connect, type FakeEnvoyClient } from "../helpers/extproc-client.js";

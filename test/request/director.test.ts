@@ -77,6 +77,8 @@ class FakeAdmission implements Admission {
       this.held = () => resolve(ticket);
     });
   }
+
+  close(): void {}
 }
 
 function setup(options: Partial<DirectorOptions> = {}) {

@@ -3,8 +3,8 @@
  * InferencePool (docs/autoscaling.md): parsed for both pool groups, and a bad value never drops the pool.
  */
 import { describe, expect, it } from "vitest";
-import { AutoscaleLoop, ReplicaRecommender } from "../../src/admission/autoscale.js";
 import { parseAdmissionConfig } from "../../src/admission/config.js";
+import { AutoscaleLoop, ReplicaRecommender } from "../../src/autoscaling/autoscale.js";
 import type { PoolSpec } from "../../src/datastore/types.js";
 import { AUTOSCALING_ANNOTATIONS, normalizeObject } from "../../src/sources/normalize.js";
 

@@ -4,6 +4,7 @@
  * exactly the shipped file plus the documented options below (docs/envoy.md).
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -55,7 +56,7 @@ const BODY_MODES: ReadonlySet<string> = new Set([
 ]);
 const PLACEHOLDER = /\$\{([A-Z][A-Z0-9_]*)(?::-([^}]*))?\}/g;
 
-/** deploy/envoy, found from src/gateway (tests) and dist/gateway (built, and the npm package). */
+/** deploy/envoy, found from src/local (tests) and dist/local (built, and the npm package). */
 export function envoyDeployDir(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
@@ -248,14 +249,33 @@ async function adminGet(url: string): Promise<string | undefined> {
   }
 }
 
-/** Starts Envoy and resolves once its admin says LIVE and the listener accepts connections. */
+/** The node id the admin's /server_info reports, if it answers with one. */
+async function adminNodeId(adminUrl: string): Promise<string | undefined> {
+  const text = await adminGet(`${adminUrl}/server_info`);
+  if (text === undefined) return undefined;
+  try {
+    const id = (JSON.parse(text) as { node?: { id?: unknown } }).node?.id;
+    return typeof id === "string" ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Starts Envoy and resolves once its admin says LIVE and the listener accepts connections. Readiness is read only
+ * from the Envoy this call started: it runs with a node id of its own (`--service-node`), and an admin port that
+ * answers with another id (an Envoy left over from an earlier run, or someone else's) is not taken for it.
+ */
 export async function startEnvoy(options: StartEnvoyOptions): Promise<EnvoyProcess> {
   const { config } = options;
   writeFileSync(options.configFile, renderEnvoyConfig(config));
   const log = openSync(options.logFile, "a");
+  const nodeId = `switchyard-${process.pid}-${randomUUID()}`;
   const args = [
     "-c",
     options.configFile,
+    "--service-node",
+    nodeId,
     // Several Envoys on one machine (tests, bench) must not share a hot-restart domain.
     "--disable-hot-restart",
     "--log-level",
@@ -279,19 +299,27 @@ export async function startEnvoy(options: StartEnvoyOptions): Promise<EnvoyProce
   const adminUrl = `http://127.0.0.1:${config.adminPort}`;
   const url = `http://${host}:${config.listenPort}`;
   const deadline = Date.now() + (options.readyTimeoutMs ?? 60_000);
+  let stranger: string | undefined;
   for (;;) {
     if (gone !== undefined) {
       const tail = readFileSync(options.logFile, "utf8").split("\n").slice(-15).join("\n");
       throw new Error(`envoy exited (${gone}) before it was ready:\n${tail}`);
     }
-    const ready = await adminGet(`${adminUrl}/ready`);
-    if (ready?.trim() === "LIVE") {
+    const id = await adminNodeId(adminUrl);
+    if (id !== undefined && id !== nodeId) stranger = id;
+    if (id === nodeId && (await adminGet(`${adminUrl}/ready`))?.trim() === "LIVE") {
       const listening = await adminGet(`${adminUrl}/listeners?format=json`);
       if (listening?.includes(String(config.listenPort))) break;
     }
     if (Date.now() > deadline) {
       child.kill("SIGKILL");
-      throw new Error(`envoy was not ready within ${options.readyTimeoutMs ?? 60_000} ms (log: ${options.logFile})`);
+      const other =
+        stranger === undefined
+          ? ""
+          : `; another Envoy (node id "${stranger}") answers on admin port ${config.adminPort}`;
+      throw new Error(
+        `envoy was not ready within ${options.readyTimeoutMs ?? 60_000} ms${other} (log: ${options.logFile})`,
+      );
     }
     await new Promise((r) => setTimeout(r, 100));
   }

@@ -19,10 +19,10 @@ export function cliEntry(): string {
   return existsSync(built) ? built : fileURLToPath(new URL("../cli.ts", import.meta.url));
 }
 
-/** The parent-death watchdog next to the entry (dist/cli/parent-watch.js, or the .ts source under tsx). */
+/** The parent-death watchdog next to the entry (dist/local/parent-watch.js, or the .ts source under tsx). */
 function parentWatch(entry: string): string {
   const ext = entry.endsWith(".ts") ? ".ts" : ".js";
-  return pathToFileURL(join(dirname(entry), "cli", `parent-watch${ext}`)).href;
+  return pathToFileURL(join(dirname(entry), "local", `parent-watch${ext}`)).href;
 }
 
 export interface Child {

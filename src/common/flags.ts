@@ -3,8 +3,8 @@
  * spellings: `--name value`, `--name=value`, `-name value`, booleans as `--flag`, `--flag=true|false`.
  * Every flag declares its default and help text, and `--help` prints them all.
  */
-import { ConfigError } from "../common/errors.js";
-import { formatDuration, parseGoDuration } from "../common/values.js";
+import { ConfigError } from "./errors.js";
+import { formatDuration, parseGoDuration } from "./values.js";
 
 type Kind = "string" | "int" | "float" | "bool" | "duration" | "list";
 

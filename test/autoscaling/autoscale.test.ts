@@ -2,14 +2,15 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseAdmissionConfig } from "../../src/admission/config.js";
 import {
   AutoscaleLoop,
+  type AutoscalingSettings,
   KubernetesScaler,
   parseScaleTarget,
   ReplicaRecommender,
   type ReplicaScaler,
-} from "../../src/admission/autoscale.js";
-import { type AutoscalingSettings, parseAdmissionConfig } from "../../src/admission/config.js";
+} from "../../src/autoscaling/autoscale.js";
 import { ConfigError } from "../../src/common/errors.js";
 import type { Endpoint, PoolSpec } from "../../src/datastore/types.js";
 import { silentLogger } from "../../src/observability/logger.js";

@@ -1,6 +1,7 @@
 /**
- * The simulated fleet shared by `switchyard up`, the e2e tests and the benchmark: which simulators run where, and
- * the InferencePool / InferenceModel / Pod documents that describe them to the EPP's file source.
+ * The simulated fleet shared by `switchyard up`, the e2e tests and the benchmark: which simulators run where, the
+ * InferencePool / InferenceModel / Pod documents that describe them to the EPP's file source, and the command line
+ * of the EPP that serves them.
  */
 
 export interface SimPod {
@@ -156,5 +157,29 @@ export function loopbackEppFlags(ports: { grpc: number; health: number; metrics:
     String(ports.health),
     "--metrics-port",
     String(ports.metrics),
+  ];
+}
+
+/**
+ * `switchyard epp …` for the local fleet: the pool of fleetResources() read from `resources`, loopback ports, and
+ * /debug/endpoints on (the live table, `switchyard top` and the benchmark's readiness wait read it).
+ */
+export function localEppArgs(o: {
+  resources: string;
+  ports: { grpc: number; health: number; metrics: number };
+  logLevel: string;
+}): string[] {
+  return [
+    "epp",
+    "--resources",
+    o.resources,
+    "--pool-name",
+    POOL_NAME,
+    "--pool-namespace",
+    POOL_NAMESPACE,
+    ...loopbackEppFlags(o.ports),
+    "--enable-debug-endpoints",
+    "--log-level",
+    o.logLevel,
   ];
 }

@@ -22,7 +22,26 @@ import { AppsV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { ConfigError } from "../common/errors.js";
 import { type Endpoint, isFresh, type PoolSpec } from "../datastore/types.js";
 import type { Logger } from "../observability/logger.js";
-import { type AutoscalingSettings, DEFAULT_TARGET_GPU_CACHE_UTILIZATION } from "./config.js";
+
+/** The validated `autoscaling` section of the EndpointPickerConfig (read by src/admission/config.ts). */
+export interface AutoscalingSettings {
+  /** The section is present (the recommender also runs without it, from the pool's hints and defaults). */
+  readonly configured: boolean;
+  readonly minReplicas: number | undefined;
+  readonly maxReplicas: number | undefined;
+  /** Fraction in (0, 1]. */
+  readonly targetGpuCacheUtilization: number | undefined;
+  readonly scaleDownStabilizationMs: number;
+  readonly intervalMs: number;
+  /** HPA tolerance: ratios within 1 ± tolerance keep the current replica count. */
+  readonly tolerance: number;
+}
+
+export const DEFAULT_SCALE_DOWN_STABILIZATION_MS = 300_000;
+export const DEFAULT_AUTOSCALE_INTERVAL_MS = 1_000;
+export const DEFAULT_AUTOSCALE_TOLERANCE = 0.1;
+/** The seed article's pool sketch: `targetLoad.gpuCacheUtilization: 75`. */
+export const DEFAULT_TARGET_GPU_CACHE_UTILIZATION = 0.75;
 
 export interface Recommendation {
   /** Final value: clamped and stabilised. */
