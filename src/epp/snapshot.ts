@@ -8,7 +8,7 @@ import { type Endpoint, isFresh } from "../datastore/types.js";
 import type { DebugEndpoint, DebugSnapshot } from "../observability/debug.js";
 import type { DecisionLog } from "../observability/decisions.js";
 import type { PoolSnapshot } from "../observability/metrics.js";
-import type { SaturationDetector } from "../scheduling/types.js";
+import type { SaturationDetector } from "../scheduling/index.js";
 
 export interface PoolViews {
   /** For the pool gauges; undefined while no pool is known. */
