@@ -1,5 +1,5 @@
 /**
- * `switchyard fleetsim`: the virtual-time fleet simulation (docs/design/benchmarks.md §8). The real director,
+ * `switchyard fleetsim`: the virtual-time fleet simulation (docs/design/benchmarks.md §5). The real director,
  * admission, scheduler and plugins route the bench's trace over simulated pods that run `switchyard sim`'s engine
  * on a simulated clock: a 10k-request load point takes seconds, and the same seed gives the same numbers.
  * Prints one row per mode and load with the spread across seeds; --json writes every run.

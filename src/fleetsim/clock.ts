@@ -1,5 +1,5 @@
 /**
- * Virtual time for the fleet simulation (docs/design/benchmarks.md §8): a binary-heap event queue and the
+ * Virtual time for the fleet simulation (docs/design/benchmarks.md §5): a binary-heap event queue and the
  * EngineClock the simulated pods run on. Events at the same instant run in the order they were scheduled, so a run
  * is a pure function of its inputs and seed — no wall-clock read anywhere on the simulated path.
  */

@@ -2,7 +2,7 @@
  * Simulated pods: `switchyard sim`'s engine (src/sim/engine.ts: continuous batching, prefill/decode costs, paged KV
  * with prefix caching, LoRA slots, speed, gauge lag) on the virtual clock, and what a scrape of one would return.
  *
- * Scrape path (docs/design/benchmarks.md §8.2): by default the EndpointMetrics are built straight from the engine's
+ * Scrape path (docs/design/benchmarks.md §5.2): by default the EndpointMetrics are built straight from the engine's
  * gauges (`direct`), because rendering and parsing Prometheus text for every pod every 50 ms would cost most of a
  * run's CPU; `text` renders the simulator's real /metrics and runs the EPP's real extractor
  * (src/datalayer/engines.ts) instead. test/fleetsim/pods.test.ts holds the two equal, so `direct` is a shortcut, not

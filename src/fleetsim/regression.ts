@@ -1,5 +1,5 @@
 /**
- * The routing-quality regression scenario (docs/design/benchmarks.md §8.5), shared by test/fleetsim and
+ * The routing-quality regression scenario (docs/design/benchmarks.md §5.5), shared by test/fleetsim and
  * `switchyard fleetsim --calibrate`: the bench's 8-pod heterogeneous fleet and workload (all Standard, so shedding
  * never removes a request from one mode's statistics and not another's) at 85 % of its virtual-time capacity.
  * A mode's quality on one seed is its TTFT-slowdown p50 and p90 divided by least-request's on the same trace —

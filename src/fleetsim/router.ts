@@ -2,7 +2,7 @@
  * The routing side of the fleet simulation: either a baseline balancer (the dev gateway's own round-robin and
  * least-request, src/gateway/endpoints.ts) or the real EPP request path — Director → AdmissionController →
  * scheduler and plugins → Datastore endpoints — driven through the RequestLifecycle seam the ext_proc stream uses
- * (src/request/lifecycle.ts), with no gRPC in between (docs/design/benchmarks.md §8.3).
+ * (src/request/lifecycle.ts), with no gRPC in between (docs/design/benchmarks.md §5.3).
  *
  * Own-load accounting: every routed request reports dispatch (route), response start, first token and completion
  * to a `RequestEvents`. For the EPP these are the lifecycle calls, so whatever the director counts on them

@@ -1,5 +1,5 @@
 /**
- * One virtual-time run (docs/design/benchmarks.md §8): a fleet of simulated pods, a router (baseline or the real
+ * One virtual-time run (docs/design/benchmarks.md §5): a fleet of simulated pods, a router (baseline or the real
  * EPP path), a scrape loop with lag, and the trace's requests arriving as a Poisson process at `rate` (open loop)
  * or `concurrency` at a time (closed loop, for the capacity probe). Everything runs on one event queue, so a run
  * is a pure function of its config: same seed, same numbers.

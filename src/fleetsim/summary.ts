@@ -1,5 +1,5 @@
 /**
- * Per-run statistics and the mode × load sweep (docs/design/benchmarks.md §8.4): TTFT and TTFT-slowdown
+ * Per-run statistics and the mode × load sweep (docs/design/benchmarks.md §5.4): TTFT and TTFT-slowdown
  * percentiles over served requests, output throughput while load was offered, prefix-cache hit rate (vLLM's
  * token-level definition, summed over pods), per-pod share of requests, and the outcome counts. Capacity is
  * measured in virtual time first, with a closed loop, as `switchyard bench` measures it in real time.
@@ -101,7 +101,7 @@ export function resolveMode(name: string): ModeSpec {
       return { id: "gie", kind: "epp", configFile: profilePath("gie-default") };
     case "random":
       // A deliberately blind EPP: every scorer ignored, a uniformly random pick. The regression suite must tell it
-      // from a real profile (docs/design/benchmarks.md §8.5).
+      // from a real profile (docs/design/benchmarks.md §5.5).
       return { id: "random", kind: "epp", configText: RANDOM_PICKER_CONFIG };
   }
   if (name.startsWith("file:")) {

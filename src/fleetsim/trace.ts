@@ -2,7 +2,7 @@
  * The benchmark's trace (src/bench/workload.ts) turned into what the fleet simulation sends: the same request
  * bodies `switchyard bench` sends (RequestBuilder), the engine request the simulator's HTTP layer would make of each
  * (src/sim/request.ts parseRequest + planOutput), and each request's TTFT alone on an idle 1× pod with a cold cache —
- * the denominator of the TTFT slowdown (docs/design/benchmarks.md §8.4).
+ * the denominator of the TTFT slowdown (docs/design/benchmarks.md §5.4).
  *
  * Built lazily and cached per index: every mode and load point replays the same requests, and building a body
  * (filler text, JSON) costs more than simulating it.

@@ -27,7 +27,7 @@ import { hashChunk, hashString } from "./random.js";
 /**
  * Where the engine reads time and arms its one timer. The HTTP simulator uses REAL_CLOCK (performance.now,
  * setTimeout, microtasks); the virtual-time fleet simulation (src/fleetsim) injects a clock its event queue drives,
- * so the same engine model runs thousands of simulated seconds in one real second (docs/design/benchmarks.md §8).
+ * so the same engine model runs thousands of simulated seconds in one real second (docs/design/benchmarks.md §5).
  */
 export interface EngineClock {
   /** Monotonic milliseconds. */

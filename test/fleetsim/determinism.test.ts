@@ -28,5 +28,5 @@ describe("fleetsim determinism", () => {
     expect(a.prefixHits).toBeGreaterThan(0);
     const c = run(6, mode);
     expect(c.records.map((r) => r.ttft)).not.toEqual(a.records.map((r) => r.ttft));
-  });
+  }, 60_000);
 });

@@ -60,7 +60,7 @@ describe("VirtualPod scrape", () => {
     expect(compared).toBeGreaterThan(100);
     // The comparison saw queues and resident adapters, not only an idle pod.
     expect(busy).toBeGreaterThan(5);
-  });
+  }, 30_000);
 });
 
 describe("TTFT alone (the slowdown denominator)", () => {
@@ -85,5 +85,5 @@ describe("TTFT alone (the slowdown denominator)", () => {
       expect(ttft).toBeCloseTo(aloneTtftMs(H100_SCALED, req), 6);
     }
     expect(loras).toBeGreaterThan(3);
-  });
+  }, 30_000);
 });

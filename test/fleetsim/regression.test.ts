@@ -1,5 +1,5 @@
 /**
- * Routing-quality regression suite (docs/design/benchmarks.md §8.5), in virtual time: no wall-clock anywhere.
+ * Routing-quality regression suite (docs/design/benchmarks.md §5.5), in virtual time: no wall-clock anywhere.
  *
  * For each profile, the TTFT-slowdown p50 and p90 are divided by least-request's on the same seed's trace (a paired
  * ratio). The bounds come from a calibration over 20 other seeds (`switchyard fleetsim --calibrate 20`, seeds
