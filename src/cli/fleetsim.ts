@@ -202,6 +202,7 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
       );
     }
     let t0 = performance.now();
+    let cpu0 = process.cpuUsage();
     sweep(
       {
         fleet,
@@ -218,10 +219,12 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
       },
       (s) => {
         const wall = performance.now() - t0;
+        const used = process.cpuUsage(cpu0);
         t0 = performance.now();
+        cpu0 = process.cpuUsage();
         runs.push(s);
         out(
-          `  seed ${seed} ${String(s.loadPct).padStart(3)}% ${s.mode.padEnd(6)} slowdown p50/p90/p99 ${f2(s.slowdown.p50)}/${f2(s.slowdown.p90)}/${f2(s.slowdown.p99)}  ${s.sent} requests, ${s.virtualSeconds.toFixed(0)} virtual s in ${(wall / 1000).toFixed(1)} wall s`,
+          `  seed ${seed} ${String(s.loadPct).padStart(3)}% ${s.mode.padEnd(6)} slowdown p50/p90/p99 ${f2(s.slowdown.p50)}/${f2(s.slowdown.p90)}/${f2(s.slowdown.p99)}  ${s.sent} requests, ${s.virtualSeconds.toFixed(0)} virtual s in ${(wall / 1000).toFixed(1)} wall s (${((used.user + used.system) / 1e6).toFixed(1)} CPU s)`,
         );
       },
     );
