@@ -91,8 +91,21 @@ export function formatTable(runs: readonly RunSummary[]): string {
     "out tok/s",
     "prefix hit %",
     "fail %",
+    "slow p50 ÷ lr",
+    "slow p90 ÷ lr",
     "per-pod share %",
   ];
+  // Paired with least-request on the same seed and load (same trace), when lr ran: ratios with their spread.
+  const lrOf = new Map<string, RunSummary>();
+  for (const r of runs) if (r.mode === "lr") lrOf.set(`${r.loadPct}\u0000${r.seed}`, r);
+  const ratio = (g: readonly RunSummary[], pct: "p50" | "p90"): string => {
+    const v: number[] = [];
+    for (const r of g) {
+      const base = lrOf.get(`${r.loadPct}\u0000${r.seed}`);
+      if (base !== undefined) v.push(r.slowdown[pct] / base.slowdown[pct]);
+    }
+    return v.length === 0 ? "–" : spread(v, f2);
+  };
   const rows: string[][] = [head];
   for (const g of groups.values()) {
     const pick = (fn: (r: RunSummary) => number) => g.map(fn);
@@ -136,6 +149,8 @@ export function formatTable(runs: readonly RunSummary[]): string {
         pick((r) => (100 * (r.rejected + r.errors)) / r.sent),
         (v) => v.toFixed(1),
       ),
+      ratio(g, "p50"),
+      ratio(g, "p90"),
       shares.join("/"),
     ]);
   }
