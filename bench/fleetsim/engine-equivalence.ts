@@ -48,6 +48,8 @@ async function realTtfts(): Promise<number[]> {
   const out = new Array<number>(n).fill(Number.NaN);
   const t0 = performance.now();
   let done = 0;
+  // The engine's timers are unref'd (a listening server keeps `switchyard sim` alive); keep this process alive.
+  const keepAlive = setInterval(() => {}, 1000);
   await new Promise<void>((resolve) => {
     for (let i = 0; i < n; i++)
       setTimeout(
@@ -65,6 +67,7 @@ async function realTtfts(): Promise<number[]> {
         arrivals[i]! - (performance.now() - t0),
       );
   });
+  clearInterval(keepAlive);
   engine.close();
   return out;
 }
