@@ -4,7 +4,7 @@
  * on a simulated clock: a 10k-request load point takes seconds, and the same seed gives the same numbers.
  * Prints one row per mode and load with the spread across seeds; --json writes every run.
  */
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { H100_SCALED } from "../bench/fleet.js";
 import { DEFAULT_WORKLOAD } from "../bench/workload.js";
 import { ConfigError } from "../common/errors.js";
@@ -51,6 +51,7 @@ const FLAGS = {
   },
   "gauge-lag": { kind: "string", default: "first-step", help: "the simulator's --gauge-lag: first-step or ms" },
   json: { kind: "string", default: "", help: "write every run's summary to this file" },
+  "from-json": { kind: "string", default: "", help: "print the table of an earlier --json file, then exit" },
   calibrate: {
     kind: "int",
     default: 0,
@@ -165,6 +166,11 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
   }
   const f = parseFlags(FLAGS, argv);
   const out = (line: string) => process.stdout.write(`${line}\n`);
+  if (f["from-json"] !== "") {
+    const saved = JSON.parse(readFileSync(f["from-json"], "utf8")) as { runs: RunSummary[] };
+    out(formatTable(saved.runs));
+    return 0;
+  }
   if (f.calibrate > 0) {
     const modes = ["sy", "syr", "random"];
     const acc = new Map(modes.map((m) => [m, { p50: [] as number[], p90: [] as number[] }]));
