@@ -16,17 +16,21 @@ function run(seed: number, mode: string): RunOutput {
 }
 
 describe("fleetsim determinism", () => {
-  it.each(["syr", "lr"])("the same seed gives identical per-request records (%s)", (mode) => {
-    const a = run(5, mode);
-    const b = run(5, mode);
-    expect(b.records).toEqual(a.records);
-    expect(b.events).toBe(a.events);
-    expect(b.prefixHits).toBe(a.prefixHits);
-    // Not vacuous: requests were served, spread over pods, and some hit the prefix cache.
-    expect(a.records.filter((r) => r.status === 200).length).toBeGreaterThan(350);
-    expect(new Set(a.records.filter((r) => r.pod >= 0).map((r) => r.pod)).size).toBe(4);
-    expect(a.prefixHits).toBeGreaterThan(0);
-    const c = run(6, mode);
-    expect(c.records.map((r) => r.ttft)).not.toEqual(a.records.map((r) => r.ttft));
-  }, 60_000);
+  it.each(["syr", "lr"])(
+    "the same seed gives identical per-request records (%s)",
+    (mode) => {
+      const a = run(5, mode);
+      const b = run(5, mode);
+      expect(b.records).toEqual(a.records);
+      expect(b.events).toBe(a.events);
+      expect(b.prefixHits).toBe(a.prefixHits);
+      // Not vacuous: requests were served, spread over pods, and some hit the prefix cache.
+      expect(a.records.filter((r) => r.status === 200).length).toBeGreaterThan(350);
+      expect(new Set(a.records.filter((r) => r.pod >= 0).map((r) => r.pod)).size).toBe(4);
+      expect(a.prefixHits).toBeGreaterThan(0);
+      const c = run(6, mode);
+      expect(c.records.map((r) => r.ttft)).not.toEqual(a.records.map((r) => r.ttft));
+    },
+    60_000,
+  );
 });
