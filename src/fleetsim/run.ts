@@ -99,8 +99,9 @@ export function prepareTrace(
   workload: ConstructorParameters<typeof PreparedTrace>[0],
   count: number,
   params: FleetParams,
+  cacheLimit?: number,
 ): PreparedTrace {
-  return new PreparedTrace(workload, count, params.maxModelLen, SERVED_MODEL_NAMES);
+  return new PreparedTrace(workload, count, params.maxModelLen, SERVED_MODEL_NAMES, cacheLimit);
 }
 
 export function runFleet(c: RunConfig): RunOutput {
@@ -271,11 +272,11 @@ export function runFleet(c: RunConfig): RunOutput {
     const arrive = (): void => {
       send();
       if (sent < total) {
-        t += (c.trace.get(sent).gap * 1000) / rate;
+        t += (c.trace.trace.items[sent]!.gap * 1000) / rate;
         q.at(t, arrive);
       }
     };
-    t += (c.trace.get(0).gap * 1000) / rate;
+    t += (c.trace.trace.items[0]!.gap * 1000) / rate;
     q.at(t, arrive);
   }
   q.run(() => finished);

@@ -5,7 +5,9 @@
  * the denominator of the TTFT slowdown (docs/design/benchmarks.md §5.4).
  *
  * Built lazily and cached per index: every mode and load point replays the same requests, and building a body
- * (filler text, JSON) costs more than simulating it.
+ * (filler text, JSON) costs more than simulating it. A request holds its body and rendered prompt (~20–40 KB with
+ * its share of the heap; a 10k-request sweep peaks near 450 MB), so past CACHE_LIMIT requests nothing is kept and
+ * every run rebuilds what it sends: slower, but memory stays bounded by the requests in flight.
  */
 
 import type { FleetParams } from "../bench/fleet.js";
@@ -13,6 +15,9 @@ import { type Criticality, generateTrace, RequestBuilder, type Trace, type Workl
 import { OBJECTIVE_HEADER } from "../common/constants.js";
 import type { EngineRequest } from "../sim/engine.js";
 import { parseRequest } from "../sim/request.js";
+
+/** Traces longer than this are not cached (see above). */
+export const CACHE_LIMIT = 20_000;
 
 export interface PreparedRequest {
   readonly index: number;
@@ -37,11 +42,17 @@ export class PreparedTrace {
   readonly #loras: ReadonlySet<string>;
   readonly #served: ReadonlySet<string>;
 
-  constructor(spec: WorkloadSpec, count: number, maxModelLen: number, servedNames: readonly string[]) {
+  constructor(
+    spec: WorkloadSpec,
+    count: number,
+    maxModelLen: number,
+    servedNames: readonly string[],
+    cacheLimit = CACHE_LIMIT,
+  ) {
     this.trace = generateTrace(spec, count);
     // One salt for every run: each run starts on fresh simulated pods, so nothing is left in a cache to hit.
     this.#builder = new RequestBuilder(this.trace, "fleetsim");
-    this.#items = new Array(count);
+    this.#items = count <= cacheLimit ? new Array(count) : [];
     this.#maxModelLen = maxModelLen;
     this.#loras = new Set(spec.loras);
     this.#served = new Set(servedNames);
@@ -78,7 +89,7 @@ export class PreparedTrace {
       lora: item.lora,
       engine,
     };
-    this.#items[i] = p;
+    if (this.#items.length > 0) this.#items[i] = p;
     return p;
   }
 }
