@@ -16,8 +16,8 @@ import { type PairedRatio, pairedRatios } from "../../src/fleetsim/regression.js
 
 /** ln(ratio) mean and sd per mode and percentile, from `switchyard fleetsim --calibrate 20`. */
 const CALIBRATED = {
-  syr: { p50: { mean: -0.0779, sd: 0.0365 }, p90: { mean: 0.4787, sd: 0.2198 } },
-  sy: { p50: { mean: 0.0863, sd: 0.0196 }, p90: { mean: 0.5435, sd: 0.2445 } },
+  syr: { p50: { mean: -0.078, sd: 0.0366 }, p90: { mean: 0.4786, sd: 0.2199 } },
+  sy: { p50: { mean: 0.0861, sd: 0.0195 }, p90: { mean: 0.5435, sd: 0.2444 } },
 } as const;
 
 const SEEDS = [1, 2, 3];
