@@ -4,12 +4,12 @@
  * on a simulated clock: a 10k-request load point takes seconds, and the same seed gives the same numbers.
  * Prints one row per mode and load with the spread across seeds; --json writes every run.
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { H100_SCALED } from "../bench/fleet.js";
 import { DEFAULT_WORKLOAD } from "../bench/workload.js";
 import { ConfigError } from "../common/errors.js";
 import { meanSd, pairedRatios } from "../fleetsim/regression.js";
-import { type FleetShape, type ModeSpec, prepareTrace } from "../fleetsim/run.js";
+import { type FleetShape, type ModeSpec, prepareTrace, type RunOutput } from "../fleetsim/run.js";
 import { type Capacity, measureCapacity, type RunSummary, resolveMode, sweep } from "../fleetsim/summary.js";
 import { checks, type FlagSpecs, formatHelp, parseFlags } from "./flags.js";
 
@@ -51,6 +51,11 @@ const FLAGS = {
   },
   "gauge-lag": { kind: "string", default: "first-step", help: "the simulator's --gauge-lag: first-step or ms" },
   json: { kind: "string", default: "", help: "write every run's summary to this file" },
+  records: {
+    kind: "string",
+    default: "",
+    help: "write every request of every run to this CSV file (TTFT, TTFT alone, slowdown, pod, status, …)",
+  },
   "from-json": { kind: "string", default: "", help: "print the table of an earlier --json file, then exit" },
   calibrate: {
     kind: "int",
@@ -159,6 +164,49 @@ export function formatTable(runs: readonly RunSummary[]): string {
   return rows.map((r) => `| ${r.map((cell, c) => cell.padEnd(widths[c]!)).join(" | ")} |`).join("\n");
 }
 
+const RECORD_COLUMNS = [
+  "mode",
+  "load_pct",
+  "seed",
+  "request",
+  "pod",
+  "status",
+  "arrival_ms",
+  "ttft_ms",
+  "ttft_alone_ms",
+  "slowdown",
+  "e2e_ms",
+  "output_tokens",
+  "cached_tokens",
+] as const;
+
+/** One CSV line per request of a run (pod −1 = refused by the router; timings empty when not served). */
+export function recordsCsv(s: RunSummary, raw: RunOutput): string {
+  const num = (v: number, digits = 3) => (Number.isFinite(v) ? String(Number(v.toFixed(digits))) : "");
+  const lines: string[] = [];
+  raw.records.forEach((r, i) => {
+    const pod = r.pod < 0 ? "-1" : raw.pods[r.pod]!.name;
+    lines.push(
+      [
+        s.mode,
+        s.loadPct,
+        s.seed,
+        i,
+        pod,
+        r.status,
+        num(r.arrival),
+        num(r.ttft),
+        num(r.aloneTtft),
+        num(r.ttft / r.aloneTtft, 4),
+        num(r.e2e),
+        r.outputTokens,
+        r.cachedTokens,
+      ].join(","),
+    );
+  });
+  return `${lines.join("\n")}\n`;
+}
+
 export async function run(argv: readonly string[]): Promise<number | undefined> {
   if (argv.includes("--help") || argv.includes("-h")) {
     process.stdout.write(formatHelp("fleetsim", SUMMARY, FLAGS));
@@ -209,6 +257,8 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
   const fleet: FleetShape = { pods: f.pods, speeds: f.speeds.map(Number), params: H100_SCALED };
 
   const runs: RunSummary[] = [];
+  const records = f.records === "" ? undefined : f.records;
+  if (records !== undefined) writeFileSync(records, `${RECORD_COLUMNS.join(",")}\n`);
   const started = performance.now();
   for (const seed of seeds) {
     const workload = { ...DEFAULT_WORKLOAD, seed };
@@ -239,7 +289,8 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
         scrapeMode,
         gaugeLag,
       },
-      (s) => {
+      (s, raw) => {
+        if (records !== undefined) appendFileSync(records, recordsCsv(s, raw));
         const wall = performance.now() - t0;
         const used = process.cpuUsage(cpu0);
         t0 = performance.now();

@@ -162,7 +162,7 @@ export interface SweepConfig extends Omit<RunConfig, "mode" | "rate" | "concurre
 }
 
 /** Every mode at every load point on one seed. */
-export function sweep(c: SweepConfig, onRun?: (s: RunSummary) => void): RunSummary[] {
+export function sweep(c: SweepConfig, onRun?: (s: RunSummary, run: RunOutput) => void): RunSummary[] {
   const out: RunSummary[] = [];
   for (const load of c.loads) {
     const rate = (c.capacity.requestsPerSec * load) / 100;
@@ -170,7 +170,7 @@ export function sweep(c: SweepConfig, onRun?: (s: RunSummary) => void): RunSumma
       const run = runFleet({ ...c, mode, rate, seed: c.seed });
       const s = summarize(mode.id, c.seed, load, rate, run);
       out.push(s);
-      onRun?.(s);
+      onRun?.(s, run);
     }
   }
   return out;

@@ -1,4 +1,7 @@
 /** `switchyard fleetsim`: flags to runs to the table, and the errors a user can make. */
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { run } from "../../src/cli/fleetsim.js";
 
@@ -18,7 +21,11 @@ function capture(): () => string {
 describe("switchyard fleetsim", () => {
   it("runs every mode at every load and prints one row each, with ratios paired to least-request", async () => {
     const out = capture();
+    const dir = mkdtempSync(join(tmpdir(), "fleetsim-cli-"));
+    const csv = join(dir, "records.csv");
     const code = await run([
+      "--records",
+      csv,
       "--modes",
       "lr,syr",
       "--loads",
@@ -45,6 +52,17 @@ describe("switchyard fleetsim", () => {
     const shares = rows[1]![14]!.split("/").map(Number);
     expect(shares).toHaveLength(4);
     expect(shares.reduce((a, b) => a + b, 0)).toBeGreaterThan(97);
+    // Every request of every run, with its slowdown = TTFT ÷ TTFT alone.
+    const lines = readFileSync(csv, "utf8").trim().split("\n");
+    rmSync(dir, { recursive: true });
+    const head = lines[0]!.split(",");
+    expect(lines).toHaveLength(1 + 4 * 120);
+    const served = lines
+      .slice(1)
+      .map((l) => Object.fromEntries(l.split(",").map((v, i) => [head[i]!, v])))
+      .filter((r) => r.status === "200");
+    expect(served.length).toBeGreaterThan(400);
+    for (const r of served) expect(Number(r.slowdown)).toBeCloseTo(Number(r.ttft_ms) / Number(r.ttft_alone_ms), 2);
   }, 60_000);
 
   it("rejects an unknown mode and a bad scrape mode", async () => {
