@@ -100,6 +100,7 @@ export function formatTable(runs: readonly RunSummary[]): string {
     "slow p50 ÷ lr",
     "slow p90 ÷ lr",
     "per-pod share %",
+    "per-pod mean waiting",
   ];
   // Paired with least-request on the same seed and load (same trace), when lr ran: ratios with their spread.
   const lrOf = new Map<string, RunSummary>();
@@ -158,6 +159,12 @@ export function formatTable(runs: readonly RunSummary[]): string {
       ratio(g, "p50"),
       ratio(g, "p90"),
       shares.join("/"),
+      g[0]!.podMeanWaiting
+        .map((_, i) => {
+          const v = meanSd(g.map((r) => r.podMeanWaiting?.[i] ?? Number.NaN)).mean;
+          return !Number.isFinite(v) ? "–" : v < 10 ? v.toFixed(1) : v.toFixed(0);
+        })
+        .join("/"),
     ]);
   }
   const widths = head.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));

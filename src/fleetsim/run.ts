@@ -78,10 +78,14 @@ export interface RunOutput {
   readonly spanMs: number;
   readonly prefixQueries: number;
   readonly prefixHits: number;
+  /** Per pod: time-averaged requests running / waiting in the engine (true state, sampled once a simulated second). */
+  readonly meanRunning: readonly number[];
+  readonly meanWaiting: readonly number[];
   readonly events: number;
 }
 
 export const DEFAULT_SCRAPE_LAG_MS = 2;
+const LOAD_SAMPLE_MS = 1000;
 
 export function fleetPods(shape: FleetShape, loras: readonly string[]): SimPod[] {
   return fleet({
@@ -260,6 +264,21 @@ export function runFleet(c: RunConfig): RunOutput {
     finish();
   };
 
+  // Per-pod load over the run. Sampling only reads engine state, so it does not change what the run does.
+  const runningSum = new Array<number>(pods.length).fill(0);
+  const waitingSum = new Array<number>(pods.length).fill(0);
+  let samples = 0;
+  const sample = (): void => {
+    if (finished) return;
+    for (let p = 0; p < pods.length; p++) {
+      runningSum[p]! += pods[p]!.engine.running;
+      waitingSum[p]! += pods[p]!.engine.waiting;
+    }
+    samples++;
+    q.after(LOAD_SAMPLE_MS, sample);
+  };
+  q.at(start + LOAD_SAMPLE_MS / 2, sample);
+
   if (c.concurrency !== undefined) {
     const n = Math.min(c.concurrency, total);
     q.at(start, () => {
@@ -296,6 +315,8 @@ export function runFleet(c: RunConfig): RunOutput {
     spanMs: lastDone - firstArrival,
     prefixQueries,
     prefixHits,
+    meanRunning: runningSum.map((v) => (samples > 0 ? v / samples : 0)),
+    meanWaiting: waitingSum.map((v) => (samples > 0 ? v / samples : 0)),
     events: q.processed,
   };
 }

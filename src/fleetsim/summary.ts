@@ -33,6 +33,9 @@ export interface RunSummary {
   readonly prefixHitPct: number;
   /** Share of routed requests per pod, %, in pod order. */
   readonly podSharePct: readonly number[];
+  /** Time-averaged requests running and waiting per pod, in pod order. */
+  readonly podMeanRunning: readonly number[];
+  readonly podMeanWaiting: readonly number[];
   readonly virtualSeconds: number;
   readonly events: number;
 }
@@ -74,6 +77,8 @@ export function summarize(mode: string, seed: number, loadPct: number, rate: num
     outputTokensPerSec: out.windowMs > 0 ? out.windowTokens / (out.windowMs / 1000) : 0,
     prefixHitPct: out.prefixQueries > 0 ? (100 * out.prefixHits) / out.prefixQueries : 0,
     podSharePct: routed.map((n) => (routedTotal > 0 ? (100 * n) / routedTotal : 0)),
+    podMeanRunning: out.meanRunning,
+    podMeanWaiting: out.meanWaiting,
     virtualSeconds: out.spanMs / 1000,
     events: out.events,
   };
