@@ -23,6 +23,10 @@ const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   up: { summary: "start the whole local stack: simulators, EPP and gateway", load: () => import("./up.js") },
   top: { summary: "live view of a running EPP's endpoints", load: () => import("./top.js") },
   bench: { summary: "routing benchmark: switchyard vs round-robin vs least-request", load: () => import("./bench.js") },
+  fleetsim: {
+    summary: "virtual-time fleet simulation: real scheduler over simulated pods, for sweeps",
+    load: () => import("./fleetsim.js"),
+  },
 };
 
 export function usage(): string {

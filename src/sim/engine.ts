@@ -24,6 +24,36 @@ import { LoraSlots } from "./lora.js";
 import type { ResolvedSimOptions } from "./options.js";
 import { hashChunk, hashString } from "./random.js";
 
+/**
+ * Where the engine reads time and arms its one timer. The HTTP simulator uses REAL_CLOCK (performance.now,
+ * setTimeout, microtasks); the virtual-time fleet simulation (src/fleetsim) injects a clock its event queue drives,
+ * so the same engine model runs thousands of simulated seconds in one real second (docs/design/benchmarks.md §5).
+ */
+export interface EngineClock {
+  /** Monotonic milliseconds. */
+  now(): number;
+  /** Wall-clock milliseconds since the epoch (only the LoRA info series' value uses it). */
+  wallMs(): number;
+  /** Calls `fn` after `delayMs`; the handle goes to clearTimer. Must not keep a process alive on its own. */
+  setTimer(fn: () => void, delayMs: number): unknown;
+  clearTimer(handle: unknown): void;
+  /** Runs `fn` after the current call stack, at the same instant (a microtask in real time). */
+  defer(fn: () => void): void;
+}
+
+export const REAL_CLOCK: EngineClock = {
+  now: () => performance.now(),
+  wallMs: () => Date.now(),
+  setTimer(fn, delayMs) {
+    const t = setTimeout(fn, delayMs);
+    // The HTTP server keeps the process alive while it listens; the engine alone must not.
+    t.unref();
+    return t;
+  },
+  clearTimer: (handle) => clearTimeout(handle as NodeJS.Timeout),
+  defer: (fn) => queueMicrotask(fn),
+};
+
 export type FinishReason = "length" | "stop";
 
 /** What the HTTP layer hands the engine: already validated and capped. */
@@ -144,7 +174,8 @@ export class Engine {
   #waiting: Sequence[] = [];
   #running: Sequence[] = [];
   #nextId = 1;
-  #timer: NodeJS.Timeout | undefined;
+  readonly #clock: EngineClock;
+  #timer: unknown;
   #timerAt = Number.POSITIVE_INFINITY;
   #nextStepAt = Number.POSITIVE_INFINITY;
   #admitDirty = false;
@@ -171,8 +202,9 @@ export class Engine {
     this.#pump();
   };
 
-  constructor(options: ResolvedSimOptions) {
+  constructor(options: ResolvedSimOptions, clock: EngineClock = REAL_CLOCK) {
     this.options = options;
+    this.#clock = clock;
     this.kv = new KvCache(options.kvCacheSize, options.blockSize, options.enablePrefixCaching);
     if (options.loraModules.length > 0) {
       this.lora = new LoraSlots(options.maxLoras, options.maxCpuLoras, options.loraLoadTimeMs * options.speed);
@@ -246,7 +278,7 @@ export class Engine {
         `the waiting queue is full (${this.options.maxWaitingQueueLength} requests)`,
       );
     }
-    const now = performance.now();
+    const now = this.#clock.now();
     const id = this.#nextId++;
     const rank = (id - 1) % this.options.dataParallelSize;
     this.#rankUsed[rank] = true;
@@ -270,7 +302,7 @@ export class Engine {
   /** Stops the timer and forgets every request; callers close their own connections. */
   close(): void {
     this.#closed = true;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    if (this.#timer !== undefined) this.#clock.clearTimer(this.#timer);
     this.#timer = undefined;
     for (const seq of this.#waiting) seq.state = DONE;
     for (const seq of this.#running) seq.state = DONE;
@@ -300,7 +332,7 @@ export class Engine {
   #schedulePump(): void {
     if (this.#pumpQueued) return;
     this.#pumpQueued = true;
-    queueMicrotask(this.#pumpTask);
+    this.#clock.defer(this.#pumpTask);
   }
 
   #pump(): void {
@@ -314,7 +346,7 @@ export class Engine {
     try {
       do {
         this.#again = false;
-        now = performance.now();
+        now = this.#clock.now();
         this.#step(now);
       } while (this.#again);
     } finally {
@@ -515,19 +547,17 @@ export class Engine {
     let at = this.#nextStepAt;
     for (const seq of this.#running) if (seq.state === PREFILL && seq.readyAt < at) at = seq.readyAt;
     if (at === Number.POSITIVE_INFINITY) {
-      if (this.#timer !== undefined) clearTimeout(this.#timer);
+      if (this.#timer !== undefined) this.#clock.clearTimer(this.#timer);
       this.#timer = undefined;
       this.#timerAt = at;
       return;
     }
     if (this.#timer !== undefined) {
       if (this.#timerAt <= at) return;
-      clearTimeout(this.#timer);
+      this.#clock.clearTimer(this.#timer);
     }
     this.#timerAt = at;
-    this.#timer = setTimeout(this.#onTimer, Math.max(0, at - now));
-    // The HTTP server keeps the process alive while it listens; the engine alone must not.
-    this.#timer.unref();
+    this.#timer = this.#clock.setTimer(this.#onTimer, Math.max(0, at - now));
   }
 
   #countLora(map: Map<string, number>, name: string, delta: number): void {
@@ -551,7 +581,7 @@ export class Engine {
     this.#loraKey = key;
     // Strictly increasing whole milliseconds, so "the series with the largest value is current" holds even for two
     // changes within one millisecond, and the value prints without float noise.
-    const ms = Math.max(Date.now(), this.#lastLoraMs + 1);
+    const ms = Math.max(this.#clock.wallMs(), this.#lastLoraMs + 1);
     this.#lastLoraMs = ms;
     this.#loraSeries.delete(key);
     this.#loraSeries.set(key, { running, waiting, timestamp: ms / 1000 });

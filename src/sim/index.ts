@@ -1,11 +1,13 @@
 /** Public surface of the simulator: `startSimulator` for tests, the bench and `switchyard up`. */
 export {
   Engine,
+  type EngineClock,
   EngineRejection,
   type EngineRequest,
   EngineStats,
   type FinishReason,
   type LoraSeries,
+  REAL_CLOCK,
   type SequenceInfo,
   type SequenceSink,
 } from "./engine.js";
