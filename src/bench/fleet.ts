@@ -82,8 +82,30 @@ export function benchPods(o: BenchFleetOptions): SimPod[] {
   });
 }
 
-/** Programmatic options for switchyard's simulator. */
-export function simOptions(pod: SimPod, p: FleetParams, seed: number): SimulatorOptions {
+/**
+ * A request's TTFT alone on an idle 1× pod with a cold cache, in unscaled ms: what no router can improve on, and
+ * the denominator of the benchmark's TTFT slowdown. It follows the simulator's model (src/sim/engine.ts): prefill =
+ * time-to-first-token + overhead + every prompt token × per-token time, times the load factor of a batch of one
+ * (1 + (time-factor-under-load − 1) / max-num-seqs); an adapter request first waits for its adapter to load.
+ */
+export function idleColdTtftMs(p: FleetParams, promptTokens: number, lora: boolean): number {
+  const batchOfOne = 1 + (p.timeFactorUnderLoad - 1) / p.maxNumSeqs;
+  const prefill = (p.timeToFirstTokenMs + p.prefillOverheadMs + promptTokens * p.prefillTimePerTokenMs) * batchOfOne;
+  return prefill + (lora ? p.loraLoadTimeMs : 0);
+}
+
+/**
+ * Programmatic options for switchyard's simulator. `timeScale` multiplies every model latency on top of the pod's
+ * own speed (0.1 = the whole fleet 10× faster, so a bounded run carries 10× the requests; bench/README.md);
+ * `streamBatchTokens` is the simulator's --stream-batch-tokens.
+ */
+export function simOptions(
+  pod: SimPod,
+  p: FleetParams,
+  seed: number,
+  timeScale = 1,
+  streamBatchTokens = 1,
+): SimulatorOptions {
   return {
     model: BASE_MODEL,
     servedModelNames: SERVED_MODEL_NAMES,
@@ -104,7 +126,8 @@ export function simOptions(pod: SimPod, p: FleetParams, seed: number): Simulator
     kvCacheSize: p.kvCacheSize,
     blockSize: p.blockSize,
     enablePrefixCaching: true,
-    speed: pod.speed,
+    speed: pod.speed * timeScale,
+    streamBatchTokens,
     podName: pod.name,
     podNamespace: "default",
   };
@@ -122,8 +145,8 @@ export function goDuration(ms: number): string {
  * latencies are multiplied here; it has no bind-address flag (only --port) and listens on all interfaces, so pods
  * get distinct ports on 127.0.0.1 instead of one port on distinct addresses.
  */
-export function llmdArgs(pod: SimPod, p: FleetParams, seed: number): string[] {
-  const s = pod.speed;
+export function llmdArgs(pod: SimPod, p: FleetParams, seed: number, timeScale = 1): string[] {
+  const s = pod.speed * timeScale;
   const args = [
     "--port",
     String(pod.port),

@@ -13,7 +13,18 @@ export const MODE_LABELS: Readonly<Record<string, string>> = {
   switchyard: "switchyard (default profile)",
   "switchyard-recommended": "switchyard (recommended profile, + prefix 3)",
   "gie-default": "GIE v1.5 default (queue 2 / kv 2 / prefix 3)",
+  "vllm-router-cache-aware": "vllm-router 0.1.17 cache_aware",
+  "vllm-router-power-of-two": "vllm-router 0.1.17 power_of_two",
+  "sglang-router-cache-aware": "sglang-router 0.3.2 cache_aware",
 };
+
+/** The peer routers' modes (src/bench/run.ts PEER_MODES), and the switchyard modes judged against them. */
+const PEER_MODE_IDS: readonly string[] = [
+  "vllm-router-cache-aware",
+  "vllm-router-power-of-two",
+  "sglang-router-cache-aware",
+];
+const SWITCHYARD_MODE_IDS: readonly string[] = ["switchyard", "switchyard-recommended"];
 
 const MODE_COLORS: Readonly<Record<string, string>> = {
   "round-robin": "#d62728",
@@ -21,6 +32,9 @@ const MODE_COLORS: Readonly<Record<string, string>> = {
   switchyard: "#1f77b4",
   "switchyard-recommended": "#9467bd",
   "gie-default": "#2ca02c",
+  "vllm-router-cache-aware": "#8c564b",
+  "vllm-router-power-of-two": "#e377c2",
+  "sglang-router-cache-aware": "#17becf",
 };
 
 export interface BenchResults {
@@ -41,6 +55,10 @@ export interface BenchResults {
     readonly concurrency: number;
   };
   readonly modes: readonly string[];
+  /** Multiplier on every simulated latency (absent in older results: 1). */
+  readonly time_scale?: number;
+  readonly stream_batch_tokens?: number;
+  readonly peer_calls_note?: string;
   readonly loads_pct: readonly number[];
   readonly reps: number;
   readonly stage_duration_s: number;
@@ -109,6 +127,7 @@ export function checkTargets(agg: readonly AggregatePoint[], loads: readonly num
       met: sy.critical_ttft_p90_ms <= 2 * syLight.critical_ttft_p90_ms,
       detail: `${fmt(sy.critical_ttft_p90_ms)} ms vs ${fmt(syLight.critical_ttft_p90_ms)} ms (${ratio(sy.critical_ttft_p90_ms, syLight.critical_ttft_p90_ms)})`,
     });
+  checks.push(...peerTargets(agg, load));
   const top = Math.max(...loads);
   const syTop = point(agg, "switchyard", top);
   if (syTop)
@@ -122,6 +141,107 @@ export function checkTargets(agg: readonly AggregatePoint[], loads: readonly num
           : `shed ${fmt(syTop.shed)} requests, of which Sheddable ${fmt(syTop.sheddable_shed)}, Critical ${fmt(syTop.critical_shed)}`,
     });
   return checks;
+}
+
+/**
+ * Issue 15's targets against the peer routers at `load`, for each switchyard mode in the run: TTFT slowdown p90
+ * ≤ 0.5× round-robin's, ≤ 0.75× least-request's, ≤ 0.85× the best peer's; raw TTFT p90 and p99 no worse than the
+ * best peer's; output throughput no lower than any other mode's (within 2 %, the noise of one open-loop trace).
+ */
+export function peerTargets(agg: readonly AggregatePoint[], load: number): TargetCheck[] {
+  const peers = PEER_MODE_IDS.map((m) => point(agg, m, load)).filter((a): a is AggregatePoint => a !== undefined);
+  const rr = point(agg, "round-robin", load);
+  const lr = point(agg, "least-request", load);
+  if (peers.length === 0) return [];
+  const best = (f: (a: AggregatePoint) => number): AggregatePoint => peers.reduce((x, y) => (f(y) < f(x) ? y : x));
+  const out: TargetCheck[] = [];
+  for (const id of SWITCHYARD_MODE_IDS) {
+    const sy = point(agg, id, load);
+    if (!sy) continue;
+    const name = MODE_LABELS[id] ?? id;
+    const slow = (base: AggregatePoint | undefined, factor: number, what: string) => {
+      if (!base) return;
+      out.push({
+        name: `${name}: slowdown p90 at ${load} % ≤ ${factor}× ${what}`,
+        met: sy.slowdown_p90 <= factor * base.slowdown_p90,
+        detail: `${fmt(sy.slowdown_p90, 2)} vs ${base.mode} ${fmt(base.slowdown_p90, 2)} (${ratio(sy.slowdown_p90, base.slowdown_p90)})`,
+      });
+    };
+    slow(rr, 0.5, "round-robin's");
+    slow(lr, 0.75, "least-request's");
+    slow(
+      best((a) => a.slowdown_p90),
+      0.85,
+      "the best peer's",
+    );
+    for (const q of ["p90", "p99"] as const) {
+      const f = (a: AggregatePoint) => (q === "p90" ? a.ttft_p90_ms : a.ttft_p99_ms);
+      const b = best(f);
+      out.push({
+        name: `${name}: TTFT ${q} at ${load} % no worse than the best peer's`,
+        met: f(sy) <= f(b),
+        detail: `${fmt(f(sy))} ms vs ${b.mode} ${fmt(f(b))} ms (${ratio(f(sy), f(b))})`,
+      });
+    }
+    const others = agg.filter((a) => a.load_pct === load && a.mode !== id);
+    if (others.length > 0) {
+      const top = others.reduce((x, y) => (y.output_tokens_per_sec > x.output_tokens_per_sec ? y : x));
+      out.push({
+        name: `${name}: output tokens/s at ${load} % ≥ every other mode's`,
+        met: sy.output_tokens_per_sec >= 0.98 * top.output_tokens_per_sec,
+        detail: `${fmt(sy.output_tokens_per_sec)} vs the highest other, ${top.mode}, ${fmt(top.output_tokens_per_sec)} (${ratio(sy.output_tokens_per_sec, top.output_tokens_per_sec)})`,
+      });
+    }
+  }
+  return out;
+}
+
+const withRange = (v: number, r: readonly [number, number] | undefined, digits = 0): string =>
+  r === undefined || !Number.isFinite(r[0]) || r[0] === r[1]
+    ? fmt(v, digits)
+    : `${fmt(v, digits)} (${fmt(r[0], digits)}–${fmt(r[1], digits)})`;
+
+/** The comparison issue 15 asks for: raw TTFT and slowdown percentiles, throughput, errors, hits, per-pod load. */
+export function renderPeerComparison(r: BenchResults): string[] {
+  const lines: string[] = [];
+  const scale = r.time_scale ?? 1;
+  lines.push("## Peer comparison: TTFT, slowdown, throughput, errors, prefix hits, per-pod load");
+  lines.push("");
+  lines.push(
+    `Median over ${r.reps} repetition(s), min–max across repetitions in parentheses. TTFT in wall ms${scale !== 1 ? ` on a fleet running at ${fmt(1 / scale, 1)}× simulated speed (× ${fmt(1 / scale, 1)} for model time; everything outside the simulators — gateway, router, network — runs at real speed)` : ""}. ` +
+      "Slowdown = a request's TTFT ÷ its TTFT alone on an idle 1× pod with a cold cache, from the simulator's parameters (scale-free). " +
+      "`tail` = the fewest requests at or above any repetition's TTFT p90. `pods` = completion requests each pod received (median), pod 1 first.",
+  );
+  lines.push("");
+  lines.push(
+    "| load | mode | TTFT p50 | TTFT p90 | TTFT p99 | slowdown p50 | slowdown p90 | slowdown p99 | out tok/s | ok / err / aborted | hit % | tail | pods |",
+  );
+  lines.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+  for (const load of r.loads_pct)
+    for (const mode of r.modes) {
+      const a = point(r.aggregate, mode, load);
+      if (!a || a.slowdown_p90 === undefined) continue;
+      const pods = Object.values(a.pod_requests ?? {});
+      lines.push(
+        `| ${load} % | ${MODE_LABELS[mode] ?? mode} | ${withRange(a.ttft_p50_ms, a.ttft_p50_ms_range)} | ${withRange(a.ttft_p90_ms, a.ttft_p90_ms_range)} | ${withRange(a.ttft_p99_ms, a.ttft_p99_ms_range)} | ${withRange(a.slowdown_p50, a.slowdown_p50_range, 2)} | ${withRange(a.slowdown_p90, a.slowdown_p90_range, 2)} | ${withRange(a.slowdown_p99, a.slowdown_p99_range, 2)} | ${withRange(a.output_tokens_per_sec, a.output_tokens_per_sec_range)} | ${fmt(a.ok)} / ${fmt(a.errors)} / ${fmt(a.aborted)} | ${withRange(a.prefix_cache_hit_pct, a.prefix_cache_hit_pct_range)} | ${fmt(a.p90_tail_min)} | ${pods.length > 0 ? pods.map((v) => fmt(v)).join(" / ") : "–"} |`,
+      );
+    }
+  lines.push("");
+  const calls = r.aggregate.filter((a) => a.peer_calls !== undefined && Object.keys(a.peer_calls).length > 0);
+  if (calls.length > 0) {
+    lines.push(
+      "Calls to the pods' router-facing endpoints per stage (median, all pods; docs/design/model-servers.md §9):",
+    );
+    lines.push("");
+    for (const a of calls)
+      lines.push(
+        `- ${a.load_pct} % ${MODE_LABELS[a.mode] ?? a.mode}: ${Object.entries(a.peer_calls)
+          .map(([k, v]) => `\`${k}\` ${fmt(v)}`)
+          .join(", ")}`,
+      );
+    lines.push("");
+  }
+  return lines;
 }
 
 export function renderSummary(r: BenchResults): string {
@@ -143,6 +263,7 @@ export function renderSummary(r: BenchResults): string {
   for (const t of r.targets)
     lines.push(`- ${t.met === true ? "✅" : t.met === false ? "❌" : "–"} ${t.name}: ${t.detail}`);
   lines.push("");
+  if (r.aggregate.some((a) => a.slowdown_p90 !== undefined)) lines.push(...renderPeerComparison(r));
   lines.push("## TTFT, ITL, e2e and throughput per load step");
   lines.push("");
   lines.push(

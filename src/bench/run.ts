@@ -11,22 +11,36 @@ import { createServer } from "node:net";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { DEFAULT_REFRESH_METRICS_INTERVAL_MS } from "../common/constants.js";
+import { ConfigError } from "../common/errors.js";
+import { DEFAULT_IDLE_SCRAPE_INTERVAL_MS } from "../datalayer/scraper.js";
 import { type Child, Supervisor, waitFor } from "../local/children.js";
 import { BASE_MODEL, fleetResources, localEppArgs, POOL_NAMESPACE, type SimPod } from "../local/stack.js";
-import { benchPods, type FleetParams, findLlmdBinary, llmdArgs, simOptions } from "./fleet.js";
+import { benchPods, type FleetParams, findLlmdBinary, idleColdTtftMs, llmdArgs, simOptions } from "./fleet.js";
 import type { LoadJob, LoadResult, Progress } from "./loadgen.js";
 import { type BenchResults, checkTargets, writeReport } from "./report.js";
 import { READY_LINE } from "./sim-host.js";
-import { aggregate, type SpreadSample, type StageSummary, summarizeStage } from "./stats.js";
+import { aggregate, type SpreadSample, type StageExtras, type StageSummary, summarizeStage } from "./stats.js";
 import { generateTrace, meanOutputTokens, traceLengthFor, type WorkloadSpec } from "./workload.js";
 
-export type ModeId = "round-robin" | "least-request" | "switchyard" | "switchyard-recommended" | "gie-default";
+export type ModeId =
+  | "round-robin"
+  | "least-request"
+  | "switchyard"
+  | "switchyard-recommended"
+  | "gie-default"
+  | "vllm-router-cache-aware"
+  | "vllm-router-power-of-two"
+  | "sglang-router-cache-aware";
 export const MODE_IDS: readonly ModeId[] = [
   "round-robin",
   "least-request",
   "switchyard",
   "switchyard-recommended",
   "gie-default",
+  "vllm-router-cache-aware",
+  "vllm-router-power-of-two",
+  "sglang-router-cache-aware",
 ];
 export const MODE_ALIASES: Readonly<Record<string, ModeId>> = {
   rr: "round-robin",
@@ -40,6 +54,12 @@ export const MODE_ALIASES: Readonly<Record<string, ModeId>> = {
   "switchyard-recommended": "switchyard-recommended",
   gie: "gie-default",
   "gie-default": "gie-default",
+  vca: "vllm-router-cache-aware",
+  "vllm-router-cache-aware": "vllm-router-cache-aware",
+  vp2: "vllm-router-power-of-two",
+  "vllm-router-power-of-two": "vllm-router-power-of-two",
+  sca: "sglang-router-cache-aware",
+  "sglang-router-cache-aware": "sglang-router-cache-aware",
 };
 const SHORT: Readonly<Record<ModeId, string>> = {
   "round-robin": "rr",
@@ -47,7 +67,37 @@ const SHORT: Readonly<Record<ModeId, string>> = {
   switchyard: "sy",
   "switchyard-recommended": "syr",
   "gie-default": "gie",
+  "vllm-router-cache-aware": "vca",
+  "vllm-router-power-of-two": "vp2",
+  "sglang-router-cache-aware": "sca",
 };
+
+export type PeerTool = "vllm-router" | "sglang-router";
+
+/**
+ * The peer routers (bench/README.md, "Peer routers"): proxies in front of `--worker-urls`, each run with one policy
+ * and its other defaults. Each sits behind the same front door as every other mode (Envoy, or the dev gateway),
+ * which forwards to it as its only upstream.
+ */
+export const PEER_MODES: Readonly<Partial<Record<ModeId, { readonly tool: PeerTool; readonly policy: string }>>> = {
+  "vllm-router-cache-aware": { tool: "vllm-router", policy: "cache_aware" },
+  "vllm-router-power-of-two": { tool: "vllm-router", policy: "power_of_two" },
+  "sglang-router-cache-aware": { tool: "sglang-router", policy: "cache_aware" },
+};
+
+/** Pod endpoints a router may call besides completions and /metrics (docs/design/model-servers.md §9). */
+export const PEER_PATHS: readonly string[] = [
+  "/tokenize",
+  "/detokenize",
+  "/v1/chat/completions/render",
+  "/v1/completions/render",
+  "/get_load",
+  "/get_server_info",
+  "/server_info",
+  "/get_model_info",
+  "/model_info",
+];
+const COMPLETION_PATHS: readonly string[] = ["/v1/chat/completions", "/v1/completions"];
 
 /** A profile shipped in deploy/examples/profiles/ (found from both src/ and dist/). */
 export function profilePath(name: "recommended" | "gie-default"): string {
@@ -66,6 +116,17 @@ export interface BenchConfig {
   readonly addressPrefix: string;
   readonly simPort: number;
   readonly simsPerProcess: number;
+  /**
+   * Multiplier on every simulated latency (1 = the H100-scaled fleet as is, 0.1 = 10× faster): a faster fleet
+   * serves more requests per second, so a bounded stage holds enough of them for a stable p90 (bench/README.md).
+   */
+  readonly timeScale: number;
+  /** The simulators' --stream-batch-tokens (tokens per socket write). */
+  readonly streamBatchTokens: number;
+  /** When > 0, every measured stage sends exactly this many requests (its duration is stretched to fit). */
+  readonly minRequests: number;
+  /** Executables of the peer routers the chosen modes need. */
+  readonly peerBins: Readonly<Partial<Record<PeerTool, string>>>;
   readonly modes: readonly ModeId[];
   readonly loads: readonly number[];
   readonly reps: number;
@@ -204,11 +265,14 @@ export class BenchRunner {
       fleetResources(this.#pods, c.workload.loras, llmd ? this.#pods.map((p) => p.port) : [c.simPort]),
     );
     const epps = new Map<ModeId, string>();
+    const peers = new Map<ModeId, string>();
     for (const mode of c.modes) {
       if (mode === "round-robin" || mode === "least-request") continue;
-      epps.set(mode, await this.#startEpp(mode, resources));
+      if (PEER_MODES[mode] !== undefined) peers.set(mode, await this.#startPeer(mode));
+      else epps.set(mode, await this.#startEpp(mode, resources));
     }
-    for (const mode of c.modes) this.#gateways.set(mode, await this.#startGateway(mode, epps.get(mode)));
+    for (const mode of c.modes)
+      this.#gateways.set(mode, await this.#startGateway(mode, epps.get(mode), peers.get(mode)));
     log(`stack ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
     // Warm-up (discarded): JIT, connection pools, EPP scrape state, through every gateway.
@@ -224,7 +288,8 @@ export class BenchRunner {
 
     const stages: StageSummary[] = [];
     const maxRate = (capacity.requests_per_sec * Math.max(...c.loads)) / 100;
-    const traceLength = Math.min(c.maxRequests, traceLengthFor(maxRate, c.durationMs));
+    const traceLength =
+      c.minRequests > 0 ? c.minRequests : Math.min(c.maxRequests, traceLengthFor(maxRate, c.durationMs));
     for (let si = 0; si < c.loads.length; si++) {
       const load = c.loads[si]!;
       const rate = (capacity.requests_per_sec * load) / 100;
@@ -232,21 +297,25 @@ export class BenchRunner {
         for (const mode of c.modes) {
           if (this.#stopping) throw new Error("interrupted");
           const label = `step ${si + 1}/${c.loads.length} ${load}% rep ${rep}/${c.reps}`;
-          const { result, spread } = await this.#stage(
+          // With --min-requests, the stage is long enough for all of them at this rate (+10 % for Poisson gaps)
+          // and ends after the last one is sent.
+          const durationMs =
+            c.minRequests > 0 ? Math.max(c.durationMs, Math.ceil((1100 * c.minRequests) / rate)) : c.durationMs;
+          const { result, spread, extras } = await this.#stage(
             mode,
             label,
             load,
             rate,
             rep,
-            c.durationMs,
+            durationMs,
             c.drainMs,
             traceLength,
           );
-          const summary = summarizeStage({ mode, loadPct: load, rate, rep }, result, spread);
+          const summary = summarizeStage({ mode, loadPct: load, rate, rep }, result, spread, extras);
           stages.push(summary);
           const v = summary.switchyard;
           log(
-            `  ${SHORT[mode].padEnd(3)} ${String(load).padStart(3)}% → TTFT p50/p90/p99 ${fmtMs(v.ttft_ms?.median)}/${fmtMs(v.ttft_ms?.p90)}/${fmtMs(v.ttft_ms?.p99)} ms, ${v.output_tokens_per_sec.toFixed(0)} tok/s, ok ${v.ok} shed ${v.shed} err ${v.errors} aborted ${v.aborted}, loadgen CPU peak ${v.loadgen_cpu_pct.peak.toFixed(0)} %`,
+            `  ${SHORT[mode].padEnd(3)} ${String(load).padStart(3)}% → TTFT p50/p90/p99 ${fmtMs(v.ttft_ms?.median)}/${fmtMs(v.ttft_ms?.p90)}/${fmtMs(v.ttft_ms?.p99)} ms, slowdown p90 ${v.slowdown?.p90.toFixed(2) ?? "–"}, ${v.output_tokens_per_sec.toFixed(0)} tok/s, ok ${v.ok} shed ${v.shed} err ${v.errors} aborted ${v.aborted}, loadgen CPU peak ${v.loadgen_cpu_pct.peak.toFixed(0)} %`,
           );
         }
       }
@@ -274,6 +343,10 @@ export class BenchRunner {
       workload: c.workload,
       capacity,
       modes: c.modes,
+      time_scale: c.timeScale,
+      stream_batch_tokens: c.streamBatchTokens,
+      peer_calls_note:
+        c.backend === "switchyard-sim" ? "pod_requests and peer_calls counted by the simulators" : "not counted",
       loads_pct: c.loads,
       reps: c.reps,
       stage_duration_s: c.durationMs / 1000,
@@ -295,7 +368,7 @@ export class BenchRunner {
       const bin = findLlmdBinary(c.llmdBin);
       this.#pods.forEach((pod, i) => {
         // POD_IP is required with --enable-kvcache (it refuses to start without it).
-        const child = this.#sup.startProgram(pod.name, bin, llmdArgs(pod, c.params, c.workload.seed + i), {
+        const child = this.#sup.startProgram(pod.name, bin, llmdArgs(pod, c.params, c.workload.seed + i, c.timeScale), {
           POD_NAME: pod.name,
           POD_NAMESPACE: POOL_NAMESPACE,
           POD_IP: pod.address,
@@ -311,7 +384,11 @@ export class BenchRunner {
         const file = join(c.workDir, `sims-${h + 1}.json`);
         writeFileSync(
           file,
-          JSON.stringify({ sims: group.map((p, i) => simOptions(p, c.params, c.workload.seed + h * per + i)) }),
+          JSON.stringify({
+            sims: group.map((p, i) =>
+              simOptions(p, c.params, c.workload.seed + h * per + i, c.timeScale, c.streamBatchTokens),
+            ),
+          }),
         );
         const child = this.#sup.start(`sims-${h + 1}`, ["bench", "__sims", file]);
         hosts.push(this.#awaitLine(child, READY_LINE, 30_000));
@@ -383,6 +460,17 @@ export class BenchRunner {
     const c = this.#c;
     const [grpc, health, metrics] = [await freePort(), await freePort(), await freePort()];
     const args = localEppArgs({ resources, ports: { grpc, health, metrics }, logLevel: "warn" });
+    if (c.timeScale !== 1) {
+      // A faster fleet needs a proportionally fresher view: the EPP scrapes as often in simulated time as it would
+      // at 1× (50 ms, and 500 ms when idle), so time scaling does not hand it staler metrics
+      // than its real defaults. The peers' own timers cannot all be scaled (bench/README.md, "Peer routers").
+      args.push(
+        "--refresh-metrics-interval",
+        `${Math.max(1, Math.round(DEFAULT_REFRESH_METRICS_INTERVAL_MS * c.timeScale))}ms`,
+        "--refresh-metrics-idle-interval",
+        `${Math.max(1, Math.round(DEFAULT_IDLE_SCRAPE_INTERVAL_MS * c.timeScale))}ms`,
+      );
+    }
     if (mode === "gie-default") {
       args.push("--config-file", profilePath("gie-default"));
     } else if (mode === "switchyard-recommended") {
@@ -410,9 +498,86 @@ export class BenchRunner {
     return `127.0.0.1:${grpc}`;
   }
 
-  async #startGateway(mode: ModeId, epp: string | undefined): Promise<string> {
+  /**
+   * Starts one peer router on a free port with every pod as a worker, and waits until it answers a completion:
+   * vllm-router listens only once its workers are healthy, sglang-router registers them in the background.
+   */
+  async #startPeer(mode: ModeId): Promise<string> {
+    const c = this.#c;
+    const peer = PEER_MODES[mode]!;
+    const bin = c.peerBins[peer.tool];
+    if (bin === undefined)
+      throw new ConfigError(`mode ${mode} needs ${peer.tool}; install the peer routers with \`npm run setup:peers\``);
+    const [port, prometheus] = [await freePort(), await freePort()];
+    const common = [
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--prometheus-port",
+      String(prometheus),
+      "--worker-urls",
+      ...this.#podUrls,
+      "--policy",
+      peer.policy,
+    ];
+    const args =
+      peer.tool === "vllm-router"
+        ? [...common, "--log-level", "warning"]
+        : ["launch", ...common, "--log-level", "warn"];
+    const child = this.#sup.startProgram(`peer-${SHORT[mode]}`, bin, args);
+    this.#watch(child);
+    const url = `http://127.0.0.1:${port}`;
+    try {
+      await waitFor(
+        `the ${mode} router to serve a completion`,
+        async () => {
+          if (child.process.exitCode !== null) throw new Error(`exited (${child.process.exitCode})`);
+          try {
+            const res = await fetch(`${url}/v1/chat/completions`, {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: JSON.stringify({
+                model: BASE_MODEL,
+                messages: [{ role: "user", content: "ready?" }],
+                max_tokens: 1,
+              }),
+              signal: AbortSignal.timeout(5000),
+            });
+            await res.arrayBuffer();
+            return res.ok;
+          } catch {
+            return false;
+          }
+        },
+        60_000,
+        250,
+      );
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n--- ${child.logFile}:\n${this.#sup.tail(child)}`);
+    }
+    return `127.0.0.1:${port}`;
+  }
+
+  /** Completion and router-facing endpoint hits per pod (switchyard-sim only: GET /sim/endpoint-hits). */
+  async #podHits(): Promise<(Record<string, number> | undefined)[]> {
+    if (this.#c.backend !== "switchyard-sim") return this.#podUrls.map(() => undefined);
+    return Promise.all(
+      this.#podUrls.map(async (u) => {
+        try {
+          const res = await fetch(`${u}/sim/endpoint-hits`, { signal: AbortSignal.timeout(2000) });
+          return res.ok ? ((await res.json()) as Record<string, number>) : undefined;
+        } catch {
+          return undefined;
+        }
+      }),
+    );
+  }
+
+  /** `peer` = a peer router's address, which then is this front door's only upstream. */
+  async #startGateway(mode: ModeId, epp: string | undefined, peer?: string): Promise<string> {
     const port = await freePort();
-    const endpoints = this.#pods.map((p) => `${p.address}:${p.port}`).join(",");
+    const endpoints = peer ?? this.#pods.map((p) => `${p.address}:${p.port}`).join(",");
     const args = [
       "gateway",
       "--host",
@@ -424,8 +589,9 @@ export class BenchRunner {
       "--log-level",
       "warn",
     ];
+    const lb = peer !== undefined ? "round-robin" : mode;
     if (epp !== undefined) args.push("--lb", "epp", "--epp", epp, "--failure-mode", "FailClose");
-    else args.push("--lb", mode);
+    else args.push("--lb", lb);
     const envoyArgs =
       this.#c.envoyBin === undefined
         ? undefined
@@ -439,7 +605,7 @@ export class BenchRunner {
             String(await freePort()),
             "--dir",
             join(this.#c.workDir, `envoy-${SHORT[mode]}`),
-            ...(epp !== undefined ? ["--epp", epp] : ["--lb", mode, "--endpoints", endpoints]),
+            ...(epp !== undefined ? ["--epp", epp] : ["--lb", lb, "--endpoints", endpoints]),
           ];
     const child = this.#sup.start(`gateway-${SHORT[mode]}`, envoyArgs ?? args);
     this.#watch(child);
@@ -517,7 +683,7 @@ export class BenchRunner {
     drainMs: number,
     traceLength = 4000,
     concurrency?: number,
-  ): Promise<{ result: LoadResult; spread: SpreadSample[] }> {
+  ): Promise<{ result: LoadResult; spread: SpreadSample[]; extras: StageExtras }> {
     const c = this.#c;
     const url = this.#gateways.get(mode);
     if (url === undefined) throw new Error(`no gateway for mode ${mode}`);
@@ -539,6 +705,7 @@ export class BenchRunner {
     };
     const jobFile = join(c.workDir, `load-${n}.job.json`);
     writeFileSync(jobFile, JSON.stringify(job));
+    const hitsBefore = await this.#podHits();
     const child = this.#sup.start(`load-${n}`, ["bench", "__load", jobFile]);
     this.#current = child;
     const head = `[${SHORT[mode].padEnd(3)} ${label}${concurrency === undefined && rate > 0 ? ` ${rate.toFixed(2)} req/s` : concurrency !== undefined ? ` closed loop ×${concurrency}` : ""}]`;
@@ -592,7 +759,38 @@ export class BenchRunner {
       throw new Error(`load generator ${child.name} failed (${code}); log ${child.logFile}:\n${this.#sup.tail(child)}`);
     const result = JSON.parse(readFileSync(out, "utf8")) as LoadResult;
     await this.#drain();
-    return { result, spread };
+    const hitsAfter = await this.#podHits();
+    const podRequests: Record<string, number> = {};
+    const peerCalls: Record<string, number> = {};
+    hitsAfter.forEach((after, i) => {
+      const before = hitsBefore[i];
+      if (after === undefined || before === undefined) return;
+      const delta = (path: string) => (after[path] ?? 0) - (before[path] ?? 0);
+      podRequests[this.#pods[i]!.name] = COMPLETION_PATHS.reduce((a, path) => a + delta(path), 0);
+      for (const path of PEER_PATHS) if (delta(path) > 0) peerCalls[path] = (peerCalls[path] ?? 0) + delta(path);
+    });
+    return { result, spread, extras: { slowdowns: this.#slowdowns(result, traceLength), podRequests, peerCalls } };
+  }
+
+  /**
+   * TTFT ÷ the request's idle cold TTFT at this run's time scale. The prompt length is the server's count
+   * (usage.prompt_tokens); a request that got no usage (aborted, failed) falls back to the trace's estimate.
+   */
+  #slowdowns(result: LoadResult, traceLength: number): number[] {
+    const c = this.#c;
+    const trace = generateTrace(c.workload, traceLength);
+    const out: number[] = [];
+    for (const r of result.records) {
+      const t = r.ttft ?? (r.outcome === "aborted" ? r.e2e : undefined);
+      if (t === undefined) continue;
+      const item = trace.items[r.i];
+      const estimate =
+        item === undefined ? 0 : item.promptTokens + (item.group >= 0 ? trace.groupTokens[item.group]! : 0);
+      const prompt = r.prompt > 0 ? r.prompt : estimate;
+      const idle = idleColdTtftMs(c.params, prompt, r.lora !== undefined) * c.timeScale;
+      if (idle > 0) out.push(t / idle);
+    }
+    return out;
   }
 
   /**
@@ -612,7 +810,7 @@ export class BenchRunner {
         it.outputTokens * p.interTokenLatencyMs * p.timeFactorUnderLoad;
       if (ms > longest) longest = ms;
     }
-    return longest * slowest;
+    return longest * slowest * c.timeScale;
   }
 
   /**

@@ -104,6 +104,15 @@ export interface SwitchyardStageView {
     readonly samples: number;
   };
   readonly errors_by_status: Readonly<Record<string, number>>;
+  /**
+   * TTFT ÷ the same request's TTFT alone on an idle 1× pod with a cold cache (fleet.ts idleColdTtftMs), scale-free;
+   * like ttft_ms it includes requests aborted before their first token at their waiting time (a lower bound).
+   */
+  readonly slowdown: Dist | undefined;
+  /** Completion requests each pod received during the stage (its own count, so every mode is counted alike). */
+  readonly pod_requests: Readonly<Record<string, number>>;
+  /** Calls to the pods' router-facing endpoints during the stage, summed over pods (tokenize, render, load …). */
+  readonly peer_calls: Readonly<Record<string, number>>;
   readonly loadgen_cpu_pct: { readonly avg: number; readonly peak: number };
   readonly schedule_lag_ms: { readonly p50: number; readonly p99: number; readonly max: number };
 }
@@ -165,7 +174,20 @@ export interface StageMeta {
   readonly rep: number;
 }
 
-export function summarizeStage(meta: StageMeta, result: LoadResult, spread: readonly SpreadSample[]): StageSummary {
+/** What the runner measures around a stage besides the load generator's records. */
+export interface StageExtras {
+  /** Per-request TTFT slowdown samples (see SwitchyardStageView.slowdown). */
+  readonly slowdowns: readonly number[];
+  readonly podRequests: Readonly<Record<string, number>>;
+  readonly peerCalls: Readonly<Record<string, number>>;
+}
+
+export function summarizeStage(
+  meta: StageMeta,
+  result: LoadResult,
+  spread: readonly SpreadSample[],
+  extras: StageExtras = { slowdowns: [], podRequests: {}, peerCalls: {} },
+): StageSummary {
   const recs = result.records;
   const oks = recs.filter((r) => r.outcome === "ok");
   const failures = recs.filter((r) => r.outcome !== "ok");
@@ -240,6 +262,9 @@ export function summarizeStage(meta: StageMeta, result: LoadResult, spread: read
       samples: spread.length,
     },
     errors_by_status: errorsByStatus,
+    slowdown: dist(extras.slowdowns),
+    pod_requests: extras.podRequests,
+    peer_calls: extras.peerCalls,
     loadgen_cpu_pct: { avg: result.cpu.pct, peak: result.cpu.peakPct },
     schedule_lag_ms: result.scheduleLagMs,
   };
@@ -311,6 +336,36 @@ export interface AggregatePoint {
   readonly running_spread_mean: number;
   readonly prefix_cache_hit_pct: number;
   readonly loadgen_cpu_peak_pct: number;
+  /** Min–max across repetitions of the figures the peer comparison reports. */
+  readonly ttft_p50_ms_range: readonly [number, number];
+  readonly ttft_p99_ms_range: readonly [number, number];
+  readonly slowdown_p50: number;
+  readonly slowdown_p90: number;
+  readonly slowdown_p99: number;
+  readonly slowdown_p50_range: readonly [number, number];
+  readonly slowdown_p90_range: readonly [number, number];
+  readonly slowdown_p99_range: readonly [number, number];
+  readonly output_tokens_per_sec_range: readonly [number, number];
+  readonly prefix_cache_hit_pct_range: readonly [number, number];
+  /** Requests each pod received, median over repetitions. */
+  readonly pod_requests: Readonly<Record<string, number>>;
+  /** Router-facing endpoint calls, median over repetitions. */
+  readonly peer_calls: Readonly<Record<string, number>>;
+  /** Smallest request count behind any repetition's p90 (requests at or above it). */
+  readonly p90_tail_min: number;
+}
+
+function range(values: readonly (number | undefined)[]): readonly [number, number] {
+  const v = values.filter((x): x is number => x !== undefined && Number.isFinite(x));
+  return v.length === 0 ? [Number.NaN, Number.NaN] : [Math.min(...v), Math.max(...v)];
+}
+
+function medianRecord(records: readonly Readonly<Record<string, number>>[]): Record<string, number> {
+  const keys = new Set<string>();
+  for (const r of records) for (const k of Object.keys(r)) keys.add(k);
+  const out: Record<string, number> = {};
+  for (const k of [...keys].sort()) out[k] = median(records.map((r) => r[k] ?? 0));
+  return out;
 }
 
 export function aggregate(stages: readonly SwitchyardStageView[]): AggregatePoint[] {
@@ -353,6 +408,19 @@ export function aggregate(stages: readonly SwitchyardStageView[]): AggregatePoin
       running_spread_mean: m((s) => s.endpoints.running_spread_mean),
       prefix_cache_hit_pct: m((s) => s.prefix_cache_hit_pct),
       loadgen_cpu_peak_pct: m((s) => s.loadgen_cpu_pct.peak),
+      ttft_p50_ms_range: range(g.map((s) => s.ttft_ms?.median)),
+      ttft_p99_ms_range: range(g.map((s) => s.ttft_ms?.p99)),
+      slowdown_p50: m((s) => s.slowdown?.median),
+      slowdown_p90: m((s) => s.slowdown?.p90),
+      slowdown_p99: m((s) => s.slowdown?.p99),
+      slowdown_p50_range: range(g.map((s) => s.slowdown?.median)),
+      slowdown_p90_range: range(g.map((s) => s.slowdown?.p90)),
+      slowdown_p99_range: range(g.map((s) => s.slowdown?.p99)),
+      output_tokens_per_sec_range: range(g.map((s) => s.output_tokens_per_sec)),
+      prefix_cache_hit_pct_range: range(g.map((s) => s.prefix_cache_hit_pct)),
+      pod_requests: medianRecord(g.map((s) => s.pod_requests ?? {})),
+      peer_calls: medianRecord(g.map((s) => s.peer_calls ?? {})),
+      p90_tail_min: Math.min(...g.map((s) => Math.ceil((s.ttft_ms?.count ?? 0) * 0.1))),
     });
   }
   return out;

@@ -12,7 +12,7 @@ import { join, resolve } from "node:path";
 import { H100_SCALED } from "../bench/fleet.js";
 import { type LoadJob, runLoad } from "../bench/loadgen.js";
 import { type BenchResults, checkTargets, writeReport } from "../bench/report.js";
-import { type Backend, BenchRunner, MODE_ALIASES, type ModeId } from "../bench/run.js";
+import { type Backend, BenchRunner, MODE_ALIASES, type ModeId, PEER_MODES, type PeerTool } from "../bench/run.js";
 import { runSimHost } from "../bench/sim-host.js";
 import { DEFAULT_WORKLOAD } from "../bench/workload.js";
 import { ConfigError } from "../common/errors.js";
@@ -22,6 +22,12 @@ import { findTool, SETUP_TOOLS_COMMAND } from "../common/tools.js";
 const BACKENDS: readonly Backend[] = ["switchyard-sim", "llm-d-inference-sim"];
 
 const FLAGS = {
+  preset: {
+    kind: "string",
+    default: "",
+    help: "peers = the peer-router comparison (bench/README.md): real Envoy, modes rr,lr,sy,gie,vca,vp2,sca, 85 % load, 3 reps, 2000 requests per stage, fleet 5× faster (EPP scrapes scaled alike), 8 tokens per write (explicit flags still win)",
+    check: (v: string) => (v === "" || v === "peers" ? undefined : "must be peers or empty"),
+  },
   quick: {
     kind: "bool",
     default: false,
@@ -70,7 +76,25 @@ const FLAGS = {
   modes: {
     kind: "list",
     default: ["rr", "lr", "sy"],
-    help: "modes, interleaved in this order at every step: rr (round-robin), lr (least-request), sy (switchyard EPP, default profile), syr (switchyard, deploy/examples/profiles/recommended.yaml), gie (EPP with GIE v1.5's default profile)",
+    help: "modes, interleaved in this order at every step: rr (round-robin), lr (least-request), sy (switchyard EPP, default profile), syr (switchyard, deploy/examples/profiles/recommended.yaml), gie (EPP with GIE v1.5's default profile), vca / vp2 (vllm-router cache_aware / power_of_two), sca (sglang-router cache_aware); the peers need `npm run setup:peers`",
+  },
+  "time-scale": {
+    kind: "float",
+    default: 1,
+    help: "multiplier on every simulated latency: 0.1 = the fleet 10× faster, so a stage of bounded length holds 10× the requests (slowdowns are scale-free; latencies stay in wall ms)",
+    check: checks.positive,
+  },
+  "stream-batch-tokens": {
+    kind: "int",
+    default: 1,
+    help: "simulator tokens per socket write (still one SSE event per token; the first token is never held back)",
+    check: checks.positive,
+  },
+  "min-requests": {
+    kind: "int",
+    default: 0,
+    help: "send exactly this many requests in every measured stage, stretching it as needed (0 = --duration decides); 2000 puts ≥ 200 requests behind each p90",
+    check: checks.nonNegative,
   },
   loads: {
     kind: "list",
@@ -156,6 +180,18 @@ const QUICK = {
   warmup: 2000,
 } as const;
 
+/** `--preset peers`: the peer-router comparison of issue 15 in one command (bench/README.md, "Peer routers"). */
+const PEERS_PRESET = {
+  gateway: "envoy",
+  modes: ["rr", "lr", "sy", "gie", "vca", "vp2", "sca"],
+  loads: ["85"],
+  reps: 3,
+  "time-scale": 0.2,
+  "stream-batch-tokens": 8,
+  "min-requests": 2000,
+  drain: 5000,
+} as const;
+
 /** N values evenly spaced over `list` (first and last included). */
 export function pickSteps<T>(list: readonly T[], n: number): T[] {
   if (n <= 0 || n >= list.length) return [...list];
@@ -192,15 +228,19 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
   }
   const q = <K extends keyof typeof QUICK>(k: K, v: (typeof FLAGS)[K]["default"]) =>
     f.quick && !f.$set.has(k) ? QUICK[k] : v;
+  const preset = (f.preset as string) === "peers";
+  const p = <K extends keyof typeof PEERS_PRESET>(k: K, v: unknown): unknown =>
+    preset && !f.$set.has(k) ? PEERS_PRESET[k] : v;
 
   const modes: ModeId[] = [];
-  for (const m of f.modes) {
+  for (const m of p("modes", f.modes) as readonly string[]) {
     const id = MODE_ALIASES[m];
-    if (id === undefined) throw new ConfigError(`unknown mode "${m}" (use rr, lr, sy, gie)`, undefined, "--modes");
+    if (id === undefined)
+      throw new ConfigError(`unknown mode "${m}" (use rr, lr, sy, syr, gie, vca, vp2, sca)`, undefined, "--modes");
     if (!modes.includes(id)) modes.push(id);
   }
   if (modes.length === 0) throw new ConfigError("needs at least one mode", undefined, "--modes");
-  const loads = (q("loads", f.loads) as readonly string[]).map((s) => {
+  const loads = (p("loads", q("loads", f.loads)) as readonly string[]).map((s) => {
     const n = Number(s);
     if (!Number.isFinite(n) || n <= 0 || n > 1000)
       throw new ConfigError(`"${s}" is not a load percentage in (0, 1000]`, undefined, "--loads");
@@ -219,7 +259,7 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
   const workDir = resolve(f["work-dir"] !== "" ? f["work-dir"] : join(tmpdir(), `switchyard-bench-${stamp}`));
   mkdirSync(workDir, { recursive: true });
 
-  const gatewayKind: string = f.gateway;
+  const gatewayKind = p("gateway", f.gateway) as string;
   const envoyBin = gatewayKind === "envoy" ? findTool("envoy") : undefined;
   if (gatewayKind === "envoy" && envoyBin === undefined) {
     throw new ConfigError(
@@ -227,6 +267,19 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
       undefined,
       "--gateway",
     );
+  }
+  const peerBins: Partial<Record<PeerTool, string>> = {};
+  for (const mode of modes) {
+    const tool = PEER_MODES[mode]?.tool;
+    if (tool === undefined || peerBins[tool] !== undefined) continue;
+    const bin = findTool(tool);
+    if (bin === undefined)
+      throw new ConfigError(
+        `mode ${mode} needs ${tool}; install it with \`npm run setup:peers\``,
+        undefined,
+        "--modes",
+      );
+    peerBins[tool] = bin;
   }
   const runner = new BenchRunner({
     backend,
@@ -238,9 +291,13 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     simsPerProcess: f["sims-per-process"],
     modes,
     loads: pickSteps(loads, f.steps),
-    reps: f.reps,
+    reps: p("reps", f.reps) as number,
     durationMs: q("duration", f.duration) as number,
-    drainMs: q("drain", f.drain) as number,
+    drainMs: p("drain", q("drain", f.drain)) as number,
+    timeScale: p("time-scale", f["time-scale"]) as number,
+    streamBatchTokens: p("stream-batch-tokens", f["stream-batch-tokens"]) as number,
+    minRequests: p("min-requests", f["min-requests"]) as number,
+    peerBins,
     maxRequests: f["max-requests"],
     capacityDurationMs: q("capacity-duration", f["capacity-duration"]) as number,
     capacity: f.capacity,

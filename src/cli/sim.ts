@@ -153,6 +153,12 @@ export const SIM_FLAGS = {
     help: "multiplier on every model latency: 2 = a pod twice as slow, 0.5 = twice as fast",
     check: checks.positive,
   },
+  "stream-batch-tokens": {
+    kind: "int",
+    default: D.streamBatchTokens,
+    help: "streamed tokens per socket write (one SSE event each; the first token is never held back)",
+    check: checks.positive,
+  },
   "pod-name": {
     kind: "string",
     default: "",
@@ -269,6 +275,7 @@ export function parseSimArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
     dataParallelSize: f["data-parallel-size"],
     dpGaugesAfterFirstRequest: f["dp-gauges-after-first-request"],
     speed: f.speed,
+    streamBatchTokens: f["stream-batch-tokens"],
     ...(podName !== undefined ? { podName } : {}),
     ...(podNamespace !== undefined ? { podNamespace } : {}),
   };

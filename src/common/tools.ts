@@ -23,6 +23,9 @@ export const TOOL_NAMES = [
   "prometheus",
   // Not a program: prints the folder of upstream CRDs for deploy/'s third-party objects (scripts/setup-tools.sh).
   "third-party-crds",
+  // Opt-in (`npm run setup:peers`): the peer routers the routing benchmark runs (bench/README.md).
+  "vllm-router",
+  "sglang-router",
 ] as const;
 export type ToolName = (typeof TOOL_NAMES)[number];
 

@@ -101,6 +101,12 @@ export interface SimulatorOptions {
   dpGaugesAfterFirstRequest?: boolean;
   /** Multiplier on every model latency (TTFT, prefill, ITL, LoRA load): 2 = a pod twice as slow. Default 1. */
   speed?: number;
+  /**
+   * Streamed tokens per socket write: events are still one per token, but k of them leave in one write (the first
+   * token always at once, the rest when k are pending or the stream ends). 1 = a write per token, like vLLM. A
+   * time-scaled benchmark raises it so proxies relay fewer, larger chunks (bench/README.md).
+   */
+  streamBatchTokens?: number;
   /** Values of the x-inference-pod / x-inference-namespace response headers; omitted when undefined. */
   podName?: string;
   podNamespace?: string;
@@ -135,6 +141,7 @@ export const SIM_DEFAULTS = {
   dataParallelSize: 1,
   dpGaugesAfterFirstRequest: true,
   speed: 1,
+  streamBatchTokens: 1,
   maxBodyBytes: 16 * 1024 * 1024,
 } as const;
 
@@ -170,6 +177,7 @@ export interface ResolvedSimOptions {
   readonly dataParallelSize: number;
   readonly dpGaugesAfterFirstRequest: boolean;
   readonly speed: number;
+  readonly streamBatchTokens: number;
   readonly podName: string | undefined;
   readonly podNamespace: string | undefined;
   readonly maxBodyBytes: number;
@@ -208,6 +216,7 @@ const FLAG_OF: Record<string, string> = {
   dataParallelSize: "--data-parallel-size",
   dpGaugesAfterFirstRequest: "--dp-gauges-after-first-request",
   speed: "--speed",
+  streamBatchTokens: "--stream-batch-tokens",
   maxBodyBytes: "maxBodyBytes",
 };
 
@@ -392,6 +401,7 @@ export function resolveSimOptions(options: SimulatorOptions): ResolvedSimOptions
     dataParallelSize: int("dataParallelSize", options.dataParallelSize, d.dataParallelSize, 1, 64),
     dpGaugesAfterFirstRequest: options.dpGaugesAfterFirstRequest ?? d.dpGaugesAfterFirstRequest,
     speed: positive("speed", options.speed, d.speed),
+    streamBatchTokens: int("streamBatchTokens", options.streamBatchTokens, d.streamBatchTokens, 1, 4096),
     podName: options.podName || undefined,
     podNamespace: options.podNamespace || undefined,
     maxBodyBytes: int("maxBodyBytes", options.maxBodyBytes, d.maxBodyBytes, 1),

@@ -73,6 +73,34 @@ function contentText(content: unknown, index: number): string {
   return text;
 }
 
+/** The text the generation prompt adds after the last message (see renderChat). */
+export const GENERATION_PROMPT = "<|im_start|>assistant\n";
+
+/**
+ * Renders chat messages into the prompt text the engine sees: a ChatML-like rendering where each turn is a stable
+ * prefix of the next, so multi-turn chats hit the prefix cache. /v1/chat/completions, /tokenize and
+ * /v1/chat/completions/render all use it, so the three agree on a prompt's text, token count and token ids.
+ * Throws SimHttpError 400 on an invalid message list.
+ */
+export function renderChat(messages: unknown): { promptText: string; echoText: string } {
+  if (!Array.isArray(messages) || messages.length === 0)
+    throw badRequest("messages must be a non-empty array", "messages");
+  const parts: string[] = [];
+  let echoText = "";
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i] as unknown;
+    if (typeof m !== "object" || m === null) throw badRequest(`messages[${i}] must be an object`, "messages");
+    const role = (m as Record<string, unknown>).role;
+    if (typeof role !== "string" || role === "")
+      throw badRequest(`messages[${i}].role must be a non-empty string`, "messages");
+    const text = contentText((m as Record<string, unknown>).content, i);
+    if (role === "user") echoText = text;
+    parts.push(`<|im_start|>${role}\n${text}<|im_end|>\n`);
+  }
+  parts.push(GENERATION_PROMPT);
+  return { promptText: parts.join(""), echoText };
+}
+
 /**
  * Validates a completions or chat body. `loras` maps adapter names; `served` the base model's names.
  * Throws SimHttpError (400 invalid, 404 unknown model).
@@ -95,24 +123,9 @@ export function parseRequest(
   let echoText: string;
   let promptTokens: number;
   if (api === "chat") {
-    const messages = body.messages;
-    if (!Array.isArray(messages) || messages.length === 0)
-      throw badRequest("messages must be a non-empty array", "messages");
-    // A ChatML-like rendering: each turn is a stable prefix of the next, so multi-turn chats hit the prefix cache.
-    const parts: string[] = [];
-    echoText = "";
-    for (let i = 0; i < messages.length; i++) {
-      const m = messages[i] as unknown;
-      if (typeof m !== "object" || m === null) throw badRequest(`messages[${i}] must be an object`, "messages");
-      const role = (m as Record<string, unknown>).role;
-      if (typeof role !== "string" || role === "")
-        throw badRequest(`messages[${i}].role must be a non-empty string`, "messages");
-      const text = contentText((m as Record<string, unknown>).content, i);
-      if (role === "user") echoText = text;
-      parts.push(`<|im_start|>${role}\n${text}<|im_end|>\n`);
-    }
-    parts.push("<|im_start|>assistant\n");
-    promptText = parts.join("");
+    const rendered = renderChat(body.messages);
+    promptText = rendered.promptText;
+    echoText = rendered.echoText;
     promptTokens = estimateTokens(promptText);
   } else {
     const prompt = body.prompt;

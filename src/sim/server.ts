@@ -9,7 +9,17 @@ import { Engine, EngineRejection, type SequenceInfo, type SequenceSink } from ".
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.js";
 import { type FailureType, type ResolvedSimOptions, resolveSimOptions, type SimulatorOptions } from "./options.js";
 import { hashString, Rng } from "./random.js";
-import { type Api, type ParsedRequest, parseRequest, planOutput, SimHttpError, TokenText } from "./request.js";
+import {
+  type Api,
+  GENERATION_PROMPT,
+  type ParsedRequest,
+  parseRequest,
+  planOutput,
+  renderChat,
+  SimHttpError,
+  TokenText,
+} from "./request.js";
+import { SimTokenizer } from "./tokenizer.js";
 
 export interface Simulator {
   /** `http://host:port` (IPv6 hosts bracketed). */
@@ -20,6 +30,8 @@ export interface Simulator {
   readonly options: ResolvedSimOptions;
   /** The HTTP server, for tests that also want to see each request as it reaches the pod. */
   readonly server: Server;
+  /** Requests received per path since start (GET /sim/endpoint-hits serves the same). */
+  endpointHits(): Record<string, number>;
   /** Stops listening, drops in-flight and hung requests, and resolves once the server is closed. */
   close(): Promise<void>;
 }
@@ -90,6 +102,8 @@ export class SimulatorServer {
   #baseHeaders: Record<string, string> = {};
   #hung = new Set<ServerResponse>();
   #modelsBody: string;
+  readonly #tokenizer = new SimTokenizer();
+  readonly #hits = new Map<string, number>();
 
   constructor(options: ResolvedSimOptions) {
     this.options = options;
@@ -149,6 +163,7 @@ export class SimulatorServer {
     const q = url.indexOf("?");
     const path = q === -1 ? url : url.slice(0, q);
     const method = req.method ?? "GET";
+    this.#hits.set(path, (this.#hits.get(path) ?? 0) + 1);
     switch (path) {
       case "/v1/chat/completions":
       case "/v1/completions":
@@ -168,6 +183,27 @@ export class SimulatorServer {
       case "/metrics":
         if (method !== "GET") this.#methodNotAllowed(res, "GET");
         else this.#metrics(res);
+        break;
+      // vLLM's tokenizer endpoints, which routers call before routing (docs/design/model-servers.md §9.1).
+      case "/tokenize":
+      case "/detokenize":
+      case "/v1/chat/completions/render":
+      case "/v1/completions/render":
+        if (method !== "POST") this.#methodNotAllowed(res, "POST");
+        else this.#readJson(req, res, (body) => this.#tokenizerRoute(path, body, res));
+        break;
+      // SGLang's server endpoints, which sglang-router and vllm-router probe (docs/design/model-servers.md §9.2).
+      case "/get_model_info":
+      case "/model_info":
+      case "/get_server_info":
+      case "/server_info":
+      case "/get_load":
+        if (method !== "GET") this.#methodNotAllowed(res, "GET");
+        else this.#send(res, 200, JSON_TYPE, JSON.stringify(this.#sglangInfo(path)));
+        break;
+      case "/sim/endpoint-hits":
+        if (method !== "GET") this.#methodNotAllowed(res, "GET");
+        else this.#send(res, 200, JSON_TYPE, JSON.stringify(this.endpointHits()));
         break;
       default:
         req.resume();
@@ -207,6 +243,11 @@ export class SimulatorServer {
   }
 
   #completion(api: Api, req: IncomingMessage, res: ServerResponse): void {
+    this.#readJson(req, res, (body) => this.#start(api, parseRequest(api, body, this.#served, this.#loras), res));
+  }
+
+  /** Reads a bounded JSON body, then runs `handle`; errors it throws become OpenAI-style error responses. */
+  #readJson(req: IncomingMessage, res: ServerResponse, handle: (body: unknown) => void): void {
     const limit = this.options.maxBodyBytes;
     const chunks: Buffer[] = [];
     let size = 0;
@@ -235,7 +276,7 @@ export class SimulatorServer {
         );
       }
       try {
-        this.#start(api, parseRequest(api, body, this.#served, this.#loras), res);
+        handle(body);
       } catch (err) {
         if (err instanceof SimHttpError) return this.#error(res, err);
         if (err instanceof EngineRejection)
@@ -245,6 +286,117 @@ export class SimulatorServer {
     });
     // A reset mid-upload: nothing was queued yet, the socket is gone; just stop.
     req.on("error", () => {});
+  }
+
+  endpointHits(): Record<string, number> {
+    return Object.fromEntries(this.#hits);
+  }
+
+  /** The model a tokenizer request names: optional in vLLM (then the base model), else a served name or adapter. */
+  #tokenizerModel(body: Record<string, unknown>): string {
+    const model = body.model;
+    if (model === undefined || model === null) return this.options.servedModelNames[0]!;
+    if (typeof model !== "string" || (!this.#served.has(model) && !this.#loras.has(model)))
+      throw new SimHttpError(
+        404,
+        "NotFoundError",
+        `The model \`${String(model)}\` does not exist. Valid aliases: ${[...this.#served, ...this.#loras].join(", ")}.`,
+        "model",
+      );
+    return model;
+  }
+
+  #tokenizerRoute(path: string, raw: unknown, res: ServerResponse): void {
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw))
+      throw new SimHttpError(400, "BadRequestError", "request body must be an object");
+    const body = raw as Record<string, unknown>;
+    const o = this.options;
+    if (path === "/tokenize") {
+      this.#tokenizerModel(body);
+      let text: string;
+      if (body.messages !== undefined) {
+        text = renderChat(body.messages).promptText;
+        // vLLM's add_generation_prompt (default true) appends the assistant turn's opening.
+        if (body.add_generation_prompt === false) text = text.slice(0, -GENERATION_PROMPT.length);
+      } else if (typeof body.prompt === "string") {
+        text = body.prompt;
+      } else {
+        throw new SimHttpError(400, "BadRequestError", "prompt must be a string, or give messages", "prompt");
+      }
+      const tokens = this.#tokenizer.encode(text);
+      const strs = body.return_token_strs === true ? tokens.map((t) => this.#tokenizer.piece(t) ?? "") : null;
+      this.#send(
+        res,
+        200,
+        JSON_TYPE,
+        JSON.stringify({ count: tokens.length, max_model_len: o.maxModelLen, tokens, token_strs: strs }),
+      );
+      return;
+    }
+    if (path === "/detokenize") {
+      this.#tokenizerModel(body);
+      const tokens = body.tokens;
+      if (!Array.isArray(tokens) || !tokens.every((t) => Number.isSafeInteger(t) && (t as number) >= 0))
+        throw new SimHttpError(400, "BadRequestError", "tokens must be an array of integers >= 0", "tokens");
+      this.#send(res, 200, JSON_TYPE, JSON.stringify({ prompt: this.#tokenizer.decode(tokens as number[]) }));
+      return;
+    }
+    // /v1/chat/completions/render and /v1/completions/render: the request vLLM would hand its engine.
+    const api: Api = path === "/v1/completions/render" ? "completions" : "chat";
+    const parsed = parseRequest(api, body, this.#served, this.#loras);
+    const prompt = api === "completions" ? body.prompt : undefined;
+    const ids =
+      Array.isArray(prompt) && prompt.every((p) => Number.isInteger(p))
+        ? (prompt as number[])
+        : this.#tokenizer.encode(parsed.promptText);
+    const rendered = renderedRequest(api, parsed, body, ids, this.#rng);
+    this.#send(res, 200, JSON_TYPE, JSON.stringify(api === "chat" ? rendered : [rendered]));
+  }
+
+  /** SGLang's /get_model_info, /get_server_info and /get_load bodies, from this simulator's options and state. */
+  #sglangInfo(path: string): unknown {
+    const o = this.options;
+    const modelInfo = {
+      model_path: o.model,
+      tokenizer_path: o.model,
+      is_generation: true,
+      preferred_sampling_params: null,
+      weight_version: "default",
+      has_image_understanding: false,
+      has_audio_understanding: false,
+      model_type: "llama",
+      architectures: ["LlamaForCausalLM"],
+    };
+    if (path === "/get_model_info" || path === "/model_info") return modelInfo;
+    const e = this.engine;
+    if (path === "/get_load") {
+      // vllm-router's power_of_two reads `load`; SGLang itself answers a per-rank list (docs/design/model-servers.md §9.2).
+      return {
+        load: e.running + e.waiting,
+        num_reqs: e.running + e.waiting,
+        num_running_reqs: e.running,
+        num_waiting_reqs: e.waiting,
+        num_tokens: e.kv.usedBlocks * o.blockSize,
+      };
+    }
+    return {
+      ...modelInfo,
+      served_model_name: o.servedModelNames[0],
+      host: o.host,
+      port: o.port,
+      tp_size: 1,
+      dp_size: o.dataParallelSize,
+      page_size: o.blockSize,
+      context_length: o.maxModelLen,
+      max_running_requests: o.maxNumSeqs,
+      max_total_num_tokens: o.kvCacheSize * o.blockSize,
+      max_req_input_len: o.maxModelLen - 1,
+      disable_radix_cache: !o.enablePrefixCaching,
+      enable_lora: o.loraModules.length > 0,
+      max_loras_per_batch: o.maxLoras,
+      internal_states: [{ last_gen_throughput: 0, load: e.running + e.waiting }],
+      version: "switchyard-sim",
+    };
   }
 
   #start(api: Api, parsed: ParsedRequest, res: ServerResponse): void {
@@ -286,7 +438,7 @@ export class SimulatorServer {
       ...(parsed.cacheSalt !== undefined ? { cacheSalt: parsed.cacheSalt } : {}),
     };
     const sink = parsed.stream
-      ? new StreamSink(api, parsed, id, created, text, res)
+      ? new StreamSink(api, parsed, id, created, text, res, o.streamBatchTokens)
       : new JsonSink(api, parsed, id, created, text, res, this.#baseHeaders);
     // Throws EngineRejection (429 queue full) before any header is written; tokens flow from a later microtask.
     const seq = this.engine.submit(request, sink);
@@ -305,6 +457,61 @@ export class SimulatorServer {
   }
 }
 
+/** vLLM 0.32's GenerateRequest as the render endpoints return it (captured from a real server; model-servers.md §9.1). */
+function renderedRequest(
+  api: Api,
+  parsed: ParsedRequest,
+  body: Record<string, unknown>,
+  ids: readonly number[],
+  rng: Rng,
+): Record<string, unknown> {
+  const num = (v: unknown, d: number) => (typeof v === "number" && Number.isFinite(v) ? v : d);
+  const id =
+    Math.floor(rng.next() * 2 ** 32)
+      .toString(16)
+      .padStart(8, "0") +
+    Math.floor(rng.next() * 2 ** 32)
+      .toString(16)
+      .padStart(8, "0");
+  return {
+    request_id: `${api === "chat" ? "chatcmpl" : "cmpl"}-${id}`,
+    token_ids: ids,
+    token_offsets: null,
+    features: null,
+    content_parts: null,
+    sampling_params: {
+      presence_penalty: num(body.presence_penalty, 0),
+      frequency_penalty: num(body.frequency_penalty, 0),
+      repetition_penalty: num(body.repetition_penalty, 1),
+      temperature: num(body.temperature, 1),
+      top_p: num(body.top_p, 1),
+      min_p: num(body.min_p, 0),
+      stop: [],
+      stop_token_ids: [],
+      ...(body.ignore_eos === true ? { ignore_eos: true } : {}),
+      ...(parsed.requestedMaxTokens !== undefined ? { max_tokens: parsed.requestedMaxTokens } : {}),
+      // vLLM's RequestOutputKind: DELTA (1) when streaming, FINAL_ONLY (2) otherwise.
+      output_kind: parsed.stream ? 1 : 2,
+      skip_clone: true,
+      bad_words: [],
+      skip_reading_prefix_cache: false,
+    },
+    model: parsed.model,
+    reasoning_ended: null,
+    reasoning_parser_kwargs: null,
+    return_token_ids: null,
+    output_mode: "tokens",
+    stream: parsed.stream,
+    stream_options: parsed.stream
+      ? { include_usage: parsed.includeUsage, continuous_usage_stats: parsed.continuousUsage }
+      : null,
+    cache_salt: parsed.cacheSalt ?? null,
+    priority: 0,
+    kv_transfer_params: null,
+    ec_transfer_params: null,
+  };
+}
+
 function usageJson(seq: SequenceInfo): string {
   const cached = Math.max(0, seq.cachedTokens);
   return `{"prompt_tokens":${seq.promptTokens},"total_tokens":${seq.promptTokens + seq.generated},"completion_tokens":${seq.generated},"prompt_tokens_details":{"cached_tokens":${cached}}}`;
@@ -320,9 +527,22 @@ class StreamSink implements SequenceSink {
   #head: string;
   #open: string;
   #tail: string;
+  /** --stream-batch-tokens: events held back until this many are pending (the first token never waits). */
+  #batch: number;
+  #pending = "";
+  #pendingTokens = 0;
 
-  constructor(api: Api, parsed: ParsedRequest, id: string, created: number, text: TokenText, res: ServerResponse) {
+  constructor(
+    api: Api,
+    parsed: ParsedRequest,
+    id: string,
+    created: number,
+    text: TokenText,
+    res: ServerResponse,
+    batch: number,
+  ) {
     this.#api = api;
+    this.#batch = batch;
     this.#parsed = parsed;
     this.#text = text;
     this.#res = res;
@@ -343,12 +563,21 @@ class StreamSink implements SequenceSink {
     }
     const reason = last ? `"${seq.finishReason}"` : "null";
     out += `${this.#head}${this.#open}${JSON.stringify(this.#text.next())}${this.#tail}${reason}}]${usage}}\n\n`;
-    this.#res.write(out);
+    if (this.#batch <= 1 || seq.generated === 1) {
+      this.#res.write(out);
+      return;
+    }
+    this.#pending += out;
+    if (++this.#pendingTokens < this.#batch) return;
+    this.#res.write(this.#pending);
+    this.#pending = "";
+    this.#pendingTokens = 0;
   }
 
   onFinish(seq: SequenceInfo): void {
     this.finished = true;
-    let out = "";
+    let out = this.#pending;
+    this.#pending = "";
     if (this.#parsed.includeUsage) out += `${this.#head}[],"usage":${usageJson(seq)}}\n\n`;
     out += "data: [DONE]\n\n";
     this.#res.end(out);
@@ -455,6 +684,7 @@ export async function startSimulator(options: SimulatorOptions): Promise<Simulat
     engine: sim.engine,
     options: resolved,
     server,
+    endpointHits: () => sim.endpointHits(),
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
         sim.engine.close();
