@@ -46,7 +46,14 @@ import { EppMetrics } from "../observability/metrics.js";
 import { createScrapeAuthorizer, kubernetesReviewApi, type ReviewApi } from "../observability/scrape-auth.js";
 import { Director } from "../request/director.js";
 import type { LifecycleFactory } from "../request/lifecycle.js";
-import { createPluginHandle, createScheduler, loadPickerConfig, type PickerConfig } from "../scheduling/index.js";
+import {
+  BUILTIN_PROFILE_NAMES,
+  createPluginHandle,
+  createScheduler,
+  DEFAULT_BUILTIN_PROFILE,
+  loadPickerConfig,
+  type PickerConfig,
+} from "../scheduling/index.js";
 import { DEFAULT_RESOURCES_MAX_BYTES, FileSource } from "../sources/file.js";
 import { KubernetesSource, loadKubeConfig } from "../sources/kubernetes.js";
 import { LeaderElector, leaseNameFor } from "../sources/leader.js";
@@ -203,6 +210,11 @@ export const EPP_FLAGS = {
   },
   "config-file": { kind: "string", default: "", help: "EndpointPickerConfig YAML file (exclusive with --config-text)" },
   "config-text": { kind: "string", default: "", help: "EndpointPickerConfig YAML text (exclusive with --config-file)" },
+  "scheduling-profile": {
+    kind: "string",
+    default: "",
+    help: `built-in scheduling profile when no config gives one: ${BUILTIN_PROFILE_NAMES.join(" | ")} (default ${DEFAULT_BUILTIN_PROFILE}; docs/design/scheduling.md §11.6)`,
+  },
   "grpc-max-streams-per-connection": {
     kind: "int",
     default: DEFAULT_MAX_STREAMS_PER_CONNECTION,
@@ -427,7 +439,8 @@ function loadConfig(f: EppFlagValues): PickerConfig {
 function readConfig(f: EppFlagValues): PickerConfig {
   if (f["config-file"] && f["config-text"])
     throw new ConfigError("--config-file and --config-text are mutually exclusive", undefined, "--config-file");
-  if (f["config-text"]) return loadPickerConfig({ text: f["config-text"] });
+  const builtin = f["scheduling-profile"];
+  if (f["config-text"]) return loadPickerConfig({ text: f["config-text"], builtin });
   if (f["config-file"]) {
     let text: string;
     try {
@@ -435,9 +448,9 @@ function readConfig(f: EppFlagValues): PickerConfig {
     } catch (err) {
       throw new ConfigError(`cannot read: ${(err as Error).message}`, f["config-file"]);
     }
-    return loadPickerConfig({ text, file: f["config-file"] });
+    return loadPickerConfig({ text, file: f["config-file"], builtin });
   }
-  return loadPickerConfig({});
+  return loadPickerConfig({ builtin });
 }
 
 export async function startEpp(argv: readonly string[], overrides: StartEppOverrides = {}): Promise<RunningEpp> {

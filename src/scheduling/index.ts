@@ -1,6 +1,8 @@
 /** Public surface of the scheduling framework, for the director, admission and CLI wiring. */
 
 export {
+  BUILTIN_PROFILE_NAMES,
+  DEFAULT_BUILTIN_PROFILE,
   DEFAULT_PATH,
   defaultPickerConfig,
   EPP_CONFIG_KIND,
