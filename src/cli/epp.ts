@@ -25,6 +25,7 @@ import { ConfigError } from "../common/errors.js";
 import { DEFAULT_MAX_SERIES_PER_SIGNAL, EngineRegistry, validateEngineConfig } from "../datalayer/engines.js";
 import { DEFAULT_IDLE_SCRAPE_INTERVAL_MS, DEFAULT_MODELS_INTERVAL_MS, MetricsScraper } from "../datalayer/scraper.js";
 import { Datastore } from "../datastore/datastore.js";
+import { loadDebugView } from "../datastore/load.js";
 import { isFresh } from "../datastore/types.js";
 import { createHealthServer } from "../extproc/health.js";
 import {
@@ -705,6 +706,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
           inflight: e.inflightRequests,
           inflightTokens: e.inflightTokens,
           routed: e.routedRequests,
+          load: loadDebugView(e),
           lastScrapeError: e.lastScrapeError ?? null,
         };
       }),

@@ -398,3 +398,20 @@ export class EndpointLoad {
     return new LoadTicket(endpoint, s, prompt, decode, now, work, requests);
   }
 }
+
+/** The endpoint's load and learned model for /debug/endpoints; null before its first request. */
+export function loadDebugView(endpoint: Endpoint) {
+  const s = endpoint.load;
+  if (s === undefined) return null;
+  const m = s.model;
+  return {
+    fusedRequests: fusedRequests(endpoint),
+    prefillTokens: s.prefillTokens,
+    decodeTokens: s.decodeTokens,
+    overheadMs: m.overhead,
+    prefillMsPerToken: m.prefillPerToken,
+    interferenceMsPerRequest: m.interference,
+    interTokenMs: m.interTokenMs,
+    ttftObservations: m.ttftObservations,
+  };
+}

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningEpp, startEpp } from "../../src/cli/epp.js";
 import { type Gateway, SERVED_ENDPOINT_HEADER, startGateway } from "../../src/gateway/index.js";
+import type { DebugSnapshot } from "../../src/observability/debug.js";
 import { silentLogger } from "../../src/observability/logger.js";
 import { type Simulator, startSimulator } from "../../src/sim/index.js";
 import { freshAddresses, LOOPBACK_EPP_FLAGS, resourcesYaml } from "../helpers/epp-harness.js";
@@ -143,6 +144,13 @@ describe("a burst of 16 on two idle pods whose gauges lag 300 ms", () => {
       expect(e.inflightTokens).toBe(0);
       expect(e.load!.model.ttftObservations).toBeGreaterThan(0);
       expect(e.load!.model.itlObservations).toBeGreaterThan(0);
+    }
+    // The same state is visible to operators on /debug/endpoints.
+    const debug = (await (await fetch(`http://127.0.0.1:${epp.metricsPort}/debug/endpoints`)).json()) as DebugSnapshot;
+    for (const e of debug.endpoints) {
+      expect(e.load?.fusedRequests).toBe(0);
+      expect(e.load?.ttftObservations).toBeGreaterThan(0);
+      expect(e.load?.prefillMsPerToken).toBeGreaterThan(0);
     }
   }, 60_000);
 });
