@@ -60,6 +60,8 @@ const TYPICAL_KTOKENS = 1;
 const TYPICAL_REQUESTS = 4;
 /** Prompt-size prior for turning a waiting-queue gauge into tokens, until own dispatches say otherwise. */
 const DEFAULT_MEAN_PROMPT_TOKENS = 512;
+/** Decode length assumed for requests of unknown length when pricing a wait for a batch slot. */
+const DEFAULT_MEAN_DECODE_TOKENS = 256;
 
 function finitePositive(v: number, max: number): boolean {
   return v > 0 && v < max;
@@ -198,6 +200,11 @@ export class EndpointLoadState {
    * PreRequest, consumed by the next acquire on the same tick); -1 when nobody said.
    */
   cachedHint = -1;
+  /**
+   * Batch slots: the largest running gauge seen while requests were waiting (the batch was full then); 0 until the
+   * pod has been seen full. Past it a new request waits for a slot, not for a share of a step.
+   */
+  batchSlots = 0;
   readonly model: LatencyModel;
   /** The gauge the fusion baseline below belongs to. */
   #gauge: EndpointMetrics | undefined;
@@ -215,6 +222,8 @@ export class EndpointLoadState {
   sync(metrics: EndpointMetrics | undefined): void {
     if (metrics === this.#gauge) return;
     this.#gauge = metrics;
+    if (metrics !== undefined && metrics.waitingQueueSize > 0 && metrics.runningRequestsSize > this.batchSlots)
+      this.batchSlots = Math.min(metrics.runningRequestsSize, MAX_FEATURE_REQUESTS);
     this.#baseDispatched = this.dispatched;
     this.#baseFinished = this.finished;
   }
@@ -264,6 +273,29 @@ export function prefillTokensAhead(endpoint: Endpoint): number {
   return Math.max(fromGauge, own);
 }
 
+/**
+ * Time a new request waits for a batch slot when `requests` are on a pod whose batch holds `batchSlots`: the k-th
+ * slot to free among S sequences with uniformly spread remaining decode comes after ≈ k / (S + 1) of a full decode,
+ * so wait ≈ (requests − S + 1) × mean decode tokens × inter-token time / (S + 1). 0 until the pod was seen full.
+ */
+export function batchWaitMs(endpoint: Endpoint, requests: number): number {
+  const s = endpoint.load;
+  if (s === undefined || s.batchSlots <= 0) return 0;
+  const ahead = requests - s.batchSlots + 1;
+  if (ahead <= 0) return 0;
+  const meanDecode = s.inflight > 0 ? s.decodeTokens / s.inflight : DEFAULT_MEAN_DECODE_TOKENS;
+  return (ahead * meanDecode * s.model.interTokenMs) / (s.batchSlots + 1);
+}
+
+/**
+ * Predicted TTFT on `endpoint` for a request with `uncachedTokens` to prefill, ms: the learned model on the prefill
+ * queued ahead plus its own, with the fused requests on the pod, plus the wait for a batch slot (§11.3).
+ */
+export function predictTtftMs(endpoint: Endpoint, uncachedTokens: number, model: LatencyModel): number {
+  const requests = fusedRequests(endpoint);
+  return model.predict(prefillTokensAhead(endpoint) + uncachedTokens, requests) + batchWaitMs(endpoint, requests);
+}
+
 export type ReleaseOutcome = "completed" | "cancelled" | "error";
 
 /** One dispatched request's share of an endpoint's load. Every method is idempotent. */
@@ -276,6 +308,8 @@ export class LoadTicket {
   /** Features at dispatch, for the learner. */
   readonly #work: number;
   readonly #requests: number;
+  /** Predicted wait for a batch slot at dispatch: not part of what the regression explains. */
+  readonly #slotWait: number;
   #firstByteAt = -1;
   #released = false;
 
@@ -287,6 +321,7 @@ export class LoadTicket {
     now: number,
     work: number,
     requests: number,
+    slotWait: number,
   ) {
     this.endpoint = endpoint;
     this.#state = state;
@@ -295,6 +330,13 @@ export class LoadTicket {
     this.#dispatchedAt = now;
     this.#work = work;
     this.#requests = requests;
+    this.#slotWait = slotWait;
+  }
+
+  /** The observed TTFT less the predicted slot wait, never below a tenth of it (an over-predicted wait). */
+  #regressionTtft(ttft: number): number {
+    const rest = ttft - this.#slotWait;
+    return Math.max(rest, ttft * 0.1);
   }
 
   /** Prefill tokens outstanding on this ticket (0 after the first byte or release). */
@@ -312,7 +354,7 @@ export class LoadTicket {
     const s = this.#state;
     s.sync(this.endpoint.metrics);
     s.prefillTokens -= this.#promptTokens;
-    if (streamed) s.model.observeTtft(now - this.#dispatchedAt, this.#work, this.#requests);
+    if (streamed) s.model.observeTtft(this.#regressionTtft(now - this.#dispatchedAt), this.#work, this.#requests);
   }
 
   /**
@@ -344,11 +386,11 @@ export class LoadTicket {
     // One number for two unknowns: attribute it in the proportion the current model predicts, so a pod that is
     // uniformly slower (the common heterogeneous case) moves both estimates by the same factor.
     const total = now - this.#dispatchedAt;
-    const ttft = model.predict(this.#work, this.#requests);
+    const ttft = model.predict(this.#work, this.#requests) + this.#slotWait;
     const predicted = ttft + (tokens - 1) * model.interTokenMs;
     if (!(predicted > 0) || !(total > 0)) return;
     const f = total / predicted;
-    model.observeTtft(ttft * f, this.#work, this.#requests);
+    model.observeTtft(this.#regressionTtft(ttft * f), this.#work, this.#requests);
     if (tokens >= 2) model.observeInterToken(model.interTokenMs * f);
   }
 }
@@ -386,6 +428,7 @@ export class EndpointLoad {
     s.cachedHint = -1;
     const work = prefillTokensAhead(endpoint) + prompt * (1 - cached);
     const requests = fusedRequests(endpoint);
+    const slotWait = batchWaitMs(endpoint, requests);
     s.inflight++;
     s.prefillTokens += prompt;
     s.decodeTokens += decode;
@@ -395,7 +438,7 @@ export class EndpointLoad {
     e.inflightRequests++;
     e.inflightTokens += prompt + decode;
     e.routedRequests++;
-    return new LoadTicket(endpoint, s, prompt, decode, now, work, requests);
+    return new LoadTicket(endpoint, s, prompt, decode, now, work, requests, slotWait);
   }
 }
 

@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import {
+  batchWaitMs,
   DEFAULT_LATENCY_PRIOR,
   EndpointLoad,
   fusedRequests,
@@ -86,6 +87,25 @@ describe("fusion of scraped gauges with own dispatches", () => {
     e.metrics = metrics({ waitingQueueSize: 4 }, 10);
     expect(prefillTokensAhead(e)).toBeGreaterThan(400);
     expect(prefillTokensAhead(endpoint("10.0.0.6"))).toBe(0);
+  });
+});
+
+describe("waiting for a batch slot", () => {
+  it("learns the batch size from a gauge showing a queue, and prices requests past it", () => {
+    const load = new EndpointLoad({ now: () => 0 });
+    const e = endpoint("10.0.0.9", metrics({ runningRequestsSize: 3 }, 0));
+    for (let i = 0; i < 4; i++) load.acquire(e, 100, 200, 0);
+    // Never seen full: no slot wait, however many requests.
+    expect(e.load!.batchSlots).toBe(0);
+    expect(batchWaitMs(e, 50)).toBe(0);
+    // Full: 4 running, 2 waiting.
+    e.metrics = metrics({ runningRequestsSize: 4, waitingQueueSize: 2 }, 10);
+    load.acquire(e, 100, 200, 0);
+    expect(e.load!.batchSlots).toBe(4);
+    expect(batchWaitMs(e, 2)).toBe(0);
+    // 6 on the pod, 4 slots: the new request is 3rd in line for a slot; 200 decode tokens × 20 ms prior ITL / 5.
+    expect(batchWaitMs(e, 6)).toBeCloseTo((3 * 200 * 20) / 5, 6);
+    expect(batchWaitMs(e, 7)).toBeGreaterThan(batchWaitMs(e, 6));
   });
 });
 

@@ -6,15 +6,15 @@
  * - `inflight-load-scorer`: min-max over fused requests on each pod, as queue-scorer does over the waiting gauge.
  * - `predicted-latency-scorer`: each candidate's predicted TTFT for this request — prefill queued ahead plus its
  *   own uncached prompt (the prefix-cache scorer's estimate, shared through the CycleState) at the pod's learned
- *   prefill rate, plus decode interference from the requests already there — scored `min TTFT / TTFT`, so the
- *   fastest pod gets 1 and a pod predicted twice as slow 0.5.
+ *   prefill rate, plus decode interference from the requests already there and, past a full batch, the wait for a
+ *   slot — scored `min TTFT / TTFT`, so the fastest pod gets 1 and a pod predicted twice as slow 0.5.
  */
 import {
   DEFAULT_LATENCY_PRIOR,
   fusedRequests,
   LatencyModel,
   loadStateOf,
-  prefillTokensAhead,
+  predictTtftMs,
 } from "../../datastore/load.js";
 import type { Endpoint } from "../../datastore/types.js";
 import { ParamReader } from "../params.js";
@@ -117,7 +117,7 @@ export class PredictedLatencyScorer implements Scorer, PreRequest {
       if (cached > prompt) cached = prompt;
       cachedOut[i] = prompt > 0 ? cached / prompt : 0;
       const model = e.load?.model ?? PRIOR_MODEL;
-      const t = model.predict(prefillTokensAhead(e) + prompt - cached, fusedRequests(e));
+      const t = predictTtftMs(e, prompt - cached, model);
       pred[i] = t;
       if (t < best) best = t;
     }
