@@ -125,6 +125,30 @@ describe("predicted-latency-scorer", () => {
   });
 });
 
+describe("predicted-latency-scorer parameters", () => {
+  it("gives endpoints it meets its configured prior, and rejects out-of-range values", () => {
+    const { s } = scheduler(
+      yaml(`plugins:
+  - type: predicted-latency-scorer
+    parameters: {priorPrefillMsPerToken: 0.5, priorInterTokenMs: 40, decay: 0.2}
+`),
+    );
+    const e = endpoint("10.1.2.1", metrics({}, 0));
+    s.schedule(request({ inputTokens: 100 }), [e]);
+    expect(e.load!.model.prefillPerToken).toBe(0.5);
+    expect(e.load!.model.interTokenMs).toBe(40);
+    for (const bad of ["priorPrefillMsPerToken: 0", "decay: 1", "priorWeight: -1", "priorOverheadMs: x"])
+      expect(() =>
+        loadPickerConfig({
+          text: yaml(`plugins:
+  - type: predicted-latency-scorer
+    parameters: {${bad}}
+`),
+        }),
+      ).toThrow(new RegExp(bad.split(":")[0]!));
+  });
+});
+
 describe("a burst on idle pods whose gauges have not moved", () => {
   for (const [name, scorer] of [
     ["predicted-latency-scorer", "predicted-latency-scorer"],

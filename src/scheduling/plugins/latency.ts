@@ -12,7 +12,7 @@
 import {
   DEFAULT_LATENCY_PRIOR,
   fusedRequests,
-  LatencyModel,
+  type LatencyPrior,
   loadStateOf,
   predictTtftMs,
 } from "../../datastore/load.js";
@@ -50,14 +50,13 @@ export class InflightLoadScorer implements Scorer {
   }
 }
 
-/** Used for endpoints no request has reached yet: the prior, never written. */
-const PRIOR_MODEL = new LatencyModel(DEFAULT_LATENCY_PRIOR);
-
 export class PredictedLatencyScorer implements Scorer, PreRequest {
   readonly typedName: TypedName;
   readonly category: ScorerCategory = "Balance";
   /** Name of the prefix-cache-scorer whose estimate is used; "" = the first configured, if any. */
   readonly prefixCachePlugin: string;
+  /** The learner's prior and forgetting rate, given to every endpoint's model this scorer creates (§11.3). */
+  readonly prior: LatencyPrior;
   readonly #handle: PluginHandle;
   #prefix: PrefixCacheScorer | undefined;
   #resolved = false;
@@ -68,10 +67,11 @@ export class PredictedLatencyScorer implements Scorer, PreRequest {
   /** The last cycle's predictions, ms (for tests and /debug). */
   readonly predictions: number[] = [];
 
-  constructor(name: string, handle: PluginHandle, prefixCachePlugin = "") {
+  constructor(name: string, handle: PluginHandle, prefixCachePlugin = "", prior: LatencyPrior = DEFAULT_LATENCY_PRIOR) {
     this.typedName = { type: "predicted-latency-scorer", name };
     this.#handle = handle;
     this.prefixCachePlugin = prefixCachePlugin;
+    this.prior = prior;
   }
 
   /** A named prefix-cache-scorer must exist; without a name the first one is used, or none (nothing cached). */
@@ -116,7 +116,8 @@ export class PredictedLatencyScorer implements Scorer, PreRequest {
       let cached = fractions === undefined ? 0 : fractions[i]! * hashedTokens;
       if (cached > prompt) cached = prompt;
       cachedOut[i] = prompt > 0 ? cached / prompt : 0;
-      const model = e.load?.model ?? PRIOR_MODEL;
+      // Creating the state here (once per endpoint) gives its learner this scorer's prior before the first dispatch.
+      const model = (e.load ?? loadStateOf(e, this.prior)).model;
       const t = predictTtftMs(e, prompt - cached, model);
       pred[i] = t;
       if (t < best) best = t;
@@ -136,7 +137,7 @@ export class PredictedLatencyScorer implements Scorer, PreRequest {
     this.#scored = undefined;
     if (primary === undefined || scored === undefined) return;
     const i = scored.indexOf(primary);
-    if (i >= 0) loadStateOf(primary).cachedHint = this.#cached[i]!;
+    if (i >= 0) loadStateOf(primary, this.prior).cachedHint = this.#cached[i]!;
   }
 }
 
@@ -148,6 +149,18 @@ export const inflightLoadScorerFactory: PluginFactory = (name, params) => {
 export const predictedLatencyScorerFactory: PluginFactory = (name, params, handle) => {
   const p = new ParamReader(params);
   const prefixCachePlugin = p.string("prefixCachePlugin", "");
+  const d = DEFAULT_LATENCY_PRIOR;
+  const prior: LatencyPrior = {
+    overheadMs: p.number("priorOverheadMs", d.overheadMs, { min: 0, max: 600_000 }),
+    prefillMsPerToken: p.number("priorPrefillMsPerToken", d.prefillMsPerToken, { above: 0, max: 1000 }),
+    interferenceMsPerRequest: p.number("priorInterferenceMsPerRequest", d.interferenceMsPerRequest, {
+      min: 0,
+      max: 600_000,
+    }),
+    interTokenMs: p.number("priorInterTokenMs", d.interTokenMs, { above: 0, max: 600_000 }),
+    priorWeight: p.number("priorWeight", d.priorWeight, { above: 0, max: 1_000_000 }),
+    decay: p.number("decay", d.decay, { above: 0, max: 0.999 }),
+  };
   p.done();
-  return new PredictedLatencyScorer(name, handle, prefixCachePlugin) satisfies Scorer & PreRequest;
+  return new PredictedLatencyScorer(name, handle, prefixCachePlugin, prior) satisfies Scorer & PreRequest;
 };
