@@ -174,7 +174,7 @@ export class PrefixIndex {
 
 /** What one scheduling cycle learnt about prefix matches, kept in its CycleState (reused between cycles). */
 interface PrefixMatch {
-  request: SchedulingRequest | undefined;
+  /** The candidate list the fractions are for; the CycleState entry names the request (it is cleared after each cycle). */
   endpoints: readonly Endpoint[] | undefined;
   readonly fractions: number[];
 }
@@ -188,7 +188,8 @@ export class PrefixCacheScorer implements Scorer, PreRequest, EndpointStateHolde
   readonly #handle: PluginHandle;
   /** Hashes are computed once per request and shared by score() and preRequest(); weak, so nothing leaks. */
   readonly #hashes = new WeakMap<SchedulingRequest, { readonly hashes: number[]; readonly blockChars: number }>();
-  readonly #match: PrefixMatch = { request: undefined, endpoints: undefined, fractions: [] };
+  // Holds no request: a retained request would keep its body (up to --max-body-bytes) alive until the next one.
+  readonly #match: PrefixMatch = { endpoints: undefined, fractions: [] };
   /** CycleState key under which a cycle's match fractions are shared with other plugins (GIE's CycleState use). */
   readonly stateKey: string;
   #lastPurge: number;
@@ -242,21 +243,20 @@ export class PrefixCacheScorer implements Scorer, PreRequest, EndpointStateHolde
   }
 
   /**
-   * The per-endpoint match fractions of this cycle, computed once and shared through the CycleState: the latency
-   * scorer reads the same estimate of how much of the prompt each endpoint has cached (docs/design/scheduling.md
+   * The per-endpoint match fractions of this cycle, computed once per cycle (the CycleState records for which
+   * request, and is cleared when the cycle ends, so nothing outlives it): the latency scorer reads the same estimate of how much of the prompt each endpoint has cached (docs/design/scheduling.md
    * §11.4). Valid until the next cycle.
    */
   matchFractions(state: CycleState, request: SchedulingRequest, endpoints: readonly Endpoint[]): ArrayLike<number> {
     const m = this.#match;
-    if (state.get(this.stateKey) === m && m.request === request && m.endpoints === endpoints) return m.fractions;
+    if (state.get(this.stateKey) === request && m.endpoints === endpoints) return m.fractions;
     const hashes = this.hashesFor(request, endpoints);
     const out = sized(m.fractions, endpoints.length);
     const total = hashes.length;
     for (let i = 0; i < endpoints.length; i++)
       out[i] = total === 0 ? 0 : this.index.matchLength(endpoints[i]!.key, hashes) / total;
-    m.request = request;
     m.endpoints = endpoints;
-    state.set(this.stateKey, m);
+    state.set(this.stateKey, request);
     return out;
   }
 
