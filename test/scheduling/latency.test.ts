@@ -2,6 +2,7 @@
  * predicted-latency-scorer and inflight-load-scorer (docs/design/scheduling.md §11): ordering of candidates from
  * the fused own-load view and the learned per-endpoint rates, through the real scheduler and config loader.
  */
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { EndpointLoad, loadStateOf } from "../../src/datastore/load.js";
 import type { Endpoint } from "../../src/datastore/types.js";
@@ -207,5 +208,11 @@ describe("built-in profiles", () => {
       "max-score-picker",
     ]);
     expect(() => loadPickerConfig({ builtin: "fastest" })).toThrow(/unknown built-in profile "fastest"/);
+    // The shipped example file is the same profile, for configs that want to start from it.
+    const file = loadPickerConfig({
+      file: fileURLToPath(new URL("../../deploy/examples/profiles/predictive.yaml", import.meta.url)),
+    });
+    const shape = (c: typeof predictive) => c.schedulingProfiles[0]!.plugins.map((p) => [p.pluginRef, p.weight]);
+    expect(shape(file)).toEqual(shape(predictive));
   });
 });
