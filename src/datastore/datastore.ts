@@ -584,6 +584,7 @@ export class Datastore implements EndpointSource {
               inflightRequests: 0,
               inflightTokens: 0,
               routedRequests: 0,
+              load: undefined,
               lastScrapeError: undefined,
               metricsValidUntil: undefined,
               // Present from the start, so every endpoint keeps one shape for the filters that read it per request.

@@ -3,6 +3,7 @@
  * Sources normalise CRDs into these plain specs; nothing below this line knows about YAML or the API server.
  */
 import { hostPort } from "../common/address.js";
+import type { EndpointLoadState } from "./load.js";
 
 export type Criticality = "Critical" | "Standard" | "Sheddable";
 
@@ -151,6 +152,11 @@ export interface Endpoint {
   inflightTokens: number;
   /** Requests this EPP replica has routed here since the endpoint appeared (for /debug and `switchyard top`). */
   routedRequests: number;
+  /**
+   * Own-load accounting and the learned latency model (src/datastore/load.ts, docs/design/scheduling.md §11);
+   * undefined until the first request is routed here. Written only by EndpointLoad and its tickets.
+   */
+  load?: EndpointLoadState | undefined;
   /** Last scrape error, for /debug and logs. */
   lastScrapeError: string | undefined;
   /**

@@ -27,6 +27,7 @@ import {
   DEFAULT_MODEL_LABEL_LIMIT,
 } from "../observability/label-cap.js";
 import { DEFAULT_LOG_FLUSH_INTERVAL_MS } from "../observability/logger.js";
+import { BUILTIN_PROFILE_NAMES, DEFAULT_BUILTIN_PROFILE } from "../scheduling/index.js";
 import { DEFAULT_RESOURCES_MAX_BYTES } from "../sources/file.js";
 
 export const EPP_FLAGS = {
@@ -179,6 +180,11 @@ export const EPP_FLAGS = {
   },
   "config-file": { kind: "string", default: "", help: "EndpointPickerConfig YAML file (exclusive with --config-text)" },
   "config-text": { kind: "string", default: "", help: "EndpointPickerConfig YAML text (exclusive with --config-file)" },
+  "scheduling-profile": {
+    kind: "string",
+    default: "",
+    help: `built-in scheduling profile when no config gives one: ${BUILTIN_PROFILE_NAMES.join(" | ")} (default ${DEFAULT_BUILTIN_PROFILE}; docs/design/scheduling.md §11.6)`,
+  },
   "grpc-max-streams-per-connection": {
     kind: "int",
     default: DEFAULT_MAX_STREAMS_PER_CONNECTION,

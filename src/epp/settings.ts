@@ -122,7 +122,8 @@ function readConfig(f: EppFlagValues): PickerConfig {
   registerFlowControlPolicies();
   if (f["config-file"] && f["config-text"])
     throw new ConfigError("--config-file and --config-text are mutually exclusive", undefined, "--config-file");
-  if (f["config-text"]) return loadPickerConfig({ text: f["config-text"] });
+  const builtin = f["scheduling-profile"];
+  if (f["config-text"]) return loadPickerConfig({ text: f["config-text"], builtin });
   if (f["config-file"]) {
     let text: string;
     try {
@@ -130,7 +131,7 @@ function readConfig(f: EppFlagValues): PickerConfig {
     } catch (err) {
       throw new ConfigError(`cannot read: ${(err as Error).message}`, f["config-file"]);
     }
-    return loadPickerConfig({ text, file: f["config-file"] });
+    return loadPickerConfig({ text, file: f["config-file"], builtin });
   }
-  return loadPickerConfig({});
+  return loadPickerConfig({ builtin });
 }

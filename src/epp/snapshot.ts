@@ -4,6 +4,7 @@
  * docs/architecture.md, In the background). One function, so the two views of the same pool cannot drift apart.
  */
 import type { Datastore } from "../datastore/datastore.js";
+import { loadDebugView } from "../datastore/load.js";
 import { type Endpoint, isFresh } from "../datastore/types.js";
 import type { DebugEndpoint, DebugSnapshot } from "../observability/debug.js";
 import type { DecisionLog } from "../observability/decisions.js";
@@ -85,6 +86,7 @@ function endpointView(e: Endpoint, now: number, staleMs: number): DebugEndpoint 
     inflight: e.inflightRequests,
     inflightTokens: e.inflightTokens,
     routed: e.routedRequests,
+    load: loadDebugView(e),
     lastScrapeError: e.lastScrapeError ?? null,
   };
 }

@@ -171,6 +171,7 @@ export class EppRouter implements Router {
     this.director = new Director({
       pool: ds,
       scheduler,
+      now: () => o.q.now,
       admission,
       metrics: new EppMetrics({ processMetrics: false, modelLabelIdleMs: Number.POSITIVE_INFINITY }),
       logger: silentLogger,

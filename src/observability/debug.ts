@@ -26,6 +26,20 @@ export interface DebugEndpoint {
   readonly inflight: number;
   readonly inflightTokens: number;
   readonly routed: number;
+  /**
+   * Own-load accounting fused with the gauges and the learned latency model (docs/design/scheduling.md §11); null
+   * until the first request is routed to the endpoint. Optional: older EPPs do not send it.
+   */
+  readonly load?: {
+    readonly fusedRequests: number;
+    readonly prefillTokens: number;
+    readonly decodeTokens: number;
+    readonly overheadMs: number;
+    readonly prefillMsPerToken: number;
+    readonly interferenceMsPerRequest: number;
+    readonly interTokenMs: number;
+    readonly ttftObservations: number;
+  } | null;
   readonly lastScrapeError: string | null;
 }
 

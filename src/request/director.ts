@@ -16,6 +16,7 @@ import {
 } from "../common/constants.js";
 import { SwitchyardError, toSwitchyardError } from "../common/errors.js";
 import { pickWeighted } from "../datastore/datastore.js";
+import { EndpointLoad, type LoadTicket } from "../datastore/load.js";
 import type { Criticality, Endpoint } from "../datastore/types.js";
 import type { DecisionLog, DecisionRecord } from "../observability/decisions.js";
 import type { Logger } from "../observability/logger.js";
@@ -53,6 +54,13 @@ export interface DirectorOptions {
   readonly tenantHeader?: string;
   /** [0,1) random source; injectable for tests. */
   readonly random?: () => number;
+  /** Own-load accounting and latency learning (docs/design/scheduling.md §11). Default: a fresh EndpointLoad. */
+  readonly load?: EndpointLoad;
+  /**
+   * Monotonic ms clock for own-load accounting and latency learning (TTFT, completion). Default performance.now;
+   * the virtual-time fleet simulation hands its own (docs/design/benchmarks.md §5).
+   */
+  readonly now?: () => number;
 }
 
 const PRIORITY_OF: Readonly<Record<Criticality, number>> = { Critical: 1, Standard: 0, Sheddable: -1 };
@@ -83,6 +91,8 @@ interface ModelLabels {
 const LABEL_CACHE_CAP = 2048;
 
 interface Shared extends DirectorOptions {
+  readonly load: EndpointLoad;
+  readonly now: () => number;
   /** A model name as it may appear in a metric label (see the cap in the constructor). */
   metricName(name: string): string;
   /** The pool's endpoints, as one shared function (no closure per request without a subset hint). */
@@ -178,6 +188,8 @@ export class Director implements LifecycleFactory {
     const metricName = (name: string): string => m.modelLabel(name);
     this.#shared = {
       ...options,
+      load: options.load ?? new EndpointLoad(),
+      now: options.now ?? performance.now.bind(performance),
       allEndpoints: () => options.pool.endpoints(),
       metricName,
       labels(model, target) {
@@ -293,14 +305,17 @@ class RequestContext implements RequestLifecycle {
   readonly #o: Shared;
   readonly #random: () => number;
   readonly #tenantHeader: string;
-  readonly #received = performance.now();
+  readonly #received: number;
   #requestId = "";
   #model = "";
   #targetModel = "";
   #criticality: Criticality = "Standard";
   #parsed: ParsedRequest | undefined;
-  #endpoint: Endpoint | undefined;
-  #inflightTokens = 0;
+  #load: LoadTicket | undefined;
+  /** performance.now() at the end of the response body, and the completion tokens then known. */
+  #completedAt = 0;
+  #completionTokens: number | undefined;
+  #streamed = false;
   #ticket: AdmissionTicket | undefined;
   #decidedAt = 0;
   #accountant: ResponseAccountant | undefined;
@@ -313,6 +328,7 @@ class RequestContext implements RequestLifecycle {
 
   constructor(options: Shared, random: () => number, tenantHeader: string) {
     this.#o = options;
+    this.#received = options.now();
     this.#random = random;
     this.#tenantHeader = tenantHeader;
   }
@@ -493,13 +509,16 @@ class RequestContext implements RequestLifecycle {
     o.attempts(target, primary).inc();
     labels.requestTotal(priority).inc();
     labels.running.inc();
-    this.#endpoint = primary;
-    this.#inflightTokens = parsed.inputTokens + (parsed.maxTokens ?? Math.ceil(parsed.inputTokens * 1.5));
-    primary.inflightRequests++;
-    primary.routedRequests++;
-    primary.inflightTokens += this.#inflightTokens;
+    // The one place a dispatch is counted: own in-flight load, fused with the gauges for scoring (§11).
+    const decidedAt = o.now();
+    this.#load = o.load.acquire(
+      primary,
+      parsed.inputTokens,
+      parsed.maxTokens ?? Math.ceil(parsed.inputTokens * 1.5),
+      decidedAt,
+    );
     this.#routed = true;
-    this.#decidedAt = t1;
+    this.#decidedAt = decidedAt;
 
     const keys = result.endpoints.length === 1 ? [primary.key] : result.endpoints.map((e) => e.key);
     o.decisions?.push(
@@ -538,11 +557,13 @@ class RequestContext implements RequestLifecycle {
     const parsed = this.#parsed;
     const contentType = info.headers.get("content-type") ?? "";
     if (parsed) {
+      this.#streamed = contentType.includes("text/event-stream") || parsed.stream;
       this.#accountant = new ResponseAccountant({
-        streaming: contentType.includes("text/event-stream") || parsed.stream,
+        streaming: this.#streamed,
         api: parsed.api,
         clientModel: parsed.model,
         targetModel: this.#targetModel,
+        now: this.#o.now,
       });
     }
     if (info.status !== 0 && info.status !== 200) this.#countError("ModelServerError");
@@ -554,15 +575,20 @@ class RequestContext implements RequestLifecycle {
     if (!accountant) return chunk;
     const wasStarted = accountant.firstContentAt !== undefined;
     const out = accountant.feed(chunk, endOfStream);
-    if (!wasStarted && accountant.firstContentAt !== undefined && this.#decidedAt > 0)
+    if (!wasStarted && accountant.firstContentAt !== undefined && this.#decidedAt > 0) {
       this.#labels?.ttft.observe((accountant.firstContentAt - this.#decidedAt) / 1000);
+      // Only a 200's first token is a prefill the learner may time; any first byte ends the prefill accounting.
+      this.#load?.firstByte(accountant.firstContentAt, this.#streamed && this.#status === 200);
+    }
     if (endOfStream) this.#recordCompletion(accountant);
     return out;
   }
 
   #recordCompletion(accountant: ResponseAccountant): void {
     const l = this.#labels ?? this.#o.labels(this.#model, this.#targetModel);
-    const seconds = (performance.now() - this.#received) / 1000;
+    const end = this.#o.now();
+    this.#completedAt = end;
+    const seconds = (end - this.#received) / 1000;
     l.duration.observe(seconds);
     l.responseSizes.observe(accountant.bytes);
     const usage = accountant.usage();
@@ -573,6 +599,8 @@ class RequestContext implements RequestLifecycle {
       // NTPOT as GIE: (response complete − request received) / output tokens, only when output tokens > 0.
       if (usage.completionTokens > 0) l.ntpot.observe(seconds / usage.completionTokens);
     }
+    if (this.#status === 200)
+      this.#completionTokens = usage?.completionTokens ?? (accountant.outputTokensSeen || undefined);
     this.#ticket?.release(usage?.totalTokens);
     this.#ticket = undefined;
   }
@@ -594,10 +622,16 @@ class RequestContext implements RequestLifecycle {
     // A response without a body (headers with end_of_stream) never reaches responseBody(): complete it here.
     const accountant = this.#accountant;
     if (outcome === "completed" && accountant !== undefined && !accountant.ended) this.#recordCompletion(accountant);
-    const e = this.#endpoint;
-    if (e) {
-      e.inflightRequests--;
-      e.inflightTokens -= this.#inflightTokens;
+    const ticket = this.#load;
+    if (ticket) {
+      this.#load = undefined;
+      const completed = outcome === "completed" && this.#completionTokens !== undefined;
+      ticket.release(
+        completed ? this.#completedAt : this.#o.now(),
+        outcome,
+        completed ? this.#completionTokens : undefined,
+        this.#streamed,
+      );
       this.#labels?.running.dec();
     }
     if (this.#ticket) {

@@ -90,6 +90,11 @@ export interface LoadPickerConfigOptions {
   readonly text?: string;
   /** Path to read when `text` is absent. */
   readonly file?: string;
+  /**
+   * With neither text nor file: the built-in profile to run (BUILTIN_PROFILE_NAMES), default
+   * DEFAULT_BUILTIN_PROFILE. Also the profile a config with neither plugins nor profiles gets.
+   */
+  readonly builtin?: string;
 }
 
 export type { PluginSet, ResolvedProfile, WeightedScorer };
@@ -162,8 +167,10 @@ export function loadPickerConfig(options: LoadPickerConfigOptions = {}): PickerC
       throw new ConfigError(`cannot read config file: ${(err as Error).message}`, file);
     }
   }
-  if (text === undefined) return defaultPickerConfig();
-  return buildConfig(parseYaml(text, file), file);
+  const builtin = builtinProfile(options.builtin);
+  if (text === undefined)
+    return buildConfig({ apiVersion: EPP_CONFIG_API_VERSION, kind: EPP_CONFIG_KIND }, undefined, builtin);
+  return buildConfig(parseYaml(text, file), file, builtin);
 }
 
 /** The configuration used when none is given. */
@@ -172,7 +179,24 @@ export function defaultPickerConfig(): PickerConfig {
   return buildConfig({ apiVersion: EPP_CONFIG_API_VERSION, kind: EPP_CONFIG_KIND }, undefined);
 }
 
-const DEFAULT_PLUGINS: readonly PluginSpec[] = [
+interface BuiltinProfile {
+  readonly plugins: readonly PluginSpec[];
+  readonly profile: ProfileSpec;
+}
+
+function builtinProfile(name: string | undefined): BuiltinProfile {
+  if (name === undefined || name === "") return BUILTIN_PROFILES[DEFAULT_BUILTIN_PROFILE]!;
+  const p = BUILTIN_PROFILES[name];
+  if (p === undefined)
+    throw new ConfigError(
+      `unknown built-in profile "${name}" (known: ${BUILTIN_PROFILE_NAMES.join(", ")})`,
+      undefined,
+      "--scheduling-profile",
+    );
+  return p;
+}
+
+const GIE_PLUGINS: readonly PluginSpec[] = [
   { name: "served-model-filter", type: "served-model-filter", parameters: undefined, path: DEFAULT_PATH },
   { name: "queue-scorer", type: "queue-scorer", parameters: undefined, path: DEFAULT_PATH },
   {
@@ -184,7 +208,7 @@ const DEFAULT_PLUGINS: readonly PluginSpec[] = [
   { name: "lora-affinity-scorer", type: "lora-affinity-scorer", parameters: undefined, path: DEFAULT_PATH },
 ];
 
-const DEFAULT_PROFILE: ProfileSpec = {
+const GIE_PROFILE: ProfileSpec = {
   name: "default",
   path: DEFAULT_PATH,
   plugins: [
@@ -196,7 +220,51 @@ const DEFAULT_PROFILE: ProfileSpec = {
   ],
 };
 
-function buildConfig(root: unknown, file: string | undefined): PickerConfig {
+const spec = (type: string): PluginSpec => ({ name: type, type, parameters: undefined, path: DEFAULT_PATH });
+const ref = (pluginRef: string, weight: number): ProfilePluginSpec => ({ pluginRef, weight, path: DEFAULT_PATH });
+
+/**
+ * Own load, predicted latency and prefix affinity (docs/design/scheduling.md §11.6): routes on what this replica
+ * dispatched since the gauges were read and on what a request will cost where, with KV pressure and LoRA affinity
+ * kept from GIE's profile.
+ */
+const PREDICTIVE_PLUGINS: readonly PluginSpec[] = [
+  spec("served-model-filter"),
+  spec("prefix-cache-scorer"),
+  spec("predicted-latency-scorer"),
+  spec("inflight-load-scorer"),
+  spec("kv-cache-utilization-scorer"),
+  spec("lora-affinity-scorer"),
+];
+
+const PREDICTIVE_PROFILE: ProfileSpec = {
+  name: "predictive",
+  path: DEFAULT_PATH,
+  plugins: [
+    ref("served-model-filter", 1),
+    ref("predicted-latency-scorer", 3),
+    ref("prefix-cache-scorer", 2),
+    ref("inflight-load-scorer", 1),
+    ref("kv-cache-utilization-scorer", 1),
+    ref("lora-affinity-scorer", 1),
+  ],
+};
+
+const BUILTIN_PROFILES: Readonly<Record<string, BuiltinProfile>> = {
+  /** GIE v1.5's default profile (plus served-model-filter): queue ×2, kv ×2, lora-affinity ×1. */
+  gie: { plugins: GIE_PLUGINS, profile: GIE_PROFILE },
+  predictive: { plugins: PREDICTIVE_PLUGINS, profile: PREDICTIVE_PROFILE },
+};
+
+export const BUILTIN_PROFILE_NAMES: readonly string[] = Object.keys(BUILTIN_PROFILES);
+/** The profile run when no config names one (docs/design/scheduling.md §11.6 for the measurement behind it). */
+export const DEFAULT_BUILTIN_PROFILE = "gie";
+
+function buildConfig(
+  root: unknown,
+  file: string | undefined,
+  builtin: BuiltinProfile = BUILTIN_PROFILES[DEFAULT_BUILTIN_PROFILE]!,
+): PickerConfig {
   const b: Builder = new Builder(file);
   if (!isObj(root))
     b.fail("(root)", `must be a mapping with apiVersion and kind ${EPP_CONFIG_KIND}, got ${describe(root)}`);
@@ -266,11 +334,11 @@ function buildConfig(root: unknown, file: string | undefined): PickerConfig {
 
   // Capabilities are needed to build the implicit profile; a scratch instantiation also validates parameters.
   if (plugins.length === 0 && profiles.length === 0) {
-    for (const spec of DEFAULT_PLUGINS) {
+    for (const spec of builtin.plugins) {
       plugins.push(spec);
       byName.set(spec.name, spec);
     }
-    profiles.push(DEFAULT_PROFILE);
+    profiles.push(builtin.profile);
   } else if (profiles.length === 0) {
     const scratch = instantiateAll(plugins, createPluginHandle({ seed: 1 }), file);
     const refs: ProfilePluginSpec[] = [];

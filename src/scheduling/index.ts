@@ -5,6 +5,8 @@
  */
 
 export {
+  BUILTIN_PROFILE_NAMES,
+  DEFAULT_BUILTIN_PROFILE,
   DEFAULT_PATH,
   defaultPickerConfig,
   EPP_CONFIG_KIND,

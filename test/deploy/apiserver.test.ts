@@ -35,6 +35,7 @@ const NOT_API_OBJECTS: Readonly<Record<string, string>> = {
   "deploy/examples/profiles/gie-default.yaml":
     "an EndpointPickerConfig: the EPP's --config-file format (mounted from a ConfigMap), which no CRD serves, in GIE either",
   "deploy/examples/profiles/recommended.yaml": "an EndpointPickerConfig (as above)",
+  "deploy/examples/profiles/predictive.yaml": "an EndpointPickerConfig (as above)",
   "deploy/envoy/envoy.yaml":
     "an Envoy bootstrap (static config for `envoy -c`), checked by test/deploy/envoy-config.test.ts",
   "deploy/envoy/envoy-gateway-like.yaml": "an Envoy bootstrap shaped like Envoy Gateway's (as above)",

@@ -1,7 +1,7 @@
 /**
  * ext_proc sequences: random orders of request/response messages, flags, bodies and cancellations against a real
  * in-process EPP over loopback. Every stream must end (a response or a status), the EPP must keep serving normal
- * requests, and no stream may be left open.
+ * requests, no stream may be left open, and no own load may be left on an endpoint.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { ProcessingRequest } from "../../src/extproc/messages.js";
@@ -91,5 +91,12 @@ describe("fuzz: ext_proc sequences", () => {
       },
       { timeout: 30_000, interval: 50 },
     );
+    // Every dispatch was released exactly once, whatever the message order or cancellation
+    // (docs/design/scheduling.md §11.2): no own load is left behind, and nothing went negative.
+    for (const e of h.epp.datastore.endpoints()) {
+      expect(e.inflightRequests).toBe(0);
+      expect(e.inflightTokens).toBe(0);
+      if (e.load !== undefined) expect(e.load).toMatchObject({ inflight: 0, prefillTokens: 0, decodeTokens: 0 });
+    }
   });
 });

@@ -8,6 +8,7 @@ import {
   lowQueueFilterFactory,
   servedModelFilterFactory,
 } from "./filters.js";
+import { inflightLoadScorerFactory, predictedLatencyScorerFactory } from "./latency.js";
 import { maxScorePickerFactory, randomPickerFactory, weightedRandomPickerFactory } from "./pickers.js";
 import { prefixCacheAffinityFilterFactory, prefixCacheScorerFactory } from "./prefix-cache.js";
 import { RECORDED_PLUGIN_TYPES, recordedPluginFactory } from "./recorded.js";
@@ -29,6 +30,8 @@ const BUILTINS: Readonly<Record<string, PluginFactory>> = {
   "lora-affinity-scorer": loraAffinityScorerFactory,
   "prefix-cache-scorer": prefixCacheScorerFactory,
   "token-load-scorer": tokenLoadScorerFactory,
+  "inflight-load-scorer": inflightLoadScorerFactory,
+  "predicted-latency-scorer": predictedLatencyScorerFactory,
   "max-score-picker": maxScorePickerFactory,
   "random-picker": randomPickerFactory,
   "weighted-random-picker": weightedRandomPickerFactory,

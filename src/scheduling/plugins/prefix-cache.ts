@@ -172,6 +172,13 @@ export class PrefixIndex {
   }
 }
 
+/** What one scheduling cycle learnt about prefix matches, kept in its CycleState (reused between cycles). */
+interface PrefixMatch {
+  /** The candidate list the fractions are for; the CycleState entry names the request (it is cleared after each cycle). */
+  endpoints: readonly Endpoint[] | undefined;
+  readonly fractions: number[];
+}
+
 /** GIE prefix-cache-scorer with its approx-prefix-cache-producer folded in: scorer, index owner and PreRequest. */
 export class PrefixCacheScorer implements Scorer, PreRequest, EndpointStateHolder {
   readonly typedName: TypedName;
@@ -180,12 +187,16 @@ export class PrefixCacheScorer implements Scorer, PreRequest, EndpointStateHolde
   readonly index = new PrefixIndex();
   readonly #handle: PluginHandle;
   /** Hashes are computed once per request and shared by score() and preRequest(); weak, so nothing leaks. */
-  readonly #hashes = new WeakMap<SchedulingRequest, number[]>();
-  readonly #out: number[] = [];
+  readonly #hashes = new WeakMap<SchedulingRequest, { readonly hashes: number[]; readonly blockChars: number }>();
+  // Holds no request: a retained request would keep its body (up to --max-body-bytes) alive until the next one.
+  readonly #match: PrefixMatch = { endpoints: undefined, fractions: [] };
+  /** CycleState key under which a cycle's match fractions are shared with other plugins (GIE's CycleState use). */
+  readonly stateKey: string;
   #lastPurge: number;
 
   constructor(name: string, handle: PluginHandle, params: Partial<PrefixCacheParams> = {}) {
     this.typedName = { type: "prefix-cache-scorer", name };
+    this.stateKey = `prefix-cache-scorer/${name}/match`;
     this.#handle = handle;
     this.params = { ...DEFAULT_PREFIX_CACHE_PARAMS, ...params };
     this.#lastPurge = handle.now();
@@ -193,6 +204,15 @@ export class PrefixCacheScorer implements Scorer, PreRequest, EndpointStateHolde
 
   /** The request's chained block hashes (cached per request object). */
   hashesFor(request: SchedulingRequest, endpoints: readonly Endpoint[]): readonly number[] {
+    return this.#hashed(request, endpoints).hashes;
+  }
+
+  /** Estimated prompt tokens per hashed block for this request (after auto-tuning). */
+  blockTokens(request: SchedulingRequest, endpoints: readonly Endpoint[]): number {
+    return this.#hashed(request, endpoints).blockChars / CHARS_PER_TOKEN;
+  }
+
+  #hashed(request: SchedulingRequest, endpoints: readonly Endpoint[]) {
     const cached = this.#hashes.get(request);
     if (cached !== undefined) return cached;
     const p = this.params;
@@ -209,18 +229,34 @@ export class PrefixCacheScorer implements Scorer, PreRequest, EndpointStateHolde
     }
     let maxChars = p.maxPrefixBlocksToMatch * blockChars;
     if (p.maxPrefixTokensToMatch > 0) maxChars = Math.min(maxChars, p.maxPrefixTokensToMatch * CHARS_PER_TOKEN);
-    const hashes = prefixBlockHashes(request.prefixText, request.targetModel, blockChars, maxChars);
-    this.#hashes.set(request, hashes);
-    return hashes;
+    const hashed = {
+      hashes: prefixBlockHashes(request.prefixText, request.targetModel, blockChars, maxChars),
+      blockChars,
+    };
+    this.#hashes.set(request, hashed);
+    return hashed;
   }
 
   /** Fraction of the request's blocks each endpoint holds as a leading run, in [0,1]. */
-  score(_state: CycleState, request: SchedulingRequest, endpoints: readonly Endpoint[]): ArrayLike<number> {
+  score(state: CycleState, request: SchedulingRequest, endpoints: readonly Endpoint[]): ArrayLike<number> {
+    return this.matchFractions(state, request, endpoints);
+  }
+
+  /**
+   * The per-endpoint match fractions of this cycle, computed once per cycle (the CycleState records for which
+   * request, and is cleared when the cycle ends, so nothing outlives it): the latency scorer reads the same estimate of how much of the prompt each endpoint has cached (docs/design/scheduling.md
+   * §11.4). Valid until the next cycle.
+   */
+  matchFractions(state: CycleState, request: SchedulingRequest, endpoints: readonly Endpoint[]): ArrayLike<number> {
+    const m = this.#match;
+    if (state.get(this.stateKey) === request && m.endpoints === endpoints) return m.fractions;
     const hashes = this.hashesFor(request, endpoints);
-    const out = sized(this.#out, endpoints.length);
+    const out = sized(m.fractions, endpoints.length);
     const total = hashes.length;
     for (let i = 0; i < endpoints.length; i++)
       out[i] = total === 0 ? 0 : this.index.matchLength(endpoints[i]!.key, hashes) / total;
+    m.endpoints = endpoints;
+    state.set(this.stateKey, request);
     return out;
   }
 
