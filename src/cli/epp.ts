@@ -23,7 +23,13 @@ import {
 } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
 import { DEFAULT_MAX_SERIES_PER_SIGNAL, EngineRegistry, validateEngineConfig } from "../datalayer/engines.js";
-import { DEFAULT_IDLE_SCRAPE_INTERVAL_MS, DEFAULT_MODELS_INTERVAL_MS, MetricsScraper } from "../datalayer/scraper.js";
+import {
+  DEFAULT_IDLE_SCRAPE_INTERVAL_MS,
+  DEFAULT_MODELS_INTERVAL_MS,
+  DEFAULT_SCRAPE_WORKERS,
+  MAX_SCRAPE_WORKERS,
+  MetricsScraper,
+} from "../datalayer/scraper.js";
 import { Datastore } from "../datastore/datastore.js";
 import { isFresh } from "../datastore/types.js";
 import { createHealthServer } from "../extproc/health.js";
@@ -164,6 +170,12 @@ export const EPP_FLAGS = {
     default: DEFAULT_MAX_SERIES_PER_SIGNAL,
     help: "series of one signal (queue, running, KV) accepted in one /metrics body; more, a negative value or a repeated series refuses the scrape (reason implausible)",
     check: checks.positive,
+  },
+  "scrape-workers": {
+    kind: "int",
+    default: DEFAULT_SCRAPE_WORKERS,
+    help: `worker threads that scrape, parse and extract /metrics off the request path's event loop (docs/design/model-servers.md §9); 0 = on the main event loop; at most ${MAX_SCRAPE_WORKERS}`,
+    check: (v: number) => (v >= 0 && v <= MAX_SCRAPE_WORKERS ? undefined : `must be 0..${MAX_SCRAPE_WORKERS}`),
   },
   "scrape-timeout": {
     kind: "duration",
@@ -627,6 +639,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
           modelsIntervalMs: f["served-models-refresh-interval"],
           idleIntervalMs: f["refresh-metrics-idle-interval"],
           maxSeries: f["scrape-max-series"],
+          workers: f["scrape-workers"],
           logger,
           hooks: {
             onScrape: (endpoint, result) => {
@@ -634,6 +647,7 @@ export async function startEpp(argv: readonly string[], overrides: StartEppOverr
               metrics.scrapeDuration.observe(labels, result.durationMs / 1000);
               if (!result.ok) metrics.scrapeErrors.inc({ ...labels, reason: result.error?.reason ?? "unknown" });
             },
+            onWorkerExit: () => metrics.scrapeWorkerRestarts.inc(),
           },
         });
   scraper?.start();

@@ -384,8 +384,15 @@ export class EngineRegistry {
   readonly #mappings = new Map<string, EngineMapping>();
 
   readonly #customDefault: boolean;
+  /** The options this registry was built from: plain data, so a scrape worker can build the same registry. */
+  readonly options: EngineRegistryOptions;
 
   constructor(options: EngineRegistryOptions = {}) {
+    this.options = {
+      engineConfigs: (options.engineConfigs ?? []).map((c) => ({ ...c })),
+      ...(options.defaultEngine === undefined ? {} : { defaultEngine: options.defaultEngine }),
+      ...(options.engineLabelKey === undefined ? {} : { engineLabelKey: options.engineLabelKey }),
+    };
     this.#customDefault =
       (options.defaultEngine ?? "").trim() !== "" ||
       ((options.engineLabelKey ?? "").trim() !== "" && options.engineLabelKey !== ENGINE_TYPE_LABEL);
