@@ -129,8 +129,9 @@ async function runPods(count: number, kind: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------------------------
 // The measurement (parent)
 
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+/** CPU seconds of a process (all threads), or of its main thread alone with `task`. */
+function cpuSeconds(pid: number, task = false): number {
+  const stat = readFileSync(task ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, "utf8");
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(f[11]) + Number(f[12])) / CLK_TCK;
 }
@@ -161,6 +162,8 @@ interface Sample {
   errors: number;
   intervalMs: number;
   cpuPct: number;
+  /** The main thread's share: the event loop requests run on. */
+  mainCpuPct: number;
   cpuUsPerScrape: number;
   cpuUsPerEndpointSec: number;
 }
@@ -253,10 +256,12 @@ async function measure(
     // Phase 1, no requests: what scraping alone costs the EPP, and the interval it achieves.
     const servedBefore = await pods.served();
     const cpuBefore = cpuSeconds(child.pid!);
+    const mainBefore = cpuSeconds(child.pid!, true);
     const started = performance.now();
     await sleep(window * 1000);
     const elapsed = (performance.now() - started) / 1000;
     const cpu = cpuSeconds(child.pid!) - cpuBefore;
+    const mainCpu = cpuSeconds(child.pid!, true) - mainBefore;
     const served = (await pods.served()) - servedBefore;
     // Phase 2: sequential requests while the scraping goes on.
     errors = 0;
@@ -277,6 +282,7 @@ async function measure(
       errors,
       intervalMs: served > 0 ? (1000 * elapsed * n) / served : Number.POSITIVE_INFINITY,
       cpuPct: (100 * cpu) / elapsed,
+      mainCpuPct: (100 * mainCpu) / elapsed,
       cpuUsPerScrape: served > 0 ? (1e6 * cpu) / served : Number.NaN,
       cpuUsPerEndpointSec: (1e6 * cpu) / elapsed / n,
     };
@@ -331,7 +337,7 @@ async function main(): Promise<void> {
           results.set(key, [...(results.get(key) ?? []), s]);
           process.stdout.write(
             `rep ${rep + 1} N=${n} ${name}: p50 ${s.p50.toFixed(2)} ms p99 ${s.p99.toFixed(2)} ms (${s.requests} req, ${s.errors} err), ` +
-              `interval ${s.intervalMs.toFixed(1)} ms, EPP CPU ${s.cpuPct.toFixed(1)} %, ${s.cpuUsPerScrape.toFixed(1)} µs/scrape, ` +
+              `interval ${s.intervalMs.toFixed(1)} ms, EPP CPU ${s.cpuPct.toFixed(1)} % (main thread ${s.mainCpuPct.toFixed(1)} %), ${s.cpuUsPerScrape.toFixed(1)} µs/scrape, ` +
               `${s.cpuUsPerEndpointSec.toFixed(0)} µs/endpoint/s\n`,
           );
         }
@@ -343,14 +349,14 @@ async function main(): Promise<void> {
   }
   const col = (xs: Sample[], f: (s: Sample) => number, d = 2) => spread(xs.map(f), d);
   process.stdout.write(
-    "\n| N | EPP | p50 ms | p99 ms | interval ms | EPP CPU % | CPU µs / scrape | CPU µs / endpoint / s |\n|---|---|---|---|---|---|---|---|\n",
+    "\n| N | EPP | p50 ms | p99 ms | interval ms | EPP CPU % | main thread CPU % | CPU µs / scrape | CPU µs / endpoint / s |\n|---|---|---|---|---|---|---|---|---|\n",
   );
   for (const n of ns)
     for (const [name] of impls) {
       const xs = results.get(`${name}/${n}`) ?? [];
       process.stdout.write(
         `| ${n} | ${name} | ${col(xs, (s) => s.p50)} | ${col(xs, (s) => s.p99)} | ${col(xs, (s) => s.intervalMs, 1)} | ` +
-          `${col(xs, (s) => s.cpuPct, 0)} | ${col(xs, (s) => s.cpuUsPerScrape, 1)} | ${col(xs, (s) => s.cpuUsPerEndpointSec, 0)} |\n`,
+          `${col(xs, (s) => s.cpuPct, 0)} | ${col(xs, (s) => s.mainCpuPct, 0)} | ${col(xs, (s) => s.cpuUsPerScrape, 1)} | ${col(xs, (s) => s.cpuUsPerEndpointSec, 0)} |\n`,
       );
     }
   const [first] = impls;

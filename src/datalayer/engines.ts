@@ -524,10 +524,8 @@ function signal(
 }
 
 /** True when the text declares or carries any family this mapping reads: it is this engine's exposition. */
-function mentionsAny(text: string, mapping: EngineMapping, families: Map<string, Sample[]>): boolean {
-  if (families.size > 0 || mapping.wanted.size === 0) return true;
-  for (const name of mapping.wanted.names) if (text.includes(`# TYPE ${name} `)) return true;
-  return false;
+function mentionsAny(mapping: EngineMapping, families: Map<string, Sample[]>, declared: ReadonlySet<string>): boolean {
+  return families.size > 0 || mapping.wanted.size === 0 || declared.size > 0;
 }
 
 /**
@@ -633,8 +631,10 @@ export function extractMetrics(
   maxSeries = DEFAULT_MAX_SERIES_PER_SIGNAL,
   nowSec = Date.now() / 1000,
 ): EndpointMetrics {
-  const families = parseFamilies(text, mapping.wanted);
-  if (!mentionsAny(text, mapping, families)) {
+  // One pass over the body: the samples of the wanted names and which of them are declared (`# TYPE`).
+  const declared = new Set<string>();
+  const families = parseFamilies(text, mapping.wanted, declared);
+  if (!mentionsAny(mapping, families, declared)) {
     throw new MetricsExtractionError(
       `no ${mapping.name} metric family (${[...mapping.wanted.names].join(", ")}) in ${where}`,
     );
@@ -658,7 +658,7 @@ export function extractMetrics(
   if (mapping.lora !== undefined) {
     const best = currentLoraSeries(selectSamples(families, mapping.lora), nowSec);
     if (best === undefined) {
-      if (text.includes(`# TYPE ${mapping.lora.name} `)) lora = "pending";
+      if (declared.has(mapping.lora.name)) lora = "pending";
     } else {
       lora = "reported";
       activeModels = adapterSet(best.labels["running_lora_adapters"]);

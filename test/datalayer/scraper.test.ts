@@ -136,6 +136,28 @@ describe("MetricsScraper", () => {
     expect(pods[0]!.connections).toBe(1);
   });
 
+  it("refuses a body over maxBodyBytes, and reports a huge error body as its status without draining it", async () => {
+    const { endpoints, scraper, count, results } = await setup({ maxBodyBytes: 4096, modelsIntervalMs: 0 });
+    pods[0]!.behaviour.body = `${vllmBody(1, 1, 0.1)}# ${"x".repeat(10_000)}\n`;
+    pods[1]!.behaviour = { status: 500, body: "y".repeat(1_000_000), delayMs: 0 };
+    scraper.start();
+    await vi.waitFor(() => {
+      expect(count(endpoints[0]!, false)).toBeGreaterThanOrEqual(2);
+      expect(count(endpoints[1]!, false)).toBeGreaterThanOrEqual(2);
+    }, WAIT);
+    const big = results.find((r) => r.endpoint === endpoints[0] && !r.result.ok)!;
+    expect(big.result.error?.reason).toBe("network");
+    expect(endpoints[0]!.lastScrapeError).toMatch(/body larger than the limit/);
+    expect(endpoints[0]!.metrics).toBeUndefined();
+    const huge = results.find((r) => r.endpoint === endpoints[1] && !r.result.ok)!;
+    expect(huge.result.error?.reason).toBe("status");
+    expect(huge.result.error?.statusCode).toBe(500);
+    // Not drained: each failure cost its connection.
+    expect(pods[1]!.connections).toBeGreaterThanOrEqual(2);
+    // The third pod is unaffected.
+    expect(endpoints[2]!.metrics?.waitingQueueSize).toBe(1);
+  });
+
   it("reports an unreachable endpoint as a connect error and still completes the first round", async () => {
     const { port, source, scraper, results } = await setup();
     const dead = makeEndpoint("127.0.1.4", port); // nothing listens there
