@@ -16,8 +16,8 @@
  * of ~50 KB with TEXT=vllm) reporting one running request, so no endpoint is idle (idle ones are scraped at 500 ms),
  * and /v1/models with 404.
  *
- * Env: NS (default "8,100,1000,5000"), TEXT (small | vllm, default small), WINDOW (s, default 10), SETTLE (s before
- * each window, default 4), REPS (default 3), BASE_CLI (default /tmp/scrape-base/dist/cli.js; "" = new only),
+ * Env: NS (default "8,100,1000,5000"), TEXT (small | vllm, default small), WINDOW (s, default 10), SETTLE (least
+ * warm-up before the windows, default 4 s; it goes on until the scrape rate is steady, up to SETTLE_MAX, 30 s), REPS (default 3), BASE_CLI (default /tmp/scrape-base/dist/cli.js; "" = new only),
  * EPP_FLAGS (extra flags for both). Bounded: every window ends by itself and every child is killed at the end.
  */
 import { type ChildProcess, fork, spawn } from "node:child_process";
@@ -164,6 +164,8 @@ interface Sample {
   cpuPct: number;
   /** The main thread's share: the event loop requests run on. */
   mainCpuPct: number;
+  /** The pods process (it shares the machine: at thousands of pods it, not the EPP, may bound the rate). */
+  podsCpuPct: number;
   cpuUsPerScrape: number;
   cpuUsPerEndpointSec: number;
 }
@@ -171,6 +173,9 @@ interface Sample {
 class Pods {
   readonly #child: ChildProcess;
   readonly port: number;
+  get pid(): number {
+    return this.#child.pid!;
+  }
   constructor(child: ChildProcess, port: number) {
     this.#child = child;
     this.port = port;
@@ -212,6 +217,7 @@ async function measure(
   dir: string,
   window: number,
   settle: number,
+  settleMax: number,
   extra: readonly string[],
 ): Promise<Sample> {
   const resources = join(dir, `resources-${n}.yaml`);
@@ -248,20 +254,34 @@ async function measure(
     const template = new RequestTemplate(HEADERS, chatBody(1024), { chunkBytes: CHUNK_BYTES });
     let id = 0;
     let errors = 0;
-    // Warm-up: connections, JIT, the first scrape rounds.
-    const warmUntil = performance.now() + settle * 1000;
-    while (performance.now() < warmUntil) {
-      await client.process(0, template, id++).catch(() => errors++);
+    // Warm-up: connections, JIT, the first scrape rounds. At thousands of pods on a busy machine the first round
+    // alone can take seconds, so warm-up lasts until the scrape rate is steady (two consecutive one-second rates
+    // within 10 % of each other, or the full rate), at least SETTLE and at most SETTLE_MAX seconds.
+    const warmStart = performance.now();
+    let lastServed = await pods.served();
+    let lastRate = -1;
+    for (;;) {
+      const tick = performance.now() + 1000;
+      while (performance.now() < tick) await client.process(0, template, id++).catch(() => errors++);
+      const served = await pods.served();
+      const rate = served - lastServed;
+      lastServed = served;
+      const waited = (performance.now() - warmStart) / 1000;
+      const steady = rate >= 0.9 * n * 20 || (lastRate > 0 && Math.abs(rate - lastRate) <= 0.1 * lastRate);
+      lastRate = rate;
+      if ((waited >= settle && steady) || waited >= settleMax) break;
     }
     // Phase 1, no requests: what scraping alone costs the EPP, and the interval it achieves.
     const servedBefore = await pods.served();
     const cpuBefore = cpuSeconds(child.pid!);
     const mainBefore = cpuSeconds(child.pid!, true);
+    const podsBefore = cpuSeconds(pods.pid);
     const started = performance.now();
     await sleep(window * 1000);
     const elapsed = (performance.now() - started) / 1000;
     const cpu = cpuSeconds(child.pid!) - cpuBefore;
     const mainCpu = cpuSeconds(child.pid!, true) - mainBefore;
+    const podsCpu = cpuSeconds(pods.pid) - podsBefore;
     const served = (await pods.served()) - servedBefore;
     // Phase 2: sequential requests while the scraping goes on.
     errors = 0;
@@ -283,6 +303,7 @@ async function measure(
       intervalMs: served > 0 ? (1000 * elapsed * n) / served : Number.POSITIVE_INFINITY,
       cpuPct: (100 * cpu) / elapsed,
       mainCpuPct: (100 * mainCpu) / elapsed,
+      podsCpuPct: (100 * podsCpu) / elapsed,
       cpuUsPerScrape: served > 0 ? (1e6 * cpu) / served : Number.NaN,
       cpuUsPerEndpointSec: (1e6 * cpu) / elapsed / n,
     };
@@ -308,6 +329,7 @@ async function main(): Promise<void> {
   const kind = process.env.TEXT ?? "small";
   const window = Number(process.env.WINDOW ?? 10);
   const settle = Number(process.env.SETTLE ?? 4);
+  const settleMax = Number(process.env.SETTLE_MAX ?? 30);
   const reps = Number(process.env.REPS ?? 3);
   const baseCli = process.env.BASE_CLI ?? "/tmp/scrape-base/dist/cli.js";
   const newCli = fileURLToPath(new URL("../../dist/cli.js", import.meta.url));
@@ -332,12 +354,12 @@ async function main(): Promise<void> {
         // Alternate which implementation goes first, so neither always follows the other's teardown.
         const order = rep % 2 === 0 ? impls : [...impls].reverse();
         for (const [name, cli, flags] of order) {
-          const s = await measure(cli, n, pods, dir, window, settle, [...extra, ...flags]);
+          const s = await measure(cli, n, pods, dir, window, settle, settleMax, [...extra, ...flags]);
           const key = `${name}/${n}`;
           results.set(key, [...(results.get(key) ?? []), s]);
           process.stdout.write(
             `rep ${rep + 1} N=${n} ${name}: p50 ${s.p50.toFixed(2)} ms p99 ${s.p99.toFixed(2)} ms (${s.requests} req, ${s.errors} err), ` +
-              `interval ${s.intervalMs.toFixed(1)} ms, EPP CPU ${s.cpuPct.toFixed(1)} % (main thread ${s.mainCpuPct.toFixed(1)} %), ${s.cpuUsPerScrape.toFixed(1)} µs/scrape, ` +
+              `interval ${s.intervalMs.toFixed(1)} ms, EPP CPU ${s.cpuPct.toFixed(1)} % (main thread ${s.mainCpuPct.toFixed(1)} %), pods ${s.podsCpuPct.toFixed(0)} %, ${s.cpuUsPerScrape.toFixed(1)} µs/scrape, ` +
               `${s.cpuUsPerEndpointSec.toFixed(0)} µs/endpoint/s\n`,
           );
         }
