@@ -32,6 +32,13 @@ import { LeanExtProcClient, RequestTemplate } from "../extproc/lean-client.js";
 import { CHUNK_BYTES, chatBody, HEADERS } from "../extproc/workload.js";
 
 const CLK_TCK = 100;
+/** Every child started, killed if this process is interrupted (their own `finally` does not run then). */
+const children = new Set<ChildProcess>();
+for (const signal of ["SIGINT", "SIGTERM"] as const)
+  process.once(signal, () => {
+    for (const c of children) c.kill("SIGKILL");
+    process.exit(130);
+  });
 
 /** The i-th pod address (0-based): 127.1.0.1 … 127.1.0.250, 127.1.1.1, … (never .0 or .255). */
 function podAddress(i: number): string {
@@ -186,6 +193,7 @@ class Pods {
       execArgv: process.execArgv,
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
+    children.add(child);
     const port = await new Promise<number>((resolve, reject) => {
       child.once("message", (m: { op: string; port: number }) => resolve(m.port));
       child.once("exit", (code) => reject(new Error(`pods exited with ${code}`)));
@@ -248,6 +256,7 @@ async function measure(
     ],
     { stdio: ["ignore", "ignore", "inherit"] },
   );
+  children.add(child);
   const client = new LeanExtProcClient({ port: grpc!, connections: 1, requestTimeoutMs: 10_000 });
   try {
     await waitHttp(`http://127.0.0.1:${metrics}/metrics`, "the EPP");
@@ -311,6 +320,7 @@ async function measure(
     await client.close(1000);
     child.kill("SIGTERM");
     await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once("exit", r)));
+    children.delete(child);
   }
 }
 

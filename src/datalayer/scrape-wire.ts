@@ -67,6 +67,8 @@ export interface ScrapeWorkerData {
   /** A batch is posted this long after its first record, or earlier when `maxBatch` records are waiting. */
   readonly flushMs: number;
   readonly maxBatch: number;
+  /** Nice value for the worker's own thread (Linux); undefined leaves it as it is. */
+  readonly nice: number | undefined;
 }
 
 export type ToWorker =

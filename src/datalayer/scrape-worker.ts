@@ -5,6 +5,8 @@
  * request path never runs a line of this: a fleet of thousands of pods scraped 20 times a second costs the main
  * event loop only the application of compact records.
  */
+import { readlinkSync } from "node:fs";
+import { setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 import type { Endpoint } from "../datastore/types.js";
 import type { Logger } from "../observability/logger.js";
@@ -36,6 +38,22 @@ import {
 const port = parentPort;
 if (port === null) throw new Error("scrape-worker.ts runs only as a worker thread");
 const data = workerData as ScrapeWorkerData;
+lowerPriority(data.nice);
+
+/**
+ * Lowers this thread's scheduling priority (Linux: setpriority on the thread id), so that when the cores are
+ * contended the request path's thread runs first and scraping waits (docs/design/model-servers.md §9). Best effort:
+ * elsewhere, or if refused, the thread keeps the process's priority.
+ */
+function lowerPriority(nice: number | undefined): void {
+  if (nice === undefined) return;
+  try {
+    const tid = Number(readlinkSync("/proc/thread-self").split("/").pop());
+    if (Number.isInteger(tid) && tid > 0) setPriority(tid, nice);
+  } catch {
+    // Not Linux, or not allowed: nothing to do.
+  }
+}
 /** Adds to this thread's performance.now() to give the main thread's (both count from the same monotonic clock). */
 const clockShift = monotonicMs() - performance.now() + data.mainClockShift;
 

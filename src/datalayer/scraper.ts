@@ -84,6 +84,12 @@ const FLUSH_MS = 5;
 const MAX_BATCH = 1024;
 /** A dead worker is restarted after 100 ms, doubling per consecutive death up to this. */
 const MAX_RESTART_DELAY_MS = 5_000;
+/**
+ * The scrape workers' nice value (their threads only; Linux). When the cores are contended, the kernel then runs
+ * the request path's thread before scraping, instead of sharing the time evenly: a late scrape costs freshness
+ * (bounded by the staleness rules), a late request costs its latency.
+ */
+export const SCRAPE_WORKER_NICE = 10;
 /** How long stop() waits for a worker to close its connections before terminating it. */
 const STOP_GRACE_MS = 5_000;
 
@@ -321,6 +327,7 @@ export class MetricsScraper {
       mainClockShift: this.#mainClockShift,
       flushMs: FLUSH_MS,
       maxBatch: MAX_BATCH,
+      nice: SCRAPE_WORKER_NICE,
     };
     let w: Worker;
     try {

@@ -5,8 +5,11 @@
  * again; stop() leaves no thread, port or socket behind. The existing scraper tests (scraper.test.ts,
  * idle-scrape.test.ts, served-models.test.ts) run against the default, worker, mode too.
  */
+
+import { readdirSync, readFileSync } from "node:fs";
+import os from "node:os";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { DEFAULT_SCRAPE_WORKERS, MetricsScraper } from "../../src/datalayer/scraper.js";
+import { DEFAULT_SCRAPE_WORKERS, MetricsScraper, SCRAPE_WORKER_NICE } from "../../src/datalayer/scraper.js";
 import { captureLogger } from "../observability/helpers.js";
 import { type FakePod, FakeSource, fixture, makeEndpoint, startPods, vllmBody } from "./fake-pods.js";
 
@@ -126,6 +129,21 @@ describe("scrape workers", () => {
     const frozen = pods.map((p) => p.requests);
     await new Promise((r) => setTimeout(r, 200));
     expect(pods.map((p) => p.requests)).toEqual(frozen);
+  });
+
+  it.runIf(process.platform === "linux")("runs its workers at a lower priority than the request path", async () => {
+    const niced = () =>
+      readdirSync("/proc/self/task").filter((tid) => {
+        const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+        // Field 19 of stat is the nice value; the fields after the command name start at field 3.
+        return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]) === SCRAPE_WORKER_NICE;
+      }).length;
+    const before = niced();
+    const scraper = new MetricsScraper({ source: new FakeSource([]), workers: 2 });
+    scrapers.push(scraper);
+    scraper.start();
+    await vi.waitFor(() => expect(niced()).toBe(before + 2), WAIT);
+    expect(os.getPriority()).not.toBe(SCRAPE_WORKER_NICE);
   });
 
   it("refuses an invalid worker count", () => {
