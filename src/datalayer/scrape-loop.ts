@@ -11,12 +11,13 @@
  *   endpoint can never overlap; a scrape slower than the interval simply skips ticks.
  * - One undici Client (a single keep-alive connection, pipelining 1) per origin, so 20 scrapes/s reuse one socket.
  *   The connect timeout is short, so a dead pod fails fast instead of holding a slot for undici's 10 s default.
- * - The body is always consumed (or dumped on non-200), otherwise the socket is never returned.
+ * - The body is always consumed (a non-200 one drained up to 128 KiB, past that its connection is dropped), otherwise
+ *   the socket is never returned.
  * - On failure the previous metrics object is kept untouched, so it ages into staleness instead of reading as 0,
  *   and retries back off exponentially up to `maxBackoffMs` (default 2 s, the pool staleness threshold, so a pod that
  *   recovers is fresh again within one staleness window).
- * - The per-request deadline is our own AbortController + cleared timer rather than AbortSignal.timeout: the timer
- *   is gone the moment the scrape ends, so stop() leaves nothing behind, and removal aborts through the same signal.
+ * - The per-request deadline is our own cleared timer calling PlainGet.abort() rather than AbortSignal.timeout: the
+ *   timer is gone the moment the scrape ends, so stop() leaves nothing behind, and removal aborts the same way.
  */
 import { Client, type Dispatcher } from "undici";
 import { DEFAULT_REFRESH_METRICS_INTERVAL_MS, DEFAULT_SCRAPE_TIMEOUT_MS } from "../common/constants.js";
