@@ -13,7 +13,9 @@ import { DEFAULT_SCRAPE_WORKERS, MetricsScraper, SCRAPE_WORKER_NICE } from "../.
 import { captureLogger } from "../observability/helpers.js";
 import { type FakePod, FakeSource, fixture, makeEndpoint, startPods, vllmBody } from "./fake-pods.js";
 
-const WAIT = { timeout: 20_000, interval: 10 };
+// Generous: a worker started from TypeScript sources loads tsx first (~0.6 s on an idle 2-core box, far more when
+// it is shared), and the restart test starts two.
+const WAIT = { timeout: 60_000, interval: 10 };
 const ADDRESSES = ["127.0.1.71", "127.0.1.72", "127.0.1.73", "127.0.1.74"];
 
 let pods: FakePod[] = [];
@@ -31,7 +33,7 @@ function threadResources(): number {
   return process.getActiveResourcesInfo().filter((r) => r === "MessagePort" || r === "Worker").length;
 }
 
-describe("scrape workers", () => {
+describe("scrape workers", { timeout: 120_000 }, () => {
   it("scrape in worker threads by default, and the results land in the endpoints", async () => {
     expect(DEFAULT_SCRAPE_WORKERS).toBeGreaterThanOrEqual(1);
     const started = await startPods(ADDRESSES, () => ({ status: 200, body: vllmBody(2, 3, 0.4), delayMs: 0 }));
