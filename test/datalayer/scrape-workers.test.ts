@@ -13,8 +13,7 @@ import { DEFAULT_SCRAPE_WORKERS, MetricsScraper, SCRAPE_WORKER_NICE } from "../.
 import { captureLogger } from "../observability/helpers.js";
 import { type FakePod, FakeSource, fixture, makeEndpoint, startPods, vllmBody } from "./fake-pods.js";
 
-// Generous: a worker started from TypeScript sources loads tsx first (~0.6 s on an idle 2-core box, far more when
-// it is shared), and the restart test starts two.
+// Generous: on a shared 2-core box a worker can take seconds to come up, and the restart test starts two.
 const WAIT = { timeout: 60_000, interval: 10 };
 const ADDRESSES = ["127.0.1.71", "127.0.1.72", "127.0.1.73", "127.0.1.74"];
 
