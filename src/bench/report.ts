@@ -230,7 +230,7 @@ export function renderPeerComparison(r: BenchResults): string[] {
   const calls = r.aggregate.filter((a) => a.peer_calls !== undefined && Object.keys(a.peer_calls).length > 0);
   if (calls.length > 0) {
     lines.push(
-      "Calls to the pods' router-facing endpoints per stage (median, all pods; docs/design/model-servers.md §9):",
+      "Calls to the pods' router-facing endpoints per stage (median, all pods; docs/design/model-servers.md §10):",
     );
     lines.push("");
     for (const a of calls)

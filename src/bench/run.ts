@@ -85,7 +85,7 @@ export const PEER_MODES: Readonly<Partial<Record<ModeId, { readonly tool: PeerTo
   "sglang-router-cache-aware": { tool: "sglang-router", policy: "cache_aware" },
 };
 
-/** Pod endpoints a router may call besides completions and /metrics (docs/design/model-servers.md §9). */
+/** Pod endpoints a router may call besides completions and /metrics (docs/design/model-servers.md §10). */
 export const PEER_PATHS: readonly string[] = [
   "/tokenize",
   "/detokenize",

@@ -378,8 +378,15 @@ export class EngineRegistry {
   readonly #mappings = new Map<string, EngineMapping>();
 
   readonly #customDefault: boolean;
+  /** The options this registry was built from: plain data, so a scrape worker can build the same registry. */
+  readonly options: EngineRegistryOptions;
 
   constructor(options: EngineRegistryOptions = {}) {
+    this.options = {
+      engineConfigs: (options.engineConfigs ?? []).map((c) => ({ ...c })),
+      ...(options.defaultEngine === undefined ? {} : { defaultEngine: options.defaultEngine }),
+      ...(options.engineLabelKey === undefined ? {} : { engineLabelKey: options.engineLabelKey }),
+    };
     this.#customDefault =
       (options.defaultEngine ?? "").trim() !== "" ||
       ((options.engineLabelKey ?? "").trim() !== "" && options.engineLabelKey !== ENGINE_TYPE_LABEL);
@@ -511,10 +518,8 @@ function signal(
 }
 
 /** True when the text declares or carries any family this mapping reads: it is this engine's exposition. */
-function mentionsAny(text: string, mapping: EngineMapping, families: Map<string, Sample[]>): boolean {
-  if (families.size > 0 || mapping.wanted.size === 0) return true;
-  for (const name of mapping.wanted.names) if (text.includes(`# TYPE ${name} `)) return true;
-  return false;
+function mentionsAny(mapping: EngineMapping, families: Map<string, Sample[]>, declared: ReadonlySet<string>): boolean {
+  return families.size > 0 || mapping.wanted.size === 0 || declared.size > 0;
 }
 
 /**
@@ -620,8 +625,10 @@ export function extractMetrics(
   maxSeries = DEFAULT_MAX_SERIES_PER_SIGNAL,
   nowSec = Date.now() / 1000,
 ): EndpointMetrics {
-  const families = parseFamilies(text, mapping.wanted);
-  if (!mentionsAny(text, mapping, families)) {
+  // One pass over the body: the samples of the wanted names and which of them are declared (`# TYPE`).
+  const declared = new Set<string>();
+  const families = parseFamilies(text, mapping.wanted, declared);
+  if (!mentionsAny(mapping, families, declared)) {
     throw new MetricsExtractionError(
       `no ${mapping.name} metric family (${[...mapping.wanted.names].join(", ")}) in ${where}`,
     );
@@ -645,7 +652,7 @@ export function extractMetrics(
   if (mapping.lora !== undefined) {
     const best = currentLoraSeries(selectSamples(families, mapping.lora), nowSec);
     if (best === undefined) {
-      if (text.includes(`# TYPE ${mapping.lora.name} `)) lora = "pending";
+      if (declared.has(mapping.lora.name)) lora = "pending";
     } else {
       lora = "reported";
       activeModels = adapterSet(best.labels["running_lora_adapters"]);

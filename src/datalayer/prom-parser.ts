@@ -25,7 +25,10 @@ export interface Sample {
 /** The metric names to extract. Build it once per engine mapping and reuse it for every scrape. */
 export class WantedSet {
   readonly names: ReadonlySet<string>;
-  /** Matches a line start, optional blanks and a wanted name (group 1) followed by `{` or a blank. */
+  /**
+   * Matches a line start, then `# TYPE ` or optional blanks (group 1), then a wanted name (group 2) followed by `{`
+   * or a blank.
+   */
   readonly #lineRe: RegExp | undefined;
 
   constructor(names: Iterable<string>) {
@@ -37,7 +40,9 @@ export class WantedSet {
     if (set.size > 0) {
       // Longest first, so a wanted `x_total` is tried before a wanted `x` at the same position.
       const alternatives = [...set].sort((a, b) => b.length - a.length).map(escapeRegExp);
-      this.#lineRe = new RegExp(`(?:^|\n)[ \t]*(${alternatives.join("|")})(?=[{ \t])`, "g");
+      // `# TYPE ` is matched in the same pass (and reported as a declaration), so telling "declared but no sample
+      // yet" apart from "absent" costs no second scan of the body (docs/design/model-servers.md §9).
+      this.#lineRe = new RegExp(`(?:^|\n)(# TYPE |[ \t]*)(${alternatives.join("|")})(?=[{ \t])`, "g");
     }
   }
 
@@ -222,6 +227,8 @@ function parseSampleRest(text: string, pos: number, end: number): Sample | undef
 export function parseFamilies(
   text: string,
   wanted: WantedSet | ReadonlySet<string> | readonly string[],
+  /** When given, receives every wanted name with a `# TYPE <name> ` line, samples or not. */
+  declared?: Set<string>,
 ): Map<string, Sample[]> {
   const out = new Map<string, Sample[]>();
   const re = toWantedSet(wanted).lineRegExp;
@@ -230,11 +237,15 @@ export function parseFamilies(
   for (;;) {
     const m = re.exec(text);
     if (m === null) break;
-    const name = m[1]!;
+    const name = m[2]!;
     const after = re.lastIndex;
     const end = lineEnd(text, after);
     // Resume at this line's `\n`, which the next match needs as its line start.
     re.lastIndex = end;
+    if (m[1] === "# TYPE ") {
+      declared?.add(name);
+      continue;
+    }
     const sample = parseSampleRest(text, after, end);
     if (sample === undefined) continue;
     let list = out.get(name);

@@ -1,147 +1,116 @@
 /**
- * Polls every endpoint's `/metrics` and replaces `endpoint.metrics` with what it reads
- * (docs/design/model-servers.md §4, §6).
+ * The metrics scraper the EPP runs (docs/design/model-servers.md §4, §6, §9): every endpoint's `/metrics` polled at
+ * `--refresh-metrics-interval`, its numbers written into `endpoint.metrics` for the scorers to read synchronously.
  *
- * Scheduling never waits on this: it only reads `endpoint.metrics` and judges freshness by `updateTime`.
+ * Scraping must never delay a request, and at fleet scale it cannot share the request path's event loop: with 1,000
+ * pods at 50 ms, the HTTP, parsing and extraction alone took more than a core, and sequential ext_proc requests
+ * waited 29 ms (p50) behind it. So by default the poll loops (scrape-loop.ts) run in `--scrape-workers` worker
+ * threads, each owning the endpoints whose key hashes to it, and each doing its own HTTP with undici. What the main
+ * thread does per scrape is apply one fixed-size record: a fresh EndpointMetrics object from a few numbers, plus the
+ * adapter/served-model sets only when they changed (scrape-wire.ts). Why records and not a SharedArrayBuffer the
+ * request path reads in place: the scorers read `endpoint.metrics` as a plain object, many times per request, and
+ * the Endpoint contract is that it is replaced wholesale per scrape, never mutated in place; a slot read in place
+ * would need an object built per read or a new scorer interface, and the variable-length parts need a message
+ * anyway (docs/design/model-servers.md §9). Applying a record is
+ * a few microseconds, hooks included (3 % of a core for ~11,000 records a second at 1,000 pods, bench/README.md,
+ * "Scraping at scale"), and records are applied in slices of
+ * APPLY_SLICE, with the event loop free for requests in between.
  *
- * Design rules, each a lesson from GIE's poller:
- * - One setTimeout chain per endpoint, scheduled only after the previous scrape settled, so two scrapes of one
- *   endpoint can never overlap; a scrape slower than the interval simply skips ticks.
- * - One undici Client (a single keep-alive connection, pipelining 1) per origin, so 20 scrapes/s reuse one socket.
- *   The connect timeout is short, so a dead pod fails fast instead of holding a slot for undici's 10 s default.
- * - The body is always consumed (or dumped on non-200), otherwise the socket is never returned.
- * - On failure the previous metrics object is kept untouched, so it ages into staleness instead of reading as 0,
- *   and retries back off exponentially up to `maxBackoffMs` (default 2 s, the pool staleness threshold, so a pod that
- *   recovers is fresh again within one staleness window).
- * - The per-request deadline is our own AbortController + cleared timer rather than AbortSignal.timeout: the timer
- *   is gone the moment the scrape ends, so stop() leaves nothing behind, and removal aborts through the same signal.
+ * `workers: 0` keeps the loops on the main event loop, writing straight into the endpoints (small fleets, tests).
  */
-import { Client } from "undici";
-import { hostPort } from "../common/address.js";
-import { errorCode, isConnectFailure } from "../common/connect.js";
-import { DEFAULT_REFRESH_METRICS_INTERVAL_MS, DEFAULT_SCRAPE_TIMEOUT_MS } from "../common/constants.js";
+import { createRequire } from "node:module";
+import { availableParallelism } from "node:os";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
 import { ConfigError } from "../common/errors.js";
-import type { Endpoint, ServedModels } from "../datastore/types.js";
+import type { Endpoint, EndpointMetrics } from "../datastore/types.js";
 import { type Logger, silentLogger } from "../observability/logger.js";
-import { DEFAULT_LOG_THROTTLE_MS, LogThrottle } from "../observability/throttle.js";
+import type { EngineRegistry } from "./engines.js";
 import {
-  DEFAULT_MAX_SERIES_PER_SIGNAL,
-  type EngineConfig,
-  EngineRegistry,
-  extractMetrics,
-  ImplausibleMetricsError,
-} from "./engines.js";
+  type EndpointSource,
+  ScrapeError,
+  type ScrapeLoopOptions,
+  ScrapeLoops,
+  type ScraperHooks,
+  type ScrapeSettings,
+} from "./scrape-loop.js";
+import {
+  F_BLOCK_SIZE,
+  F_DURATION,
+  F_ID,
+  F_KV,
+  F_MAX_ACTIVE,
+  F_NUM_BLOCKS,
+  F_OK,
+  F_RUNNING,
+  F_UPDATE_TIME,
+  F_VALID_UNTIL,
+  F_VARS,
+  F_WAITING,
+  type FailVars,
+  type FromWorker,
+  monotonicMs,
+  type OkVars,
+  RECORD,
+  type ScrapeWorkerData,
+  type ToWorker,
+  type WireEndpoint,
+} from "./scrape-wire.js";
 
-/** What the scraper needs from the datastore: the current endpoints and a change feed. */
-export interface EndpointSource {
-  endpoints(): readonly Endpoint[];
-  /** Subscribes to membership changes; returns the unsubscribe function. */
-  onEndpointsChanged(listener: (added: readonly Endpoint[], removed: readonly Endpoint[]) => void): () => void;
-}
+export {
+  DEFAULT_IDLE_SCRAPE_INTERVAL_MS,
+  DEFAULT_MAX_METRICS_BODY_BYTES,
+  DEFAULT_MAX_SCRAPE_BACKOFF_MS,
+  DEFAULT_MODELS_INTERVAL_MS,
+  type EndpointSource,
+  MAX_MODEL_IDS,
+  MAX_MODELS_BODY_BYTES,
+  METRICS_ACCEPT_HEADER,
+  MODELS_PATH,
+  parseModelList,
+  ScrapeError,
+  type ScrapeFailureReason,
+  type ScrapeResult,
+  type ScraperHooks,
+} from "./scrape-loop.js";
 
-export type ScrapeFailureReason =
-  /** No response (headers and body) within `timeoutMs`. */
-  | "timeout"
-  /** TCP/TLS connection could not be established (refused, unreachable, connect timeout). */
-  | "connect"
-  /** The server answered with a status other than 200. */
-  | "status"
-  /** The connection failed mid-request or the body was cut short / too large. */
-  | "network"
-  /** The body lacked a required signal (or was not an exposition at all). */
-  | "parse"
-  /** The body's numbers cannot be true: negative, too many series, a series twice (ImplausibleMetricsError). */
-  | "implausible"
-  /** The endpoint's engine type has no metric mapping. */
-  | "engine"
-  /** The endpoint cannot be turned into a URL. */
-  | "target";
-
-export class ScrapeError extends Error {
-  override readonly name = "ScrapeError";
-  constructor(
-    readonly reason: ScrapeFailureReason,
-    message: string,
-    options?: { cause?: unknown; statusCode?: number },
-  ) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
-    this.statusCode = options?.statusCode;
-  }
-  readonly statusCode: number | undefined;
-}
-
-export interface ScrapeResult {
-  readonly ok: boolean;
-  /** From request start to body completion (or failure). */
-  readonly durationMs: number;
-  readonly error?: ScrapeError;
-}
-
-export interface ScraperHooks {
-  /** Called after every scrape attempt, e.g. to count errors and observe latency. Must not throw (it is guarded). */
-  onScrape?(endpoint: Endpoint, result: ScrapeResult): void;
-}
-
-export interface MetricsScraperOptions {
-  source: EndpointSource;
-  /** Poll interval per endpoint. Default 50 ms (GIE `--refresh-metrics-interval`). */
-  intervalMs?: number;
-  /** Deadline for one scrape, connect included. Default 1000 ms. */
-  timeoutMs?: number;
-  /** Metrics path. Default `/metrics`. */
-  path?: string;
-  /** Default `http`. */
-  scheme?: "http" | "https";
-  /** Scrape this port instead of the endpoint's target port (GIE `--model-server-metrics-port`). Default: unset. */
-  metricsPort?: number;
-  /** Skip TLS verification for `https` (GIE's `insecureSkipVerify`, default true: pods serve self-signed certs). */
-  insecureSkipVerify?: boolean;
-  /** Engine mappings: a registry, or custom engine configs merged over the built-ins. Default: built-ins only. */
-  engines?: EngineRegistry | readonly EngineConfig[];
-  /** Upper bound of the retry backoff after repeated failures. Default 2000 ms. */
-  maxBackoffMs?: number;
-  /** Largest accepted `/metrics` body. Default 16 MiB. */
-  maxBodyBytes?: number;
-  /**
-   * How often each endpoint's `/v1/models` is read (what it serves: base models, aliases, adapters); 0 = never.
-   * Default 10 s: the list changes only when adapters are loaded or unloaded, and one small GET per pod every
-   * 10 s costs the server far less than its `/metrics`.
-   */
-  modelsIntervalMs?: number;
-  /** Series of one signal accepted in one body (`--scrape-max-series`); more refuses the scrape. Default 256. */
-  maxSeries?: number;
-  /**
-   * How often an idle endpoint is scraped (`--refresh-metrics-idle-interval`); 0, or anything not above
-   * `intervalMs`, scrapes every endpoint at `intervalMs` always. Default 500 ms. An endpoint is idle after two
-   * consecutive scrapes with nothing running or waiting while this EPP has nothing in flight there; the first request
-   * routed to it (or any load it reports) puts it back on `intervalMs` at the next tick.
-   */
-  idleIntervalMs?: number;
-  /** Default: a silent logger. */
-  logger?: Logger;
-  /** A failing endpoint logs its first failure at warn, then at most one warn line per this many ms. Default 30 s. */
-  failureLogIntervalMs?: number;
-  hooks?: ScraperHooks;
-}
-
-export const DEFAULT_MAX_SCRAPE_BACKOFF_MS = 2_000;
-export const DEFAULT_MODELS_INTERVAL_MS = 10_000;
 /**
- * An idle pod's scrape interval. Rendering /metrics is not free for the server (a real vLLM spends ≈ 7–10 ms of its
- * API server's CPU per 50 KB scrape, 13–19 % of a core at 50 ms; docs/design/model-servers.md §8), and an idle pod's
- * gauges say nothing new: 500 ms cuts that ten-fold while the EPP's own in-flight count wakes the scraper the moment
- * it routes there (bench/scrape/cost.ts).
+ * Default `--scrape-workers`: one thread per core beyond the first, at most 2, at least 1. On a 2-core box that is
+ * one worker, which leaves the other core to the request path; more threads than cores only add switching.
  */
-export const DEFAULT_IDLE_SCRAPE_INTERVAL_MS = 500;
-/** Consecutive quiet scrapes before an endpoint counts as idle. */
-const QUIET_SCRAPES_FOR_IDLE = 2;
-/** A `/v1/models` answer larger than this, or listing more ids, is ignored (the list stays unknown). */
-export const MAX_MODELS_BODY_BYTES = 1024 * 1024;
-export const MAX_MODEL_IDS = 4096;
-export const MODELS_PATH = "/v1/models";
-export const DEFAULT_MAX_METRICS_BODY_BYTES = 16 * 1024 * 1024;
-/** `text/plain; version=0.0.4` keeps servers on the classic format instead of OpenMetrics (§5). */
-export const METRICS_ACCEPT_HEADER = "text/plain; version=0.0.4";
+export const DEFAULT_SCRAPE_WORKERS = Math.max(1, Math.min(2, availableParallelism() - 1));
+/** Upper bound of `--scrape-workers`. */
+export const MAX_SCRAPE_WORKERS = 64;
+/** Records the main thread applies per event-loop turn: ≈ 0.3 ms of work, so a request waits at most that long. */
+export const APPLY_SLICE = 256;
+/** A worker posts its records this long after the first one of a batch: ≤ 200 messages a second per worker. */
+const FLUSH_MS = 5;
+/** Or as soon as this many are waiting. */
+const MAX_BATCH = 1024;
+/** A dead worker is restarted after 100 ms, doubling per consecutive death up to this. */
+const MAX_RESTART_DELAY_MS = 5_000;
+/**
+ * The scrape workers' nice value (their threads only; Linux). When the cores are contended, the kernel then runs
+ * the request path's thread before scraping, instead of sharing the time evenly: a late scrape costs freshness
+ * (bounded by the staleness rules), a late request costs its latency.
+ */
+export const SCRAPE_WORKER_NICE = 10;
+/** How long stop() waits for a worker to close its connections before terminating it. */
+const STOP_GRACE_MS = 5_000;
+
+export interface MetricsScraperHooks extends ScraperHooks {
+  /** A scrape worker died (uncaught error or exit) and will be restarted. Must not throw (it is guarded). */
+  onWorkerExit?(worker: number, error: Error): void;
+}
+
+export interface MetricsScraperOptions extends ScrapeLoopOptions {
+  /**
+   * Worker threads that scrape (`--scrape-workers`); 0 runs the loops on the main event loop. Default
+   * DEFAULT_SCRAPE_WORKERS.
+   */
+  workers?: number;
+  hooks?: MetricsScraperHooks;
+}
 
 interface Deferred {
   readonly promise: Promise<void>;
@@ -149,7 +118,6 @@ interface Deferred {
 }
 
 function deferred(): Deferred {
-  // Promise.withResolvers is Node 22+; this runs on Node 20 too.
   let resolve!: () => void;
   const promise = new Promise<void>((r) => {
     resolve = r;
@@ -157,178 +125,137 @@ function deferred(): Deferred {
   return { promise, resolve };
 }
 
-interface SharedClient {
-  readonly client: Client;
-  refs: number;
+const EMPTY: ReadonlySet<string> = new Set<string>();
+
+function setOf(list: readonly string[]): ReadonlySet<string> {
+  return list.length === 0 ? EMPTY : new Set(list);
 }
 
-/** Per-endpoint loop state. */
-interface Target {
+/** Main-thread state of one endpoint scraped by a worker. */
+interface Remote {
+  readonly id: number;
   readonly endpoint: Endpoint;
-  readonly origin: string;
-  shared: SharedClient | undefined;
-  timer: NodeJS.Timeout | undefined;
-  /** The in-flight scrape, if any; stop() awaits it so no hook fires after stop() resolves. */
-  inflight: Promise<void> | undefined;
-  /** The in-flight `/v1/models` read and its abort handle (apart from the metrics scrape's). */
-  modelsInflight: Promise<void> | undefined;
-  modelsAbort: AbortController | undefined;
-  abort: AbortController | undefined;
-  stopped: boolean;
-  failures: number;
-  readonly firstAttempt: Deferred;
+  readonly shard: number;
   attempted: boolean;
-  warnedEngine: boolean;
-  /** Origin of the serving port (differs from `origin` when metrics are scraped on their own port). */
-  readonly modelsOrigin: string;
-  /** A client of our own when `modelsOrigin` differs from `origin`. */
-  modelsClient: Client | undefined;
-  /** performance.now() at which `/v1/models` is next due. */
-  modelsDueAt: number;
-  /** The last scrape named absent load families (logged once per transition). */
-  incomplete: boolean;
-  /** Consecutive successful scrapes that showed nothing running or waiting. */
-  quietScrapes: number;
-  /** performance.now() when the last scrape started. */
-  lastScrapeAt: number;
+  readonly firstAttempt: Deferred;
+  /** The busy flag last sent to the worker. */
+  busy: boolean;
+  lora: "reported" | "pending" | undefined;
+  unreported: string | undefined;
+  activeModels: ReadonlySet<string>;
+  waitingModels: ReadonlySet<string>;
+  servedModels: ReadonlySet<string>;
 }
 
-function checkPositive(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
-    throw new ConfigError(`must be a positive finite number of milliseconds, got ${String(value)}`, undefined, name);
-  }
-  return value;
+interface Shard {
+  readonly index: number;
+  worker: Worker | undefined;
+  /** Set by an `error` event, reported with the exit. */
+  lastError: Error | undefined;
+  /** Deaths since this shard's worker last delivered a batch. */
+  deaths: number;
+  restartTimer: NodeJS.Timeout | undefined;
+  /** Resolves when the current worker has exited. */
+  exited: Promise<void>;
 }
 
-function classify(err: unknown, url: string): ScrapeError {
-  if (err instanceof ScrapeError) return err;
-  const code = errorCode(err);
-  const detail = err instanceof Error ? err.message : String(err);
-  if (isConnectFailure(err)) {
-    return new ScrapeError("connect", `GET ${url}: cannot connect (${code})`, { cause: err });
+interface Pending {
+  readonly nums: Float64Array;
+  readonly vars: readonly (OkVars | FailVars)[];
+  at: number;
+}
+
+function hashKey(key: string): number {
+  // FNV-1a: the same key always lands on the same worker, so a remove and a re-add stay in one ordered channel.
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) {
+    h ^= key.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
   }
-  if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") {
-    return new ScrapeError("timeout", `GET ${url}: ${detail}`, { cause: err });
-  }
-  if (code === "UND_ERR_RES_EXCEEDED_MAX_SIZE") {
-    return new ScrapeError("network", `GET ${url}: body larger than the limit`, { cause: err });
-  }
-  return new ScrapeError("network", `GET ${url}: ${code ? `${code} ` : ""}${detail}`, { cause: err });
+  return h >>> 0;
 }
 
 export class MetricsScraper {
+  /** The in-process loops (workers: 0), or the validated settings holder whose `settings` the workers start from. */
+  readonly #loops: ScrapeLoops;
+  readonly #workers: number;
+  readonly #settings: ScrapeSettings;
   readonly #source: EndpointSource;
-  readonly #intervalMs: number;
-  readonly #timeoutMs: number;
-  readonly #path: string;
-  readonly #scheme: "http" | "https";
-  readonly #metricsPort: number | undefined;
-  readonly #insecureSkipVerify: boolean;
-  readonly #engines: EngineRegistry;
-  readonly #maxBackoffMs: number;
-  readonly #maxBodyBytes: number;
-  readonly #modelsIntervalMs: number;
-  readonly #maxSeries: number;
-  /** 0 when idle endpoints are scraped like busy ones. */
-  readonly #idleIntervalMs: number;
   readonly #logger: Logger;
-  readonly #hooks: ScraperHooks;
-  readonly #failureLog: LogThrottle;
+  readonly #hooks: MetricsScraperHooks;
+  readonly #mainClockShift = performance.now() - monotonicMs();
 
-  readonly #targets = new Map<string, Target>();
-  readonly #clients = new Map<string, SharedClient>();
-  /** Clients being destroyed; stop() awaits them so no socket outlives it. */
-  readonly #closing = new Set<Promise<void>>();
+  readonly #targets = new Map<string, Remote>();
+  readonly #byId = new Map<number, Remote>();
+  readonly #shards: Shard[] = [];
+  readonly #queue: Pending[] = [];
+  #draining = false;
+  #nextId = 1;
+  #busyTimer: NodeJS.Timeout | undefined;
   readonly #started = deferred();
   #state: "new" | "running" | "stopped" = "new";
   #unsubscribe: (() => void) | undefined;
+  #stopping: Promise<void> | undefined;
 
   constructor(options: MetricsScraperOptions) {
-    if (options === null || typeof options !== "object") throw new ConfigError("options must be an object");
-    const { source } = options;
-    if (
-      source === null ||
-      typeof source !== "object" ||
-      typeof source.endpoints !== "function" ||
-      typeof source.onEndpointsChanged !== "function"
-    ) {
-      throw new ConfigError("must implement endpoints() and onEndpointsChanged()", undefined, "source");
+    // Validates every option (ConfigError naming it), in either mode.
+    this.#loops = new ScrapeLoops(options);
+    const workers = options.workers ?? DEFAULT_SCRAPE_WORKERS;
+    if (!Number.isInteger(workers) || workers < 0 || workers > MAX_SCRAPE_WORKERS) {
+      throw new ConfigError(`must be an integer 0-${MAX_SCRAPE_WORKERS}, got ${String(workers)}`, undefined, "workers");
     }
-    this.#source = source;
-    this.#intervalMs = checkPositive("intervalMs", options.intervalMs, DEFAULT_REFRESH_METRICS_INTERVAL_MS);
-    this.#timeoutMs = checkPositive("timeoutMs", options.timeoutMs, DEFAULT_SCRAPE_TIMEOUT_MS);
-    this.#maxBackoffMs = Math.max(
-      this.#intervalMs,
-      checkPositive("maxBackoffMs", options.maxBackoffMs, DEFAULT_MAX_SCRAPE_BACKOFF_MS),
-    );
-    this.#maxBodyBytes = checkPositive("maxBodyBytes", options.maxBodyBytes, DEFAULT_MAX_METRICS_BODY_BYTES);
-    const modelsInterval = options.modelsIntervalMs ?? DEFAULT_MODELS_INTERVAL_MS;
-    if (typeof modelsInterval !== "number" || !Number.isFinite(modelsInterval) || modelsInterval < 0) {
-      throw new ConfigError(
-        `must be a finite number of milliseconds >= 0, got ${String(modelsInterval)}`,
-        undefined,
-        "modelsIntervalMs",
-      );
-    }
-    this.#modelsIntervalMs = modelsInterval;
-    this.#maxSeries = checkPositive("maxSeries", options.maxSeries, DEFAULT_MAX_SERIES_PER_SIGNAL);
-    const idle = options.idleIntervalMs ?? DEFAULT_IDLE_SCRAPE_INTERVAL_MS;
-    if (typeof idle !== "number" || !Number.isFinite(idle) || idle < 0) {
-      throw new ConfigError(
-        `must be a finite number of milliseconds >= 0, got ${String(idle)}`,
-        undefined,
-        "idleIntervalMs",
-      );
-    }
-    this.#idleIntervalMs = idle > this.#intervalMs ? idle : 0;
-    const path = options.path ?? "/metrics";
-    if (typeof path !== "string" || !path.startsWith("/") || /[\s#]/.test(path)) {
-      throw new ConfigError(
-        `must be an absolute path without spaces or "#", got ${JSON.stringify(path)}`,
-        undefined,
-        "path",
-      );
-    }
-    this.#path = path;
-    const scheme = options.scheme ?? "http";
-    if (scheme !== "http" && scheme !== "https") {
-      throw new ConfigError(`must be "http" or "https", got ${JSON.stringify(scheme)}`, undefined, "scheme");
-    }
-    this.#scheme = scheme;
-    const port = options.metricsPort;
-    if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) {
-      throw new ConfigError(`must be an integer port 1-65535, got ${String(port)}`, undefined, "metricsPort");
-    }
-    this.#metricsPort = port;
-    this.#insecureSkipVerify = options.insecureSkipVerify ?? true;
-    this.#engines =
-      options.engines instanceof EngineRegistry
-        ? options.engines
-        : new EngineRegistry({ engineConfigs: options.engines ?? [] });
+    this.#workers = workers;
+    this.#settings = this.#loops.settings;
+    this.#source = options.source;
     this.#logger = options.logger ?? silentLogger;
     this.#hooks = options.hooks ?? {};
-    this.#failureLog = new LogThrottle({
-      intervalMs: checkPositive("failureLogIntervalMs", options.failureLogIntervalMs, DEFAULT_LOG_THROTTLE_MS),
-    });
   }
 
   get engines(): EngineRegistry {
-    return this.#engines;
+    return this.#loops.engines;
   }
 
   /** Number of endpoints being polled. */
   get size(): number {
-    return this.#targets.size;
+    return this.#workers === 0 ? this.#loops.size : this.#targets.size;
+  }
+
+  /** Worker threads currently alive (0 in in-process mode and after stop()). */
+  get liveWorkers(): number {
+    let n = 0;
+    for (const s of this.#shards) if (s.worker !== undefined) n++;
+    return n;
   }
 
   /** Starts polling the source's current endpoints and follows its changes. Idempotent; throws after stop(). */
   start(): void {
+    if (this.#workers === 0) {
+      this.#loops.start();
+      return;
+    }
     if (this.#state === "running") return;
     if (this.#state === "stopped") throw new Error("MetricsScraper: start() after stop()");
     this.#state = "running";
+    for (let i = 0; i < this.#workers; i++) {
+      const shard: Shard = {
+        index: i,
+        worker: undefined,
+        lastError: undefined,
+        deaths: 0,
+        restartTimer: undefined,
+        exited: Promise.resolve(),
+      };
+      this.#shards.push(shard);
+      this.#spawn(shard);
+    }
     this.#unsubscribe = this.#source.onEndpointsChanged((added, removed) => this.#onChanged(added, removed));
-    for (const endpoint of this.#source.endpoints()) this.#add(endpoint);
+    this.#onChanged(this.#source.endpoints(), []);
+    if (this.#settings.idleIntervalMs > 0) {
+      // The loops need to know when this EPP routes to an idle endpoint (it ends the idleness); the worker cannot
+      // see the main thread's in-flight counters, so their zero / non-zero state is mirrored once per interval.
+      this.#busyTimer = setInterval(() => this.#syncBusy(), this.#settings.intervalMs);
+      this.#busyTimer.unref();
+    }
     this.#started.resolve();
   }
 
@@ -337,394 +264,397 @@ export class MetricsScraper {
    * scrape attempt, successful or not. Endpoints removed in the meantime count as done. Used for readiness.
    */
   async firstRound(): Promise<void> {
+    if (this.#workers === 0) return this.#loops.firstRound();
     await this.#started.promise;
     const pending: Promise<void>[] = [];
-    for (const t of this.#targets.values()) {
-      if (!t.attempted) pending.push(t.firstAttempt.promise);
-    }
+    for (const t of this.#targets.values()) if (!t.attempted) pending.push(t.firstAttempt.promise);
     await Promise.all(pending);
   }
 
-  /** Stops every loop, aborts in-flight scrapes and closes every connection. No timer or socket survives it. */
-  async stop(): Promise<void> {
-    if (this.#state === "stopped") {
-      await Promise.all(this.#closing);
-      return;
-    }
+  /** Stops every loop and worker, closing every connection. No timer, socket or thread survives it. */
+  stop(): Promise<void> {
+    if (this.#workers === 0) return this.#loops.stop();
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  /** Tests: makes worker `index` throw an uncaught error, as a bug in it would. */
+  crashWorkerForTest(index: number): void {
+    this.#shards[index]?.worker?.postMessage({ op: "crash" } satisfies ToWorker);
+  }
+
+  async #stop(): Promise<void> {
+    const wasRunning = this.#state === "running";
     this.#state = "stopped";
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
-    const inflight: Promise<void>[] = [];
-    for (const t of this.#targets.values()) {
-      if (t.inflight) inflight.push(t.inflight);
-      if (t.modelsInflight) inflight.push(t.modelsInflight);
-      this.#stopTarget(t);
-    }
+    if (this.#busyTimer !== undefined) clearInterval(this.#busyTimer);
+    this.#busyTimer = undefined;
+    this.#queue.length = 0;
+    for (const t of this.#targets.values()) t.firstAttempt.resolve();
     this.#targets.clear();
-    this.#started.resolve(); // a firstRound() awaiting a start() that never comes
-    await Promise.all(inflight);
-    await Promise.all(this.#closing);
+    this.#byId.clear();
+    this.#started.resolve();
+    if (!wasRunning) return;
+    await Promise.all(
+      this.#shards.map(async (shard) => {
+        if (shard.restartTimer !== undefined) clearTimeout(shard.restartTimer);
+        shard.restartTimer = undefined;
+        const w = shard.worker;
+        if (w === undefined) return;
+        // The worker stops its loops (aborting scrapes, destroying its undici clients), says so and exits.
+        const stopped = new Promise<void>((resolve) => {
+          const grace = setTimeout(resolve, STOP_GRACE_MS);
+          grace.unref();
+          w.on("message", (m: FromWorker) => {
+            if (m.op === "stopped") {
+              clearTimeout(grace);
+              resolve();
+            }
+          });
+          void shard.exited.then(() => {
+            clearTimeout(grace);
+            resolve();
+          });
+        });
+        w.postMessage({ op: "stop" } satisfies ToWorker);
+        await stopped;
+        await w.terminate();
+        await shard.exited;
+      }),
+    );
+  }
+
+  #spawn(shard: Shard): void {
+    const data: ScrapeWorkerData = {
+      settings: this.#settings,
+      logLevel: this.#logger.level,
+      mainClockShift: this.#mainClockShift,
+      flushMs: FLUSH_MS,
+      maxBatch: MAX_BATCH,
+      nice: SCRAPE_WORKER_NICE,
+    };
+    let w: Worker;
+    try {
+      w = spawnWorker(data);
+    } catch (err) {
+      this.#died(shard, err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    // A scraper that was never stopped must not keep the process alive.
+    w.unref();
+    shard.worker = w;
+    shard.lastError = undefined;
+    let exited!: () => void;
+    shard.exited = new Promise<void>((r) => {
+      exited = r;
+    });
+    w.on("message", (m: FromWorker) => this.#onMessage(shard, w, m));
+    w.on("error", (err) => {
+      shard.lastError = err;
+    });
+    w.on("exit", (code) => {
+      exited();
+      if (shard.worker !== w) return;
+      shard.worker = undefined;
+      if (this.#state !== "running") return;
+      this.#died(shard, shard.lastError ?? new Error(`scrape worker exited with code ${code}`));
+    });
+    // Every endpoint of this shard, again after a restart: the new worker starts from nothing.
+    const endpoints: WireEndpoint[] = [];
+    for (const t of this.#targets.values()) {
+      if (t.shard !== shard.index) continue;
+      t.busy = false;
+      endpoints.push(wire(t.id, t.endpoint));
+    }
+    if (endpoints.length > 0) w.postMessage({ op: "add", endpoints } satisfies ToWorker);
+  }
+
+  /** Logs and counts a dead worker and restarts it after a backoff; its endpoints keep their metrics meanwhile. */
+  #died(shard: Shard, error: Error): void {
+    shard.deaths++;
+    const delay = Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** Math.min(shard.deaths - 1, 16));
+    // One line per death: deaths are spaced by the growing restart delay, so this cannot flood.
+    this.#logger.error(
+      { worker: shard.index, err: error, restartInMs: delay, endpoints: this.#shardSize(shard.index) },
+      "scrape worker died; restarting it (its endpoints keep their last metrics and go stale meanwhile)",
+    );
+    try {
+      this.#hooks.onWorkerExit?.(shard.index, error);
+    } catch (err) {
+      this.#logger.error({ err }, "onWorkerExit hook threw");
+    }
+    shard.restartTimer = setTimeout(() => {
+      shard.restartTimer = undefined;
+      if (this.#state === "running") this.#spawn(shard);
+    }, delay);
+    shard.restartTimer.unref();
+  }
+
+  #shardSize(index: number): number {
+    let n = 0;
+    for (const t of this.#targets.values()) if (t.shard === index) n++;
+    return n;
   }
 
   #onChanged(added: readonly Endpoint[], removed: readonly Endpoint[]): void {
     if (this.#state !== "running") return;
+    const removals = new Map<number, number[]>();
+    const additions = new Map<number, WireEndpoint[]>();
+    const remove = (t: Remote) => {
+      this.#targets.delete(t.endpoint.key);
+      this.#byId.delete(t.id);
+      t.firstAttempt.resolve();
+      let list = removals.get(t.shard);
+      if (list === undefined) {
+        list = [];
+        removals.set(t.shard, list);
+      }
+      list.push(t.id);
+    };
     // Removals first: a datastore replacing an endpoint object under the same key sends both in one call.
     for (const endpoint of removed) {
       const t = this.#targets.get(endpoint.key);
-      if (t !== undefined && t.endpoint === endpoint) {
-        this.#targets.delete(endpoint.key);
-        this.#stopTarget(t);
+      if (t !== undefined && t.endpoint === endpoint) remove(t);
+    }
+    for (const endpoint of added) {
+      const existing = this.#targets.get(endpoint.key);
+      if (existing !== undefined) {
+        if (existing.endpoint === endpoint) continue;
+        remove(existing);
       }
+      const t: Remote = {
+        id: this.#nextId++,
+        endpoint,
+        shard: hashKey(endpoint.key) % this.#workers,
+        attempted: false,
+        firstAttempt: deferred(),
+        busy: false,
+        lora: undefined,
+        unreported: undefined,
+        activeModels: EMPTY,
+        waitingModels: EMPTY,
+        servedModels: EMPTY,
+      };
+      this.#targets.set(endpoint.key, t);
+      this.#byId.set(t.id, t);
+      let list = additions.get(t.shard);
+      if (list === undefined) {
+        list = [];
+        additions.set(t.shard, list);
+      }
+      list.push(wire(t.id, endpoint));
     }
-    for (const endpoint of added) this.#add(endpoint);
+    // Per worker, removals before additions: one port delivers in order.
+    for (const [shard, ids] of removals)
+      this.#shards[shard]?.worker?.postMessage({ op: "remove", ids } satisfies ToWorker);
+    for (const [shard, endpoints] of additions)
+      this.#shards[shard]?.worker?.postMessage({ op: "add", endpoints } satisfies ToWorker);
   }
 
-  #add(endpoint: Endpoint): void {
-    const existing = this.#targets.get(endpoint.key);
-    if (existing !== undefined) {
-      if (existing.endpoint === endpoint) return;
-      this.#stopTarget(existing);
+  #syncBusy(): void {
+    let ids: number[][] | undefined;
+    let busy: number[][] | undefined;
+    for (const t of this.#targets.values()) {
+      const now = t.endpoint.inflightRequests > 0;
+      if (now === t.busy) continue;
+      t.busy = now;
+      ids ??= this.#shards.map(() => []);
+      busy ??= this.#shards.map(() => []);
+      ids[t.shard]!.push(t.id);
+      busy[t.shard]!.push(now ? 1 : 0);
     }
-    const port = this.#metricsPort ?? endpoint.port;
-    const t: Target = {
-      endpoint,
-      origin: `${this.#scheme}://${hostPort(endpoint.address, port)}`,
-      modelsOrigin: `${this.#scheme}://${hostPort(endpoint.address, endpoint.port)}`,
-      modelsClient: undefined,
-      modelsInflight: undefined,
-      modelsAbort: undefined,
-      modelsDueAt: 0,
-      incomplete: false,
-      quietScrapes: 0,
-      lastScrapeAt: 0,
-      shared: undefined,
-      timer: undefined,
-      inflight: undefined,
-      abort: undefined,
-      stopped: false,
-      failures: 0,
-      firstAttempt: deferred(),
-      attempted: false,
-      warnedEngine: false,
-    };
-    this.#targets.set(endpoint.key, t);
-    // First scrape right away: readiness waits on it.
-    this.#schedule(t, 0);
+    if (ids === undefined || busy === undefined) return;
+    for (const shard of this.#shards) {
+      const list = ids[shard.index]!;
+      if (list.length > 0)
+        shard.worker?.postMessage({ op: "busy", ids: list, busy: busy[shard.index]! } satisfies ToWorker);
+    }
   }
 
-  #stopTarget(t: Target): void {
-    t.stopped = true;
-    this.#failureLog.reset(t.endpoint.key);
-    if (t.timer !== undefined) {
-      clearTimeout(t.timer);
-      t.timer = undefined;
-    }
-    t.abort?.abort(new ScrapeError("network", "endpoint removed"));
-    t.modelsAbort?.abort();
-    this.#release(t);
-    if (t.modelsClient !== undefined) {
-      const closing = t.modelsClient.destroy().catch(() => {});
-      t.modelsClient = undefined;
-      this.#closing.add(closing);
-      void closing.finally(() => this.#closing.delete(closing));
-    }
-    t.firstAttempt.resolve();
-  }
-
-  #schedule(t: Target, delayMs: number): void {
-    if (t.stopped) return;
-    t.timer = setTimeout(() => {
-      t.timer = undefined;
-      if (t.stopped || t.inflight !== undefined) return;
-      if (this.#idleSkip(t)) {
-        this.#schedule(t, this.#intervalMs);
+  #onMessage(shard: Shard, w: Worker, m: FromWorker): void {
+    if (this.#state !== "running" || shard.worker !== w) return;
+    switch (m.op) {
+      case "batch":
+        shard.deaths = 0;
+        this.#queue.push({ nums: m.nums, vars: m.vars, at: 0 });
+        if (!this.#draining) {
+          this.#draining = true;
+          setImmediate(() => this.#drain());
+        }
+        return;
+      case "models": {
+        const t = this.#byId.get(m.id);
+        if (t === undefined) return;
+        t.endpoint.models =
+          m.ids === null ? undefined : { ids: new Set(m.ids), adapters: new Map(m.adapters), updateTime: m.updateTime };
+        this.#guard(() => this.#hooks.onModels?.(t.endpoint), "onModels");
         return;
       }
-      t.inflight = this.#scrape(t).finally(() => {
-        t.inflight = undefined;
-      });
-    }, delayMs);
-    t.timer.unref();
-  }
-
-  /**
-   * An idle endpoint's tick passes without a scrape until its idle interval is up. The check is a few comparisons
-   * on the timer, no I/O; the first request this EPP routes there (its in-flight count) ends the idleness.
-   */
-  #idleSkip(t: Target): boolean {
-    return (
-      this.#idleIntervalMs > 0 &&
-      t.quietScrapes >= QUIET_SCRAPES_FOR_IDLE &&
-      t.endpoint.inflightRequests === 0 &&
-      performance.now() - t.lastScrapeAt < this.#idleIntervalMs
-    );
-  }
-
-  #acquire(t: Target): Client {
-    if (t.shared !== undefined) return t.shared.client;
-    let shared = this.#clients.get(t.origin);
-    if (shared === undefined) {
-      const client = new Client(t.origin, {
-        pipelining: 1,
-        connectTimeout: this.#timeoutMs,
-        // Backstops only: the per-request AbortController enforces timeoutMs precisely.
-        headersTimeout: this.#timeoutMs + 1_000,
-        bodyTimeout: this.#timeoutMs + 1_000,
-        // Idle well past the interval, so consecutive scrapes reuse the connection.
-        keepAliveTimeout: Math.max(4_000, 4 * this.#intervalMs),
-        keepAliveMaxTimeout: Math.max(600_000, 4 * this.#intervalMs),
-        maxResponseSize: this.#maxBodyBytes,
-        ...(this.#scheme === "https" ? { connect: { rejectUnauthorized: !this.#insecureSkipVerify } } : {}),
-      });
-      shared = { client, refs: 0 };
-      this.#clients.set(t.origin, shared);
+      case "log":
+        this.#log(m.level, m.obj, m.msg);
+        return;
+      case "stopped":
+        return;
     }
-    shared.refs++;
-    t.shared = shared;
-    return shared.client;
   }
 
-  #release(t: Target): void {
-    const shared = t.shared;
-    if (shared === undefined) return;
-    t.shared = undefined;
-    shared.refs--;
-    if (shared.refs > 0) return;
-    if (this.#clients.get(t.origin) === shared) this.#clients.delete(t.origin);
-    // destroy, not close: an in-flight scrape of a removed endpoint is worthless, so do not wait for it.
-    const closing = shared.client.destroy().catch(() => {});
-    this.#closing.add(closing);
-    void closing.finally(() => this.#closing.delete(closing));
-  }
-
-  async #scrape(t: Target): Promise<void> {
-    const endpoint = t.endpoint;
-    const url = `${t.origin}${this.#path}`;
-    const started = performance.now();
-    t.lastScrapeAt = started;
-    let error: ScrapeError | undefined;
-    let finished = started;
-    try {
-      const mapping = this.#engines.resolve(endpoint);
-      if (mapping === undefined) {
-        const name = endpoint.engine || this.#engines.engineFor(endpoint.labels);
-        throw new ScrapeError(
-          "engine",
-          `no metric mapping for engine "${name}" (known: ${this.#engines.names().join(", ")})`,
-        );
-      }
-      let client: Client;
-      try {
-        client = this.#acquire(t);
-      } catch (err) {
-        throw new ScrapeError("target", `cannot scrape ${url}: ${err instanceof Error ? err.message : String(err)}`, {
-          cause: err,
-        });
-      }
-      const abort = new AbortController();
-      t.abort = abort;
-      const deadline = setTimeout(() => {
-        abort.abort(new ScrapeError("timeout", `GET ${url}: no complete response within ${this.#timeoutMs} ms`));
-      }, this.#timeoutMs);
-      deadline.unref();
-      let text: string;
-      try {
-        const res = await client.request({
-          method: "GET",
-          path: this.#path,
-          headers: { accept: METRICS_ACCEPT_HEADER },
-          signal: abort.signal,
-        });
-        if (res.statusCode !== 200) {
-          // Drain so the connection is reusable; a huge error body gets the socket closed by dump's limit instead.
-          await res.body.dump({ limit: 128 * 1024, signal: abort.signal }).catch(() => {});
-          throw new ScrapeError("status", `GET ${url}: HTTP ${res.statusCode}`, { statusCode: res.statusCode });
-        }
-        text = await res.body.text();
-        finished = performance.now();
-      } catch (err) {
-        throw abort.signal.aborted && abort.signal.reason instanceof ScrapeError
-          ? abort.signal.reason
-          : classify(err, url);
-      } finally {
-        clearTimeout(deadline);
-        t.abort = undefined;
-      }
-      if (t.stopped) return;
-      try {
-        endpoint.metrics = extractMetrics(mapping, text, finished, this.#path, this.#maxSeries);
-      } catch (err) {
-        const reason = err instanceof ImplausibleMetricsError ? "implausible" : "parse";
-        throw new ScrapeError(reason, `${url}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-      }
-      endpoint.lastScrapeError = undefined;
-      this.#noteIncomplete(t);
-      // Not awaited: the model list has its own cadence and must never delay the next metrics tick.
-      if (this.#modelsIntervalMs > 0 && finished >= t.modelsDueAt && t.modelsInflight === undefined) {
-        t.modelsDueAt = finished + this.#modelsIntervalMs;
-        t.modelsInflight = this.#readModels(t, client).finally(() => {
-          t.modelsInflight = undefined;
-        });
-      }
-    } catch (err) {
-      error = err instanceof ScrapeError ? err : classify(err, url);
-      finished = performance.now();
+  #log(level: string, obj: unknown, msg: string): void {
+    const l = this.#logger;
+    switch (level) {
+      case "error":
+      case "fatal":
+        l.error(obj, msg);
+        return;
+      case "warn":
+        l.warn(obj, msg);
+        return;
+      case "info":
+        l.info(obj, msg);
+        return;
+      default:
+        l.debug(obj, msg);
     }
-    if (t.stopped) return; // removed mid-scrape: its outcome no longer matters, and its client is gone
-    t.attempted = true;
-    t.firstAttempt.resolve();
-    const durationMs = finished - started;
-    if (error === undefined) {
-      if (t.failures > 0) {
-        this.#failureLog.reset(endpoint.key);
-        this.#logger.info({ endpoint: endpoint.key, failures: t.failures }, "metrics scrape recovered");
-      }
-      t.failures = 0;
-      this.#report(endpoint, { ok: true, durationMs });
-      // Align to the tick grid: a scrape that overran the interval skips the ticks it missed.
-      const next = this.#intervalMs - (durationMs % this.#intervalMs);
-      const m = endpoint.metrics;
-      t.quietScrapes =
-        m !== undefined && m.waitingQueueSize === 0 && m.runningRequestsSize === 0 ? t.quietScrapes + 1 : 0;
-      // Until the next scrape is late (its tick plus its timeout) these numbers are the newest there can be; an idle
-      // endpoint's next scrape is due an idle interval later, not a tick later.
-      const due = this.#idleIntervalMs > 0 && t.quietScrapes >= QUIET_SCRAPES_FOR_IDLE ? this.#idleIntervalMs : next;
-      endpoint.metricsValidUntil = finished + due + this.#timeoutMs;
-      this.#schedule(t, next);
+  }
+
+  /** Applies queued records, at most APPLY_SLICE per event-loop turn, so requests run between slices. */
+  #drain(): void {
+    if (this.#state !== "running") {
+      this.#draining = false;
       return;
     }
-    endpoint.lastScrapeError = error.message;
-    endpoint.metricsValidUntil = undefined;
-    t.quietScrapes = 0;
-    t.failures++;
-    if (error.reason === "engine") {
-      if (!t.warnedEngine) this.#logger.warn({ endpoint: endpoint.key, err: error.message }, "metrics scrape failing");
-      t.warnedEngine = true;
+    let budget = APPLY_SLICE;
+    while (budget > 0 && this.#queue.length > 0) {
+      const p = this.#queue[0]!;
+      const records = p.nums.length / RECORD;
+      while (budget > 0 && p.at < records) {
+        this.#apply(p.nums, p.at * RECORD, p.vars);
+        p.at++;
+        budget--;
+      }
+      if (p.at >= records) this.#queue.shift();
+    }
+    if (this.#queue.length > 0) setImmediate(() => this.#drain());
+    else this.#draining = false;
+  }
+
+  #apply(nums: Float64Array, o: number, vars: readonly (OkVars | FailVars)[]): void {
+    const t = this.#byId.get(nums[o + F_ID]!);
+    if (t === undefined) return; // removed since: its outcome no longer matters
+    const endpoint = t.endpoint;
+    const varIndex = nums[o + F_VARS]!;
+    const durationMs = nums[o + F_DURATION]!;
+    let result: { ok: boolean; durationMs: number; error?: ScrapeError };
+    if (nums[o + F_OK] === 1) {
+      if (varIndex >= 0) {
+        const v = vars[varIndex] as OkVars;
+        t.lora = v.lora;
+        t.unreported = v.unreported;
+        t.activeModels = setOf(v.active);
+        t.waitingModels = setOf(v.waiting);
+        t.servedModels = setOf(v.served);
+      }
+      // Same fields in the same order as extractMetrics builds them: one object shape for the scorers.
+      const metrics: EndpointMetrics = {
+        waitingQueueSize: nums[o + F_WAITING]!,
+        runningRequestsSize: nums[o + F_RUNNING]!,
+        kvCacheUsagePercent: nums[o + F_KV]!,
+        activeModels: t.activeModels,
+        waitingModels: t.waitingModels,
+        maxActiveModels: nums[o + F_MAX_ACTIVE]!,
+        servedModels: t.servedModels,
+        cacheBlockSize: nums[o + F_BLOCK_SIZE]!,
+        cacheNumBlocks: nums[o + F_NUM_BLOCKS]!,
+        updateTime: nums[o + F_UPDATE_TIME]!,
+        lora: t.lora,
+        unreported: t.unreported,
+      };
+      endpoint.metrics = metrics;
+      endpoint.lastScrapeError = undefined;
+      const until = nums[o + F_VALID_UNTIL]!;
+      endpoint.metricsValidUntil = Number.isNaN(until) ? undefined : until;
+      result = { ok: true, durationMs };
     } else {
-      // Rate-limited per endpoint: the first failure, then one line per interval with the suppressed count.
-      const suppressed = this.#failureLog.take(endpoint.key);
-      if (suppressed !== undefined)
-        this.#logger.warn(
-          {
-            endpoint: endpoint.key,
-            pod: endpoint.podName,
-            reason: error.reason,
-            err: error.message,
-            failures: t.failures,
-            suppressed,
-          },
-          "metrics scrape failing",
-        );
-      else if (this.#logger.isLevelEnabled("debug"))
-        this.#logger.debug(
-          { endpoint: endpoint.key, reason: error.reason, err: error.message },
-          "metrics scrape failed",
-        );
-    }
-    this.#report(endpoint, { ok: false, durationMs, error });
-    const backoff = this.#intervalMs * 2 ** Math.min(t.failures - 1, 30);
-    this.#schedule(t, Math.min(this.#maxBackoffMs, backoff));
-  }
-
-  /** One info line when an endpoint's scrapes start or stop lacking load families, not one per scrape. */
-  #noteIncomplete(t: Target): void {
-    const missing = t.endpoint.metrics?.unreported;
-    if ((missing !== undefined) === t.incomplete) return;
-    t.incomplete = missing !== undefined;
-    // warn, not info: a custom engine spec naming a metric the server does not have looks exactly like this too.
-    if (missing !== undefined)
-      this.#logger.warn(
-        { endpoint: t.endpoint.key, unreported: missing },
-        "metrics carry no load gauges yet; the endpoint stays a candidate, scored as reporting no load",
+      const v = vars[varIndex] as FailVars | undefined;
+      const message = v?.error ?? "scrape failed";
+      endpoint.lastScrapeError = message;
+      endpoint.metricsValidUntil = undefined;
+      const error = new ScrapeError(
+        v?.reason ?? "network",
+        message,
+        v?.statusCode === undefined ? undefined : { statusCode: v.statusCode },
       );
-    else this.#logger.info({ endpoint: t.endpoint.key }, "metrics now carry every load gauge");
-  }
-
-  /**
-   * Reads `/v1/models` (docs/design/model-servers.md §3.5). Any failure leaves the previous list in place when there
-   * was one (a transient error must not widen what the endpoint is thought to serve) and unknown otherwise; only
-   * a 404 clears it, since the server then has no such list. Never throws.
-   */
-  async #readModels(t: Target, metricsClient: Client): Promise<void> {
-    let client = metricsClient;
-    if (t.modelsOrigin !== t.origin) {
-      t.modelsClient ??= new Client(t.modelsOrigin, {
-        pipelining: 1,
-        connectTimeout: this.#timeoutMs,
-        headersTimeout: this.#timeoutMs + 1_000,
-        bodyTimeout: this.#timeoutMs + 1_000,
-        maxResponseSize: MAX_MODELS_BODY_BYTES,
-        ...(this.#scheme === "https" ? { connect: { rejectUnauthorized: !this.#insecureSkipVerify } } : {}),
-      });
-      client = t.modelsClient;
+      result = { ok: false, durationMs, error };
     }
-    const abort = new AbortController();
-    t.modelsAbort = abort;
-    const deadline = setTimeout(() => abort.abort(), this.#timeoutMs);
-    deadline.unref();
-    try {
-      const res = await client.request({
-        method: "GET",
-        path: MODELS_PATH,
-        headers: { accept: "application/json" },
-        signal: abort.signal,
-      });
-      if (res.statusCode !== 200) {
-        await res.body.dump({ limit: 64 * 1024, signal: abort.signal }).catch(() => {});
-        if (res.statusCode === 404) t.endpoint.models = undefined;
-        return;
-      }
-      const text = await res.body.text();
-      if (t.stopped) return;
-      const models = parseModelList(text, performance.now());
-      if (models === undefined) {
-        this.#logger.debug({ endpoint: t.endpoint.key }, "ignoring a /v1/models answer that is not a model list");
-        return;
-      }
-      t.endpoint.models = models;
-    } catch (err) {
-      if (this.#logger.isLevelEnabled("debug"))
-        this.#logger.debug({ endpoint: t.endpoint.key, err: String(err) }, "reading /v1/models failed");
-    } finally {
-      clearTimeout(deadline);
-      if (t.modelsAbort === abort) t.modelsAbort = undefined;
+    if (!t.attempted) {
+      t.attempted = true;
+      t.firstAttempt.resolve();
     }
-  }
-
-  #report(endpoint: Endpoint, result: ScrapeResult): void {
     const hook = this.#hooks.onScrape;
-    if (hook === undefined) return;
+    if (hook !== undefined) this.#guard(() => hook(endpoint, result), "onScrape");
+  }
+
+  #guard(fn: () => void, name: string): void {
     try {
-      hook(endpoint, result);
+      fn();
     } catch (err) {
-      this.#logger.error({ err }, "onScrape hook threw");
+      this.#logger.error({ err }, `${name} hook threw`);
     }
   }
 }
 
-/**
- * An OpenAI model list (`{"data":[{"id":…,"parent":…}]}`) as ServedModels, or undefined when the text is not one
- * (or lists more than MAX_MODEL_IDS ids). vLLM lists each served name and alias as its own entry with
- * `parent: null`, and each adapter with `parent` = its base model.
- */
-export function parseModelList(text: string, updateTime: number): ServedModels | undefined {
-  if (text.length > MAX_MODELS_BODY_BYTES) return undefined;
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch {
-    return undefined;
+function wire(id: number, e: Endpoint): WireEndpoint {
+  return {
+    id,
+    key: e.key,
+    name: e.name,
+    podName: e.podName,
+    namespace: e.namespace,
+    address: e.address,
+    port: e.port,
+    rank: e.rank,
+    engine: e.engine,
+    labels: { ...e.labels },
+  };
+}
+
+function spawnWorker(data: ScrapeWorkerData): Worker {
+  const here = import.meta.url;
+  if (here.endsWith(".js")) return new Worker(new URL("./scrape-worker.js", here), { workerData: data });
+  // Running from TypeScript sources (tests, tsx). Every EPP a test starts spawns a worker, and a worker that loads
+  // tsx first takes ~0.9 s to come up (~0.15 s from one bundled script), so the entry is bundled once per process;
+  // if that is not possible the worker registers tsx itself.
+  const bundle = bundledWorker(fileURLToPath(new URL("./scrape-worker.ts", here)));
+  if (bundle !== undefined) return new Worker(bundle, { eval: true, workerData: data });
+  const entry = JSON.stringify(new URL("./scrape-worker.ts", here).href);
+  return new Worker(`import("tsx/esm/api").then(({ register }) => { register(); return import(${entry}); })`, {
+    eval: true,
+    workerData: data,
+  });
+}
+
+let bundled: string | null | undefined;
+
+/** The worker entry and its imports as one CommonJS script (esbuild, which tsx brings), or undefined. */
+function bundledWorker(entry: string): string | undefined {
+  if (bundled === undefined) {
+    try {
+      const esbuild = createRequire(import.meta.url)("esbuild") as {
+        buildSync(options: Record<string, unknown>): { outputFiles: { text: string }[] };
+      };
+      const out = esbuild.buildSync({
+        entryPoints: [entry],
+        bundle: true,
+        platform: "node",
+        format: "cjs",
+        target: "node20",
+        write: false,
+        logLevel: "silent",
+      });
+      bundled = out.outputFiles[0]?.text ?? null;
+    } catch {
+      bundled = null;
+    }
   }
-  const data = (doc as { data?: unknown } | null)?.data;
-  if (!Array.isArray(data) || data.length > MAX_MODEL_IDS) return undefined;
-  const ids = new Set<string>();
-  const adapters = new Map<string, string>();
-  for (const entry of data) {
-    const id = (entry as { id?: unknown } | null)?.id;
-    if (typeof id !== "string" || id === "") return undefined;
-    ids.add(id);
-    const parent = (entry as { parent?: unknown }).parent;
-    if (typeof parent === "string" && parent !== "" && parent !== id) adapters.set(id, parent);
-  }
-  return { ids, adapters, updateTime };
+  return bundled ?? undefined;
 }

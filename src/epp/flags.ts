@@ -15,7 +15,12 @@ import {
 } from "../common/constants.js";
 import { checks, type FlagValues } from "../common/flags.js";
 import { DEFAULT_MAX_SERIES_PER_SIGNAL } from "../datalayer/engines.js";
-import { DEFAULT_IDLE_SCRAPE_INTERVAL_MS, DEFAULT_MODELS_INTERVAL_MS } from "../datalayer/scraper.js";
+import {
+  DEFAULT_IDLE_SCRAPE_INTERVAL_MS,
+  DEFAULT_MODELS_INTERVAL_MS,
+  DEFAULT_SCRAPE_WORKERS,
+  MAX_SCRAPE_WORKERS,
+} from "../datalayer/scraper.js";
 import {
   DEFAULT_MAX_STREAMS_PER_CONNECTION,
   DEFAULT_STREAM_IDLE_TIMEOUT_MS,
@@ -141,6 +146,12 @@ export const EPP_FLAGS = {
     default: DEFAULT_MAX_SERIES_PER_SIGNAL,
     help: "series of one signal (queue, running, KV) accepted in one /metrics body; more, a negative value or a repeated series refuses the scrape (reason implausible)",
     check: checks.positive,
+  },
+  "scrape-workers": {
+    kind: "int",
+    default: DEFAULT_SCRAPE_WORKERS,
+    help: `worker threads that scrape, parse and extract /metrics off the request path's event loop (docs/design/model-servers.md §9); 0 = on the main event loop; at most ${MAX_SCRAPE_WORKERS}`,
+    check: (v: number) => (v >= 0 && v <= MAX_SCRAPE_WORKERS ? undefined : `must be 0..${MAX_SCRAPE_WORKERS}`),
   },
   "scrape-timeout": {
     kind: "duration",

@@ -86,6 +86,7 @@ export function createScraper(
     modelsIntervalMs: f["served-models-refresh-interval"],
     idleIntervalMs: f["refresh-metrics-idle-interval"],
     maxSeries: f["scrape-max-series"],
+    workers: f["scrape-workers"],
     logger,
     hooks: {
       onScrape: (endpoint, result) => {
@@ -93,6 +94,7 @@ export function createScraper(
         metrics.scrapeDuration.observe(labels, result.durationMs / 1000);
         if (!result.ok) metrics.scrapeErrors.inc({ ...labels, reason: result.error?.reason ?? "unknown" });
       },
+      onWorkerExit: () => metrics.scrapeWorkerRestarts.inc(),
     },
   });
 }

@@ -122,6 +122,7 @@ export class EppMetrics {
   readonly shedTotal: Counter<"criticality" | "reason">;
   readonly scrapeErrors: Counter<"pod" | "endpoint" | "reason">;
   readonly scrapeDuration: Histogram<"pod" | "endpoint">;
+  readonly scrapeWorkerRestarts: Counter;
   readonly metricsAge: Gauge<"pod" | "endpoint">;
   readonly streamsInFlight: Gauge;
   readonly ttft: HotHistogram<"model_name" | "target_model_name">;
@@ -371,6 +372,11 @@ export class EppMetrics {
       help: "Latency of /metrics scrapes of model-server endpoints.",
       labelNames: ["pod", "endpoint"],
       buckets: SCRAPE_BUCKETS,
+      registers: [r],
+    });
+    this.scrapeWorkerRestarts = new Counter({
+      name: "switchyard_scrape_worker_restarts_total",
+      help: "Scrape worker threads that died (an uncaught error or an exit) and were restarted (--scrape-workers).",
       registers: [r],
     });
     this.metricsAge = new Gauge({

@@ -184,7 +184,7 @@ export class SimulatorServer {
         if (method !== "GET") this.#methodNotAllowed(res, "GET");
         else this.#metrics(res);
         break;
-      // vLLM's tokenizer endpoints, which routers call before routing (docs/design/model-servers.md §9.1).
+      // vLLM's tokenizer endpoints, which routers call before routing (docs/design/model-servers.md §10.1).
       case "/tokenize":
       case "/detokenize":
       case "/v1/chat/completions/render":
@@ -192,7 +192,7 @@ export class SimulatorServer {
         if (method !== "POST") this.#methodNotAllowed(res, "POST");
         else this.#readJson(req, res, (body) => this.#tokenizerRoute(path, body, res));
         break;
-      // SGLang's server endpoints, which sglang-router and vllm-router probe (docs/design/model-servers.md §9.2).
+      // SGLang's server endpoints, which sglang-router and vllm-router probe (docs/design/model-servers.md §10.2).
       case "/get_model_info":
       case "/model_info":
       case "/get_server_info":
@@ -370,7 +370,7 @@ export class SimulatorServer {
     if (path === "/get_model_info" || path === "/model_info") return modelInfo;
     const e = this.engine;
     if (path === "/get_load") {
-      // vllm-router's power_of_two reads `load`; SGLang itself answers a per-rank list (docs/design/model-servers.md §9.2).
+      // vllm-router's power_of_two reads `load`; SGLang itself answers a per-rank list (docs/design/model-servers.md §10.2).
       return {
         load: e.running + e.waiting,
         num_reqs: e.running + e.waiting,
@@ -457,7 +457,7 @@ export class SimulatorServer {
   }
 }
 
-/** vLLM 0.32's GenerateRequest as the render endpoints return it (captured from a real server; model-servers.md §9.1). */
+/** vLLM 0.32's GenerateRequest as the render endpoints return it (captured from a real server; model-servers.md §10.1). */
 function renderedRequest(
   api: Api,
   parsed: ParsedRequest,

@@ -1,6 +1,6 @@
 /**
  * The simulator's stand-in tokenizer, for the vLLM endpoints a router calls before routing (/tokenize,
- * /detokenize, /v1/chat/completions/render; docs/design/model-servers.md §9). It must agree with the engine, or a
+ * /detokenize, /v1/chat/completions/render; docs/design/model-servers.md §10). It must agree with the engine, or a
  * router that matches prefixes by token ids would be told about a cache the simulator does not have:
  * - one token is CHARS_PER_TOKEN (4) characters of the rendered prompt, the unit `estimateTokens` counts, so
  *   `count` equals the `prompt_tokens` the same prompt is billed and scheduled with;

@@ -104,11 +104,14 @@ describe("MetricsScraper", () => {
     scraper.start();
     await scraper.firstRound();
     await vi.waitFor(() => expect(endpoints[1]!.metrics).toBeDefined(), WAIT);
-    const kept = endpoints[1]!.metrics;
     const otherBefore = endpoints[0]!.metrics;
     const failuresBefore = count(endpoints[1]!, false);
     pods[1]!.behaviour.body = "<html>this is not prometheus</html>\n{{{\n";
-    await vi.waitFor(() => expect(count(endpoints[1]!, false)).toBeGreaterThanOrEqual(failuresBefore + 2), WAIT);
+    // A scrape answered before the change may still land after it; from the first failure on, every scrape fails.
+    await vi.waitFor(() => expect(count(endpoints[1]!, false)).toBeGreaterThanOrEqual(failuresBefore + 1), WAIT);
+    const kept = endpoints[1]!.metrics;
+    expect(kept).toBeDefined();
+    await vi.waitFor(() => expect(count(endpoints[1]!, false)).toBeGreaterThanOrEqual(failuresBefore + 3), WAIT);
     expect(endpoints[1]!.metrics).toBe(kept);
     expect(endpoints[1]!.lastScrapeError).toMatch(/no vllm metric family \(.*\) in \/metrics/);
     const failure = results.findLast((r) => r.endpoint === endpoints[1] && !r.result.ok)!;
@@ -134,6 +137,28 @@ describe("MetricsScraper", () => {
     expect(endpoints[0]!.lastScrapeError).toMatch(/HTTP 503/);
     expect(endpoints[0]!.metrics).toBeUndefined();
     expect(pods[0]!.connections).toBe(1);
+  });
+
+  it("refuses a body over maxBodyBytes, and reports a huge error body as its status without draining it", async () => {
+    const { endpoints, scraper, count, results } = await setup({ maxBodyBytes: 4096, modelsIntervalMs: 0 });
+    pods[0]!.behaviour.body = `${vllmBody(1, 1, 0.1)}# ${"x".repeat(10_000)}\n`;
+    pods[1]!.behaviour = { status: 500, body: "y".repeat(1_000_000), delayMs: 0 };
+    scraper.start();
+    await vi.waitFor(() => {
+      expect(count(endpoints[0]!, false)).toBeGreaterThanOrEqual(2);
+      expect(count(endpoints[1]!, false)).toBeGreaterThanOrEqual(2);
+    }, WAIT);
+    const big = results.find((r) => r.endpoint === endpoints[0] && !r.result.ok)!;
+    expect(big.result.error?.reason).toBe("network");
+    expect(endpoints[0]!.lastScrapeError).toMatch(/body larger than the limit/);
+    expect(endpoints[0]!.metrics).toBeUndefined();
+    const huge = results.find((r) => r.endpoint === endpoints[1] && !r.result.ok)!;
+    expect(huge.result.error?.reason).toBe("status");
+    expect(huge.result.error?.statusCode).toBe(500);
+    // Not drained: each failure cost its connection.
+    expect(pods[1]!.connections).toBeGreaterThanOrEqual(2);
+    // The third pod is unaffected.
+    expect(endpoints[2]!.metrics?.waitingQueueSize).toBe(1);
   });
 
   it("reports an unreachable endpoint as a connect error and still completes the first round", async () => {

@@ -67,6 +67,7 @@ const EXTRAS: readonly (readonly [string, Kind, readonly string[]])[] = [
   ["switchyard_requests_shed_total", "counter", ["criticality", "reason"]],
   ["switchyard_scrape_errors_total", "counter", ["pod", "endpoint", "reason"]],
   ["switchyard_scrape_duration_seconds", "histogram", ["pod", "endpoint"]],
+  ["switchyard_scrape_worker_restarts_total", "counter", []],
   ["switchyard_endpoint_scrape_up", "gauge", ["pod", "endpoint"]],
   ["switchyard_endpoint_metrics_age_seconds", "gauge", ["pod", "endpoint"]],
   ["switchyard_pool_endpoints", "gauge", ["name"]],

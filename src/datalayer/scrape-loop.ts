@@ -1,0 +1,866 @@
+/**
+ * The per-endpoint poll loops: polls every endpoint's `/metrics` and replaces `endpoint.metrics` with what it reads
+ * (docs/design/model-servers.md §4, §6). By default these loops run inside scrape worker threads, on endpoint
+ * copies whose results scraper.ts carries back to the main thread (docs/design/model-servers.md §9); with
+ * `--scrape-workers 0` they run on the main event loop on the endpoints themselves.
+ *
+ * Scheduling never waits on this: it only reads `endpoint.metrics` and judges freshness by `updateTime`.
+ *
+ * Design rules, each a lesson from GIE's poller:
+ * - One setTimeout chain per endpoint, scheduled only after the previous scrape settled, so two scrapes of one
+ *   endpoint can never overlap; a scrape slower than the interval simply skips ticks.
+ * - One undici Client (a single keep-alive connection, pipelining 1) per origin, so 20 scrapes/s reuse one socket.
+ *   The connect timeout is short, so a dead pod fails fast instead of holding a slot for undici's 10 s default.
+ * - The body is always consumed (a non-200 one drained up to 128 KiB, past that its connection is dropped), otherwise
+ *   the socket is never returned.
+ * - On failure the previous metrics object is kept untouched, so it ages into staleness instead of reading as 0,
+ *   and retries back off exponentially up to `maxBackoffMs` (default 2 s, the pool staleness threshold, so a pod that
+ *   recovers is fresh again within one staleness window).
+ * - The per-request deadline is our own cleared timer calling PlainGet.abort() rather than AbortSignal.timeout: the
+ *   timer is gone the moment the scrape ends, so stop() leaves nothing behind, and removal aborts the same way.
+ */
+import { Client, type Dispatcher } from "undici";
+import { hostPort } from "../common/address.js";
+import { errorCode, isConnectFailure } from "../common/connect.js";
+import { DEFAULT_REFRESH_METRICS_INTERVAL_MS, DEFAULT_SCRAPE_TIMEOUT_MS } from "../common/constants.js";
+import { ConfigError } from "../common/errors.js";
+import type { Endpoint, ServedModels } from "../datastore/types.js";
+import { type Logger, silentLogger } from "../observability/logger.js";
+import { DEFAULT_LOG_THROTTLE_MS, LogThrottle } from "../observability/throttle.js";
+import {
+  DEFAULT_MAX_SERIES_PER_SIGNAL,
+  type EngineConfig,
+  EngineRegistry,
+  type EngineRegistryOptions,
+  extractMetrics,
+  ImplausibleMetricsError,
+} from "./engines.js";
+
+/** What the scraper needs from the datastore: the current endpoints and a change feed. */
+export interface EndpointSource {
+  endpoints(): readonly Endpoint[];
+  /** Subscribes to membership changes; returns the unsubscribe function. */
+  onEndpointsChanged(listener: (added: readonly Endpoint[], removed: readonly Endpoint[]) => void): () => void;
+}
+
+export type ScrapeFailureReason =
+  /** No response (headers and body) within `timeoutMs`. */
+  | "timeout"
+  /** TCP/TLS connection could not be established (refused, unreachable, connect timeout). */
+  | "connect"
+  /** The server answered with a status other than 200. */
+  | "status"
+  /** The connection failed mid-request or the body was cut short / too large. */
+  | "network"
+  /** The body lacked a required signal (or was not an exposition at all). */
+  | "parse"
+  /** The body's numbers cannot be true: negative, too many series, a series twice (ImplausibleMetricsError). */
+  | "implausible"
+  /** The endpoint's engine type has no metric mapping. */
+  | "engine"
+  /** The endpoint cannot be turned into a URL. */
+  | "target";
+
+export class ScrapeError extends Error {
+  override readonly name = "ScrapeError";
+  constructor(
+    readonly reason: ScrapeFailureReason,
+    message: string,
+    options?: { cause?: unknown; statusCode?: number },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.statusCode = options?.statusCode;
+  }
+  readonly statusCode: number | undefined;
+}
+
+export interface ScrapeResult {
+  readonly ok: boolean;
+  /** From request start to body completion (or failure). */
+  readonly durationMs: number;
+  readonly error?: ScrapeError;
+}
+
+export interface ScraperHooks {
+  /**
+   * Called after every scrape attempt, e.g. to count errors and observe latency, once the endpoint's metrics,
+   * error and freshness are written. Must not throw (it is guarded).
+   */
+  onScrape?(endpoint: Endpoint, result: ScrapeResult): void;
+  /** Called when a `/v1/models` read replaced or cleared `endpoint.models`. Must not throw (it is guarded). */
+  onModels?(endpoint: Endpoint): void;
+}
+
+export interface ScrapeLoopOptions {
+  source: EndpointSource;
+  /** Poll interval per endpoint. Default 50 ms (GIE `--refresh-metrics-interval`). */
+  intervalMs?: number;
+  /** Deadline for one scrape, connect included. Default 1000 ms. */
+  timeoutMs?: number;
+  /** Metrics path. Default `/metrics`. */
+  path?: string;
+  /** Default `http`. */
+  scheme?: "http" | "https";
+  /** Scrape this port instead of the endpoint's target port (GIE `--model-server-metrics-port`). Default: unset. */
+  metricsPort?: number;
+  /** Skip TLS verification for `https` (GIE's `insecureSkipVerify`, default true: pods serve self-signed certs). */
+  insecureSkipVerify?: boolean;
+  /** Engine mappings: a registry, or custom engine configs merged over the built-ins. Default: built-ins only. */
+  engines?: EngineRegistry | readonly EngineConfig[];
+  /** Upper bound of the retry backoff after repeated failures. Default 2000 ms. */
+  maxBackoffMs?: number;
+  /** Largest accepted `/metrics` body. Default 16 MiB. */
+  maxBodyBytes?: number;
+  /**
+   * How often each endpoint's `/v1/models` is read (what it serves: base models, aliases, adapters); 0 = never.
+   * Default 10 s: the list changes only when adapters are loaded or unloaded, and one small GET per pod every
+   * 10 s costs the server far less than its `/metrics`.
+   */
+  modelsIntervalMs?: number;
+  /** Series of one signal accepted in one body (`--scrape-max-series`); more refuses the scrape. Default 256. */
+  maxSeries?: number;
+  /**
+   * How often an idle endpoint is scraped (`--refresh-metrics-idle-interval`); 0, or anything not above
+   * `intervalMs`, scrapes every endpoint at `intervalMs` always. Default 500 ms. An endpoint is idle after two
+   * consecutive scrapes with nothing running or waiting while this EPP has nothing in flight there; the first request
+   * routed to it (or any load it reports) puts it back on `intervalMs` at the next tick.
+   */
+  idleIntervalMs?: number;
+  /** Default: a silent logger. */
+  logger?: Logger;
+  /** A failing endpoint logs its first failure at warn, then at most one warn line per this many ms. Default 30 s. */
+  failureLogIntervalMs?: number;
+  hooks?: ScraperHooks;
+}
+
+export const DEFAULT_MAX_SCRAPE_BACKOFF_MS = 2_000;
+export const DEFAULT_MODELS_INTERVAL_MS = 10_000;
+/**
+ * An idle pod's scrape interval. Rendering /metrics is not free for the server (a real vLLM spends ≈ 7–10 ms of its
+ * API server's CPU per 50 KB scrape, 13–19 % of a core at 50 ms; docs/design/model-servers.md §8), and an idle pod's
+ * gauges say nothing new: 500 ms cuts that ten-fold while the EPP's own in-flight count wakes the scraper the moment
+ * it routes there (bench/scrape/cost.ts).
+ */
+export const DEFAULT_IDLE_SCRAPE_INTERVAL_MS = 500;
+/** Consecutive quiet scrapes before an endpoint counts as idle. */
+const QUIET_SCRAPES_FOR_IDLE = 2;
+/** A `/v1/models` answer larger than this, or listing more ids, is ignored (the list stays unknown). */
+export const MAX_MODELS_BODY_BYTES = 1024 * 1024;
+export const MAX_MODEL_IDS = 4096;
+export const MODELS_PATH = "/v1/models";
+export const DEFAULT_MAX_METRICS_BODY_BYTES = 16 * 1024 * 1024;
+/** `text/plain; version=0.0.4` keeps servers on the classic format instead of OpenMetrics (§5). */
+export const METRICS_ACCEPT_HEADER = "text/plain; version=0.0.4";
+
+interface Deferred {
+  readonly promise: Promise<void>;
+  resolve(): void;
+}
+
+function deferred(): Deferred {
+  // Promise.withResolvers is Node 22+; this runs on Node 20 too.
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+interface SharedClient {
+  readonly client: Client;
+  refs: number;
+}
+
+/** Per-endpoint loop state. */
+interface Target {
+  readonly endpoint: Endpoint;
+  readonly origin: string;
+  shared: SharedClient | undefined;
+  timer: NodeJS.Timeout | undefined;
+  /** The in-flight scrape, if any; stop() awaits it so no hook fires after stop() resolves. */
+  inflight: Promise<void> | undefined;
+  /** The in-flight `/v1/models` read and its abort handle (apart from the metrics scrape's). */
+  modelsInflight: Promise<void> | undefined;
+  modelsAbort: AbortController | undefined;
+  abort: PlainGet | undefined;
+  stopped: boolean;
+  failures: number;
+  readonly firstAttempt: Deferred;
+  attempted: boolean;
+  warnedEngine: boolean;
+  /** Origin of the serving port (differs from `origin` when metrics are scraped on their own port). */
+  readonly modelsOrigin: string;
+  /** A client of our own when `modelsOrigin` differs from `origin`. */
+  modelsClient: Client | undefined;
+  /** performance.now() at which `/v1/models` is next due. */
+  modelsDueAt: number;
+  /** The last scrape named absent load families (logged once per transition). */
+  incomplete: boolean;
+  /** Consecutive successful scrapes that showed nothing running or waiting. */
+  quietScrapes: number;
+  /** performance.now() when the last scrape started. */
+  lastScrapeAt: number;
+}
+
+function checkPositive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+    throw new ConfigError(`must be a positive finite number of milliseconds, got ${String(value)}`, undefined, name);
+  }
+  return value;
+}
+
+function classify(err: unknown, url: string): ScrapeError {
+  if (err instanceof ScrapeError) return err;
+  const code = errorCode(err);
+  const detail = err instanceof Error ? err.message : String(err);
+  if (isConnectFailure(err)) {
+    return new ScrapeError("connect", `GET ${url}: cannot connect (${code})`, { cause: err });
+  }
+  if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") {
+    return new ScrapeError("timeout", `GET ${url}: ${detail}`, { cause: err });
+  }
+  if (code === "UND_ERR_RES_EXCEEDED_MAX_SIZE") {
+    return new ScrapeError("network", `GET ${url}: body larger than the limit`, { cause: err });
+  }
+  return new ScrapeError("network", `GET ${url}: ${code ? `${code} ` : ""}${detail}`, { cause: err });
+}
+
+/** The resolved, structured-cloneable settings of a ScrapeLoops (what a scrape worker is started with). */
+export interface ScrapeSettings {
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  readonly path: string;
+  readonly scheme: "http" | "https";
+  readonly metricsPort: number | undefined;
+  readonly insecureSkipVerify: boolean;
+  readonly maxBackoffMs: number;
+  readonly maxBodyBytes: number;
+  readonly modelsIntervalMs: number;
+  readonly maxSeries: number;
+  readonly idleIntervalMs: number;
+  readonly failureLogIntervalMs: number;
+  readonly engines: EngineRegistryOptions;
+}
+
+const METRICS_HEADERS = { accept: METRICS_ACCEPT_HEADER };
+/** A non-200 body is drained up to this size (so the connection is reused); a larger one closes the socket. */
+const ERROR_BODY_LIMIT = 128 * 1024;
+
+/**
+ * One GET through undici's dispatch API, the body collected as text. Why not `client.request()`: that wraps every
+ * response in a Readable stream and an AbortSignal with listeners, and at fleet scale (20 scrapes per endpoint per
+ * second) that machinery is a visible share of a scrape's CPU; a plain handler does the same job for 14–18 % less
+ * CPU per scrape (bench/README.md, "Scraping at scale"). A non-200 body is drained up to `errorLimit` bytes and then dropped
+ * with its connection, as `body.dump({ limit })` did; the client's `maxResponseSize` bounds a 200 body.
+ */
+class PlainGet implements Dispatcher.DispatchHandler {
+  readonly done: Promise<{ statusCode: number; text: string }>;
+  #resolve!: (v: { statusCode: number; text: string }) => void;
+  #reject!: (err: Error) => void;
+  #controller: Dispatcher.DispatchController | undefined;
+  #reason: Error | undefined;
+  #statusCode = 0;
+  readonly #chunks: Buffer[] = [];
+  #bytes = 0;
+  readonly #errorLimit: number;
+
+  constructor(client: Client, path: string, headers: Record<string, string>, errorLimit: number) {
+    this.#errorLimit = errorLimit;
+    this.done = new Promise((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    client.dispatch({ method: "GET", path, headers }, this);
+  }
+
+  /** The reason given to abort(), if it was aborted. */
+  get reason(): Error | undefined {
+    return this.#reason;
+  }
+
+  abort(reason: Error): void {
+    if (this.#reason !== undefined) return;
+    this.#reason = reason;
+    if (this.#controller !== undefined) this.#controller.abort(reason);
+    else this.#reject(reason);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.#reason !== undefined) controller.abort(this.#reason);
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number): void {
+    this.#statusCode = statusCode;
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.#bytes += chunk.length;
+    if (this.#statusCode !== 200) {
+      // Not kept; past the limit the connection is not worth draining.
+      if (this.#bytes > this.#errorLimit) controller.abort(new ScrapeError("status", `HTTP ${this.#statusCode}`));
+      return;
+    }
+    this.#chunks.push(chunk);
+  }
+
+  onResponseEnd(): void {
+    const chunks = this.#chunks;
+    const text =
+      chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks, this.#bytes).toString("utf8");
+    this.#chunks.length = 0;
+    this.#resolve({ statusCode: this.#statusCode, text });
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    this.#chunks.length = 0;
+    // A non-200 answer whose body was too large to drain is still that status.
+    if (this.#statusCode !== 0 && this.#statusCode !== 200 && this.#reason === undefined) {
+      this.#resolve({ statusCode: this.#statusCode, text: "" });
+      return;
+    }
+    this.#reject(err);
+  }
+}
+
+export class ScrapeLoops {
+  readonly #source: EndpointSource;
+  readonly #intervalMs: number;
+  readonly #timeoutMs: number;
+  readonly #path: string;
+  readonly #scheme: "http" | "https";
+  readonly #metricsPort: number | undefined;
+  readonly #insecureSkipVerify: boolean;
+  readonly #engines: EngineRegistry;
+  readonly #maxBackoffMs: number;
+  readonly #maxBodyBytes: number;
+  readonly #modelsIntervalMs: number;
+  readonly #maxSeries: number;
+  /** 0 when idle endpoints are scraped like busy ones. */
+  readonly #idleIntervalMs: number;
+  readonly #logger: Logger;
+  readonly #hooks: ScraperHooks;
+  readonly #failureLog: LogThrottle;
+  readonly #failureLogIntervalMs: number;
+
+  readonly #targets = new Map<string, Target>();
+  readonly #clients = new Map<string, SharedClient>();
+  /** Clients being destroyed; stop() awaits them so no socket outlives it. */
+  readonly #closing = new Set<Promise<void>>();
+  readonly #started = deferred();
+  #state: "new" | "running" | "stopped" = "new";
+  #unsubscribe: (() => void) | undefined;
+
+  constructor(options: ScrapeLoopOptions) {
+    if (options === null || typeof options !== "object") throw new ConfigError("options must be an object");
+    const { source } = options;
+    if (
+      source === null ||
+      typeof source !== "object" ||
+      typeof source.endpoints !== "function" ||
+      typeof source.onEndpointsChanged !== "function"
+    ) {
+      throw new ConfigError("must implement endpoints() and onEndpointsChanged()", undefined, "source");
+    }
+    this.#source = source;
+    this.#intervalMs = checkPositive("intervalMs", options.intervalMs, DEFAULT_REFRESH_METRICS_INTERVAL_MS);
+    this.#timeoutMs = checkPositive("timeoutMs", options.timeoutMs, DEFAULT_SCRAPE_TIMEOUT_MS);
+    this.#maxBackoffMs = Math.max(
+      this.#intervalMs,
+      checkPositive("maxBackoffMs", options.maxBackoffMs, DEFAULT_MAX_SCRAPE_BACKOFF_MS),
+    );
+    this.#maxBodyBytes = checkPositive("maxBodyBytes", options.maxBodyBytes, DEFAULT_MAX_METRICS_BODY_BYTES);
+    const modelsInterval = options.modelsIntervalMs ?? DEFAULT_MODELS_INTERVAL_MS;
+    if (typeof modelsInterval !== "number" || !Number.isFinite(modelsInterval) || modelsInterval < 0) {
+      throw new ConfigError(
+        `must be a finite number of milliseconds >= 0, got ${String(modelsInterval)}`,
+        undefined,
+        "modelsIntervalMs",
+      );
+    }
+    this.#modelsIntervalMs = modelsInterval;
+    this.#maxSeries = checkPositive("maxSeries", options.maxSeries, DEFAULT_MAX_SERIES_PER_SIGNAL);
+    const idle = options.idleIntervalMs ?? DEFAULT_IDLE_SCRAPE_INTERVAL_MS;
+    if (typeof idle !== "number" || !Number.isFinite(idle) || idle < 0) {
+      throw new ConfigError(
+        `must be a finite number of milliseconds >= 0, got ${String(idle)}`,
+        undefined,
+        "idleIntervalMs",
+      );
+    }
+    this.#idleIntervalMs = idle > this.#intervalMs ? idle : 0;
+    const path = options.path ?? "/metrics";
+    if (typeof path !== "string" || !path.startsWith("/") || /[\s#]/.test(path)) {
+      throw new ConfigError(
+        `must be an absolute path without spaces or "#", got ${JSON.stringify(path)}`,
+        undefined,
+        "path",
+      );
+    }
+    this.#path = path;
+    const scheme = options.scheme ?? "http";
+    if (scheme !== "http" && scheme !== "https") {
+      throw new ConfigError(`must be "http" or "https", got ${JSON.stringify(scheme)}`, undefined, "scheme");
+    }
+    this.#scheme = scheme;
+    const port = options.metricsPort;
+    if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) {
+      throw new ConfigError(`must be an integer port 1-65535, got ${String(port)}`, undefined, "metricsPort");
+    }
+    this.#metricsPort = port;
+    this.#insecureSkipVerify = options.insecureSkipVerify ?? true;
+    this.#engines =
+      options.engines instanceof EngineRegistry
+        ? options.engines
+        : new EngineRegistry({ engineConfigs: options.engines ?? [] });
+    this.#logger = options.logger ?? silentLogger;
+    this.#hooks = options.hooks ?? {};
+    this.#failureLogIntervalMs = checkPositive(
+      "failureLogIntervalMs",
+      options.failureLogIntervalMs,
+      DEFAULT_LOG_THROTTLE_MS,
+    );
+    this.#failureLog = new LogThrottle({ intervalMs: this.#failureLogIntervalMs });
+  }
+
+  /** What a scrape worker needs to run the same loops: every option resolved, nothing that cannot be cloned. */
+  get settings(): ScrapeSettings {
+    return {
+      intervalMs: this.#intervalMs,
+      timeoutMs: this.#timeoutMs,
+      path: this.#path,
+      scheme: this.#scheme,
+      metricsPort: this.#metricsPort,
+      insecureSkipVerify: this.#insecureSkipVerify,
+      maxBackoffMs: this.#maxBackoffMs,
+      maxBodyBytes: this.#maxBodyBytes,
+      modelsIntervalMs: this.#modelsIntervalMs,
+      maxSeries: this.#maxSeries,
+      idleIntervalMs: this.#idleIntervalMs,
+      failureLogIntervalMs: this.#failureLogIntervalMs,
+      engines: this.#engines.options,
+    };
+  }
+
+  get engines(): EngineRegistry {
+    return this.#engines;
+  }
+
+  /** Number of endpoints being polled. */
+  get size(): number {
+    return this.#targets.size;
+  }
+
+  /** Starts polling the source's current endpoints and follows its changes. Idempotent; throws after stop(). */
+  start(): void {
+    if (this.#state === "running") return;
+    if (this.#state === "stopped") throw new Error("MetricsScraper: start() after stop()");
+    this.#state = "running";
+    this.#unsubscribe = this.#source.onEndpointsChanged((added, removed) => this.#onChanged(added, removed));
+    for (const endpoint of this.#source.endpoints()) this.#add(endpoint);
+    this.#started.resolve();
+  }
+
+  /**
+   * Resolves once every endpoint known when this is called (or, before start(), when start() runs) has had one
+   * scrape attempt, successful or not. Endpoints removed in the meantime count as done. Used for readiness.
+   */
+  async firstRound(): Promise<void> {
+    await this.#started.promise;
+    const pending: Promise<void>[] = [];
+    for (const t of this.#targets.values()) {
+      if (!t.attempted) pending.push(t.firstAttempt.promise);
+    }
+    await Promise.all(pending);
+  }
+
+  /** Stops every loop, aborts in-flight scrapes and closes every connection. No timer or socket survives it. */
+  async stop(): Promise<void> {
+    if (this.#state === "stopped") {
+      await Promise.all(this.#closing);
+      return;
+    }
+    this.#state = "stopped";
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+    const inflight: Promise<void>[] = [];
+    for (const t of this.#targets.values()) {
+      if (t.inflight) inflight.push(t.inflight);
+      if (t.modelsInflight) inflight.push(t.modelsInflight);
+      this.#stopTarget(t);
+    }
+    this.#targets.clear();
+    this.#started.resolve(); // a firstRound() awaiting a start() that never comes
+    await Promise.all(inflight);
+    await Promise.all(this.#closing);
+  }
+
+  #onChanged(added: readonly Endpoint[], removed: readonly Endpoint[]): void {
+    if (this.#state !== "running") return;
+    // Removals first: a datastore replacing an endpoint object under the same key sends both in one call.
+    for (const endpoint of removed) {
+      const t = this.#targets.get(endpoint.key);
+      if (t !== undefined && t.endpoint === endpoint) {
+        this.#targets.delete(endpoint.key);
+        this.#stopTarget(t);
+      }
+    }
+    for (const endpoint of added) this.#add(endpoint);
+  }
+
+  #add(endpoint: Endpoint): void {
+    const existing = this.#targets.get(endpoint.key);
+    if (existing !== undefined) {
+      if (existing.endpoint === endpoint) return;
+      this.#stopTarget(existing);
+    }
+    const port = this.#metricsPort ?? endpoint.port;
+    const t: Target = {
+      endpoint,
+      origin: `${this.#scheme}://${hostPort(endpoint.address, port)}`,
+      modelsOrigin: `${this.#scheme}://${hostPort(endpoint.address, endpoint.port)}`,
+      modelsClient: undefined,
+      modelsInflight: undefined,
+      modelsAbort: undefined,
+      modelsDueAt: 0,
+      incomplete: false,
+      quietScrapes: 0,
+      lastScrapeAt: 0,
+      shared: undefined,
+      timer: undefined,
+      inflight: undefined,
+      abort: undefined,
+      stopped: false,
+      failures: 0,
+      firstAttempt: deferred(),
+      attempted: false,
+      warnedEngine: false,
+    };
+    this.#targets.set(endpoint.key, t);
+    // First scrape right away: readiness waits on it.
+    this.#schedule(t, 0);
+  }
+
+  #stopTarget(t: Target): void {
+    t.stopped = true;
+    this.#failureLog.reset(t.endpoint.key);
+    if (t.timer !== undefined) {
+      clearTimeout(t.timer);
+      t.timer = undefined;
+    }
+    t.abort?.abort(new ScrapeError("network", "endpoint removed"));
+    t.modelsAbort?.abort();
+    this.#release(t);
+    if (t.modelsClient !== undefined) {
+      const closing = t.modelsClient.destroy().catch(() => {});
+      t.modelsClient = undefined;
+      this.#closing.add(closing);
+      void closing.finally(() => this.#closing.delete(closing));
+    }
+    t.firstAttempt.resolve();
+  }
+
+  #schedule(t: Target, delayMs: number): void {
+    if (t.stopped) return;
+    t.timer = setTimeout(() => {
+      t.timer = undefined;
+      if (t.stopped || t.inflight !== undefined) return;
+      if (this.#idleSkip(t)) {
+        this.#schedule(t, this.#intervalMs);
+        return;
+      }
+      t.inflight = this.#scrape(t).finally(() => {
+        t.inflight = undefined;
+      });
+    }, delayMs);
+    t.timer.unref();
+  }
+
+  /**
+   * An idle endpoint's tick passes without a scrape until its idle interval is up. The check is a few comparisons
+   * on the timer, no I/O; the first request this EPP routes there (its in-flight count) ends the idleness.
+   */
+  #idleSkip(t: Target): boolean {
+    return (
+      this.#idleIntervalMs > 0 &&
+      t.quietScrapes >= QUIET_SCRAPES_FOR_IDLE &&
+      t.endpoint.inflightRequests === 0 &&
+      performance.now() - t.lastScrapeAt < this.#idleIntervalMs
+    );
+  }
+
+  #acquire(t: Target): Client {
+    if (t.shared !== undefined) return t.shared.client;
+    let shared = this.#clients.get(t.origin);
+    if (shared === undefined) {
+      const client = new Client(t.origin, {
+        pipelining: 1,
+        connectTimeout: this.#timeoutMs,
+        // Backstops only: the per-request AbortController enforces timeoutMs precisely.
+        headersTimeout: this.#timeoutMs + 1_000,
+        bodyTimeout: this.#timeoutMs + 1_000,
+        // Idle well past the interval, so consecutive scrapes reuse the connection.
+        keepAliveTimeout: Math.max(4_000, 4 * this.#intervalMs),
+        keepAliveMaxTimeout: Math.max(600_000, 4 * this.#intervalMs),
+        maxResponseSize: this.#maxBodyBytes,
+        ...(this.#scheme === "https" ? { connect: { rejectUnauthorized: !this.#insecureSkipVerify } } : {}),
+      });
+      shared = { client, refs: 0 };
+      this.#clients.set(t.origin, shared);
+    }
+    shared.refs++;
+    t.shared = shared;
+    return shared.client;
+  }
+
+  #release(t: Target): void {
+    const shared = t.shared;
+    if (shared === undefined) return;
+    t.shared = undefined;
+    shared.refs--;
+    if (shared.refs > 0) return;
+    if (this.#clients.get(t.origin) === shared) this.#clients.delete(t.origin);
+    // destroy, not close: an in-flight scrape of a removed endpoint is worthless, so do not wait for it.
+    const closing = shared.client.destroy().catch(() => {});
+    this.#closing.add(closing);
+    void closing.finally(() => this.#closing.delete(closing));
+  }
+
+  async #scrape(t: Target): Promise<void> {
+    const endpoint = t.endpoint;
+    const url = `${t.origin}${this.#path}`;
+    const started = performance.now();
+    t.lastScrapeAt = started;
+    let error: ScrapeError | undefined;
+    let finished = started;
+    try {
+      const mapping = this.#engines.resolve(endpoint);
+      if (mapping === undefined) {
+        const name = endpoint.engine || this.#engines.engineFor(endpoint.labels);
+        throw new ScrapeError(
+          "engine",
+          `no metric mapping for engine "${name}" (known: ${this.#engines.names().join(", ")})`,
+        );
+      }
+      let client: Client;
+      try {
+        client = this.#acquire(t);
+      } catch (err) {
+        throw new ScrapeError("target", `cannot scrape ${url}: ${err instanceof Error ? err.message : String(err)}`, {
+          cause: err,
+        });
+      }
+      const get = new PlainGet(client, this.#path, METRICS_HEADERS, ERROR_BODY_LIMIT);
+      t.abort = get;
+      const deadline = setTimeout(() => {
+        get.abort(new ScrapeError("timeout", `GET ${url}: no complete response within ${this.#timeoutMs} ms`));
+      }, this.#timeoutMs);
+      deadline.unref();
+      let text: string;
+      try {
+        const res = await get.done;
+        if (res.statusCode !== 200) {
+          // The body was drained, so the connection is reusable (a huge one had the socket closed instead).
+          throw new ScrapeError("status", `GET ${url}: HTTP ${res.statusCode}`, { statusCode: res.statusCode });
+        }
+        text = res.text;
+        finished = performance.now();
+      } catch (err) {
+        throw get.reason instanceof ScrapeError ? get.reason : classify(err, url);
+      } finally {
+        clearTimeout(deadline);
+        t.abort = undefined;
+      }
+      if (t.stopped) return;
+      try {
+        endpoint.metrics = extractMetrics(mapping, text, finished, this.#path, this.#maxSeries);
+      } catch (err) {
+        const reason = err instanceof ImplausibleMetricsError ? "implausible" : "parse";
+        throw new ScrapeError(reason, `${url}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      }
+      endpoint.lastScrapeError = undefined;
+      this.#noteIncomplete(t);
+      // Not awaited: the model list has its own cadence and must never delay the next metrics tick.
+      if (this.#modelsIntervalMs > 0 && finished >= t.modelsDueAt && t.modelsInflight === undefined) {
+        t.modelsDueAt = finished + this.#modelsIntervalMs;
+        t.modelsInflight = this.#readModels(t, client).finally(() => {
+          t.modelsInflight = undefined;
+        });
+      }
+    } catch (err) {
+      error = err instanceof ScrapeError ? err : classify(err, url);
+      finished = performance.now();
+    }
+    if (t.stopped) return; // removed mid-scrape: its outcome no longer matters, and its client is gone
+    t.attempted = true;
+    t.firstAttempt.resolve();
+    const durationMs = finished - started;
+    if (error === undefined) {
+      if (t.failures > 0) {
+        this.#failureLog.reset(endpoint.key);
+        this.#logger.info({ endpoint: endpoint.key, failures: t.failures }, "metrics scrape recovered");
+      }
+      t.failures = 0;
+      // Align to the tick grid: a scrape that overran the interval skips the ticks it missed.
+      const next = this.#intervalMs - (durationMs % this.#intervalMs);
+      const m = endpoint.metrics;
+      t.quietScrapes =
+        m !== undefined && m.waitingQueueSize === 0 && m.runningRequestsSize === 0 ? t.quietScrapes + 1 : 0;
+      // Until the next scrape is late (its tick plus its timeout) these numbers are the newest there can be; an idle
+      // endpoint's next scrape is due an idle interval later, not a tick later.
+      const due = this.#idleIntervalMs > 0 && t.quietScrapes >= QUIET_SCRAPES_FOR_IDLE ? this.#idleIntervalMs : next;
+      endpoint.metricsValidUntil = finished + due + this.#timeoutMs;
+      this.#report(endpoint, { ok: true, durationMs });
+      this.#schedule(t, next);
+      return;
+    }
+    endpoint.lastScrapeError = error.message;
+    endpoint.metricsValidUntil = undefined;
+    t.quietScrapes = 0;
+    t.failures++;
+    if (error.reason === "engine") {
+      if (!t.warnedEngine) this.#logger.warn({ endpoint: endpoint.key, err: error.message }, "metrics scrape failing");
+      t.warnedEngine = true;
+    } else {
+      // Rate-limited per endpoint: the first failure, then one line per interval with the suppressed count.
+      const suppressed = this.#failureLog.take(endpoint.key);
+      if (suppressed !== undefined)
+        this.#logger.warn(
+          {
+            endpoint: endpoint.key,
+            pod: endpoint.podName,
+            reason: error.reason,
+            err: error.message,
+            failures: t.failures,
+            suppressed,
+          },
+          "metrics scrape failing",
+        );
+      else if (this.#logger.isLevelEnabled("debug"))
+        this.#logger.debug(
+          { endpoint: endpoint.key, reason: error.reason, err: error.message },
+          "metrics scrape failed",
+        );
+    }
+    this.#report(endpoint, { ok: false, durationMs, error });
+    const backoff = this.#intervalMs * 2 ** Math.min(t.failures - 1, 30);
+    this.#schedule(t, Math.min(this.#maxBackoffMs, backoff));
+  }
+
+  /** One info line when an endpoint's scrapes start or stop lacking load families, not one per scrape. */
+  #noteIncomplete(t: Target): void {
+    const missing = t.endpoint.metrics?.unreported;
+    if ((missing !== undefined) === t.incomplete) return;
+    t.incomplete = missing !== undefined;
+    // warn, not info: a custom engine spec naming a metric the server does not have looks exactly like this too.
+    if (missing !== undefined)
+      this.#logger.warn(
+        { endpoint: t.endpoint.key, unreported: missing },
+        "metrics carry no load gauges yet; the endpoint stays a candidate, scored as reporting no load",
+      );
+    else this.#logger.info({ endpoint: t.endpoint.key }, "metrics now carry every load gauge");
+  }
+
+  /**
+   * Reads `/v1/models` (docs/design/model-servers.md §3.5). Any failure leaves the previous list in place when there
+   * was one (a transient error must not widen what the endpoint is thought to serve) and unknown otherwise; only
+   * a 404 clears it, since the server then has no such list. Never throws.
+   */
+  async #readModels(t: Target, metricsClient: Client): Promise<void> {
+    let client = metricsClient;
+    if (t.modelsOrigin !== t.origin) {
+      t.modelsClient ??= new Client(t.modelsOrigin, {
+        pipelining: 1,
+        connectTimeout: this.#timeoutMs,
+        headersTimeout: this.#timeoutMs + 1_000,
+        bodyTimeout: this.#timeoutMs + 1_000,
+        maxResponseSize: MAX_MODELS_BODY_BYTES,
+        ...(this.#scheme === "https" ? { connect: { rejectUnauthorized: !this.#insecureSkipVerify } } : {}),
+      });
+      client = t.modelsClient;
+    }
+    const abort = new AbortController();
+    t.modelsAbort = abort;
+    const deadline = setTimeout(() => abort.abort(), this.#timeoutMs);
+    deadline.unref();
+    try {
+      const res = await client.request({
+        method: "GET",
+        path: MODELS_PATH,
+        headers: { accept: "application/json" },
+        signal: abort.signal,
+      });
+      if (res.statusCode !== 200) {
+        await res.body.dump({ limit: 64 * 1024, signal: abort.signal }).catch(() => {});
+        if (res.statusCode === 404 && t.endpoint.models !== undefined) {
+          t.endpoint.models = undefined;
+          this.#reportModels(t.endpoint);
+        }
+        return;
+      }
+      const text = await res.body.text();
+      if (t.stopped) return;
+      const models = parseModelList(text, performance.now());
+      if (models === undefined) {
+        this.#logger.debug({ endpoint: t.endpoint.key }, "ignoring a /v1/models answer that is not a model list");
+        return;
+      }
+      t.endpoint.models = models;
+      this.#reportModels(t.endpoint);
+    } catch (err) {
+      if (this.#logger.isLevelEnabled("debug"))
+        this.#logger.debug({ endpoint: t.endpoint.key, err: String(err) }, "reading /v1/models failed");
+    } finally {
+      clearTimeout(deadline);
+      if (t.modelsAbort === abort) t.modelsAbort = undefined;
+    }
+  }
+
+  #reportModels(endpoint: Endpoint): void {
+    const hook = this.#hooks.onModels;
+    if (hook === undefined) return;
+    try {
+      hook(endpoint);
+    } catch (err) {
+      this.#logger.error({ err }, "onModels hook threw");
+    }
+  }
+
+  #report(endpoint: Endpoint, result: ScrapeResult): void {
+    const hook = this.#hooks.onScrape;
+    if (hook === undefined) return;
+    try {
+      hook(endpoint, result);
+    } catch (err) {
+      this.#logger.error({ err }, "onScrape hook threw");
+    }
+  }
+}
+
+/**
+ * An OpenAI model list (`{"data":[{"id":…,"parent":…}]}`) as ServedModels, or undefined when the text is not one
+ * (or lists more than MAX_MODEL_IDS ids). vLLM lists each served name and alias as its own entry with
+ * `parent: null`, and each adapter with `parent` = its base model.
+ */
+export function parseModelList(text: string, updateTime: number): ServedModels | undefined {
+  if (text.length > MAX_MODELS_BODY_BYTES) return undefined;
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const data = (doc as { data?: unknown } | null)?.data;
+  if (!Array.isArray(data) || data.length > MAX_MODEL_IDS) return undefined;
+  const ids = new Set<string>();
+  const adapters = new Map<string, string>();
+  for (const entry of data) {
+    const id = (entry as { id?: unknown } | null)?.id;
+    if (typeof id !== "string" || id === "") return undefined;
+    ids.add(id);
+    const parent = (entry as { parent?: unknown }).parent;
+    if (typeof parent === "string" && parent !== "" && parent !== id) adapters.set(id, parent);
+  }
+  return { ids, adapters, updateTime };
+}

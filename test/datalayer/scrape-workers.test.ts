@@ -1,0 +1,156 @@
+/**
+ * The scraper's worker threads (docs/design/model-servers.md §9), against real loopback pods: scraping runs in
+ * workers by default and its results land in the main thread's endpoints (LoRA lists and served models included);
+ * a worker that dies is logged, counted and restarted without taking the EPP down, and its endpoints are scraped
+ * again; stop() leaves no thread, port or socket behind. The existing scraper tests (scraper.test.ts,
+ * idle-scrape.test.ts, served-models.test.ts) run against the default, worker, mode too.
+ */
+
+import { readdirSync, readFileSync } from "node:fs";
+import os from "node:os";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { DEFAULT_SCRAPE_WORKERS, MetricsScraper, SCRAPE_WORKER_NICE } from "../../src/datalayer/scraper.js";
+import { captureLogger } from "../observability/helpers.js";
+import { type FakePod, FakeSource, fixture, makeEndpoint, startPods, vllmBody } from "./fake-pods.js";
+
+// Generous: on a shared 2-core box a worker can take seconds to come up, and the restart test starts two.
+const WAIT = { timeout: 60_000, interval: 10 };
+const ADDRESSES = ["127.0.1.71", "127.0.1.72", "127.0.1.73", "127.0.1.74"];
+
+let pods: FakePod[] = [];
+let scrapers: MetricsScraper[] = [];
+
+afterEach(async () => {
+  await Promise.all(scrapers.map((s) => s.stop()));
+  await Promise.all(pods.map((p) => p.close()));
+  scrapers = [];
+  pods = [];
+});
+
+/** Worker threads and message ports alive in this process (a worker's port shows as a MessagePort resource). */
+function threadResources(): number {
+  return process.getActiveResourcesInfo().filter((r) => r === "MessagePort" || r === "Worker").length;
+}
+
+describe("scrape workers", { timeout: 120_000 }, () => {
+  it("scrape in worker threads by default, and the results land in the endpoints", async () => {
+    expect(DEFAULT_SCRAPE_WORKERS).toBeGreaterThanOrEqual(1);
+    const started = await startPods(ADDRESSES, () => ({ status: 200, body: vllmBody(2, 3, 0.4), delayMs: 0 }));
+    pods = started.pods;
+    pods[1]!.behaviour.body = fixture("vllm-lora.txt");
+    const endpoints = ADDRESSES.map((a) => makeEndpoint(a, started.port));
+    // No `workers` option: the default.
+    const scraper = new MetricsScraper({ source: new FakeSource(endpoints), intervalMs: 20 });
+    scrapers.push(scraper);
+    scraper.start();
+    expect(scraper.liveWorkers).toBe(DEFAULT_SCRAPE_WORKERS);
+    await scraper.firstRound();
+    await vi.waitFor(() => {
+      for (const ep of endpoints) expect(ep.metrics).toBeDefined();
+    }, WAIT);
+    expect(endpoints[0]!.metrics).toMatchObject({
+      waitingQueueSize: 2,
+      runningRequestsSize: 3,
+      kvCacheUsagePercent: 0.4,
+    });
+    expect([...endpoints[0]!.metrics!.servedModels!]).toEqual(["m"]);
+    // The variable-length parts cross the thread boundary too: the same as the in-process extraction gives.
+    const inProcess = makeEndpoint(ADDRESSES[1]!, started.port);
+    const local = new MetricsScraper({ source: new FakeSource([inProcess]), intervalMs: 20, workers: 0 });
+    scrapers.push(local);
+    local.start();
+    expect(local.liveWorkers).toBe(0);
+    await local.firstRound();
+    const a = endpoints[1]!.metrics!;
+    const b = inProcess.metrics!;
+    expect(b.lora).toBe("reported");
+    expect({ ...a, updateTime: 0 }).toEqual({ ...b, updateTime: 0 });
+    // Times are on the main thread's clock.
+    expect(a.updateTime).toBeLessThanOrEqual(performance.now());
+    expect(endpoints[1]!.metricsValidUntil).toBeGreaterThan(a.updateTime);
+  });
+
+  it("logs, counts and restarts a worker that dies, and its endpoints are scraped again", async () => {
+    const started = await startPods(ADDRESSES, () => ({ status: 200, body: vllmBody(1, 1, 0.1), delayMs: 0 }));
+    pods = started.pods;
+    const endpoints = ADDRESSES.map((a) => makeEndpoint(a, started.port));
+    const log = captureLogger("info");
+    const exits: number[] = [];
+    const scraper = new MetricsScraper({
+      source: new FakeSource(endpoints),
+      intervalMs: 20,
+      workers: 1,
+      modelsIntervalMs: 0,
+      logger: log.logger,
+      hooks: { onWorkerExit: (worker) => exits.push(worker) },
+    });
+    scrapers.push(scraper);
+    scraper.start();
+    await vi.waitFor(() => expect(endpoints[0]!.metrics?.waitingQueueSize).toBe(1), WAIT);
+    scraper.crashWorkerForTest(0);
+    await vi.waitFor(() => expect(exits).toEqual([0]), WAIT);
+    const line = log
+      .records()
+      .find(
+        (r) =>
+          r["msg"] ===
+          "scrape worker died; restarting it (its endpoints keep their last metrics and go stale meanwhile)",
+      );
+    expect(line).toMatchObject({ level: 50, worker: 0, endpoints: 4 });
+    expect(JSON.stringify(line?.["err"])).toMatch(/crash requested/);
+    // The replacement picks up every endpoint: a change on each pod shows up in its endpoint.
+    for (const pod of pods) pod.behaviour.body = vllmBody(7, 1, 0.1);
+    await vi.waitFor(() => {
+      for (const ep of endpoints) expect(ep.metrics?.waitingQueueSize).toBe(7);
+    }, WAIT);
+    expect(scraper.liveWorkers).toBe(1);
+    expect(exits).toEqual([0]);
+  });
+
+  it("stop() ends every worker and closes every connection", async () => {
+    const before = threadResources();
+    const started = await startPods(ADDRESSES, () => ({ status: 200, body: vllmBody(1, 1, 0.1), delayMs: 0 }));
+    pods = started.pods;
+    pods[3]!.behaviour.delayMs = 5_000; // a scrape in flight while stopping
+    const endpoints = ADDRESSES.map((a) => makeEndpoint(a, started.port));
+    const scraper = new MetricsScraper({ source: new FakeSource(endpoints), intervalMs: 20, workers: 2 });
+    scrapers.push(scraper);
+    scraper.start();
+    await vi.waitFor(() => {
+      expect(endpoints[0]!.metrics).toBeDefined();
+      expect(pods[3]!.concurrent).toBe(1);
+    }, WAIT);
+    expect(threadResources()).toBeGreaterThan(before);
+    await scraper.stop();
+    expect(scraper.liveWorkers).toBe(0);
+    expect(threadResources()).toBe(before);
+    await vi.waitFor(() => {
+      for (const pod of pods) expect(pod.openSockets).toBe(0);
+    }, WAIT);
+    const frozen = pods.map((p) => p.requests);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(pods.map((p) => p.requests)).toEqual(frozen);
+  });
+
+  it.runIf(process.platform === "linux")("runs its workers at a lower priority than the request path", async () => {
+    const niced = () =>
+      readdirSync("/proc/self/task").filter((tid) => {
+        const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+        // Field 19 of stat is the nice value; the fields after the command name start at field 3.
+        return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]) === SCRAPE_WORKER_NICE;
+      }).length;
+    const before = niced();
+    const scraper = new MetricsScraper({ source: new FakeSource([]), workers: 2 });
+    scrapers.push(scraper);
+    scraper.start();
+    await vi.waitFor(() => expect(niced()).toBe(before + 2), WAIT);
+    expect(os.getPriority()).not.toBe(SCRAPE_WORKER_NICE);
+  });
+
+  it("refuses an invalid worker count", () => {
+    const source = new FakeSource([]);
+    expect(() => new MetricsScraper({ source, workers: -1 })).toThrow(/workers/);
+    expect(() => new MetricsScraper({ source, workers: 1.5 })).toThrow(/workers/);
+    expect(() => new MetricsScraper({ source, workers: 1000 })).toThrow(/workers/);
+  });
+});
