@@ -119,8 +119,20 @@ export interface MetricsScraperOptions {
   logger?: Logger;
   /** A failing endpoint logs its first failure at warn, then at most one warn line per this many ms. Default 30 s. */
   failureLogIntervalMs?: number;
+  /**
+   * When more than JOIN_BURST endpoints join in one change (a resource reload), their first scrapes are spread over
+   * max(intervalMs, count / this rate) instead of all starting on the same timer tick. Default 2000 per second.
+   */
+  joinRatePerSecond?: number;
   hooks?: ScraperHooks;
 }
+
+/** Endpoints joining in one change that start scraping at once; more are spread (docs/security.md, "Resource files"). */
+export const JOIN_BURST = 64;
+/** First scrapes per second when many endpoints join at once: 20k pods start over 10 s, not in one timer tick. */
+export const DEFAULT_JOIN_RATE_PER_SECOND = 2_000;
+/** Removed endpoints whose connections are torn down per event-loop turn (a socket close is tens of µs). */
+export const RETIRE_SLICE = 256;
 
 export const DEFAULT_MAX_SCRAPE_BACKOFF_MS = 2_000;
 export const DEFAULT_MODELS_INTERVAL_MS = 10_000;
@@ -252,6 +264,10 @@ export class MetricsScraper {
   readonly #logger: Logger;
   readonly #hooks: ScraperHooks;
   readonly #failureLog: LogThrottle;
+  readonly #joinRate: number;
+  /** Removed targets whose in-flight scrapes and clients still have to be let go, RETIRE_SLICE per turn. */
+  #retiring: Target[] = [];
+  #retireScheduled: NodeJS.Immediate | undefined;
 
   readonly #targets = new Map<string, Target>();
   readonly #clients = new Map<string, SharedClient>();
@@ -325,6 +341,7 @@ export class MetricsScraper {
         : new EngineRegistry({ engineConfigs: options.engines ?? [] });
     this.#logger = options.logger ?? silentLogger;
     this.#hooks = options.hooks ?? {};
+    this.#joinRate = checkPositive("joinRatePerSecond", options.joinRatePerSecond, DEFAULT_JOIN_RATE_PER_SECOND);
     this.#failureLog = new LogThrottle({
       intervalMs: checkPositive("failureLogIntervalMs", options.failureLogIntervalMs, DEFAULT_LOG_THROTTLE_MS),
     });
@@ -345,7 +362,7 @@ export class MetricsScraper {
     if (this.#state === "stopped") throw new Error("MetricsScraper: start() after stop()");
     this.#state = "running";
     this.#unsubscribe = this.#source.onEndpointsChanged((added, removed) => this.#onChanged(added, removed));
-    for (const endpoint of this.#source.endpoints()) this.#add(endpoint);
+    this.#join(this.#source.endpoints());
     this.#started.resolve();
   }
 
@@ -378,11 +395,27 @@ export class MetricsScraper {
       this.#stopTarget(t);
     }
     this.#targets.clear();
+    // Removed targets not yet let go: now, all of them, so that no socket outlives stop().
+    if (this.#retireScheduled !== undefined) clearImmediate(this.#retireScheduled);
+    this.#retireScheduled = undefined;
+    for (const t of this.#retiring) {
+      if (t.inflight) inflight.push(t.inflight);
+      if (t.modelsInflight) inflight.push(t.modelsInflight);
+      this.#releaseTarget(t);
+    }
+    this.#retiring = [];
     this.#started.resolve(); // a firstRound() awaiting a start() that never comes
     await Promise.all(inflight);
     await Promise.all(this.#closing);
   }
 
+  /**
+   * A resource reload may add and remove 20k endpoints in one call, on the request path's thread
+   * (docs/security.md, "Resource files"). Removed targets stop at once (no timer, no further scrape) but their
+   * connections are let go RETIRE_SLICE per turn; added targets beyond JOIN_BURST get their first scrape spread
+   * over max(interval, count / joinRatePerSecond), so thousands of connects never start on one timer tick (a 10k
+   * pod reload measured multi-second stalls from exactly that, bench/reload).
+   */
   #onChanged(added: readonly Endpoint[], removed: readonly Endpoint[]): void {
     if (this.#state !== "running") return;
     // Removals first: a datastore replacing an endpoint object under the same key sends both in one call.
@@ -390,13 +423,38 @@ export class MetricsScraper {
       const t = this.#targets.get(endpoint.key);
       if (t !== undefined && t.endpoint === endpoint) {
         this.#targets.delete(endpoint.key);
-        this.#stopTarget(t);
+        this.#retire(t);
       }
     }
-    for (const endpoint of added) this.#add(endpoint);
+    this.#join(added);
   }
 
-  #add(endpoint: Endpoint): void {
+  #join(added: readonly Endpoint[]): void {
+    const n = added.length;
+    const spreadMs = n <= JOIN_BURST ? 0 : Math.max(this.#intervalMs, (n * 1000) / this.#joinRate);
+    for (let i = 0; i < n; i++) this.#add(added[i]!, Math.floor((i * spreadMs) / n));
+  }
+
+  /** The cheap half of #stopTarget now; the connection teardown on a later turn, a slice at a time. */
+  #retire(t: Target): void {
+    this.#halt(t);
+    this.#retiring.push(t);
+    if (this.#retireScheduled === undefined) this.#retireScheduled = setImmediate(() => this.#retireSome());
+  }
+
+  #retireSome(): void {
+    this.#retireScheduled = undefined;
+    const batch = this.#retiring.splice(0, RETIRE_SLICE);
+    for (const t of batch) this.#releaseTarget(t);
+    if (this.#retiring.length > 0) this.#retireScheduled = setImmediate(() => this.#retireSome());
+  }
+
+  /** Removed targets whose connections are still to be let go (tests: teardown is sliced, not skipped). */
+  get retiring(): number {
+    return this.#retiring.length;
+  }
+
+  #add(endpoint: Endpoint, firstDelayMs = 0): void {
     const existing = this.#targets.get(endpoint.key);
     if (existing !== undefined) {
       if (existing.endpoint === endpoint) return;
@@ -425,17 +483,28 @@ export class MetricsScraper {
       warnedEngine: false,
     };
     this.#targets.set(endpoint.key, t);
-    // First scrape right away: readiness waits on it.
-    this.#schedule(t, 0);
+    // First scrape right away (readiness waits on it), unless it joined with thousands of others.
+    this.#schedule(t, firstDelayMs);
   }
 
   #stopTarget(t: Target): void {
+    this.#halt(t);
+    this.#releaseTarget(t);
+  }
+
+  /** No further scrape of `t`: cheap, so a removal of thousands is done in one go. */
+  #halt(t: Target): void {
     t.stopped = true;
     this.#failureLog.reset(t.endpoint.key);
     if (t.timer !== undefined) {
       clearTimeout(t.timer);
       t.timer = undefined;
     }
+    t.firstAttempt.resolve();
+  }
+
+  /** Aborts `t`'s in-flight reads and lets go of its connections. */
+  #releaseTarget(t: Target): void {
     t.abort?.abort(new ScrapeError("network", "endpoint removed"));
     t.modelsAbort?.abort();
     this.#release(t);
@@ -445,7 +514,6 @@ export class MetricsScraper {
       this.#closing.add(closing);
       void closing.finally(() => this.#closing.delete(closing));
     }
-    t.firstAttempt.resolve();
   }
 
   #schedule(t: Target, delayMs: number): void {
