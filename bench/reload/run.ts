@@ -22,6 +22,9 @@
  * Builds are interleaved (base, new, new, base, …) per size and repetition; ratios new/base are taken per
  * repetition and reported as median and min–max.
  *
+ * RELOAD_SCRAPE=off runs the EPP without its scraper (./launch.mjs: startEpp with `scrape: false`), which measures
+ * the reload path alone: file source, parser thread, datastore, endpoint listeners.
+ *
  * Env: RELOAD_BASE (baseline checkout, default /tmp/reload-base), RELOAD_NEW (default this checkout), RELOAD_SIZES
  * (default 2000,10000,20000), RELOAD_REPS (default 2), RELOAD_COUNT (reloads per trial, default 3), RELOAD_IDLE_MS
  * (quiet window, default 3000), RELOAD_TAIL_MS (default 1000), RELOAD_SCRAPE_INTERVAL (default 30s), RELOAD_OUT (JSON results file), RELOAD_PROFILE
@@ -50,6 +53,8 @@ const IDLE_MS = Number(env("RELOAD_IDLE_MS", "3000"));
 const TAIL_MS = Number(env("RELOAD_TAIL_MS", "1000"));
 const PROFILE = process.env.RELOAD_PROFILE;
 const SCRAPE_INTERVAL = env("RELOAD_SCRAPE_INTERVAL", "30s");
+/** "off": the EPP runs without its metrics scraper (./launch.mjs), to measure the reload path alone. */
+const SCRAPE = env("RELOAD_SCRAPE", "on");
 /** A reload not applied within this long is recorded as such and the trial moves on (the bench always ends). */
 const APPLY_TIMEOUT_MS = 120_000;
 const REQUEST_TIMEOUT_MS = 60_000;
@@ -117,8 +122,7 @@ async function startEpp(root: string, file: string, label: string): Promise<Epp>
       "--import",
       join(HERE, "probe.mjs"),
       ...profile,
-      join(root, "dist", "cli.js"),
-      "epp",
+      ...(SCRAPE === "off" ? [join(HERE, "launch.mjs"), root] : [join(root, "dist", "cli.js"), "epp"]),
       "--resources",
       file,
       "--pool-name",

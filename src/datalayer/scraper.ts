@@ -131,8 +131,21 @@ export interface MetricsScraperOptions {
 export const JOIN_BURST = 64;
 /** First scrapes per second when many endpoints join at once: 20k pods start over 10 s, not in one timer tick. */
 export const DEFAULT_JOIN_RATE_PER_SECOND = 2_000;
-/** Removed endpoints whose connections are torn down per event-loop turn (a socket close is tens of µs). */
-export const RETIRE_SLICE = 256;
+/** Queued endpoint removals and additions applied per event-loop turn at most (each a few µs, a socket close tens). */
+export const CHANGE_SLICE = 256;
+/** ... and main-thread time per turn spent on them, about (docs/security.md, "Resource files"). */
+const CHANGE_SLICE_MS = 2;
+
+interface QueuedChange {
+  readonly added: readonly Endpoint[];
+  readonly removed: readonly Endpoint[];
+  /** Next index to apply in each list. */
+  addedAt: number;
+  removedAt: number;
+  readonly queuedAt: number;
+  /** The additions' first scrapes are spread over this many ms from queuedAt. */
+  readonly spreadMs: number;
+}
 
 export const DEFAULT_MAX_SCRAPE_BACKOFF_MS = 2_000;
 export const DEFAULT_MODELS_INTERVAL_MS = 10_000;
@@ -265,9 +278,12 @@ export class MetricsScraper {
   readonly #hooks: ScraperHooks;
   readonly #failureLog: LogThrottle;
   readonly #joinRate: number;
-  /** Removed targets whose in-flight scrapes and clients still have to be let go, RETIRE_SLICE per turn. */
-  #retiring: Target[] = [];
-  #retireScheduled: NodeJS.Immediate | undefined;
+  /** Endpoint changes not applied yet, oldest first; #changes[0] is applied from its cursors on. */
+  #changes: QueuedChange[] = [];
+  /** Removals and additions still queued (for `retiring`, `joining`). */
+  #queuedRemovals = 0;
+  #queuedAdditions = 0;
+  #changeScheduled: NodeJS.Immediate | undefined;
 
   readonly #targets = new Map<string, Target>();
   readonly #clients = new Map<string, SharedClient>();
@@ -395,15 +411,13 @@ export class MetricsScraper {
       this.#stopTarget(t);
     }
     this.#targets.clear();
-    // Removed targets not yet let go: now, all of them, so that no socket outlives stop().
-    if (this.#retireScheduled !== undefined) clearImmediate(this.#retireScheduled);
-    this.#retireScheduled = undefined;
-    for (const t of this.#retiring) {
-      if (t.inflight) inflight.push(t.inflight);
-      if (t.modelsInflight) inflight.push(t.modelsInflight);
-      this.#releaseTarget(t);
-    }
-    this.#retiring = [];
+    // Targets of queued removals were still in #targets and have just been stopped; queued additions never became
+    // targets and are dropped.
+    if (this.#changeScheduled !== undefined) clearImmediate(this.#changeScheduled);
+    this.#changeScheduled = undefined;
+    this.#changes = [];
+    this.#queuedRemovals = 0;
+    this.#queuedAdditions = 0;
     this.#started.resolve(); // a firstRound() awaiting a start() that never comes
     await Promise.all(inflight);
     await Promise.all(this.#closing);
@@ -411,47 +425,87 @@ export class MetricsScraper {
 
   /**
    * A resource reload may add and remove 20k endpoints in one call, on the request path's thread
-   * (docs/security.md, "Resource files"). Removed targets stop at once (no timer, no further scrape) but their
-   * connections are let go RETIRE_SLICE per turn; added targets beyond JOIN_BURST get their first scrape spread
-   * over max(interval, count / joinRatePerSecond), so thousands of connects never start on one timer tick (a 10k
-   * pod reload measured multi-second stalls from exactly that, bench/reload).
+   * (docs/security.md, "Resource files"); creating 20k targets and timers there took 70 ms of CPU and more. So a
+   * change of more than JOIN_BURST endpoints is only queued here (O(1)); the queue is applied in order, removals before additions within a change,
+   * at most CHANGE_SLICE entries and CHANGE_SLICE_MS per event-loop turn. Until its removal is applied a removed
+   * endpoint may be scraped once more, which is harmless: its object is no longer in the datastore. Added endpoints
+   * beyond JOIN_BURST get their first scrapes spread over max(interval, count / joinRatePerSecond), so thousands of
+   * connects never start on one timer tick (a 10k pod reload measured multi-second stalls from exactly that,
+   * bench/reload).
    */
   #onChanged(added: readonly Endpoint[], removed: readonly Endpoint[]): void {
-    if (this.#state !== "running") return;
-    // Removals first: a datastore replacing an endpoint object under the same key sends both in one call.
-    for (const endpoint of removed) {
-      const t = this.#targets.get(endpoint.key);
-      if (t !== undefined && t.endpoint === endpoint) {
-        this.#targets.delete(endpoint.key);
-        this.#retire(t);
+    if (this.#state !== "running" || (added.length === 0 && removed.length === 0)) return;
+    const n = added.length;
+    if (this.#changes.length === 0 && n + removed.length <= JOIN_BURST) {
+      // A pod or two (an informer event): at once, as before. Removals first: a datastore replacing an endpoint
+      // object under the same key sends both in one call.
+      for (const endpoint of removed) {
+        const t = this.#targets.get(endpoint.key);
+        if (t !== undefined && t.endpoint === endpoint) {
+          this.#targets.delete(endpoint.key);
+          this.#stopTarget(t);
+        }
       }
+      for (const endpoint of added) this.#add(endpoint);
+      return;
     }
-    this.#join(added);
+    const spreadMs = n <= JOIN_BURST ? 0 : Math.max(this.#intervalMs, (n * 1000) / this.#joinRate);
+    this.#changes.push({ added, removed, addedAt: 0, removedAt: 0, queuedAt: performance.now(), spreadMs });
+    this.#queuedRemovals += removed.length;
+    this.#queuedAdditions += n;
+    this.#changeScheduled ??= setImmediate(() => this.#applySome());
   }
 
+  /** Startup: every endpoint at once (readiness waits on their first scrapes), spread like a large change. */
   #join(added: readonly Endpoint[]): void {
     const n = added.length;
     const spreadMs = n <= JOIN_BURST ? 0 : Math.max(this.#intervalMs, (n * 1000) / this.#joinRate);
     for (let i = 0; i < n; i++) this.#add(added[i]!, Math.floor((i * spreadMs) / n));
   }
 
-  /** The cheap half of #stopTarget now; the connection teardown on a later turn, a slice at a time. */
-  #retire(t: Target): void {
-    this.#halt(t);
-    this.#retiring.push(t);
-    if (this.#retireScheduled === undefined) this.#retireScheduled = setImmediate(() => this.#retireSome());
+  /** Applies up to CHANGE_SLICE queued removals and additions (and about CHANGE_SLICE_MS), then yields. */
+  #applySome(): void {
+    this.#changeScheduled = undefined;
+    const start = performance.now();
+    let budget = CHANGE_SLICE;
+    while (budget > 0 && this.#changes.length > 0) {
+      const c = this.#changes[0]!;
+      if (c.removedAt < c.removed.length) {
+        const endpoint = c.removed[c.removedAt++]!;
+        this.#queuedRemovals--;
+        const t = this.#targets.get(endpoint.key);
+        if (t !== undefined && t.endpoint === endpoint) {
+          this.#targets.delete(endpoint.key);
+          this.#stopTarget(t);
+        }
+      } else if (c.addedAt < c.added.length) {
+        const i = c.addedAt++;
+        this.#queuedAdditions--;
+        const dueAt = c.queuedAt + (i * c.spreadMs) / c.added.length;
+        this.#add(c.added[i]!, Math.max(0, Math.floor(dueAt - performance.now())));
+      } else {
+        this.#changes.shift();
+        continue;
+      }
+      // A socket close costs tens of µs: bound the turn by time as well as by count.
+      if (--budget % 32 === 0 && performance.now() - start > CHANGE_SLICE_MS) break;
+    }
+    while (this.#changes.length > 0) {
+      const c = this.#changes[0]!;
+      if (c.removedAt < c.removed.length || c.addedAt < c.added.length) break;
+      this.#changes.shift();
+    }
+    if (this.#changes.length > 0) this.#changeScheduled = setImmediate(() => this.#applySome());
   }
 
-  #retireSome(): void {
-    this.#retireScheduled = undefined;
-    const batch = this.#retiring.splice(0, RETIRE_SLICE);
-    for (const t of batch) this.#releaseTarget(t);
-    if (this.#retiring.length > 0) this.#retireScheduled = setImmediate(() => this.#retireSome());
-  }
-
-  /** Removed targets whose connections are still to be let go (tests: teardown is sliced, not skipped). */
+  /** Queued removals not applied yet (tests: a change is applied in slices, not skipped). */
   get retiring(): number {
-    return this.#retiring.length;
+    return this.#queuedRemovals;
+  }
+
+  /** Queued additions not turned into scrape targets yet. */
+  get joining(): number {
+    return this.#queuedAdditions;
   }
 
   #add(endpoint: Endpoint, firstDelayMs = 0): void {
@@ -488,23 +542,12 @@ export class MetricsScraper {
   }
 
   #stopTarget(t: Target): void {
-    this.#halt(t);
-    this.#releaseTarget(t);
-  }
-
-  /** No further scrape of `t`: cheap, so a removal of thousands is done in one go. */
-  #halt(t: Target): void {
     t.stopped = true;
     this.#failureLog.reset(t.endpoint.key);
     if (t.timer !== undefined) {
       clearTimeout(t.timer);
       t.timer = undefined;
     }
-    t.firstAttempt.resolve();
-  }
-
-  /** Aborts `t`'s in-flight reads and lets go of its connections. */
-  #releaseTarget(t: Target): void {
     t.abort?.abort(new ScrapeError("network", "endpoint removed"));
     t.modelsAbort?.abort();
     this.#release(t);
@@ -514,6 +557,7 @@ export class MetricsScraper {
       this.#closing.add(closing);
       void closing.finally(() => this.#closing.delete(closing));
     }
+    t.firstAttempt.resolve();
   }
 
   #schedule(t: Target, delayMs: number): void {

@@ -4,7 +4,7 @@
 // No timing assertions: order of events and counts only.
 import { createServer } from "node:net";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { type EndpointSource, JOIN_BURST, MetricsScraper, RETIRE_SLICE } from "../../src/datalayer/scraper.js";
+import { CHANGE_SLICE, type EndpointSource, JOIN_BURST, MetricsScraper } from "../../src/datalayer/scraper.js";
 import type { Endpoint } from "../../src/datastore/types.js";
 import { type FakePod, makeEndpoint, startPods, vllmBody } from "./fake-pods.js";
 
@@ -78,27 +78,51 @@ describe("MetricsScraper under a large endpoint change", () => {
     expect(batch.length).toBeGreaterThan(JOIN_BURST);
   });
 
-  it("lets go of removed endpoints a slice per event-loop turn, and stop() lets go of the rest", async () => {
+  it("applies a large change a slice per event-loop turn, and stop() lets go of everything", async () => {
     const port = await closedPort();
     const source = new BatchSource();
     const scraper = new MetricsScraper({ source, intervalMs: 3_600_000, modelsIntervalMs: 0 });
     scrapers.push(scraper);
     scraper.start();
     const n = 3 * 256 + 10;
-    expect(RETIRE_SLICE).toBe(256);
+    expect(CHANGE_SLICE).toBe(256);
     const endpoints = Array.from({ length: n }, (_, i) =>
       makeEndpoint(`127.0.6.${(i % 250) + 1}`, port + Math.floor(i / 250)),
     );
+    // The change itself only queues: it is applied at most 256 entries per turn, at least one.
     source.change(endpoints, []);
+    expect(scraper.size).toBe(0);
+    expect(scraper.joining).toBe(n);
+    await new Promise((r) => setImmediate(r));
+    expect(scraper.joining).toBeGreaterThanOrEqual(n - 256);
+    expect(scraper.joining).toBeLessThan(n);
+    await vi.waitFor(() => expect(scraper.joining).toBe(0), WAIT);
     expect(scraper.size).toBe(n);
     source.change([], endpoints);
-    // Removed from the scrape set at once (nothing more is scraped), torn down later.
-    expect(scraper.size).toBe(0);
     expect(scraper.retiring).toBe(n);
     await new Promise((r) => setImmediate(r));
-    expect(scraper.retiring).toBe(n - RETIRE_SLICE);
+    expect(scraper.retiring).toBeGreaterThanOrEqual(n - 256);
+    expect(scraper.retiring).toBeLessThan(n);
+    expect(scraper.size).toBe(scraper.retiring);
+    // stop() lets go of everything, queued or not.
     await scraper.stop();
+    expect(scraper.size).toBe(0);
     expect(scraper.retiring).toBe(0);
+  });
+
+  it("applies queued changes in order: an endpoint added then removed is not left behind", async () => {
+    const port = await closedPort();
+    const source = new BatchSource();
+    const scraper = new MetricsScraper({ source, intervalMs: 3_600_000, modelsIntervalMs: 0 });
+    scrapers.push(scraper);
+    scraper.start();
+    const endpoints = Array.from({ length: 300 }, (_, i) =>
+      makeEndpoint(`127.0.7.${(i % 250) + 1}`, port + (i >= 250 ? 1 : 0)),
+    );
+    source.change(endpoints, []);
+    source.change([], endpoints.slice(0, 100));
+    await vi.waitFor(() => expect([scraper.joining, scraper.retiring]).toEqual([0, 0]), WAIT);
+    expect(scraper.size).toBe(200);
   });
 
   it("finishes tearing down removed endpoints on its own", async () => {
