@@ -26,7 +26,7 @@
  * the reload path alone: file source, parser thread, datastore, endpoint listeners.
  *
  * Env: RELOAD_BASE (baseline checkout, default /tmp/reload-base), RELOAD_NEW (default this checkout), RELOAD_SIZES
- * (default 2000,10000,20000), RELOAD_REPS (default 2), RELOAD_COUNT (reloads per trial, default 3), RELOAD_IDLE_MS
+ * (default 2000,10000,20000), RELOAD_START_TIMEOUT_MS (default 300000), RELOAD_REPS (default 2), RELOAD_COUNT (reloads per trial, default 3), RELOAD_IDLE_MS
  * (quiet window, default 3000), RELOAD_TAIL_MS (default 1000), RELOAD_SCRAPE_INTERVAL (default 30s), RELOAD_OUT (JSON results file), RELOAD_PROFILE
  * (directory: run the EPPs with --cpu-prof there), RELOAD_BUILDS (comma list of base,new; default both).
  */
@@ -58,6 +58,8 @@ const SCRAPE = env("RELOAD_SCRAPE", "on");
 /** A reload not applied within this long is recorded as such and the trial moves on (the bench always ends). */
 const APPLY_TIMEOUT_MS = 120_000;
 const REQUEST_TIMEOUT_MS = 60_000;
+/** An EPP that does not serve 200 requests within this long after start is recorded as failed (RELOAD_START_TIMEOUT_MS). */
+const START_TIMEOUT_MS = Number(env("RELOAD_START_TIMEOUT_MS", "300000"));
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -266,7 +268,8 @@ async function trial(build: string, size: number, rep: number, podPort: number):
   try {
     const up = Date.now();
     while (ok < 200) {
-      if (Date.now() - up > APPLY_TIMEOUT_MS) throw new Error(`${build}: EPP did not serve within 120 s`);
+      if (Date.now() - up > START_TIMEOUT_MS)
+        throw new Error(`${build} ${size}: the EPP did not serve within ${START_TIMEOUT_MS} ms`);
       await sleep(100);
     }
     await sleep(1000); // warm-up
@@ -324,12 +327,21 @@ const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : "-");
 const range = (xs: readonly number[], f = f1) => `${f(Math.min(...xs))}–${f(Math.max(...xs))}`;
 
 const trials: Trial[] = [];
+const failures: { build: string; size: number; rep: number; error: string }[] = [];
 const pods = await startPods();
 for (let rep = 0; rep < REPS; rep++) {
   for (const size of SIZES) {
     const order = rep % 2 === 0 ? BUILD_NAMES : [...BUILD_NAMES].reverse();
     for (const build of order) {
-      const t = await trial(build, size, rep, pods.port);
+      let t: Trial;
+      try {
+        t = await trial(build, size, rep, pods.port);
+      } catch (err) {
+        // Recorded and left out of the tables: one build failing to start must not lose the rest of the run.
+        process.stderr.write(`${build} ${size} rep ${rep}: FAILED: ${(err as Error).message}\n`);
+        failures.push({ build, size, rep, error: (err as Error).message });
+        continue;
+      }
       trials.push(t);
       const list = (key: keyof Window) => t.reloads.map((r) => f1(r[key])).join(", ");
       process.stderr.write(
@@ -355,6 +367,7 @@ const cellOf = (xs: number[], f = f1) => `${f(median(xs))} (${range(xs, f)})`;
 for (const size of SIZES) {
   for (const build of BUILD_NAMES) {
     const ts = trials.filter((t) => t.size === size && t.build === build);
+    if (ts.length === 0) continue;
     const rs = ts.flatMap((t) => t.reloads);
     const col = (key: keyof Window) => cellOf(rs.map((r) => r[key]));
     lines.push(
@@ -364,15 +377,19 @@ for (const size of SIZES) {
   if (BUILD_NAMES.includes("base") && BUILD_NAMES.includes("new")) {
     const per = (key: keyof Window) =>
       Array.from({ length: REPS }, (_, rep) => {
-        const of = (b: string) =>
-          median(trials.find((t) => t.size === size && t.build === b && t.rep === rep)!.reloads.map((r) => r[key]));
+        const of = (b: string) => {
+          const t = trials.find((x) => x.size === size && x.build === b && x.rep === rep);
+          return t === undefined ? Number.NaN : median(t.reloads.map((r) => r[key]));
+        };
         return of("new") / of("base");
-      });
+      }).filter(Number.isFinite);
     ratioLines.push(
       `| ${size} | ${cellOf(per("worstMs"), f2)} | ${cellOf(per("p99Ms"), f2)} | ${cellOf(per("eldMaxMs"), f2)} | ${cellOf(per("cpuGapMs"), f2)} |`,
     );
   }
 }
-const summary = `${lines.join("\n")}\n\n${ratioLines.join("\n")}\n`;
+const failed = failures.map((f) => `- ${f.build} ${f.size} pods, rep ${f.rep}: ${f.error}`).join("\n");
+const summary = `${lines.join("\n")}\n\n${ratioLines.join("\n")}\n${failed === "" ? "" : `\nFailed trials:\n${failed}\n`}`;
 process.stdout.write(summary);
-if (process.env.RELOAD_OUT) writeFileSync(process.env.RELOAD_OUT, JSON.stringify({ trials, summary }, null, 2));
+if (process.env.RELOAD_OUT)
+  writeFileSync(process.env.RELOAD_OUT, JSON.stringify({ trials, failures, summary }, null, 2));
