@@ -111,6 +111,8 @@ interface ProbeRead {
   readonly meanMs: number;
   /** The longest main-thread CPU time between two 1 ms probe ticks, ms (Linux; NaN elsewhere). */
   readonly cpuGapMaxMs: number;
+  /** Its 99.9th percentile over the window's ticks: comparable across windows of different lengths. */
+  readonly cpuGapP999Ms: number;
   readonly worstGap: { readonly cpuMs: number; readonly fromUs: number; readonly toUs: number };
 }
 
@@ -206,6 +208,8 @@ interface Window {
   readonly eldMaxMs: number;
   /** The longest stretch of main-thread CPU without a timer tick, ms: the stall the EPP itself caused. */
   readonly cpuGapMs: number;
+  /** 99.9th percentile of those stretches (a max grows with the window's length; this does not). */
+  readonly cpuGapP999Ms: number;
   /** From the rename to the "endpoints changed" log line, ms (0 for the quiet window). */
   readonly applyMs: number;
   readonly requests: number;
@@ -287,6 +291,7 @@ async function trial(build: string, size: number, rep: number, podPort: number):
         p99Ms: percentile(inside, 99),
         eldMaxMs: eld.maxMs,
         cpuGapMs: eld.cpuGapMaxMs,
+        cpuGapP999Ms: eld.cpuGapP999Ms,
         applyMs,
         requests: inside.length,
       };
@@ -356,8 +361,8 @@ pods.child.kill("SIGTERM");
 // Summary: per size and build, each measure as median and range over every reload of every repetition; the ratio
 // new/base per repetition (median of that repetition's reloads), then median and range over repetitions.
 const lines = [
-  "| pods | build | quiet: worst req ms | quiet: CPU gap ms | reload: worst req ms | reload: p99 req ms | reload: ELD max ms | reload: CPU gap ms | applied after ms |",
-  "|---|---|---|---|---|---|---|---|---|",
+  "| pods | build | quiet: worst req ms | quiet: CPU gap ms | reload: worst req ms | reload: p99 req ms | reload: ELD max ms | reload: CPU gap ms | reload: CPU gap p99.9 ms | applied after ms |",
+  "|---|---|---|---|---|---|---|---|---|---|",
 ];
 const ratioLines = [
   "| pods | new/base worst req | new/base p99 req | new/base ELD max | new/base CPU gap |",
@@ -371,7 +376,7 @@ for (const size of SIZES) {
     const rs = ts.flatMap((t) => t.reloads);
     const col = (key: keyof Window) => cellOf(rs.map((r) => r[key]));
     lines.push(
-      `| ${size} | ${build} | ${cellOf(ts.map((t) => t.idle.worstMs))} | ${cellOf(ts.map((t) => t.idle.cpuGapMs))} | ${col("worstMs")} | ${col("p99Ms")} | ${col("eldMaxMs")} | ${col("cpuGapMs")} | ${f1(median(rs.map((r) => r.applyMs)))} |`,
+      `| ${size} | ${build} | ${cellOf(ts.map((t) => t.idle.worstMs))} | ${cellOf(ts.map((t) => t.idle.cpuGapMs))} | ${col("worstMs")} | ${col("p99Ms")} | ${col("eldMaxMs")} | ${col("cpuGapMs")} | ${col("cpuGapP999Ms")} | ${f1(median(rs.map((r) => r.applyMs)))} |`,
     );
   }
   if (BUILD_NAMES.includes("base") && BUILD_NAMES.includes("new")) {
