@@ -425,9 +425,10 @@ export class MetricsScraper {
 
   /**
    * A resource reload may add and remove 20k endpoints in one call, on the request path's thread
-   * (docs/security.md, "Resource files"); creating 20k targets and timers there took 70 ms of CPU and more. So a
-   * change of more than JOIN_BURST endpoints is only queued here (O(1)); the queue is applied in order, removals before additions within a change,
-   * at most CHANGE_SLICE entries and CHANGE_SLICE_MS per event-loop turn. Until its removal is applied a removed
+   * (docs/security.md, "Resource files"); creating 20k targets and timers there took 20-33 ms of CPU
+   * (bench/reload/join-cost.ts). So a change of more than JOIN_BURST endpoints is only queued here (O(1)); the
+   * queue is applied in order, removals before additions within a change, at most CHANGE_SLICE entries and
+   * CHANGE_SLICE_MS per event-loop turn. Until its removal is applied a removed
    * endpoint may be scraped once more, which is harmless: its object is no longer in the datastore. Added endpoints
    * beyond JOIN_BURST get their first scrapes spread over max(interval, count / joinRatePerSecond), so thousands of
    * connects never start on one timer tick (a 10k pod reload measured multi-second stalls from exactly that,
