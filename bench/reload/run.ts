@@ -208,7 +208,10 @@ interface Window {
   readonly eldMaxMs: number;
   /** The longest stretch of main-thread CPU without a timer tick, ms: the stall the EPP itself caused. */
   readonly cpuGapMs: number;
-  /** 99.9th percentile of those stretches (a max grows with the window's length; this does not). */
+  /**
+   * 99.9th percentile of those stretches (a max grows with the window's length; this does not). JSON only: on a
+   * box so loaded that the 1 ms timer ticks only ~100 times a second it equals the max.
+   */
   readonly cpuGapP999Ms: number;
   /** From the rename to the "endpoints changed" log line, ms (0 for the quiet window). */
   readonly applyMs: number;
@@ -361,8 +364,8 @@ pods.child.kill("SIGTERM");
 // Summary: per size and build, each measure as median and range over every reload of every repetition; the ratio
 // new/base per repetition (median of that repetition's reloads), then median and range over repetitions.
 const lines = [
-  "| pods | build | quiet: worst req ms | quiet: CPU gap ms | reload: worst req ms | reload: p99 req ms | reload: ELD max ms | reload: CPU gap ms | reload: CPU gap p99.9 ms | applied after ms |",
-  "|---|---|---|---|---|---|---|---|---|---|",
+  "| pods | build | quiet: worst req ms | quiet: CPU gap ms | reload: worst req ms | reload: p99 req ms | reload: ELD max ms | reload: CPU gap ms | applied after ms |",
+  "|---|---|---|---|---|---|---|---|---|",
 ];
 const ratioLines = [
   "| pods | new/base worst req | new/base p99 req | new/base ELD max | new/base CPU gap |",
@@ -376,7 +379,7 @@ for (const size of SIZES) {
     const rs = ts.flatMap((t) => t.reloads);
     const col = (key: keyof Window) => cellOf(rs.map((r) => r[key]));
     lines.push(
-      `| ${size} | ${build} | ${cellOf(ts.map((t) => t.idle.worstMs))} | ${cellOf(ts.map((t) => t.idle.cpuGapMs))} | ${col("worstMs")} | ${col("p99Ms")} | ${col("eldMaxMs")} | ${col("cpuGapMs")} | ${col("cpuGapP999Ms")} | ${f1(median(rs.map((r) => r.applyMs)))} |`,
+      `| ${size} | ${build} | ${cellOf(ts.map((t) => t.idle.worstMs))} | ${cellOf(ts.map((t) => t.idle.cpuGapMs))} | ${col("worstMs")} | ${col("p99Ms")} | ${col("eldMaxMs")} | ${col("cpuGapMs")} | ${f1(median(rs.map((r) => r.applyMs)))} |`,
     );
   }
   if (BUILD_NAMES.includes("base") && BUILD_NAMES.includes("new")) {
