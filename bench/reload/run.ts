@@ -312,7 +312,12 @@ async function trial(build: string, size: number, rep: number, podPort: number):
           const t0 = performance.now();
           writeFileSync(`${file}.tmp`, texts[set]);
           renameSync(`${file}.tmp`, file);
-          const total = await Promise.race([changed, sleep(APPLY_TIMEOUT_MS).then(() => -1)]);
+          let timer: NodeJS.Timeout | undefined;
+          const timeout = new Promise<number>((r) => {
+            timer = setTimeout(() => r(-1), APPLY_TIMEOUT_MS);
+          });
+          // Cleared once settled: a pending 2-minute timer would keep the bench alive after its summary.
+          const total = await Promise.race([changed, timeout]).finally(() => clearTimeout(timer));
           const applyMs = performance.now() - t0;
           if (total !== size) process.stderr.write(`  ${build} ${size}: reload ${k} applied ${total} endpoints\n`);
           await sleep(TAIL_MS);
