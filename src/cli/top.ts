@@ -3,6 +3,7 @@
  * requests routed, in flight) read from its /debug/endpoints. `--once` prints one table and exits (scripts, tests).
  */
 
+import { readFileSync } from "node:fs";
 import { ConfigError } from "../common/errors.js";
 import { checks, formatHelp, parseFlags } from "../common/flags.js";
 import { fetchSnapshot, runLiveView, SnapshotError, snapshotUrl, type ViewOutput } from "../observability/live.js";
@@ -21,6 +22,11 @@ export const TOP_FLAGS = {
     default: 5,
     help: "recent routing decisions listed under the table",
     check: checks.nonNegative,
+  },
+  "token-file": {
+    kind: "string",
+    default: "",
+    help: "file holding a bearer token for an EPP with --metrics-endpoint-auth (re-read every poll, so a rotated service-account token works); default $SWITCHYARD_TOKEN",
   },
   color: {
     kind: "string",
@@ -56,10 +62,18 @@ export async function run(argv: readonly string[], io: TopIo = defaultIo()): Pro
     throw new ConfigError((err as Error).message, undefined, "--url");
   }
   const color = f.color === "always" ? true : f.color === "never" ? false : io.out.isTTY === true;
+  const token = tokenSource(f["token-file"], process.env.SWITCHYARD_TOKEN);
+  // Fail at start, naming the flag, rather than on every poll.
+  try {
+    token?.();
+  } catch (err) {
+    throw new ConfigError((err as Error).message, undefined, "--token-file");
+  }
+  const auth = token === undefined ? {} : { token };
 
   if (f.once) {
     try {
-      const snap = await fetchSnapshot(url, { timeoutMs: Math.max(1_000, f.interval) });
+      const snap = await fetchSnapshot(url, { timeoutMs: Math.max(1_000, f.interval), ...auth });
       io.out.write(renderEndpointTable(snap, { color, decisions: f.decisions }));
       return 0;
     } catch (err) {
@@ -88,6 +102,7 @@ export async function run(argv: readonly string[], io: TopIo = defaultIo()): Pro
       color,
       decisions: f.decisions,
       signal: controller.signal,
+      ...auth,
     });
   } finally {
     external?.removeEventListener("abort", stop);
@@ -96,4 +111,23 @@ export async function run(argv: readonly string[], io: TopIo = defaultIo()): Pro
     process.off("SIGTERM", stop);
   }
   return 0;
+}
+
+/** The bearer token to send: from `file` (read on every call), else the environment's value, else none. */
+function tokenSource(file: string, env: string | undefined): (() => string) | undefined {
+  if (file !== "") {
+    return () => {
+      let text: string;
+      try {
+        text = readFileSync(file, "utf8");
+      } catch (err) {
+        throw new SnapshotError(`cannot read the token file ${file}: ${(err as Error).message}`);
+      }
+      const t = text.trim();
+      if (t === "" || /\s/.test(t)) throw new SnapshotError(`${file}: expected one bearer token`);
+      return t;
+    };
+  }
+  const t = env?.trim();
+  return t === undefined || t === "" ? undefined : () => t;
 }

@@ -55,11 +55,23 @@ function isSnapshot(v: unknown): v is DebugSnapshot {
 }
 
 /** GETs one snapshot. Rejects with SnapshotError naming the URL and what went wrong. */
-export async function fetchSnapshot(url: string, options: { timeoutMs?: number } = {}): Promise<DebugSnapshot> {
+export interface FetchSnapshotOptions {
+  readonly timeoutMs?: number;
+  /**
+   * The bearer token for an EPP that checks scrapers (`--metrics-endpoint-auth`, docs/security.md), read before each
+   * request so a rotated service-account token file is picked up. May throw SnapshotError.
+   */
+  readonly token?: () => string | undefined;
+}
+
+export async function fetchSnapshot(url: string, options: FetchSnapshotOptions = {}): Promise<DebugSnapshot> {
   const timeoutMs = options.timeoutMs ?? 5_000;
+  const token = options.token?.();
+  const headers: Record<string, string> = { accept: "application/json" };
+  if (token !== undefined) headers.authorization = `Bearer ${token}`;
   let res: Response;
   try {
-    res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: "application/json" } });
+    res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers });
   } catch (err) {
     if ((err as Error)?.name === "TimeoutError")
       throw new SnapshotError(`${url}: no answer within ${timeoutMs} ms`, { cause: err });
@@ -77,7 +89,7 @@ export async function fetchSnapshot(url: string, options: { timeoutMs?: number }
     );
   if (res.status === 401 || res.status === 403)
     throw new SnapshotError(
-      `${url}: HTTP ${res.status} (the EPP checks scrapers, --metrics-endpoint-auth; reach it through kubectl port-forward with auth off, or see docs/security.md)`,
+      `${url}: HTTP ${res.status} (the EPP checks scrapers, --metrics-endpoint-auth: ${token === undefined ? "pass a bearer token with --token-file or SWITCHYARD_TOKEN" : "the token was refused or lacks get on this path"}; see docs/security.md)`,
     );
   if (res.status !== 200)
     throw new SnapshotError(`${url}: HTTP ${res.status} (is this the EPP's metrics port, default 9090?)`);
@@ -118,6 +130,8 @@ export interface LiveViewOptions {
   readonly signal?: AbortSignal;
   /** Stop after this many polls (tests). Default: unbounded. */
   readonly maxPolls?: number;
+  /** Bearer token for each poll (see FetchSnapshotOptions.token). */
+  readonly token?: () => string | undefined;
 }
 
 const HIDE_CURSOR = "\u001b[?25l";
@@ -148,7 +162,7 @@ export async function runLiveView(options: LiveViewOptions): Promise<{ polls: nu
       const started = Date.now();
       let text: string;
       try {
-        const snap = await fetchSnapshot(url, { timeoutMs });
+        const snap = await fetchSnapshot(url, { timeoutMs, ...(options.token ? { token: options.token } : {}) });
         text = renderEndpointTable(snap, { color, decisions });
       } catch (err) {
         failures++;

@@ -18,8 +18,11 @@
  * (connection refused, timeout) or a 5xx/429 does not end leadership, because while the API server cannot write
  * leases nobody can take this one over; the leader keeps serving until it READS another holder in the lease. A
  * renewal the server refuses (401/403, a Role problem) still ends leadership after renewDeadline. Symmetrically a
- * standby that could not read the lease restarts its expiry clock on the next read, so when the API server comes
- * back the leader's first renewal wins instead of a standby that saw an "old" record. The cost: a leader cut off
+ * standby that could not read the lease for longer than leaseDuration (an outage, during which the leader could not
+ * renew either) restarts its expiry clock on the next read, so when the API server comes back the leader's first
+ * renewal wins instead of a standby that saw an "old" record. Shorter blind spells (a flaky API server failing
+ * some reads) do not: expiry stays measured from when the record last changed, as client-go measures it, or a
+ * standby would never take over from a dead leader while reads keep failing now and then. The cost: a leader cut off
  * from the API server alone keeps serving while a standby takes the lease, so both may be ready for the length
  * of that partition (routing stays correct; only prefix-cache affinity splits).
  */
@@ -108,7 +111,9 @@ export class LeaderElector {
   #observedRecord = "";
   #observedAt = 0;
   #lastRenewAt = 0;
-  /** The last attempt could not read the lease: the next read restarts the expiry clock. */
+  /** When the current run of failed reads began (performance.now()); undefined while reads succeed. */
+  #blindSince: number | undefined;
+  /** The last attempt could not read the lease. */
   #blind = false;
   /** The leader is holding on through an outage (logged once per outage). */
   #holding = false;
@@ -200,6 +205,7 @@ export class LeaderElector {
         ok = await this.#withTimeout(this.#tryAcquireOrRenew());
       } catch (err) {
         outage = isOutage(err);
+        if (!this.#blind) this.#blindSince = performance.now();
         this.#blind = true;
         if (!this.#holding) this.#logger.warn({ err: message(err), status: statusOf(err) }, "lease update failed");
       }
@@ -258,11 +264,15 @@ export class LeaderElector {
       String(spec.renewTime ?? ""),
       spec.leaseTransitions,
     ]);
-    if (record !== this.#observedRecord || this.#blind) {
+    const now = performance.now();
+    // Blind for longer than a lease: the leader could not renew either, so the unchanged record proves nothing.
+    const longBlind = this.#blind && now - (this.#blindSince ?? now) >= this.#leaseDurationMs;
+    if (record !== this.#observedRecord || longBlind) {
       this.#observedRecord = record;
-      this.#observedAt = performance.now();
+      this.#observedAt = now;
     }
     this.#blind = false;
+    this.#blindSince = undefined;
     const holder = spec.holderIdentity ?? "";
     if (holder !== this.#observedHolder) {
       this.#observedHolder = holder;

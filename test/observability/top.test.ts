@@ -247,6 +247,53 @@ describe("switchyard top", () => {
     expect(await done).toBe(0);
   });
 
+  it("sends a bearer token from --token-file or SWITCHYARD_TOKEN to an EPP that checks scrapers", async () => {
+    // Answers like --metrics-endpoint-auth: 401 without the right bearer token.
+    const seen: (string | undefined)[] = [];
+    const server = createServer((req, res) => {
+      seen.push(req.headers.authorization);
+      const a = req.headers.authorization === "Bearer s3cret" ? ok() : { status: 401, body: "Unauthorized" };
+      res.writeHead(a.status, { "content-type": "application/json" }).end(a.body);
+    });
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const { mkdtemp, writeFile, rm } = await import("node:fs/promises");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const dir = await mkdtemp(join(tmpdir(), "sy-top-"));
+    const saved = process.env.SWITCHYARD_TOKEN;
+    try {
+      delete process.env.SWITCHYARD_TOKEN;
+      const without = { out: new Sink(), err: new Sink() };
+      expect(await run(["--url", url, "--once"], without)).toBe(1);
+      expect(without.err.text).toContain("HTTP 401");
+      expect(without.err.text).toContain("--token-file");
+
+      const file = join(dir, "token");
+      await writeFile(file, "s3cret\n");
+      const withFile = { out: new Sink(), err: new Sink() };
+      expect(await run(["--url", url, "--once", "--token-file", file], withFile)).toBe(0);
+      expect(withFile.out.text).toContain("10.0.0.1:8000");
+
+      process.env.SWITCHYARD_TOKEN = "s3cret";
+      const withEnv = { out: new Sink(), err: new Sink() };
+      expect(await run(["--url", url, "--once"], withEnv)).toBe(0);
+      expect(seen).toEqual([undefined, "Bearer s3cret", "Bearer s3cret"]);
+
+      // A missing or empty token file is refused up front, naming the flag.
+      await expect(run(["--url", url, "--once", "--token-file", join(dir, "nope")], withEnv)).rejects.toThrow(
+        /--token-file/,
+      );
+      await writeFile(file, "  \n");
+      await expect(run(["--url", url, "--once", "--token-file", file], withEnv)).rejects.toThrow(ConfigError);
+    } finally {
+      if (saved === undefined) delete process.env.SWITCHYARD_TOKEN;
+      else process.env.SWITCHYARD_TOKEN = saved;
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("rejects bad flags with the flag named", async () => {
     const io = { out: new Sink(), err: new Sink() };
     await expect(run(["--url", "ftp://x", "--once"], io)).rejects.toThrow(ConfigError);

@@ -198,6 +198,31 @@ describe("LeaderElector", () => {
     expect(a.events).toEqual(["started"]);
   });
 
+  it("a standby whose reads fail now and then still takes over from a leader that stopped renewing", async () => {
+    // a is cut off (every lease request fails), and one of b's lease reads (GETs) in two fails. Expiry is measured from
+    // when b last saw the record change, as client-go does: short blind spells must not restart that clock, or b
+    // would wait for as long as the API server stays flaky.
+    const kcA = await server.writeKubeconfig(dir, "default", "token-a");
+    const kcB = await server.writeKubeconfig(dir, "default", "token-b");
+    const a = elector("a", { kubeconfig: kcA });
+    a.elector.start();
+    await vi.waitFor(() => expect(a.elector.isLeader).toBe(true), WAIT);
+    const b = elector("b", { kubeconfig: kcB });
+    b.elector.start();
+    await vi.waitFor(() => expect(b.elector.leader).toBe("a"), WAIT);
+    let bReads = 0;
+    server.failNext(
+      Number.POSITIVE_INFINITY,
+      (r) =>
+        r.path.includes("/leases") &&
+        (r.token === "token-a" || (r.token === "token-b" && r.method === "GET" && bReads++ % 2 === 0)),
+    );
+    await vi.waitFor(() => expect(b.elector.isLeader).toBe(true), WAIT);
+    expect(lease()?.spec.holderIdentity).toBe("b");
+    // It did see failures on the way (the flakiness was real).
+    expect(server.requests.some((r) => r.token === "token-b" && r.status === 500)).toBe(true);
+  });
+
   it("validates its timing invariants", () => {
     const base = { kubeconfig, namespace: NS, leaseName: LEASE };
     expect(() => new LeaderElector({ ...base, leaseDurationMs: 1500 })).toThrow(/whole seconds/);
