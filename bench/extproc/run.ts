@@ -153,7 +153,8 @@ async function measureLogic(
   const children = await Promise.all(modes.map((m) => startServer(m)));
   const rounds: number[][] = modes.map(() => []);
   for (let i = 0; i < 3; i++)
-    for (const [k, { child }] of children.entries()) {
+    // Alternating which process goes first, so the order within a round favours neither.
+    for (const [k, { child }] of i % 2 === 0 ? [...children.entries()] : [...children.entries()].reverse()) {
       const msg = { cmd: "logic", bodyBytes, requests };
       rounds[k]!.push((await ask<{ logicMicros: number }>(child, msg, "logicMicros")).logicMicros);
     }
