@@ -141,16 +141,28 @@ async function stopServer(child: ChildProcess): Promise<void> {
   await new Promise((r) => child.once("exit", r));
 }
 
-/** switchyard's per-request CPU without gRPC/HTTP2/protobuf (server.ts measureLogic), median of 3 rounds. */
-async function measureLogic(bodyBytes: number, requests: number): Promise<number> {
-  const { child } = await startServer("switchyard");
-  const rounds: number[] = [];
-  for (let i = 0; i < 3; i++) {
-    const msg = { cmd: "logic", bodyBytes, requests };
-    rounds.push((await ask<{ logicMicros: number }>(child, msg, "logicMicros")).logicMicros);
-  }
-  await stopServer(child);
-  return median(rounds);
+/**
+ * switchyard's per-request CPU without gRPC/HTTP2/protobuf (server.ts measureLogic), median of 3 rounds; with
+ * BENCH_BASELINE the baseline's too, its rounds alternating with switchyard's in two live processes.
+ */
+async function measureLogic(
+  bodyBytes: number,
+  requests: number,
+): Promise<{ switchyard: number; baseline?: number; ratios?: number[] }> {
+  const modes = BASELINE ? ["switchyard", "baseline"] : ["switchyard"];
+  const children = await Promise.all(modes.map((m) => startServer(m)));
+  const rounds: number[][] = modes.map(() => []);
+  for (let i = 0; i < 3; i++)
+    // Alternating which process goes first, so the order within a round favours neither.
+    for (const [k, { child }] of i % 2 === 0 ? [...children.entries()] : [...children.entries()].reverse()) {
+      const msg = { cmd: "logic", bodyBytes, requests };
+      rounds[k]!.push((await ask<{ logicMicros: number }>(child, msg, "logicMicros")).logicMicros);
+    }
+  await Promise.all(children.map(({ child }) => stopServer(child)));
+  return {
+    switchyard: median(rounds[0]!),
+    ...(BASELINE ? { baseline: median(rounds[1]!), ratios: rounds[0]!.map((x, i) => x / rounds[1]![i]!) } : {}),
+  };
 }
 
 async function runOnce(mode: string, scenario: Scenario): Promise<Sample> {
@@ -278,8 +290,12 @@ const logic = {
 summary.logicMicrosPerRequest = logic;
 lines.push(
   "",
-  `switchyard's own work per request without gRPC, HTTP/2 and protobuf (stream state machine, parsing, admission, scheduling over 8 endpoints, metrics; in-process, median of 3): **${logic["chat-1k"].toFixed(1)} µs** for 1 KB chat, **${logic["large-220k"].toFixed(0)} µs** for 220 KB.`,
+  `switchyard's own work per request without gRPC, HTTP/2 and protobuf (stream state machine, parsing, admission, scheduling over 8 endpoints, metrics; in-process, median of 3): **${logic["chat-1k"].switchyard.toFixed(1)} µs** for 1 KB chat, **${logic["large-220k"].switchyard.toFixed(0)} µs** for 220 KB.`,
 );
+if (BASELINE)
+  lines.push(
+    `The baseline's, measured alternately: ${logic["chat-1k"].baseline!.toFixed(1)} µs and ${logic["large-220k"].baseline!.toFixed(0)} µs (switchyard / baseline per round: 1 KB ${logic["chat-1k"].ratios!.map((r) => r.toFixed(2)).join(", ")}; 220 KB ${logic["large-220k"].ratios!.map((r) => r.toFixed(2)).join(", ")}).`,
+  );
 const report = `${lines.join("\n")}\n`;
 process.stdout.write(`\n${report}`);
 const out = process.env.BENCH_OUT;
