@@ -687,6 +687,10 @@ export class ScrapeLoops {
         t.modelsInflight = this.#readModels(t, client).finally(() => {
           t.modelsInflight = undefined;
         });
+        // Except the first time: the first round (readiness) includes what the pod serves, or the first requests
+        // after start-up could be sent to a pod that does not serve their model (docs/design/model-servers.md §3.5).
+        // In worker mode this also orders the models message before the first metrics record.
+        if (!t.attempted) await t.modelsInflight.catch(() => {});
       }
     } catch (err) {
       error = err instanceof ScrapeError ? err : classify(err, url);

@@ -14,7 +14,9 @@ import { type Child, Supervisor } from "../../src/local/children.js";
 import { type EnvoyBodyMode, type EnvoyConfigOptions, type EnvoyProcess, startEnvoy } from "../../src/local/envoy.js";
 import { type Simulator, startSimulator } from "../../src/sim/index.js";
 import { freshAddresses, resourcesYaml } from "../helpers/epp-harness.js";
+import { freePort } from "../helpers/relay.js";
 import { describeWithTools } from "../helpers/tools.js";
+import { healthCheck } from "../k8s/helpers.js";
 import { randomPort, requireBuild, sseData, waitForLog } from "./helpers.js";
 
 const BASE = "base";
@@ -79,6 +81,7 @@ describeWithTools(["envoy"], "switchyard behind real Envoy", ({ envoy: envoyBina
   let next = 0;
 
   async function startEpp(name: string, extra: readonly string[] = []): Promise<{ child: Child; port: number }> {
+    const healthPort = await freePort();
     const child = sup.start(name, [
       "epp",
       "--resources",
@@ -90,7 +93,7 @@ describeWithTools(["envoy"], "switchyard behind real Envoy", ({ envoy: envoyBina
       "--grpc-port",
       "0",
       "--grpc-health-port",
-      "0",
+      String(healthPort),
       "--metrics-port",
       "0",
       "--refresh-metrics-interval",
@@ -105,6 +108,13 @@ describeWithTools(["envoy"], "switchyard behind real Envoy", ({ envoy: envoyBina
       ...extra,
     ]);
     const line = await waitForLog(sup, child, "ext_proc listening", 60_000);
+    // Ready means every pod had its first scrape, what it serves included: Envoy in a cluster sends nothing to an
+    // EPP that is not Ready, so neither does this test.
+    const deadline = Date.now() + 60_000;
+    while ((await healthCheck(`127.0.0.1:${healthPort}`, "readiness").catch(() => "")) !== "SERVING") {
+      if (Date.now() > deadline) throw new Error(`${name} never became ready`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
     return { child, port: Number(String(line.address).split(":").at(-1)) };
   }
 

@@ -270,6 +270,9 @@ describeWithTools(["etcd", "kube-apiserver"], "EPP against a real kube-apiserver
     const e = await epp(kube.kubeconfig, ["--pool-name", "outage"]);
     const c = client(e);
     const known = s.addresses.slice(0, 2).map((a) => `${a}:${s.port}`);
+    // The outage starts once the EPP is Ready (its first scrape round, which worker threads make later than the
+    // pods' listing): the claim is that an outage never makes a Ready EPP unready.
+    await untilServing(`127.0.0.1:${e.epp.healthPort}`);
 
     await kube.stopApiServer("SIGKILL");
     let routed = 0;
