@@ -130,8 +130,32 @@ export interface ScrapeLoopOptions {
   logger?: Logger;
   /** A failing endpoint logs its first failure at warn, then at most one warn line per this many ms. Default 30 s. */
   failureLogIntervalMs?: number;
+  /**
+   * When more than JOIN_BURST endpoints join at once (start-up, a resource reload), their first scrapes are spread
+   * over max(intervalMs, count / this rate) instead of all starting on the same timer tick. Default 2000 per second.
+   */
+  joinRatePerSecond?: number;
   hooks?: ScraperHooks;
 }
+
+/**
+ * Where the endpoints of one change() call stand in a larger join whose first scrapes are spread: the scraper front
+ * forwards a large datastore change in slices, and with worker threads each slice is split between shards, so no
+ * single call sees the whole join (docs/security.md, "Resource files").
+ */
+export interface JoinSpread {
+  /** Endpoints added by the whole change (start-up: every endpoint). */
+  readonly size: number;
+  /** performance.now() of this thread when the change arrived; first scrapes are spread from then. */
+  readonly startedAt: number;
+  /** Each added endpoint's position in the whole change, same length as `added`. */
+  readonly index: readonly number[];
+}
+
+/** Endpoints joining in one change that all start scraping at once; the first scrapes of more are spread. */
+export const JOIN_BURST = 64;
+/** First scrapes per second when many endpoints join at once: 20k pods start over 10 s, not on one timer tick. */
+export const DEFAULT_JOIN_RATE_PER_SECOND = 2_000;
 
 export const DEFAULT_MAX_SCRAPE_BACKOFF_MS = 2_000;
 export const DEFAULT_MODELS_INTERVAL_MS = 10_000;
@@ -202,10 +226,10 @@ interface Target {
   lastScrapeAt: number;
 }
 
-function checkPositive(name: string, value: number | undefined, fallback: number): number {
+function checkPositive(name: string, value: number | undefined, fallback: number, unit = "milliseconds"): number {
   if (value === undefined) return fallback;
   if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
-    throw new ConfigError(`must be a positive finite number of milliseconds, got ${String(value)}`, undefined, name);
+    throw new ConfigError(`must be a positive finite number of ${unit}, got ${String(value)}`, undefined, name);
   }
   return value;
 }
@@ -240,6 +264,7 @@ export interface ScrapeSettings {
   readonly maxSeries: number;
   readonly idleIntervalMs: number;
   readonly failureLogIntervalMs: number;
+  readonly joinRatePerSecond: number;
   readonly engines: EngineRegistryOptions;
 }
 
@@ -343,6 +368,7 @@ export class ScrapeLoops {
   readonly #hooks: ScraperHooks;
   readonly #failureLog: LogThrottle;
   readonly #failureLogIntervalMs: number;
+  readonly #joinRate: number;
 
   readonly #targets = new Map<string, Target>();
   readonly #clients = new Map<string, SharedClient>();
@@ -422,6 +448,12 @@ export class ScrapeLoops {
       DEFAULT_LOG_THROTTLE_MS,
     );
     this.#failureLog = new LogThrottle({ intervalMs: this.#failureLogIntervalMs });
+    this.#joinRate = checkPositive(
+      "joinRatePerSecond",
+      options.joinRatePerSecond,
+      DEFAULT_JOIN_RATE_PER_SECOND,
+      "endpoints per second",
+    );
   }
 
   /** What a scrape worker needs to run the same loops: every option resolved, nothing that cannot be cloned. */
@@ -439,6 +471,7 @@ export class ScrapeLoops {
       maxSeries: this.#maxSeries,
       idleIntervalMs: this.#idleIntervalMs,
       failureLogIntervalMs: this.#failureLogIntervalMs,
+      joinRatePerSecond: this.#joinRate,
       engines: this.#engines.options,
     };
   }
@@ -452,13 +485,19 @@ export class ScrapeLoops {
     return this.#targets.size;
   }
 
-  /** Starts polling the source's current endpoints and follows its changes. Idempotent; throws after stop(). */
-  start(): void {
+  /**
+   * Starts polling the source's current endpoints and follows its changes. Idempotent; throws after stop().
+   * `followSource: false`: the source is neither read nor followed; the caller (the scraper front, or a scrape
+   * worker) feeds every endpoint through change() instead, in slices it chooses.
+   */
+  start(options: { followSource?: boolean } = {}): void {
     if (this.#state === "running") return;
     if (this.#state === "stopped") throw new Error("MetricsScraper: start() after stop()");
     this.#state = "running";
-    this.#unsubscribe = this.#source.onEndpointsChanged((added, removed) => this.#onChanged(added, removed));
-    for (const endpoint of this.#source.endpoints()) this.#add(endpoint);
+    if (options.followSource !== false) {
+      this.#unsubscribe = this.#source.onEndpointsChanged((added, removed) => this.change(added, removed));
+      this.change(this.#source.endpoints(), []);
+    }
     this.#started.resolve();
   }
 
@@ -496,9 +535,18 @@ export class ScrapeLoops {
     await Promise.all(this.#closing);
   }
 
-  #onChanged(added: readonly Endpoint[], removed: readonly Endpoint[]): void {
+  /**
+   * Stops polling `removed` and starts polling `added`, removals first (a datastore replacing an endpoint object under
+   * the same key sends both in one call). Ignored unless running. The work is O(added + removed) in this call; the
+   * scraper front bounds that on the request path's thread by forwarding a large change in slices.
+   *
+   * First scrapes are due at once for a join of at most JOIN_BURST endpoints. A larger one has them spread evenly
+   * over max(interval, size / joinRatePerSecond) from when the join began, so thousands of connects never start on
+   * one timer tick (a 10k pod reload measured multi-second stalls from exactly that; docs/security.md, "Resource
+   * files"). `join` places `added` in a larger join split over several calls; without it, `added` is the whole join.
+   */
+  change(added: readonly Endpoint[], removed: readonly Endpoint[], join?: JoinSpread): void {
     if (this.#state !== "running") return;
-    // Removals first: a datastore replacing an endpoint object under the same key sends both in one call.
     for (const endpoint of removed) {
       const t = this.#targets.get(endpoint.key);
       if (t !== undefined && t.endpoint === endpoint) {
@@ -506,10 +554,24 @@ export class ScrapeLoops {
         this.#stopTarget(t);
       }
     }
-    for (const endpoint of added) this.#add(endpoint);
+    const n = added.length;
+    if (n === 0) return;
+    const size = join?.size ?? n;
+    if (size <= JOIN_BURST) {
+      for (const endpoint of added) this.#add(endpoint, 0);
+      return;
+    }
+    const spreadMs = Math.max(this.#intervalMs, (size * 1000) / this.#joinRate);
+    const now = performance.now();
+    const startedAt = join?.startedAt ?? now;
+    for (let i = 0; i < n; i++) {
+      const at = join === undefined ? i : (join.index[i] ?? 0);
+      const dueAt = startedAt + (at * spreadMs) / size;
+      this.#add(added[i]!, Math.max(0, Math.floor(dueAt - now)));
+    }
   }
 
-  #add(endpoint: Endpoint): void {
+  #add(endpoint: Endpoint, firstDelayMs: number): void {
     const existing = this.#targets.get(endpoint.key);
     if (existing !== undefined) {
       if (existing.endpoint === endpoint) return;
@@ -538,8 +600,8 @@ export class ScrapeLoops {
       warnedEngine: false,
     };
     this.#targets.set(endpoint.key, t);
-    // First scrape right away: readiness waits on it.
-    this.#schedule(t, 0);
+    // First scrape right away (readiness waits on it), unless it joined with thousands of others.
+    this.#schedule(t, firstDelayMs);
   }
 
   #stopTarget(t: Target): void {

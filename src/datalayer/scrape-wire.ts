@@ -71,8 +71,18 @@ export interface ScrapeWorkerData {
   readonly nice: number | undefined;
 }
 
+/** Where an "add" message's endpoints stand in a larger join (scrape-loop.ts, JoinSpread). */
+export interface WireJoin {
+  readonly size: number;
+  /** Main-thread performance.now() ms (converted by the worker). */
+  readonly startedAt: number;
+  /** Position of each endpoint of the message in the whole join. */
+  readonly index: readonly number[];
+}
+
 export type ToWorker =
-  | { readonly op: "add"; readonly endpoints: readonly WireEndpoint[] }
+  /** Without `join` the message's endpoints are the whole join (a restarted worker's shard). */
+  | { readonly op: "add"; readonly endpoints: readonly WireEndpoint[]; readonly join?: WireJoin }
   | { readonly op: "remove"; readonly ids: readonly number[] }
   /** Whether this EPP has requests in flight there (1) or not (0): ends or allows idle scraping. */
   | { readonly op: "busy"; readonly ids: readonly number[]; readonly busy: readonly number[] }

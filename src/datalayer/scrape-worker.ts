@@ -91,13 +91,10 @@ const byId = new Map<number, Endpoint>();
 const idOf = new Map<Endpoint, number>();
 /** Per endpoint, the variable-length parts last sent, joined: unchanged ones are not sent again. */
 const lastVars = new Map<number, string>();
-const listeners = new Set<(added: readonly Endpoint[], removed: readonly Endpoint[]) => void>();
+/** The loops are fed through change() (start({ followSource: false })): this source is never read. */
 const source: EndpointSource = {
-  endpoints: () => [...byId.values()],
-  onEndpointsChanged(listener) {
-    listeners.add(listener);
-    return () => listeners.delete(listener);
-  },
+  endpoints: () => [],
+  onEndpointsChanged: () => () => {},
 };
 
 function copyOf(w: WireEndpoint): Endpoint {
@@ -216,10 +213,11 @@ const loops = new ScrapeLoops({
   maxSeries: s.maxSeries,
   idleIntervalMs: s.idleIntervalMs,
   failureLogIntervalMs: s.failureLogIntervalMs,
+  joinRatePerSecond: s.joinRatePerSecond,
   logger,
   hooks: { onScrape, onModels },
 });
-loops.start();
+loops.start({ followSource: false });
 
 port.on("message", (msg: ToWorker) => {
   switch (msg.op) {
@@ -231,7 +229,12 @@ port.on("message", (msg: ToWorker) => {
         idOf.set(copy, w.id);
         added.push(copy);
       }
-      for (const l of listeners) l(added, []);
+      const join = msg.join;
+      loops.change(
+        added,
+        [],
+        join === undefined ? undefined : { size: join.size, startedAt: join.startedAt - clockShift, index: join.index },
+      );
       return;
     }
     case "remove": {
@@ -244,7 +247,7 @@ port.on("message", (msg: ToWorker) => {
         lastVars.delete(id);
         removed.push(copy);
       }
-      for (const l of listeners) l([], removed);
+      loops.change([], removed);
       return;
     }
     case "busy":

@@ -17,6 +17,12 @@
  * APPLY_SLICE, with the event loop free for requests in between.
  *
  * `workers: 0` keeps the loops on the main event loop, writing straight into the endpoints (small fleets, tests).
+ *
+ * In both modes this front is what the datastore calls with endpoint changes, on the request path's thread. A
+ * resource reload hands it every added and removed endpoint in one call (20k each way), so a change of more than
+ * JOIN_BURST endpoints is only queued there, in O(1), and forwarded (to the workers, or to the in-process loops) in
+ * order, at most CHANGE_SLICE entries and about CHANGE_SLICE_MS per event-loop turn; the loops spread the first
+ * scrapes of a large join (scrape-loop.ts, change(); docs/security.md, "Resource files").
  */
 import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
@@ -28,6 +34,8 @@ import { type Logger, silentLogger } from "../observability/logger.js";
 import type { EngineRegistry } from "./engines.js";
 import {
   type EndpointSource,
+  JOIN_BURST,
+  type JoinSpread,
   ScrapeError,
   type ScrapeLoopOptions,
   ScrapeLoops,
@@ -59,10 +67,13 @@ import {
 
 export {
   DEFAULT_IDLE_SCRAPE_INTERVAL_MS,
+  DEFAULT_JOIN_RATE_PER_SECOND,
   DEFAULT_MAX_METRICS_BODY_BYTES,
   DEFAULT_MAX_SCRAPE_BACKOFF_MS,
   DEFAULT_MODELS_INTERVAL_MS,
   type EndpointSource,
+  JOIN_BURST,
+  type JoinSpread,
   MAX_MODEL_IDS,
   MAX_MODELS_BODY_BYTES,
   METRICS_ACCEPT_HEADER,
@@ -83,6 +94,13 @@ export const DEFAULT_SCRAPE_WORKERS = Math.max(1, Math.min(2, availableParalleli
 export const MAX_SCRAPE_WORKERS = 64;
 /** Records the main thread applies per event-loop turn: ≈ 0.3 ms of work, so a request waits at most that long. */
 export const APPLY_SLICE = 256;
+/**
+ * Queued endpoint removals and additions forwarded per event-loop turn at most (docs/security.md, "Resource files"):
+ * each costs the main thread a few µs (an id, or a copy for the worker; with workers: 0, a target, or a socket close).
+ */
+export const CHANGE_SLICE = 256;
+/** ... and main-thread time per turn spent on them, about. */
+const CHANGE_SLICE_MS = 2;
 /** A worker posts its records this long after the first one of a batch: ≤ 200 messages a second per worker. */
 const FLUSH_MS = 5;
 /** Or as soon as this many are waiting. */
@@ -159,6 +177,68 @@ interface Shard {
   exited: Promise<void>;
 }
 
+/** A datastore change, forwarded from its cursors on. */
+interface QueuedChange {
+  readonly added: readonly Endpoint[];
+  readonly removed: readonly Endpoint[];
+  /** Next index to forward in each list; removals go first. */
+  addedAt: number;
+  removedAt: number;
+  /** performance.now() when the change arrived: its first scrapes are spread from then. */
+  readonly startedAt: number;
+}
+
+/** Consecutive entries of one kind (and, for additions, of one change) bound for one shard: one message. */
+type Run<R, A> =
+  | { readonly kind: "remove"; readonly items: R[] }
+  | { readonly kind: "add"; readonly items: A[]; readonly index: number[]; readonly change: QueuedChange };
+
+/**
+ * What one turn forwards, per shard, in order. A worker's port delivers in order, so a remove and a re-add of one key
+ * (or an add and a later remove) arrive as they happened; runs only merge neighbours, never reorder them.
+ */
+class Outbox<R, A> {
+  readonly #runs: (Run<R, A> | undefined)[];
+  readonly #send: (shard: number, run: Run<R, A>) => void;
+
+  constructor(shards: number, send: (shard: number, run: Run<R, A>) => void) {
+    this.#runs = new Array<Run<R, A> | undefined>(shards).fill(undefined);
+    this.#send = send;
+  }
+
+  remove(shard: number, item: R): void {
+    let run = this.#runs[shard];
+    if (run?.kind !== "remove") {
+      this.#flush(shard);
+      run = { kind: "remove", items: [] };
+      this.#runs[shard] = run;
+    }
+    run.items.push(item);
+  }
+
+  add(shard: number, item: A, change: QueuedChange, index: number): void {
+    let run = this.#runs[shard];
+    if (run?.kind !== "add" || run.change !== change) {
+      this.#flush(shard);
+      run = { kind: "add", items: [], index: [], change };
+      this.#runs[shard] = run;
+    }
+    run.items.push(item);
+    run.index.push(index);
+  }
+
+  flush(): void {
+    for (let shard = 0; shard < this.#runs.length; shard++) this.#flush(shard);
+  }
+
+  #flush(shard: number): void {
+    const run = this.#runs[shard];
+    if (run === undefined) return;
+    this.#runs[shard] = undefined;
+    this.#send(shard, run);
+  }
+}
+
 interface Pending {
   readonly nums: Float64Array;
   readonly vars: readonly (OkVars | FailVars)[];
@@ -196,6 +276,12 @@ export class MetricsScraper {
   #state: "new" | "running" | "stopped" = "new";
   #unsubscribe: (() => void) | undefined;
   #stopping: Promise<void> | undefined;
+  /** Endpoint changes not forwarded yet, oldest first; #changes[0] is forwarded from its cursors on. */
+  #changes: QueuedChange[] = [];
+  #changeScheduled: NodeJS.Immediate | undefined;
+  /** Where forwarded entries gather until the end of a turn: the in-process loops (workers: 0), or the workers. */
+  readonly #toLoops: Outbox<Endpoint, Endpoint> | undefined;
+  readonly #toWorkers: Outbox<number, WireEndpoint> | undefined;
 
   constructor(options: MetricsScraperOptions) {
     // Validates every option (ConfigError naming it), in either mode.
@@ -209,15 +295,42 @@ export class MetricsScraper {
     this.#source = options.source;
     this.#logger = options.logger ?? silentLogger;
     this.#hooks = options.hooks ?? {};
+    if (workers === 0) {
+      this.#toLoops = new Outbox<Endpoint, Endpoint>(1, (_shard, run) => {
+        if (run.kind === "remove") this.#loops.change([], run.items);
+        else this.#loops.change(run.items, [], joinOf(run.change, run.index));
+      });
+    } else {
+      this.#toWorkers = new Outbox<number, WireEndpoint>(workers, (shard, run) => {
+        const w = this.#shards[shard]?.worker;
+        if (w === undefined) return; // restarting: #spawn sends the shard's current endpoints
+        if (run.kind === "remove") w.postMessage({ op: "remove", ids: run.items } satisfies ToWorker);
+        else w.postMessage({ op: "add", endpoints: run.items, join: joinOf(run.change, run.index) } satisfies ToWorker);
+      });
+    }
   }
 
   get engines(): EngineRegistry {
     return this.#loops.engines;
   }
 
-  /** Number of endpoints being polled. */
+  /** Number of endpoints being polled: queued removals still are, queued additions not yet. */
   get size(): number {
     return this.#workers === 0 ? this.#loops.size : this.#targets.size;
+  }
+
+  /** Queued additions not forwarded to the loops yet (tests, bench/reload/join-cost.ts). */
+  get joining(): number {
+    let n = 0;
+    for (const c of this.#changes) n += c.added.length - c.addedAt;
+    return n;
+  }
+
+  /** Queued removals not forwarded to the loops yet: those endpoints are still polled. */
+  get retiring(): number {
+    let n = 0;
+    for (const c of this.#changes) n += c.removed.length - c.removedAt;
+    return n;
   }
 
   /** Worker threads currently alive (0 in in-process mode and after stop()). */
@@ -229,13 +342,15 @@ export class MetricsScraper {
 
   /** Starts polling the source's current endpoints and follows its changes. Idempotent; throws after stop(). */
   start(): void {
-    if (this.#workers === 0) {
-      this.#loops.start();
-      return;
-    }
     if (this.#state === "running") return;
     if (this.#state === "stopped") throw new Error("MetricsScraper: start() after stop()");
     this.#state = "running";
+    if (this.#workers === 0) {
+      this.#loops.start({ followSource: false });
+      this.#startFollowing();
+      this.#started.resolve();
+      return;
+    }
     for (let i = 0; i < this.#workers; i++) {
       const shard: Shard = {
         index: i,
@@ -248,8 +363,7 @@ export class MetricsScraper {
       this.#shards.push(shard);
       this.#spawn(shard);
     }
-    this.#unsubscribe = this.#source.onEndpointsChanged((added, removed) => this.#onChanged(added, removed));
-    this.#onChanged(this.#source.endpoints(), []);
+    this.#startFollowing();
     if (this.#settings.idleIntervalMs > 0) {
       // The loops need to know when this EPP routes to an idle endpoint (it ends the idleness); the worker cannot
       // see the main thread's in-flight counters, so their zero / non-zero state is mirrored once per interval.
@@ -264,8 +378,8 @@ export class MetricsScraper {
    * scrape attempt, successful or not. Endpoints removed in the meantime count as done. Used for readiness.
    */
   async firstRound(): Promise<void> {
-    if (this.#workers === 0) return this.#loops.firstRound();
     await this.#started.promise;
+    if (this.#workers === 0) return this.#loops.firstRound();
     const pending: Promise<void>[] = [];
     for (const t of this.#targets.values()) if (!t.attempted) pending.push(t.firstAttempt.promise);
     await Promise.all(pending);
@@ -273,7 +387,6 @@ export class MetricsScraper {
 
   /** Stops every loop and worker, closing every connection. No timer, socket or thread survives it. */
   stop(): Promise<void> {
-    if (this.#workers === 0) return this.#loops.stop();
     this.#stopping ??= this.#stop();
     return this.#stopping;
   }
@@ -288,6 +401,15 @@ export class MetricsScraper {
     this.#state = "stopped";
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
+    // Queued removals' endpoints are still polled and stop with the rest; queued additions never started.
+    if (this.#changeScheduled !== undefined) clearImmediate(this.#changeScheduled);
+    this.#changeScheduled = undefined;
+    this.#changes = [];
+    if (this.#workers === 0) {
+      this.#started.resolve(); // a firstRound() awaiting a start() that never comes
+      await this.#loops.stop();
+      return;
+    }
     if (this.#busyTimer !== undefined) clearInterval(this.#busyTimer);
     this.#busyTimer = undefined;
     this.#queue.length = 0;
@@ -397,59 +519,123 @@ export class MetricsScraper {
     return n;
   }
 
+  /**
+   * Start-up: every current endpoint at once, not queued, so that firstRound() (readiness) waits on all of them;
+   * their first scrapes are spread like any large join. Then the datastore's changes.
+   */
+  #startFollowing(): void {
+    this.#unsubscribe = this.#source.onEndpointsChanged((added, removed) => this.#onChanged(added, removed));
+    this.#forwardAll({
+      added: this.#source.endpoints(),
+      removed: [],
+      addedAt: 0,
+      removedAt: 0,
+      startedAt: performance.now(),
+    });
+  }
+
+  /**
+   * The datastore's listener, on the request path's thread. A resource reload may add and remove 20k endpoints in
+   * one call; turning them into targets (or worker messages) here took 20-33 ms of CPU at 20k (bench/README.md,
+   * "Resource reloads"). So a change of more than JOIN_BURST endpoints, or any change while others wait, is only
+   * queued here (O(1)) and forwarded in order by #forwardSome, a slice per event-loop turn. Until its removal is
+   * forwarded a removed endpoint may be scraped once more, which is harmless: its object is no longer in the
+   * datastore (docs/security.md, "Resource files"). A pod or two (an informer event) is forwarded at once.
+   */
   #onChanged(added: readonly Endpoint[], removed: readonly Endpoint[]): void {
+    if (this.#state !== "running" || (added.length === 0 && removed.length === 0)) return;
+    const change: QueuedChange = { added, removed, addedAt: 0, removedAt: 0, startedAt: performance.now() };
+    if (this.#changes.length === 0 && added.length + removed.length <= JOIN_BURST) {
+      this.#forwardAll(change);
+      return;
+    }
+    this.#changes.push(change);
+    this.#changeScheduled ??= setImmediate(() => this.#forwardSome());
+  }
+
+  /** Forwards up to CHANGE_SLICE queued entries (and about CHANGE_SLICE_MS), oldest change first, then yields. */
+  #forwardSome(): void {
+    this.#changeScheduled = undefined;
     if (this.#state !== "running") return;
-    const removals = new Map<number, number[]>();
-    const additions = new Map<number, WireEndpoint[]>();
-    const remove = (t: Remote) => {
-      this.#targets.delete(t.endpoint.key);
-      this.#byId.delete(t.id);
-      t.firstAttempt.resolve();
-      let list = removals.get(t.shard);
-      if (list === undefined) {
-        list = [];
-        removals.set(t.shard, list);
+    const start = performance.now();
+    let budget = CHANGE_SLICE;
+    while (budget > 0 && this.#changes.length > 0) {
+      const c = this.#changes[0]!;
+      budget -= this.#forwardEntries(c, Math.min(budget, 32));
+      if (c.removedAt >= c.removed.length && c.addedAt >= c.added.length) this.#changes.shift();
+      // In-process, the loops do the work when handed the entries, and closing a socket costs tens of µs: hand
+      // them over per 32 and bound the turn by time as well as by count. Workers get one message per run instead.
+      this.#toLoops?.flush();
+      if (performance.now() - start > CHANGE_SLICE_MS) break;
+    }
+    this.#flush();
+    if (this.#changes.length > 0) this.#changeScheduled = setImmediate(() => this.#forwardSome());
+  }
+
+  /** Forwards all of `change` now. */
+  #forwardAll(change: QueuedChange): void {
+    this.#forwardEntries(change, Number.POSITIVE_INFINITY);
+    this.#flush();
+  }
+
+  #flush(): void {
+    this.#toLoops?.flush();
+    this.#toWorkers?.flush();
+  }
+
+  /** Forwards up to `limit` entries of `c`, removals first; returns how many. */
+  #forwardEntries(c: QueuedChange, limit: number): number {
+    const loops = this.#toLoops;
+    let done = 0;
+    while (done < limit && c.removedAt < c.removed.length) {
+      const endpoint = c.removed[c.removedAt++]!;
+      if (loops !== undefined) loops.remove(0, endpoint);
+      else {
+        const t = this.#targets.get(endpoint.key);
+        if (t !== undefined && t.endpoint === endpoint) this.#retire(t);
       }
-      list.push(t.id);
+      done++;
+    }
+    while (done < limit && c.addedAt < c.added.length) {
+      const i = c.addedAt++;
+      const endpoint = c.added[i]!;
+      if (loops !== undefined) loops.add(0, endpoint, c, i);
+      else this.#join(endpoint, c, i);
+      done++;
+    }
+    return done;
+  }
+
+  /** The endpoint is no longer scraped: its worker is told to drop it; readiness stops waiting on it. */
+  #retire(t: Remote): void {
+    this.#targets.delete(t.endpoint.key);
+    this.#byId.delete(t.id);
+    t.firstAttempt.resolve();
+    this.#toWorkers?.remove(t.shard, t.id);
+  }
+
+  #join(endpoint: Endpoint, change: QueuedChange, index: number): void {
+    const existing = this.#targets.get(endpoint.key);
+    if (existing !== undefined) {
+      if (existing.endpoint === endpoint) return;
+      this.#retire(existing);
+    }
+    const t: Remote = {
+      id: this.#nextId++,
+      endpoint,
+      shard: hashKey(endpoint.key) % this.#workers,
+      attempted: false,
+      firstAttempt: deferred(),
+      busy: false,
+      lora: undefined,
+      unreported: undefined,
+      activeModels: EMPTY,
+      waitingModels: EMPTY,
+      servedModels: EMPTY,
     };
-    // Removals first: a datastore replacing an endpoint object under the same key sends both in one call.
-    for (const endpoint of removed) {
-      const t = this.#targets.get(endpoint.key);
-      if (t !== undefined && t.endpoint === endpoint) remove(t);
-    }
-    for (const endpoint of added) {
-      const existing = this.#targets.get(endpoint.key);
-      if (existing !== undefined) {
-        if (existing.endpoint === endpoint) continue;
-        remove(existing);
-      }
-      const t: Remote = {
-        id: this.#nextId++,
-        endpoint,
-        shard: hashKey(endpoint.key) % this.#workers,
-        attempted: false,
-        firstAttempt: deferred(),
-        busy: false,
-        lora: undefined,
-        unreported: undefined,
-        activeModels: EMPTY,
-        waitingModels: EMPTY,
-        servedModels: EMPTY,
-      };
-      this.#targets.set(endpoint.key, t);
-      this.#byId.set(t.id, t);
-      let list = additions.get(t.shard);
-      if (list === undefined) {
-        list = [];
-        additions.set(t.shard, list);
-      }
-      list.push(wire(t.id, endpoint));
-    }
-    // Per worker, removals before additions: one port delivers in order.
-    for (const [shard, ids] of removals)
-      this.#shards[shard]?.worker?.postMessage({ op: "remove", ids } satisfies ToWorker);
-    for (const [shard, endpoints] of additions)
-      this.#shards[shard]?.worker?.postMessage({ op: "add", endpoints } satisfies ToWorker);
+    this.#targets.set(endpoint.key, t);
+    this.#byId.set(t.id, t);
+    this.#toWorkers?.add(t.shard, wire(t.id, endpoint), change, index);
   }
 
   #syncBusy(): void {
@@ -601,6 +787,11 @@ export class MetricsScraper {
       this.#logger.error({ err }, `${name} hook threw`);
     }
   }
+}
+
+/** The spread of a change's first scrapes, for the part of its additions in one message. */
+function joinOf(change: QueuedChange, index: readonly number[]): JoinSpread {
+  return { size: change.added.length, startedAt: change.startedAt, index };
 }
 
 function wire(id: number, e: Endpoint): WireEndpoint {

@@ -1,14 +1,17 @@
 // A resource reload hands the scraper thousands of added and removed endpoints in one call, on the request path's
 // thread (docs/security.md, "Resource files"). These tests pin down the structure that keeps that call short:
-// first scrapes of a large join are spread out, and removed endpoints' connections are let go a slice per turn.
-// No timing assertions: order of events and counts only.
+// the change is queued and forwarded (to the scrape workers, or to the in-process loops) a slice per turn, in order,
+// and the first scrapes of a large join are spread out, at start-up too. Every case runs in both modes, with two
+// workers so that a join split between shards is still spread as one. No timing assertions: order of events and
+// counts only.
 import { createServer } from "node:net";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { CHANGE_SLICE, type EndpointSource, JOIN_BURST, MetricsScraper } from "../../src/datalayer/scraper.js";
 import type { Endpoint } from "../../src/datastore/types.js";
 import { type FakePod, makeEndpoint, startPods, vllmBody } from "./fake-pods.js";
 
-const WAIT = { timeout: 15_000, interval: 10 };
+// Generous: on a shared 2-core box a worker can take seconds to come up.
+const WAIT = { timeout: 60_000, interval: 10 };
 
 /** A source whose changes carry many endpoints at once, as the datastore's do after a reload. */
 class BatchSource implements EndpointSource {
@@ -53,15 +56,19 @@ afterEach(async () => {
   pods = [];
 });
 
-describe("MetricsScraper under a large endpoint change", () => {
+describe.each([
+  { mode: "in-process", workers: 0 },
+  { mode: "two workers", workers: 2 },
+])("MetricsScraper under a large endpoint change ($mode)", { timeout: 120_000 }, ({ workers }) => {
   it("spreads the first scrapes of a large join; a small join still starts at once", async () => {
     const batch = Array.from({ length: 128 }, (_, i) => `127.0.5.${i + 1}`);
     const marker = "127.0.5.250";
     const started = await startPods([...batch, marker], () => ({ status: 200, body: vllmBody(0, 0, 0), delayMs: 0 }));
     pods = started.pods;
     const source = new BatchSource();
-    // An hour's interval spreads the join over an hour: endpoint i's first scrape is due at i × 28 s.
-    const scraper = new MetricsScraper({ source, intervalMs: 3_600_000, modelsIntervalMs: 0 });
+    // An hour's interval spreads the join over an hour: endpoint i's first scrape is due at i × 28 s, whichever
+    // worker it lands on.
+    const scraper = new MetricsScraper({ source, intervalMs: 3_600_000, modelsIntervalMs: 0, workers });
     scrapers.push(scraper);
     scraper.start();
     source.change(
@@ -73,15 +80,37 @@ describe("MetricsScraper under a large endpoint change", () => {
     const markerPod = pods.at(-1)!;
     await vi.waitFor(() => expect(markerPod.requests).toBeGreaterThan(0), WAIT);
     const scraped = pods.slice(0, batch.length).filter((p) => p.requests > 0).length;
-    expect(scraped).toBeLessThanOrEqual(2);
+    expect(scraped).toBeLessThanOrEqual(1);
     expect(scraper.size).toBe(batch.length + 1);
     expect(batch.length).toBeGreaterThan(JOIN_BURST);
+  });
+
+  it("spreads the first scrapes at start-up too", async () => {
+    const batch = Array.from({ length: 128 }, (_, i) => `127.0.8.${i + 1}`);
+    const marker = "127.0.8.250";
+    const started = await startPods([...batch, marker], () => ({ status: 200, body: vllmBody(0, 0, 0), delayMs: 0 }));
+    pods = started.pods;
+    const source = new BatchSource();
+    source.change(
+      batch.map((a) => makeEndpoint(a, started.port)),
+      [],
+    );
+    const scraper = new MetricsScraper({ source, intervalMs: 3_600_000, modelsIntervalMs: 0, workers });
+    scrapers.push(scraper);
+    scraper.start();
+    // Start-up is not queued: readiness waits on every endpoint known then.
+    expect(scraper.size).toBe(batch.length);
+    expect(scraper.joining).toBe(0);
+    source.change([makeEndpoint(marker, started.port)], []);
+    const markerPod = pods.at(-1)!;
+    await vi.waitFor(() => expect(markerPod.requests).toBeGreaterThan(0), WAIT);
+    expect(pods.slice(0, batch.length).filter((p) => p.requests > 0).length).toBeLessThanOrEqual(1);
   });
 
   it("applies a large change a slice per event-loop turn, and stop() lets go of everything", async () => {
     const port = await closedPort();
     const source = new BatchSource();
-    const scraper = new MetricsScraper({ source, intervalMs: 3_600_000, modelsIntervalMs: 0 });
+    const scraper = new MetricsScraper({ source, intervalMs: 3_600_000, modelsIntervalMs: 0, workers });
     scrapers.push(scraper);
     scraper.start();
     const n = 3 * 256 + 10;
@@ -113,7 +142,7 @@ describe("MetricsScraper under a large endpoint change", () => {
   it("applies queued changes in order: an endpoint added then removed is not left behind", async () => {
     const port = await closedPort();
     const source = new BatchSource();
-    const scraper = new MetricsScraper({ source, intervalMs: 3_600_000, modelsIntervalMs: 0 });
+    const scraper = new MetricsScraper({ source, intervalMs: 3_600_000, modelsIntervalMs: 0, workers });
     scrapers.push(scraper);
     scraper.start();
     const endpoints = Array.from({ length: 300 }, (_, i) =>
@@ -125,6 +154,31 @@ describe("MetricsScraper under a large endpoint change", () => {
     expect(scraper.size).toBe(200);
   });
 
+  it("forwards an addition and a removal queued in one turn in that order, down to the loops", async () => {
+    const batch = Array.from({ length: 70 }, (_, i) => `127.0.9.${i + 1}`);
+    const marker = "127.0.9.250";
+    const started = await startPods([...batch, marker], () => ({ status: 200, body: vllmBody(0, 0, 0), delayMs: 0 }));
+    pods = started.pods;
+    const source = new BatchSource();
+    const scraper = new MetricsScraper({ source, intervalMs: 20, modelsIntervalMs: 0, idleIntervalMs: 0, workers });
+    scrapers.push(scraper);
+    scraper.start();
+    const endpoints = batch.map((a) => makeEndpoint(a, started.port));
+    expect(endpoints.length).toBeGreaterThan(JOIN_BURST);
+    // Both changes are forwarded on the same turn (140 entries); a worker told to remove before it was told to add
+    // would scrape all 70 forever.
+    source.change(endpoints, []);
+    source.change([], endpoints);
+    await vi.waitFor(() => expect([scraper.joining, scraper.retiring]).toEqual([0, 0]), WAIT);
+    expect(scraper.size).toBe(0);
+    // The batch's first scrapes were due within max(20 ms, 70 / 2000 s); the marker's fifth scrape comes four
+    // 20 ms ticks after its first, by then any of the batch left behind has been scraped.
+    source.change([makeEndpoint(marker, started.port)], []);
+    const markerPod = pods.at(-1)!;
+    await vi.waitFor(() => expect(markerPod.requests).toBeGreaterThanOrEqual(5), WAIT);
+    expect(pods.slice(0, batch.length).filter((p) => p.requests > 0).length).toBe(0);
+  });
+
   it("finishes tearing down removed endpoints on its own", async () => {
     const started = await startPods(["127.0.5.251", "127.0.5.252"], () => ({
       status: 200,
@@ -133,7 +187,7 @@ describe("MetricsScraper under a large endpoint change", () => {
     }));
     pods = started.pods;
     const source = new BatchSource();
-    const scraper = new MetricsScraper({ source, intervalMs: 20, modelsIntervalMs: 0 });
+    const scraper = new MetricsScraper({ source, intervalMs: 20, modelsIntervalMs: 0, workers });
     scrapers.push(scraper);
     scraper.start();
     const endpoints = pods.map((p) => makeEndpoint(p.address, started.port));
