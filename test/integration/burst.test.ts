@@ -173,8 +173,15 @@ describe("a burst of 16 on two idle pods whose gauges lag 300 ms", () => {
       expect(e.load!.model.ttftObservations).toBeGreaterThan(0);
       expect(e.load!.model.itlObservations).toBeGreaterThan(0);
     }
-    // The same state is visible to operators on /debug/endpoints.
-    const debug = (await (await fetch(`http://127.0.0.1:${epp.metricsPort}/debug/endpoints`)).json()) as DebugSnapshot;
+    // The same state is visible to operators on /debug/endpoints. The fused count also follows the gauges, which
+    // lag the completions by 300 ms plus a scrape: it reaches 0 once a scrape taken after them has landed.
+    const debugUrl = `http://127.0.0.1:${epp.metricsPort}/debug/endpoints`;
+    let debug = (await (await fetch(debugUrl)).json()) as DebugSnapshot;
+    while (debug.endpoints.some((e) => e.load?.fusedRequests !== 0)) {
+      if (Date.now() > deadline + 10_000) break;
+      await new Promise((r) => setTimeout(r, 50));
+      debug = (await (await fetch(debugUrl)).json()) as DebugSnapshot;
+    }
     for (const e of debug.endpoints) {
       expect(e.load?.fusedRequests).toBe(0);
       expect(e.load?.ttftObservations).toBeGreaterThan(0);
