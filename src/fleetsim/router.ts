@@ -29,6 +29,7 @@ import {
   type PickerConfig,
 } from "../scheduling/index.js";
 import { parseManifestText } from "../sources/file-parse.js";
+import { addToResourceSet, emptyResourceSet } from "../sources/normalize.js";
 import type { EventQueue } from "./clock.js";
 
 /** Usage a completed response reports (the usage chunk of a streamed chat completion). */
@@ -240,29 +241,11 @@ export class EppRouter implements Router {
 export function resourceSet(yaml: string, namespace: string): ResourceSet {
   const parsed = parseManifestText("(fleetsim)", yaml, namespace);
   if (parsed.wholeFile !== undefined) throw new Error(`fleetsim resources: ${parsed.wholeFile}`);
-  const set = { pools: [], models: [], objectives: [], rewrites: [], pods: [] } as {
-    -readonly [K in keyof ResourceSet]: ResourceSet[K][number][];
-  };
+  const set = emptyResourceSet();
   for (const entry of parsed.entries) {
     if (!("ok" in entry)) throw new Error(`fleetsim resources: ${entry.invalid.message}`);
     const obj = entry.ok;
-    switch (obj.kind) {
-      case "InferencePool":
-        set.pools.push(obj.spec);
-        break;
-      case "InferenceModel":
-        set.models.push(obj.spec);
-        break;
-      case "InferenceObjective":
-        set.objectives.push(obj.spec);
-        break;
-      case "InferenceModelRewrite":
-        set.rewrites.push(obj.spec);
-        break;
-      case "Pod":
-        set.pods.push(obj.spec);
-        break;
-    }
+    addToResourceSet(set, obj);
   }
   return set;
 }

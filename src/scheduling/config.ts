@@ -258,7 +258,7 @@ const BUILTIN_PROFILES: Readonly<Record<string, BuiltinProfile>> = {
 
 export const BUILTIN_PROFILE_NAMES: readonly string[] = Object.keys(BUILTIN_PROFILES);
 /** The profile run when no config names one (docs/design/scheduling.md §11.6 for the measurement behind it). */
-export const DEFAULT_BUILTIN_PROFILE = "gie";
+export const DEFAULT_BUILTIN_PROFILE = "predictive";
 
 function buildConfig(
   root: unknown,

@@ -21,11 +21,10 @@ import { readdir, readFile, stat } from "node:fs/promises";
 import { basename, dirname, extname, join } from "node:path";
 import { ConfigError } from "../common/errors.js";
 import { type ApplyReport, type Datastore, logRejected, type RejectedObject } from "../datastore/datastore.js";
-import type { ResourceSet } from "../datastore/types.js";
 import { type Logger, silentLogger } from "../observability/logger.js";
 import { type ParseOutcome, parseManifestText } from "./file-parse.js";
 import { ParserThread } from "./file-parse-client.js";
-import type { NormalizedObject } from "./normalize.js";
+import { addToResourceSet, emptyResourceSet, type NormalizedObject } from "./normalize.js";
 
 /** Default stat-poll period; slow on purpose, fs.watch is the fast path. */
 export const DEFAULT_FILE_POLL_INTERVAL_MS = 2_000;
@@ -418,9 +417,7 @@ export class FileSource {
 
     // One object per kind/namespace/name across files: the first file in sorted order wins.
     const seen = new Map<string, NormalizedObject>();
-    const set = { pools: [], models: [], objectives: [], rewrites: [], pods: [] } as {
-      -readonly [K in keyof ResourceSet]: ResourceSet[K][number][];
-    };
+    const set = emptyResourceSet();
     let sliceStart = performance.now();
     for (const state of nextFiles.values()) {
       for (const [key, obj] of state.objects) {
@@ -440,23 +437,7 @@ export class FileSource {
           continue;
         }
         seen.set(key, obj);
-        switch (obj.kind) {
-          case "InferencePool":
-            set.pools.push(obj.spec);
-            break;
-          case "InferenceModel":
-            set.models.push(obj.spec);
-            break;
-          case "InferenceObjective":
-            set.objectives.push(obj.spec);
-            break;
-          case "InferenceModelRewrite":
-            set.rewrites.push(obj.spec);
-            break;
-          case "Pod":
-            set.pods.push(obj.spec);
-            break;
-        }
+        addToResourceSet(set, obj);
       }
     }
     if (this.#stopped) return undefined;

@@ -15,6 +15,7 @@ import type {
   ObjectiveSpec,
   PodSpec,
   PoolSpec,
+  ResourceSet,
   RewriteRule,
   RewriteSpec,
   TargetModel,
@@ -28,6 +29,34 @@ export type NormalizedObject =
   | { readonly kind: "Pod"; readonly spec: PodSpec };
 
 export type NormalizedKind = NormalizedObject["kind"];
+
+/** A ResourceSet being filled in. */
+export type MutableResourceSet = { -readonly [K in keyof ResourceSet]: ResourceSet[K][number][] };
+
+export function emptyResourceSet(): MutableResourceSet {
+  return { pools: [], models: [], objectives: [], rewrites: [], pods: [] };
+}
+
+/** Files `obj` under its kind. */
+export function addToResourceSet(set: MutableResourceSet, obj: NormalizedObject): void {
+  switch (obj.kind) {
+    case "InferencePool":
+      set.pools.push(obj.spec);
+      break;
+    case "InferenceModel":
+      set.models.push(obj.spec);
+      break;
+    case "InferenceObjective":
+      set.objectives.push(obj.spec);
+      break;
+    case "InferenceModelRewrite":
+      set.rewrites.push(obj.spec);
+      break;
+    case "Pod":
+      set.pods.push(obj.spec);
+      break;
+  }
+}
 
 /** apiVersions accepted per kind, first = preferred (used in error messages). */
 export const SUPPORTED_API_VERSIONS: Readonly<Record<NormalizedKind, readonly string[]>> = {

@@ -331,7 +331,7 @@ describe("EPP logs", () => {
     expect(joined.every((r) => r.level === 30)).toBe(true);
     const config = log.records().find((r) => r.msg === "configuration accepted")!;
     expect(config.config).toBe("(default)");
-    expect(config.plugins).toEqual(expect.arrayContaining(["queue-scorer:queue-scorer"]));
+    expect(config.plugins).toEqual(expect.arrayContaining(["predicted-latency-scorer:predicted-latency-scorer"]));
   });
 
   it("logs each decision at debug with scores and the choice, and never the prompt or credentials", async () => {

@@ -29,8 +29,27 @@ const dir = mkdtempSync(join(tmpdir(), "sy-sched-config-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("defaults", () => {
-  it("no config: served-model filter, queue ×2, kv ×2, lora ×1, max-score-picker, utilization-detector", () => {
+  it("no config: the predictive profile (own load, predicted TTFT, prefix affinity, KV, LoRA)", () => {
     for (const config of [defaultPickerConfig(), loadPickerConfig(), loadPickerConfig({ text: "", file: "" })]) {
+      expect(config.schedulingProfiles).toHaveLength(1);
+      expect(config.schedulingProfiles[0]!.name).toBe("predictive");
+      expect(config.schedulingProfiles[0]!.plugins.map((p) => [p.pluginRef, p.weight])).toEqual([
+        ["served-model-filter", 1],
+        ["predicted-latency-scorer", 3],
+        ["prefix-cache-scorer", 2],
+        ["inflight-load-scorer", 1],
+        ["kv-cache-utilization-scorer", 1],
+        ["lora-affinity-scorer", 1],
+        ["max-score-picker", 1],
+      ]);
+    }
+  });
+
+  it("GIE's default profile by name: served-model filter, queue ×2, kv ×2, lora ×1, max-score-picker, utilization-detector", () => {
+    for (const config of [
+      loadPickerConfig({ builtin: "gie" }),
+      loadPickerConfig({ text: "", file: "", builtin: "gie" }),
+    ]) {
       expect(config.plugins.map((p) => p.type)).toEqual([
         "served-model-filter",
         "queue-scorer",
@@ -50,7 +69,7 @@ describe("defaults", () => {
       expect(config.saturationDetector).toEqual({ pluginRef: "utilization-detector" });
       expect(config.warnings).toEqual([]);
     }
-    const set = instantiatePlugins(defaultPickerConfig(), createPluginHandle({ seed: 1 }));
+    const set = instantiatePlugins(loadPickerConfig({ builtin: "gie" }), createPluginHandle({ seed: 1 }));
     expect((set.profiles[0]!.picker as MaxScorePicker).maxNumOfEndpoints).toBe(1);
     const d = set.saturationDetector as UtilizationDetector;
     expect(d.params).toEqual({

@@ -1,7 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { SwitchyardError } from "../../src/common/errors.js";
 import type { Endpoint } from "../../src/datastore/types.js";
-import { defaultPickerConfig, loadPickerConfig } from "../../src/scheduling/config.js";
+import { loadPickerConfig } from "../../src/scheduling/config.js";
+
+/** GIE v1.5's default profile, by name (the built-in default is `predictive`: docs/design/scheduling.md §11.6). */
+const gieConfig = () => loadPickerConfig({ builtin: "gie" });
+
 import { isPreRequest, registerPlugin } from "../../src/scheduling/registry.js";
 import { createScheduler, NO_ENDPOINTS_MESSAGE } from "../../src/scheduling/scheduler.js";
 import type { ExtensionPoint, Filter, Scorer } from "../../src/scheduling/types.js";
@@ -30,10 +34,10 @@ registerPlugin(
 const yaml = (body: string): string =>
   `apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\n${body}`;
 
-describe("default profile", () => {
+describe("GIE's default profile (--scheduling-profile gie)", () => {
   it("prefers the lowest queue and KV", () => {
     const clock = new TestClock();
-    const s = createScheduler(defaultPickerConfig(), testHandle(clock));
+    const s = createScheduler(gieConfig(), testHandle(clock));
     const busy = endpoint("10.0.0.1", metrics({ waitingQueueSize: 6, kvCacheUsagePercent: 0.7 }, clock.t));
     const idle = endpoint("10.0.0.2", metrics({ waitingQueueSize: 0, kvCacheUsagePercent: 0.1 }, clock.t));
     const mid = endpoint("10.0.0.3", metrics({ waitingQueueSize: 3, kvCacheUsagePercent: 0.4 }, clock.t));
@@ -53,7 +57,7 @@ describe("default profile", () => {
 
   it("LoRA affinity beats lower KV when the other endpoint has no free adapter slot", () => {
     const clock = new TestClock();
-    const s = createScheduler(defaultPickerConfig(), testHandle(clock));
+    const s = createScheduler(gieConfig(), testHandle(clock));
     // A: 2×1 + 2×(1−0.5) + 1×1.0 = 4.0;  B: 2×1 + 2×(1−0.1) + 1×0.0 = 3.8.
     const a = endpoint("10.0.0.1", metrics({ kvCacheUsagePercent: 0.5, active: ["ad"], maxActiveModels: 1 }, clock.t));
     const b = endpoint(
@@ -67,7 +71,7 @@ describe("default profile", () => {
 
   it("a free adapter slot (0.8) plus much lower KV outweighs affinity, as GIE's weights dictate", () => {
     const clock = new TestClock();
-    const s = createScheduler(defaultPickerConfig(), testHandle(clock));
+    const s = createScheduler(gieConfig(), testHandle(clock));
     // A: 2 + 1.0 + 1.0 = 4.0;  B: 2 + 1.8 + 0.8 = 4.6.
     const a = endpoint("10.0.0.1", metrics({ kvCacheUsagePercent: 0.5, active: ["ad"], maxActiveModels: 2 }, clock.t));
     const b = endpoint("10.0.0.2", metrics({ kvCacheUsagePercent: 0.1, maxActiveModels: 2 }, clock.t));
@@ -76,7 +80,7 @@ describe("default profile", () => {
 
   it("prefers a fresh endpoint over one whose (better) metrics are stale", () => {
     const clock = new TestClock();
-    const s = createScheduler(defaultPickerConfig(), testHandle(clock));
+    const s = createScheduler(gieConfig(), testHandle(clock));
     const stale = endpoint("10.0.0.1", metrics({ waitingQueueSize: 0, kvCacheUsagePercent: 0 }, clock.t - 500));
     const fresh = endpoint("10.0.0.2", metrics({ waitingQueueSize: 4, kvCacheUsagePercent: 0.6 }, clock.t));
     for (let i = 0; i < 20; i++) expect(s.schedule(request(), [stale, fresh]).endpoints).toEqual([fresh]);
@@ -111,7 +115,7 @@ ${extra}schedulingProfiles:
   });
 
   it("max-score-picker breaks ties uniformly at random", () => {
-    const s = createScheduler(defaultPickerConfig(), testHandle(new TestClock(), 7));
+    const s = createScheduler(gieConfig(), testHandle(new TestClock(), 7));
     const a = endpoint("10.0.0.1");
     const b = endpoint("10.0.0.2");
     const counts = new Map<Endpoint, number>([

@@ -16,10 +16,11 @@ import {
   loadStateOf,
   predictTtftMs,
 } from "../../datastore/load.js";
-import type { Endpoint } from "../../datastore/types.js";
+import { type Endpoint, isFresh } from "../../datastore/types.js";
 import { ParamReader } from "../params.js";
 import type { PluginFactory, PluginHandle } from "../registry.js";
 import type { CycleState, PreRequest, SchedulingRequest, Scorer, ScorerCategory, TypedName } from "../types.js";
+import { anyFresh } from "./metrics-view.js";
 import { PrefixCacheScorer } from "./prefix-cache.js";
 import { sized } from "./scorers.js";
 
@@ -110,9 +111,20 @@ export class PredictedLatencyScorer implements Scorer, PreRequest {
       fractions = prefix.matchFractions(state, request, endpoints);
       hashedTokens = prefix.hashesFor(request, endpoints).length * prefix.blockTokens(request, endpoints);
     }
+    // A pod whose scrapes fail is unknown, not idle: its last numbers (and its own-load view, blind to what it is
+    // doing) would otherwise attract load while any candidate is fresh, as the GIE scorers also refuse
+    // (docs/design/scheduling.md §11.4). A pod not yet scraped has no error and is scored from own load.
+    const now = this.#handle.now();
+    const staleMs = this.#handle.metricsStalenessMs;
+    const someFresh = anyFresh(endpoints, now, staleMs);
     let best = Number.POSITIVE_INFINITY;
     for (let i = 0; i < n; i++) {
       const e = endpoints[i]!;
+      if (someFresh && e.lastScrapeError !== undefined && !isFresh(e, now, staleMs)) {
+        cachedOut[i] = 0;
+        pred[i] = Number.POSITIVE_INFINITY;
+        continue;
+      }
       let cached = fractions === undefined ? 0 : fractions[i]! * hashedTokens;
       if (cached > prompt) cached = prompt;
       cachedOut[i] = prompt > 0 ? cached / prompt : 0;
@@ -124,7 +136,7 @@ export class PredictedLatencyScorer implements Scorer, PreRequest {
     }
     for (let i = 0; i < n; i++) {
       const t = pred[i]!;
-      out[i] = t > 0 && best > 0 ? best / t : 1;
+      out[i] = t === Number.POSITIVE_INFINITY ? 0 : t > 0 && best > 0 ? best / t : 1;
     }
     this.#scored = endpoints;
     return out;
