@@ -57,6 +57,8 @@ export interface BenchResults {
   readonly modes: readonly string[];
   /** Multiplier on every simulated latency (absent in older results: 1). */
   readonly time_scale?: number;
+  /** The EPPs' scrape interval in wall ms when the run chose one (--epp-scrape-interval). */
+  readonly epp_scrape_interval_ms?: number;
   readonly stream_batch_tokens?: number;
   readonly peer_calls_note?: string;
   readonly loads_pct: readonly number[];
@@ -209,8 +211,14 @@ export function renderPeerComparison(r: BenchResults): string[] {
   lines.push("");
   lines.push(
     `Median over ${r.reps} repetition(s), min–max across repetitions in parentheses. TTFT in wall ms${scale !== 1 ? ` on a fleet running at ${fmt(1 / scale, 1)}× simulated speed (× ${fmt(1 / scale, 1)} for model time; everything outside the simulators — gateway, router, network — runs at real speed)` : ""}. ` +
+      (r.epp_scrape_interval_ms !== undefined
+        ? `The EPPs scraped every ${r.epp_scrape_interval_ms} ms of wall time. `
+        : "") +
       "Slowdown = a request's TTFT ÷ its TTFT alone on an idle 1× pod with a cold cache, from the simulator's parameters (scale-free). " +
-      "`tail` = the fewest requests at or above any repetition's TTFT p90. `pods` = completion requests each pod received (median), pod 1 first.",
+      "`tail` = the fewest requests at or above any repetition's TTFT p90. " +
+      (r.backend === "llm-d-inference-sim"
+        ? "`pods` = requests each pod completed (its `vllm:request_success_total`, median), pod 1 first."
+        : "`pods` = completion requests each pod received (median), pod 1 first."),
   );
   lines.push("");
   lines.push(

@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DEFAULT_REFRESH_METRICS_INTERVAL_MS } from "../common/constants.js";
 import { ConfigError } from "../common/errors.js";
+import { parseFamilies } from "../datalayer/prom-parser.js";
 import { DEFAULT_IDLE_SCRAPE_INTERVAL_MS } from "../datalayer/scraper.js";
 import { type Child, Supervisor, waitFor } from "../local/children.js";
 import { BASE_MODEL, fleetResources, localEppArgs, POOL_NAMESPACE, type SimPod } from "../local/stack.js";
@@ -98,6 +99,14 @@ export const PEER_PATHS: readonly string[] = [
   "/model_info",
 ];
 const COMPLETION_PATHS: readonly string[] = ["/v1/chat/completions", "/v1/completions"];
+/** The vLLM completed-request counter llm-d-inference-sim also exports (docs/design/model-servers.md §7.4). */
+const SUCCESS_COUNTER = "vllm:request_success_total";
+
+/** Requests a vLLM-shaped server has finished, from its `/metrics` text: every label set (reason, model) summed. */
+export function completedRequests(metricsText: string): number {
+  const samples = parseFamilies(metricsText, [SUCCESS_COUNTER]).get(SUCCESS_COUNTER) ?? [];
+  return samples.reduce((a, x) => a + x.value, 0);
+}
 
 /** A profile shipped in deploy/examples/profiles/ (found from both src/ and dist/). */
 export function profilePath(name: "recommended" | "gie-default"): string {
@@ -142,6 +151,8 @@ export interface BenchConfig {
   readonly params: FleetParams;
   /** EndpointPickerConfig file for the switchyard mode ("" = the built-in default profile). */
   readonly eppConfig: string;
+  /** The EPPs' scrape interval in wall ms; 0 = the default scaled by timeScale. */
+  readonly eppScrapeIntervalMs?: number;
   readonly outDir: string;
   readonly workDir: string;
   readonly command: string;
@@ -217,6 +228,8 @@ export class BenchRunner {
   /** The llm-d-inference-sim processes (one per pod), watched for an exit during start-up. */
   readonly #fleetChildren: Child[] = [];
   readonly #gateways = new Map<ModeId, string>();
+  /** Each EPP mode's process, the URL that says whether its view of every pod is fresh, and whether it is paused. */
+  readonly #epps = new Map<ModeId, { readonly child: Child; readonly debugUrl: string; paused: boolean }>();
   #stopping = false;
   #loadSeq = 0;
   #current: Child | undefined;
@@ -245,6 +258,8 @@ export class BenchRunner {
   /** Stops every child; safe to call more than once (signal handler and finally). */
   async stop(): Promise<void> {
     this.#stopping = true;
+    // A stopped process cannot act on SIGTERM: resume the paused EPPs so they drain and exit like the rest.
+    for (const e of this.#epps.values()) if (e.paused) this.#signal(e, "SIGCONT");
     await this.#sup.stopAll(3000);
   }
 
@@ -344,9 +359,12 @@ export class BenchRunner {
       capacity,
       modes: c.modes,
       time_scale: c.timeScale,
+      ...(c.eppScrapeIntervalMs ? { epp_scrape_interval_ms: c.eppScrapeIntervalMs } : {}),
       stream_batch_tokens: c.streamBatchTokens,
       peer_calls_note:
-        c.backend === "switchyard-sim" ? "pod_requests and peer_calls counted by the simulators" : "not counted",
+        c.backend === "switchyard-sim"
+          ? "pod_requests and peer_calls counted by the simulators"
+          : "pod_requests = requests each pod completed (vllm:request_success_total); peer_calls not counted",
       loads_pct: c.loads,
       reps: c.reps,
       stage_duration_s: c.durationMs / 1000,
@@ -460,7 +478,16 @@ export class BenchRunner {
     const c = this.#c;
     const [grpc, health, metrics] = [await freePort(), await freePort(), await freePort()];
     const args = localEppArgs({ resources, ports: { grpc, health, metrics }, logLevel: "warn" });
-    if (c.timeScale !== 1) {
+    if (c.eppScrapeIntervalMs !== undefined && c.eppScrapeIntervalMs > 0) {
+      // Chosen by the run: on llm-d-inference-sim every scrape renders 32 KB of histograms, and at 10 ms that work
+      // competes with the fleet for this box's cores (bench/README.md, "Against the peer routers").
+      args.push(
+        "--refresh-metrics-interval",
+        `${c.eppScrapeIntervalMs}ms`,
+        "--refresh-metrics-idle-interval",
+        `${c.eppScrapeIntervalMs * 10}ms`,
+      );
+    } else if (c.timeScale !== 1) {
       // A faster fleet needs a proportionally fresher view: the EPP scrapes as often in simulated time as it would
       // at 1× (50 ms, and 500 ms when idle), so time scaling does not hand it staler metrics
       // than its real defaults. The peers' own timers cannot all be scaled (bench/README.md, "Peer routers").
@@ -480,13 +507,21 @@ export class BenchRunner {
     }
     const child = this.#sup.start(`epp-${SHORT[mode]}`, args);
     this.#watch(child);
-    const url = `http://127.0.0.1:${metrics}/debug/endpoints`;
+    const epp = { child, debugUrl: `http://127.0.0.1:${metrics}/debug/endpoints`, paused: false };
+    this.#epps.set(mode, epp);
+    await this.#waitFresh(mode, epp);
+    return `127.0.0.1:${grpc}`;
+  }
+
+  /** Resolves once the EPP's /debug/endpoints lists every pod with fresh metrics (start-up, and after a pause). */
+  async #waitFresh(mode: ModeId, epp: { readonly child: Child; readonly debugUrl: string }): Promise<void> {
+    const { child, debugUrl } = epp;
     try {
       await waitFor(
         `the ${mode} EPP to see fresh metrics from every pod`,
         async () => {
           if (child.process.exitCode !== null) throw new Error(`exited (${child.process.exitCode})`);
-          const snap = (await (await fetch(url)).json()) as { endpoints: { fresh: boolean }[] };
+          const snap = (await (await fetch(debugUrl)).json()) as { endpoints: { fresh: boolean }[] };
           return snap.endpoints.length === this.#pods.length && snap.endpoints.every((e) => e.fresh);
         },
         45_000,
@@ -495,7 +530,27 @@ export class BenchRunner {
     } catch (err) {
       throw new Error(`${(err as Error).message}\n--- ${child.logFile}:\n${this.#sup.tail(child)}`);
     }
-    return `127.0.0.1:${grpc}`;
+  }
+
+  #signal(epp: { readonly child: Child; paused: boolean }, signal: "SIGSTOP" | "SIGCONT"): void {
+    const p = epp.child.process;
+    if (p.exitCode === null && p.signalCode === null) p.kill(signal);
+    epp.paused = signal === "SIGSTOP";
+  }
+
+  /**
+   * Only the EPP of the mode being measured runs; the others are paused (SIGSTOP). An idle EPP still scrapes every
+   * pod (every 10 ms at the peers preset's 5× speed), and on a shared 2-core box that work, and the simulators'
+   * work rendering the answers (32 KB per scrape on llm-d-inference-sim), slowed every other mode's stage, the
+   * EPP modes' most (bench/README.md, "Against the peer routers"). A resumed EPP keeps what it learnt and is used
+   * once its view of every pod is fresh again. The capacity probe runs with every EPP paused.
+   */
+  async #activate(mode: ModeId | undefined): Promise<void> {
+    for (const [m, e] of this.#epps) if (m !== mode && !e.paused) this.#signal(e, "SIGSTOP");
+    const epp = mode === undefined ? undefined : this.#epps.get(mode);
+    if (epp === undefined || !epp.paused) return;
+    this.#signal(epp, "SIGCONT");
+    await this.#waitFresh(mode!, epp);
   }
 
   /**
@@ -559,8 +614,24 @@ export class BenchRunner {
     return `127.0.0.1:${port}`;
   }
 
-  /** Completion and router-facing endpoint hits per pod (switchyard-sim only: GET /sim/endpoint-hits). */
+  /**
+   * Completion and router-facing endpoint hits per pod: switchyard sim counts every call (GET /sim/endpoint-hits);
+   * llm-d-inference-sim has no such counter, so its pods report the requests they completed
+   * (`vllm:request_success_total`, every label set summed) under the chat path, and no router-facing calls.
+   */
   async #podHits(): Promise<(Record<string, number> | undefined)[]> {
+    if (this.#c.backend === "llm-d-inference-sim")
+      return Promise.all(
+        this.#podUrls.map(async (u) => {
+          try {
+            const res = await fetch(`${u}/metrics`, { signal: AbortSignal.timeout(2000) });
+            if (!res.ok) return undefined;
+            return { [COMPLETION_PATHS[0]!]: completedRequests(await res.text()) };
+          } catch {
+            return undefined;
+          }
+        }),
+      );
     if (this.#c.backend !== "switchyard-sim") return this.#podUrls.map(() => undefined);
     return Promise.all(
       this.#podUrls.map(async (u) => {
@@ -687,6 +758,7 @@ export class BenchRunner {
     const c = this.#c;
     const url = this.#gateways.get(mode);
     if (url === undefined) throw new Error(`no gateway for mode ${mode}`);
+    await this.#activate(mode);
     const n = ++this.#loadSeq;
     const out = join(c.workDir, `load-${n}.json`);
     const job: LoadJob = {

@@ -150,6 +150,12 @@ const FLAGS = {
     default: "",
     help: "EndpointPickerConfig file for the sy mode (empty = the EPP's default profile)",
   },
+  "epp-scrape-interval": {
+    kind: "duration",
+    default: 0,
+    help: 'the EPPs\' --refresh-metrics-interval (idle interval 10×) in wall time; 0 = 50 ms × --time-scale, as often in simulated time as at 1× (bench/README.md, "Against the peer routers")',
+    check: checks.nonNegative,
+  },
   out: { kind: "string", default: "", help: "result directory (empty = bench/results/<timestamp>)" },
   "work-dir": {
     kind: "string",
@@ -305,6 +311,7 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     workload: { ...DEFAULT_WORKLOAD, seed: f.seed },
     params: H100_SCALED,
     eppConfig: f["epp-config"] === "" ? "" : resolve(f["epp-config"]),
+    eppScrapeIntervalMs: f["epp-scrape-interval"],
     outDir,
     workDir,
     command: `switchyard bench ${argv.join(" ")}`.trim(),

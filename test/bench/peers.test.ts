@@ -1,17 +1,18 @@
 /**
  * The peer-router comparison's own parts: the idle cold TTFT behind every slowdown, time scaling of both backends,
  * the per-repetition spread the report prints, the issue-15 targets against the best peer, and the CLI refusing a
- * peer mode whose router is not installed.
+ * peer mode whose router is not installed, and the per-pod count read from llm-d-inference-sim's metrics.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { benchPods, H100_SCALED, idleColdTtftMs, llmdArgs, simOptions } from "../../src/bench/fleet.js";
 import type { LoadResult } from "../../src/bench/loadgen.js";
 import { peerTargets, renderPeerComparison } from "../../src/bench/report.js";
-import { MODE_ALIASES, PEER_MODES } from "../../src/bench/run.js";
+import { completedRequests, MODE_ALIASES, PEER_MODES } from "../../src/bench/run.js";
 import { type AggregatePoint, aggregate, summarizeStage } from "../../src/bench/stats.js";
 
 describe("idle cold TTFT", () => {
@@ -180,5 +181,26 @@ describe("peer modes", () => {
     } finally {
       rmSync(empty, { recursive: true, force: true });
     }
+  });
+});
+
+describe("per-pod requests on llm-d-inference-sim", () => {
+  it("sums vllm:request_success_total over every reason and model, and reads 0 when the pod reports none", () => {
+    const llmd = [
+      "# HELP vllm:request_success_total Count of successfully processed requests.",
+      "# TYPE vllm:request_success_total counter",
+      'vllm:request_success_total{finish_reason="length",model_name="meta-llama/Llama-3.1-8B-Instruct"} 3',
+      'vllm:request_success_total{finish_reason="stop",model_name="lora-a"} 4',
+      'vllm:request_success_total_created{finish_reason="stop",model_name="lora-a"} 1.7e9',
+      "vllm:num_requests_running 2",
+      "",
+    ].join("\n");
+    expect(completedRequests(llmd)).toBe(7);
+    const real = readFileSync(
+      fileURLToPath(new URL("../fixtures/metrics/vllm-0.32/metrics-busy.txt", import.meta.url)),
+      "utf8",
+    );
+    expect(completedRequests(real)).toBe(1);
+    expect(completedRequests("vllm:num_requests_running 2\n")).toBe(0);
   });
 });
