@@ -176,12 +176,13 @@ export const DEFAULT_MAX_METRICS_BODY_BYTES = 16 * 1024 * 1024;
 /** `text/plain; version=0.0.4` keeps servers on the classic format instead of OpenMetrics (§5). */
 export const METRICS_ACCEPT_HEADER = "text/plain; version=0.0.4";
 
-interface Deferred {
+/** A promise with its resolver; the main-thread front (scraper.ts) uses it too. */
+export interface Deferred {
   readonly promise: Promise<void>;
   resolve(): void;
 }
 
-function deferred(): Deferred {
+export function deferred(): Deferred {
   // Promise.withResolvers is Node 22+; this runs on Node 20 too.
   let resolve!: () => void;
   const promise = new Promise<void>((r) => {

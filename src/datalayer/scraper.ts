@@ -33,6 +33,8 @@ import type { Endpoint, EndpointMetrics } from "../datastore/types.js";
 import { type Logger, silentLogger } from "../observability/logger.js";
 import type { EngineRegistry } from "./engines.js";
 import {
+  type Deferred,
+  deferred,
   type EndpointSource,
   JOIN_BURST,
   type JoinSpread,
@@ -128,19 +130,6 @@ export interface MetricsScraperOptions extends ScrapeLoopOptions {
    */
   workers?: number;
   hooks?: MetricsScraperHooks;
-}
-
-interface Deferred {
-  readonly promise: Promise<void>;
-  resolve(): void;
-}
-
-function deferred(): Deferred {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
 }
 
 const EMPTY: ReadonlySet<string> = new Set<string>();
