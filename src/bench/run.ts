@@ -259,7 +259,8 @@ export class BenchRunner {
   async stop(): Promise<void> {
     this.#stopping = true;
     // A stopped process cannot act on SIGTERM: resume the paused EPPs so they drain and exit like the rest.
-    for (const e of this.#epps.values()) if (e.paused) this.#signal(e, "SIGCONT");
+    this.#resumeOnExit();
+    process.off("exit", this.#resumeOnExit);
     await this.#sup.stopAll(3000);
   }
 
@@ -508,6 +509,7 @@ export class BenchRunner {
     const child = this.#sup.start(`epp-${SHORT[mode]}`, args);
     this.#watch(child);
     const epp = { child, debugUrl: `http://127.0.0.1:${metrics}/debug/endpoints`, paused: false };
+    if (this.#epps.size === 0) process.on("exit", this.#resumeOnExit);
     this.#epps.set(mode, epp);
     await this.#waitFresh(mode, epp);
     return `127.0.0.1:${grpc}`;
@@ -545,13 +547,22 @@ export class BenchRunner {
    * EPP modes' most (bench/README.md, "Against the peer routers"). A resumed EPP keeps what it learnt and is used
    * once its view of every pod is fresh again. The capacity probe runs with every EPP paused.
    */
-  async #activate(mode: ModeId | undefined): Promise<void> {
+  async #activate(mode: ModeId): Promise<void> {
     for (const [m, e] of this.#epps) if (m !== mode && !e.paused) this.#signal(e, "SIGSTOP");
-    const epp = mode === undefined ? undefined : this.#epps.get(mode);
+    const epp = this.#epps.get(mode);
     if (epp === undefined || !epp.paused) return;
     this.#signal(epp, "SIGCONT");
-    await this.#waitFresh(mode!, epp);
+    await this.#waitFresh(mode, epp);
   }
+
+  /**
+   * A paused child cannot notice that this process died (its parent watch is a timer, and a stopped process runs
+   * none), so every way out of this process that runs code resumes them; only a SIGKILL of the bench itself
+   * leaves them stopped (`kill -CONT` then lets each one see its new parent and exit).
+   */
+  readonly #resumeOnExit = (): void => {
+    for (const e of this.#epps.values()) if (e.paused) this.#signal(e, "SIGCONT");
+  };
 
   /**
    * Starts one peer router on a free port with every pod as a worker, and waits until it answers a completion:
