@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { type RunningEpp, type StartEppOverrides, startEpp } from "../../src/cli/epp.js";
 import { loopbackEppFlags } from "../../src/local/stack.js";
 import { silentLogger } from "../../src/observability/logger.js";
-import { type FakePod, startPods } from "../datalayer/fake-pods.js";
+import { type FakePod, type PodBehaviour, startPods } from "../datalayer/fake-pods.js";
 import { connect, type FakeEnvoyClient } from "./extproc-client.js";
 
 export interface PodState {
@@ -123,8 +123,12 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const addresses = options.addresses ?? freshAddresses(3);
   const states: PodState[] = addresses.map(() => ({ ...(options.initial ?? { waiting: 0, running: 0, kv: 0.1 }) }));
   const { port, pods } = await startPods(addresses, () => ({ status: 200, body: "", delayMs: 0 }));
+  const synced: PodBehaviour[] = [];
   const sync = () => {
-    for (const [i, p] of pods.entries()) p.behaviour = { status: 200, body: vllmMetrics(states[i]!), delayMs: 0 };
+    for (const [i, p] of pods.entries()) {
+      p.behaviour = { status: 200, body: vllmMetrics(states[i]!), delayMs: 0 };
+      synced[i] = p.behaviour;
+    }
   };
   sync();
   const dir = mkdtempSync(join(tmpdir(), "switchyard-it-"));
@@ -156,10 +160,28 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     },
     async settle() {
       const start = pods.map((p) => p.requests);
-      // Two full scrape rounds after the change guarantee every endpoint saw the new text.
+      // Two requests per pod after the change mean a scrape started after it; the pod having answered is not the
+      // EPP having applied the answer (scrapes run in worker threads and a busy core delays the hand-over), so the
+      // wait ends when the EPP's own view shows every pod's current state.
       const deadline = Date.now() + 10_000;
-      while (pods.some((p, i) => p.requests < start[i]! + 2)) {
-        if (Date.now() > deadline) throw new Error("pods were not scraped within 10 s");
+      const reflected = () => {
+        const view = new Map(epp.snapshot().endpoints.map((e) => [e.key, e.metrics]));
+        return pods.every((p, i) => {
+          // A test that set a pod's behaviour itself gets the request-count wait only.
+          if (p.behaviour !== synced[i]) return true;
+          const m = view.get(`${p.address}:${port}`);
+          const s = states[i]!;
+          return (
+            m != null &&
+            m.queue === s.waiting &&
+            m.running === s.running &&
+            m.kvCacheUsage === s.kv &&
+            (s.maxLora === undefined || m.maxLoras === s.maxLora)
+          );
+        });
+      };
+      while (pods.some((p, i) => p.requests < start[i]! + 2) || !reflected()) {
+        if (Date.now() > deadline) throw new Error("pods' metrics did not reach the EPP within 10 s");
         await new Promise((r) => setTimeout(r, 10));
       }
     },
@@ -170,7 +192,13 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       rmSync(dir, { recursive: true, force: true });
     },
   };
-  await harness.settle();
+  // Start-up waits for one scrape per pod to land, whatever it said: some tests point the EPP at other metric
+  // names, so the pods' vLLM texts need not parse.
+  const deadline = Date.now() + 10_000;
+  while (epp.snapshot().endpoints.filter((e) => e.ageMs !== null || e.lastScrapeError !== null).length < pods.length) {
+    if (Date.now() > deadline) throw new Error("the pods were not scraped within 10 s of start-up");
+    await new Promise((r) => setTimeout(r, 10));
+  }
   return harness;
 }
 
