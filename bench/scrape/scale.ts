@@ -18,7 +18,7 @@
  *
  * Env: NS (default "8,100,1000,5000"), TEXT (small | vllm, default small), WINDOW (s, default 10), SETTLE (least
  * warm-up before the windows, default 4 s; it goes on until the scrape rate is steady, up to SETTLE_MAX, 30 s), REPS (default 3), BASE_CLI (default /tmp/scrape-base/dist/cli.js; "" = new only),
- * EPP_FLAGS (extra flags for both), ARMS (base,new by default; also inproc, wK = this tree with K scrape workers, rare = this tree scraping every 30 s). Bounded: every window ends by itself and every child is killed at the end.
+ * EPP_FLAGS (extra flags for both), EPP_NODE_ARGS (Node flags for the EPPs: a CPU profile, a GC trace), ARMS (base,new by default; also inproc, wK = this tree with K scrape workers, rare = this tree scraping every 30 s). Bounded: every window ends by itself and every child is killed at the end.
  */
 import { type ChildProcess, fork, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -32,6 +32,8 @@ import { LeanExtProcClient, RequestTemplate } from "../extproc/lean-client.js";
 import { CHUNK_BYTES, chatBody, HEADERS } from "../extproc/workload.js";
 
 const CLK_TCK = 100;
+/** EPP_NODE_ARGS: Node flags for the EPP processes only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p" or "--trace-gc". */
+const NODE_ARGS = (process.env.EPP_NODE_ARGS ?? "").split(" ").filter((s) => s !== "");
 /** Every child started, killed if this process is interrupted (their own `finally` does not run then). */
 const children = new Set<ChildProcess>();
 for (const signal of ["SIGINT", "SIGTERM"] as const)
@@ -243,6 +245,7 @@ async function measure(
   const child = spawn(
     process.execPath,
     [
+      ...NODE_ARGS,
       cli,
       "epp",
       "--resources",
@@ -254,7 +257,8 @@ async function measure(
       "warn",
       ...extra,
     ],
-    { stdio: ["ignore", "ignore", "inherit"] },
+    // With EPP_NODE_ARGS (a profile, a GC trace) the EPP's stdout is shown: that is where V8 writes its traces.
+    { stdio: ["ignore", NODE_ARGS.length > 0 ? "inherit" : "ignore", "inherit"] },
   );
   children.add(child);
   const client = new LeanExtProcClient({ port: grpc!, connections: 1, requestTimeoutMs: 10_000 });

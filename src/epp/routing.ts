@@ -63,7 +63,8 @@ export function buildRouting(o: RoutingOptions): Routing {
     admission,
     metrics,
     logger,
-    decisions,
+    // Only /debug/endpoints reads the ring: without it, recording each decision is work nobody sees.
+    ...(f["enable-debug-endpoints"] ? { decisions } : {}),
     rejectUnknownModels: f["reject-unknown-models"],
     disableSubsetFilter: f["disable-endpoint-subset-filter"],
     // An explicit --tenant-header wins over admission.tenantHeader in the config.

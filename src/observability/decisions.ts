@@ -20,8 +20,18 @@ export interface DecisionRecord {
     readonly scores: Readonly<Record<string, number>>;
   }[];
   readonly filtered?: readonly { readonly endpoint: string; readonly by: string }[];
+  /** Endpoints the filters removed; `filtered` lists the first DECISION_DETAIL of them. */
+  readonly filteredCount?: number;
+  /** Endpoints scored; `scores` holds the chosen ones and the best others, at most DECISION_DETAIL rows. */
+  readonly candidates?: number;
   readonly schedulingMicros?: number;
 }
+
+/**
+ * Rows of scores and filter verdicts a decision record keeps. A record outlives its request (the ring holds the
+ * last 50), so what it keeps must not grow with the pool.
+ */
+export const DECISION_DETAIL = 10;
 
 export class DecisionLog {
   readonly #items: (DecisionRecord | undefined)[];

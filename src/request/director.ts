@@ -18,10 +18,10 @@ import { SwitchyardError, toSwitchyardError } from "../common/errors.js";
 import { pickWeighted } from "../datastore/datastore.js";
 import { EndpointLoad, type LoadTicket } from "../datastore/load.js";
 import type { Criticality, Endpoint } from "../datastore/types.js";
-import type { DecisionLog, DecisionRecord } from "../observability/decisions.js";
+import { DECISION_DETAIL, type DecisionLog, type DecisionRecord } from "../observability/decisions.js";
 import type { Logger } from "../observability/logger.js";
 import type { EppMetrics } from "../observability/metrics.js";
-import type { Scheduler, SchedulingRequest, SchedulingResult } from "../scheduling/index.js";
+import type { EndpointScoreBreakdown, Scheduler, SchedulingRequest, SchedulingResult } from "../scheduling/index.js";
 import type {
   IncomingRequest,
   LifecycleFactory,
@@ -269,13 +269,19 @@ class ScheduledRequest implements SchedulingRequest {
   }
 }
 
-/** A routed decision for the /debug ring; the score breakdown is assembled only when somebody reads it. */
+/**
+ * A routed decision for the /debug ring. It outlives the cycle, whose scores the next cycle overwrites, so it
+ * copies them now: the chosen endpoints and the best others, at most DECISION_DETAIL rows, so that what fifty
+ * records hold does not grow with the pool (docs/design/scheduling.md §12). Only built with /debug enabled.
+ */
 class RoutedRecord implements DecisionRecord {
   readonly time = Date.now();
   readonly outcome = "routed" as const;
   readonly filtered: DecisionRecord["filtered"];
+  readonly filteredCount: number;
+  readonly candidates: number;
   readonly schedulingMicros: number;
-  readonly #result: SchedulingResult;
+  readonly scores: readonly EndpointScoreBreakdown[];
 
   constructor(
     readonly requestId: string,
@@ -287,17 +293,12 @@ class RoutedRecord implements DecisionRecord {
     result: SchedulingResult,
     elapsedMs: number,
   ) {
-    this.filtered = result.rejected;
+    const rejected = result.rejected;
+    this.filtered = rejected.length <= DECISION_DETAIL ? rejected : rejected.slice(0, DECISION_DETAIL);
+    this.filteredCount = rejected.length;
+    this.candidates = result.scoredCount;
     this.schedulingMicros = Math.round(elapsedMs * 1000);
-    this.#result = result;
-  }
-
-  get scores(): DecisionRecord["scores"] {
-    return this.#result.breakdown;
-  }
-
-  toJSON(): DecisionRecord {
-    return { ...this, scores: this.scores };
+    this.scores = result.best(DECISION_DETAIL);
   }
 }
 

@@ -65,6 +65,9 @@ function pluginTimers(p: ResolvedProfile, preRequest: readonly PreRequest[], hoo
 
 type Rejection = { readonly endpoint: string; readonly by: string };
 const NO_REJECTIONS: readonly Rejection[] = [];
+/** One filter that removed endpoints: its input and output lists. */
+type Drop = { readonly by: string; readonly before: readonly Endpoint[]; readonly after: readonly Endpoint[] };
+const NO_DROPS: readonly Drop[] = [];
 
 /** Score clamped to [0,1]; NaN (a scorer bug or a missing entry) counts as 0. */
 function clamp01(v: number): number {
@@ -72,54 +75,135 @@ function clamp01(v: number): number {
 }
 
 /**
- * The cycle's outcome. Scores stay in the array the cycle filled; the per-endpoint breakdown (an object per
- * endpoint with a record per scorer) is assembled only when a decision log or /debug reads it.
+ * The cycle's outcome. Scores stay in the scheduler's scratch array, which the next cycle overwrites: a fresh
+ * (scorers + 1) × n array per cycle was 48 KB of garbage per request at 1,000 endpoints and the largest cause of
+ * request-latency p99 there (bench/README.md, "Scraping at scale"). So the scores can be read until the next
+ * cycle starts, and reading them later fails loudly instead of returning another request's numbers; what must
+ * outlive the cycle (a decision record) copies `best(k)` or `breakdown` first. Endpoints, profile and rejections
+ * stay valid for good.
  */
 class Result implements SchedulingResult {
   readonly endpoints: readonly Endpoint[];
   readonly profile: string;
-  readonly rejected: readonly Rejection[];
+  readonly #drops: readonly Drop[];
+  #rejected: readonly Rejection[] | undefined;
   readonly #scored: readonly Endpoint[];
   readonly #names: readonly string[];
   /** Row s = scorer s's clamped scores, last row = totals (see #run). */
   readonly #scores: number[];
   #breakdown: EndpointScoreBreakdown[] | undefined;
+  readonly #owner: ProfileScheduler;
+  readonly #cycle: number;
 
   constructor(
+    owner: ProfileScheduler,
     endpoints: readonly Endpoint[],
     profile: string,
-    rejected: readonly Rejection[],
+    drops: readonly Drop[],
     scored: readonly Endpoint[],
     names: readonly string[],
     scores: number[],
   ) {
+    this.#owner = owner;
+    this.#cycle = owner.cycles;
     this.endpoints = endpoints;
     this.profile = profile;
-    this.rejected = rejected;
+    this.#drops = drops;
     this.#scored = scored;
     this.#names = names;
     this.#scores = scores;
   }
 
+  get rejected(): readonly Rejection[] {
+    if (this.#rejected === undefined) {
+      if (this.#drops.length === 0) this.#rejected = NO_REJECTIONS;
+      else {
+        const out: Rejection[] = [];
+        for (const { by, before, after } of this.#drops) {
+          const kept = new Set(after);
+          for (const e of before) if (!kept.has(e)) out.push({ endpoint: e.key, by });
+        }
+        this.#rejected = out;
+      }
+    }
+    return this.#rejected;
+  }
+
+  /** The scratch scores are this cycle's only until the next one starts. */
+  #live(): void {
+    if (this.#owner.cycles !== this.#cycle)
+      throw new SwitchyardError(
+        "SY_INTERNAL",
+        "a scheduling result's scores were read after the next cycle ran; read breakdown or best(k) before scheduling again",
+      );
+  }
+
   get breakdown(): readonly EndpointScoreBreakdown[] {
     if (this.#breakdown === undefined) {
+      this.#live();
       const n = this.#scored.length;
-      const totals = this.#names.length * n;
       const out = new Array<EndpointScoreBreakdown>(n);
-      for (let i = 0; i < n; i++) {
-        const scores: Record<string, number> = {};
-        for (let s = 0; s < this.#names.length; s++) scores[this.#names[s]!] = this.#scores[s * n + i]!;
-        out[i] = { endpoint: this.#scored[i]!.key, total: this.#scores[totals + i]!, scores };
-      }
+      for (let i = 0; i < n; i++) out[i] = this.#row(i);
       this.#breakdown = out;
     }
     return this.#breakdown;
   }
 
+  get scoredCount(): number {
+    return this.#scored.length;
+  }
+
+  best(k: number): readonly EndpointScoreBreakdown[] {
+    const n = this.#scored.length;
+    if (n <= k) return this.breakdown;
+    this.#live();
+    const totals = this.#names.length * n;
+    const rows: number[] = [];
+    for (const e of this.endpoints) {
+      const i = this.#scored.indexOf(e);
+      if (i >= 0 && rows.length < k) rows.push(i);
+    }
+    const fixed = rows.length;
+    // The best others by total, kept sorted in a buffer of at most k - fixed: one pass, no sort of the pool.
+    const top: number[] = [];
+    const room = k - fixed;
+    for (let i = 0; i < n && room > 0; i++) {
+      if (rows.includes(i)) continue;
+      const t = this.#scores[totals + i]!;
+      if (top.length === room && t <= this.#scores[totals + top[room - 1]!]!) continue;
+      let j = top.length < room ? top.length : room - 1;
+      while (j > 0 && this.#scores[totals + top[j - 1]!]! < t) {
+        top[j] = top[j - 1]!;
+        j--;
+      }
+      top[j] = i;
+    }
+    return [...rows, ...top].map((i) => this.#row(i));
+  }
+
+  #row(i: number): EndpointScoreBreakdown {
+    const n = this.#scored.length;
+    const scores: Record<string, number> = {};
+    for (let s = 0; s < this.#names.length; s++) scores[this.#names[s]!] = this.#scores[s * n + i]!;
+    return { endpoint: this.#scored[i]!.key, total: this.#scores[this.#names.length * n + i]!, scores };
+  }
+
+  bestScoreOf(scorerName: string): number | undefined {
+    const s = this.#names.indexOf(scorerName);
+    if (s === -1) return undefined;
+    this.#live();
+    const n = this.#scored.length;
+    let best = Number.NEGATIVE_INFINITY;
+    for (let i = s * n; i < (s + 1) * n; i++) if (this.#scores[i]! > best) best = this.#scores[i]!;
+    return best;
+  }
+
   scoresOf(scorerName: string): ArrayLike<number> | undefined {
     const s = this.#names.indexOf(scorerName);
+    if (s === -1) return undefined;
+    this.#live();
     const n = this.#scored.length;
-    return s === -1 ? undefined : this.#scores.slice(s * n, (s + 1) * n);
+    return this.#scores.slice(s * n, (s + 1) * n);
   }
 }
 
@@ -135,6 +219,10 @@ class ProfileScheduler implements Scheduler {
   readonly #scorerNames: readonly string[];
   readonly #handle: DefaultPluginHandle;
   readonly #scored: ScoredEndpoint[] = [];
+  /** The cycle's scores, reused (see Result). */
+  readonly #scores: number[] = [];
+  /** Cycles started; a Result's scores are valid while this still equals the count at its creation. */
+  cycles = 0;
   #running = false;
   #cycle = 0;
   /** Reused: schedule() is synchronous, so one cycle state can never be shared by two runs. */
@@ -182,19 +270,18 @@ class ProfileScheduler implements Scheduler {
     const timers = this.#sampledTimers();
     const { filters, scorers, picker } = this.#p;
     let current = candidates;
-    let rejected = NO_REJECTIONS as Rejection[];
+    let drops = NO_DROPS as Drop[];
 
     for (let f = 0; f < filters.length; f++) {
       const filter = filters[f]!;
       const t0 = timers ? performance.now() : 0;
       const next = filter.filter(state, request, current);
       if (timers) timers.filters[f]!((performance.now() - t0) / 1000);
+      // Who was dropped is worked out only if somebody reads it (decision logs, /debug): at 1,000 endpoints the
+      // eager Set and one record per dropped endpoint were a large share of a cycle's garbage.
       if (next.length !== current.length) {
-        if (rejected === NO_REJECTIONS) rejected = [];
-        const kept = new Set(next);
-        const by = filter.typedName.name;
-        for (let i = 0; i < current.length; i++)
-          if (!kept.has(current[i]!)) rejected.push({ endpoint: current[i]!.key, by });
+        if (drops === NO_DROPS) drops = [];
+        drops.push({ by: filter.typedName.name, before: current, after: next });
       }
       if (next.length === 0) throw new SwitchyardError("SY_SCHEDULING_FAILED", NO_ENDPOINTS_MESSAGE);
       current = next;
@@ -206,7 +293,12 @@ class ProfileScheduler implements Scheduler {
     // line of a cycle in bench/extproc's CPU profile (≈ 1.7 µs per request).
     const n = current.length;
     const S = scorers.length;
-    const scores = new Array<number>((S + 1) * n).fill(0);
+    this.cycles++;
+    const scores = this.#scores;
+    const size = (S + 1) * n;
+    // Grown with doubles only, so the array stays PACKED_DOUBLE_ELEMENTS (unboxed numbers, no per-write HeapNumber).
+    while (scores.length < size) scores.push(0.5);
+    scores.fill(0, 0, size);
     const totals = S * n;
     for (let s = 0; s < S; s++) {
       const { scorer, weight } = scorers[s]!;
@@ -241,7 +333,7 @@ class ProfileScheduler implements Scheduler {
     }
     if (timers) timers.picker((performance.now() - t0) / 1000);
     if (picked.length === 0) throw new SwitchyardError("SY_SCHEDULING_FAILED", NO_ENDPOINTS_MESSAGE);
-    return new Result(picked, this.profile, rejected, current, this.#scorerNames, scores);
+    return new Result(this, picked, this.profile, drops, current, this.#scorerNames, scores);
   }
 
   preRequest(request: SchedulingRequest, chosen: readonly Endpoint[]): void {

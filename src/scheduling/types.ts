@@ -73,9 +73,18 @@ export interface SchedulingResult {
   readonly profile: string;
   /** Built on first read (decision logs, /debug): most requests never need it. */
   readonly breakdown: readonly EndpointScoreBreakdown[];
+  /** How many endpoints were scored (the breakdown's length). */
+  readonly scoredCount: number;
+  /**
+   * At most `k` rows of the breakdown: the chosen endpoints first, then the highest totals. What a record that
+   * outlives the request keeps, so its size does not grow with the pool.
+   */
+  best(k: number): readonly EndpointScoreBreakdown[];
   /** The clamped scores one scorer (by plugin name) gave the scored endpoints; undefined if it did not run. */
   scoresOf(scorerName: string): ArrayLike<number> | undefined;
-  /** Endpoints removed by filters, with the filter that removed them. */
+  /** The highest clamped score one scorer gave this cycle, without copying its row; undefined if it did not run. */
+  bestScoreOf(scorerName: string): number | undefined;
+  /** Endpoints removed by filters, with the filter that removed them (worked out on first read). */
   readonly rejected: readonly { readonly endpoint: string; readonly by: string }[];
 }
 

@@ -52,7 +52,16 @@ class FakeScheduler implements Pick<Scheduler, "schedule" | "preRequest"> {
     this.seen.push({ request, candidates: candidates.map((e) => e.key) });
     if (this.fail) throw this.fail;
     const endpoints = this.choose(candidates);
-    return { endpoints, profile: "fake", breakdown: [], rejected: [], scoresOf: () => undefined };
+    return {
+      endpoints,
+      profile: "fake",
+      breakdown: [],
+      scoredCount: candidates.length,
+      best: () => [],
+      rejected: [],
+      scoresOf: () => undefined,
+      bestScoreOf: () => undefined,
+    };
   }
 
   preRequest(request: SchedulingRequest, chosen: readonly Endpoint[]): void {

@@ -114,6 +114,45 @@ ${extra}schedulingProfiles:
     expect(r.rejected).toEqual([]);
   });
 
+  it("best(k) keeps the chosen endpoint, then the highest totals, and never more than k rows", () => {
+    const s = createScheduler(fixedConfig("random-picker"), testHandle(new TestClock(), 99));
+    const eps = Array.from({ length: 40 }, (_, i) => endpoint(`10.2.0.${i + 1}`));
+    // Distinct scores in a shuffled order, so position in the pool says nothing about rank.
+    for (let i = 0; i < 40; i++) FIXED[`10.2.0.${i + 1}`] = ((i * 17) % 40) / 40;
+    for (let round = 0; round < 20; round++) {
+      const r = s.schedule(request(), eps);
+      expect(r.scoredCount).toBe(40);
+      const best = r.best(5);
+      expect(best).toHaveLength(5);
+      const chosen = r.endpoints[0]!.key;
+      expect(best[0]!.endpoint).toBe(chosen);
+      const others = r.breakdown
+        .filter((b) => b.endpoint !== chosen)
+        .sort((x, y) => y.total - x.total)
+        .slice(0, 4);
+      expect(best.slice(1)).toEqual(others);
+      expect(r.best(50)).toEqual(r.breakdown);
+    }
+  });
+
+  it("a result's scores are readable until the next cycle, and reading them later fails loudly", () => {
+    const s = createScheduler(fixedConfig("max-score-picker"), testHandle(new TestClock()));
+    Object.assign(FIXED, { "10.3.0.1": 0.2, "10.3.0.2": 0.9 });
+    const eps = [endpoint("10.3.0.1"), endpoint("10.3.0.2")];
+    const first = s.schedule(request(), eps);
+    const kept = first.breakdown;
+    FIXED["10.3.0.1"] = 1;
+    const second = s.schedule(request(), eps);
+    // What was copied before the next cycle stays; the cycle's own numbers are the second request's now.
+    expect(kept.map((b) => b.total)).toEqual([expect.closeTo(0.6, 10), expect.closeTo(2.7, 10)]);
+    expect(first.breakdown).toBe(kept);
+    expect(first.endpoints).toEqual([eps[1]]);
+    expect(() => first.scoresOf("test-fixed-scorer")).toThrow(/after the next cycle ran/);
+    expect(() => first.bestScoreOf("test-fixed-scorer")).toThrow(SwitchyardError);
+    expect(second.scoresOf("test-fixed-scorer")).toEqual([1, 0.9]);
+    expect(second.bestScoreOf("test-fixed-scorer")).toBe(1);
+  });
+
   it("max-score-picker breaks ties uniformly at random", () => {
     const s = createScheduler(gieConfig(), testHandle(new TestClock(), 7));
     const a = endpoint("10.0.0.1");
