@@ -93,7 +93,11 @@ describeWithTools(["llm-d-inference-sim"], "routing on llm-d-inference-sim", (to
     epp = await startEpp(["--resources", file, "--pool-name", "pool", ...LOOPBACK_EPP_FLAGS], { logger: silentLogger });
     client = connect(`127.0.0.1:${epp.grpcPort}`);
     gateway = await startGateway({ port: 0, epp: `127.0.0.1:${epp.grpcPort}`, logger: silentLogger });
-    await until("both pods' /v1/models read", () => epp.datastore.endpoints().every((e) => e.models !== undefined));
+    // Both reads, not just one: the models read and the first scrape land separately, and on a busy core one can
+    // trail the other by a while.
+    await until("both pods' /v1/models read and /metrics scraped", () =>
+      epp.datastore.endpoints().every((e) => e.models !== undefined && e.metrics !== undefined),
+    );
   });
 
   afterAll(async () => {
