@@ -221,10 +221,14 @@ class ProfileScheduler implements Scheduler {
   readonly #scored: ScoredEndpoint[] = [];
   /** The cycle's scores, reused (see Result). */
   readonly #scores: number[] = [];
-  /** Cycles started; a Result's scores are valid while this still equals the count at its creation. */
-  cycles = 0;
+  #cycles = 0;
   #running = false;
   #cycle = 0;
+
+  /** Cycles scored so far; a Result's scores are valid while this still equals the count at its creation. */
+  get cycles(): number {
+    return this.#cycles;
+  }
   /** Reused: schedule() is synchronous, so one cycle state can never be shared by two runs. */
   readonly #state: CycleState = new Map();
 
@@ -287,13 +291,13 @@ class ProfileScheduler implements Scheduler {
       current = next;
     }
 
-    // One allocation for every number the cycle produces: row s (of n) holds scorer s's clamped scores, the last
-    // row the weighted totals. The Result keeps it for the lazily built breakdown. A plain array, not a
-    // Float64Array: past 64 bytes a typed array gets an off-heap backing store, and allocating it was the costliest
-    // line of a cycle in bench/extproc's CPU profile (≈ 1.7 µs per request).
+    // One array for every number the cycle produces, reused from cycle to cycle (see Result): row s (of n) holds
+    // scorer s's clamped scores, the last row the weighted totals. A plain array, not a Float64Array: when it was
+    // allocated per cycle, a typed array's off-heap backing store was the costliest line of a cycle in
+    // bench/extproc's CPU profile (≈ 1.7 µs per request). It keeps the size of the largest pool seen.
     const n = current.length;
     const S = scorers.length;
-    this.cycles++;
+    this.#cycles++;
     const scores = this.#scores;
     const size = (S + 1) * n;
     // Grown with doubles only, so the array stays PACKED_DOUBLE_ELEMENTS (unboxed numbers, no per-write HeapNumber).
