@@ -554,12 +554,35 @@ export class KubeApiServer {
         const crd = (await this.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name)) as
           | (ApiObject & { status?: { conditions?: { type: string; status: string }[] } })
           | undefined;
-        if (crd?.status?.conditions?.some((c) => c.type === "Established" && c.status === "True")) break;
-        if (Date.now() > deadline) throw new Error(`CRD ${name} not Established in time`);
+        const established = crd?.status?.conditions?.some((c) => c.type === "Established" && c.status === "True");
+        // Established is not yet served: the group's discovery document (what resourcePath reads) is updated
+        // after the condition, and under load it answered 404 for a moment (seen in CI on Node 22).
+        if (established && crd !== undefined && (await this.#served(crd))) break;
+        if (Date.now() > deadline)
+          throw new Error(`CRD ${name} ${established ? "Established but not served" : "not Established"} in time`);
         await sleep(100);
       }
     }
     this.#discovery.clear();
+  }
+
+  /** Every served version of the CRD lists its plural in the group's discovery document. */
+  async #served(crd: ApiObject): Promise<boolean> {
+    const spec = (
+      crd as { spec?: { group?: string; names?: { plural?: string }; versions?: { name: string; served?: boolean }[] } }
+    ).spec;
+    if (spec?.group === undefined || spec.names?.plural === undefined) return true;
+    for (const v of spec.versions ?? []) {
+      if (v.served === false) continue;
+      try {
+        const doc = (await this.request("GET", `/apis/${spec.group}/${v.name}`)) as { resources?: { name: string }[] };
+        if (!doc.resources?.some((r) => r.name === spec.names!.plural)) return false;
+      } catch (err) {
+        if (err instanceof KubeRequestError && err.status === 404) return false;
+        throw err;
+      }
+    }
+    return true;
   }
 
   /** Deletes CRDs by name and waits until they are gone. */
