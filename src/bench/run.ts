@@ -523,7 +523,13 @@ export class BenchRunner {
         `the ${mode} EPP to see fresh metrics from every pod`,
         async () => {
           if (child.process.exitCode !== null) throw new Error(`exited (${child.process.exitCode})`);
-          const snap = (await (await fetch(debugUrl)).json()) as { endpoints: { fresh: boolean }[] };
+          // Bounded, so a hung answer is retried like a refused one; the cause (ECONNREFUSED, a reset) goes into the
+          // message, since undici's own says only "fetch failed".
+          const res = await fetch(debugUrl, { signal: AbortSignal.timeout(2000) }).catch((err: Error) => {
+            const code = (err.cause as { code?: string } | undefined)?.code;
+            throw new Error(code === undefined ? err.message : `${err.message} (${code})`);
+          });
+          const snap = (await res.json()) as { endpoints: { fresh: boolean }[] };
           return snap.endpoints.length === this.#pods.length && snap.endpoints.every((e) => e.fresh);
         },
         45_000,
