@@ -13,9 +13,9 @@
  * than what this replica has in flight. A stale gauge therefore never erases dispatches made after it was read,
  * and a dispatch the gauge already shows is not counted twice.
  *
- * The learner (`LatencyModel`) fits, per endpoint, TTFT ≈ overhead + prefillMs/token × (prefill queued ahead + own
- * uncached prompt) + interference × requests on the pod, by exponentially decayed least squares pulled toward a
- * prior (ridge), plus an EWMA of the inter-token time. Memory is constant per endpoint; state lives on the Endpoint
+ * The learner (`LatencyModel`) fits, per endpoint, TTFT ≈ overhead + (prefillMs/token + loadedPrefillMs/token ×
+ * requests) × own uncached prompt + aheadMs/token × prefill queued ahead + interference × requests on the pod, by
+ * exponentially decayed least squares pulled toward a prior (ridge), plus an EWMA of the inter-token time. Memory is constant per endpoint; state lives on the Endpoint
  * object and goes when the endpoint leaves the pool.
  */
 import type { Endpoint, EndpointMetrics } from "./types.js";
@@ -67,25 +67,40 @@ function finitePositive(v: number, max: number): boolean {
   return v > 0 && v < max;
 }
 
+/** Features of the TTFT fit: [1, own ktokens, ahead ktokens, requests, own ktokens × requests]. */
+const FEATURES = 5;
+/** Upper triangle of the symmetric normal matrix, row by row. */
+const TRI = (FEATURES * (FEATURES + 1)) / 2;
+const tri = (i: number, j: number): number => (i <= j ? i * FEATURES - (i * (i - 1)) / 2 + (j - i) : tri(j, i));
+/** Scratch for the solve: one per process, used synchronously, so no allocation per observation. */
+const A = new Float64Array(FEATURES * FEATURES);
+const C = new Float64Array(FEATURES);
+
 /**
- * Per-endpoint TTFT and inter-token model. Fields are plain numbers; `overhead`, `prefillPerToken` and
- * `interference` are the current fit, re-solved on every observation (a 3×3 system), so scoring reads them for free.
+ * Per-endpoint TTFT and inter-token model. Fields are plain numbers; the coefficients are the current fit, re-solved
+ * on every observation (a 5×5 Cholesky solve), so scoring reads them for free.
+ *
+ * Why five terms and not one prefill rate for "tokens ahead + own" (docs/design/scheduling.md §11.3): engines
+ * differ in what a request waits for. vLLM's chunked prefill shares a per-step token budget, so prompts queued ahead
+ * delay a new one; llm-d-inference-sim and `switchyard sim` prefill each request on its own and slow everything by a
+ * factor that grows with the running count, so what is ahead costs nothing and a busy pod stretches a request's own
+ * prefill. One shared coefficient could express neither; separate ones, plus the own × requests interaction, let each
+ * pod's learner find out which engine it is talking to.
  */
 export class LatencyModel {
-  /** Decayed normal equations: S = Σ w x xᵀ (upper triangle), b = Σ w x y, over x = [1, ktokens, requests]. */
-  #s00 = 0;
-  #s01 = 0;
-  #s02 = 0;
-  #s11 = 0;
-  #s12 = 0;
-  #s22 = 0;
-  #b0 = 0;
-  #b1 = 0;
-  #b2 = 0;
+  /** Decayed normal equations: S = Σ w x xᵀ (upper triangle), b = Σ w x y. */
+  readonly #s = new Float64Array(TRI);
+  readonly #b = new Float64Array(FEATURES);
   /** Current fit. */
   overhead: number;
+  /** ms per own uncached prompt token on an otherwise idle pod. */
   prefillPerToken: number;
+  /** ms per prompt token queued ahead (prefill not yet done) on the pod. */
+  aheadPerToken: number;
+  /** ms per request on the pod, whatever the prompt. */
   interference: number;
+  /** ms per own uncached prompt token per request on the pod: how much a busy pod stretches a prefill. */
+  loadedPrefillPerToken: number;
   /** Learned inter-token time, ms (the prior's until the first streamed completion). */
   interTokenMs: number;
   ttftObservations = 0;
@@ -96,13 +111,23 @@ export class LatencyModel {
     this.#prior = prior;
     this.overhead = prior.overheadMs;
     this.prefillPerToken = prior.prefillMsPerToken;
+    this.aheadPerToken = prior.prefillMsPerToken;
     this.interference = prior.interferenceMsPerRequest;
+    this.loadedPrefillPerToken = 0;
     this.interTokenMs = prior.interTokenMs;
   }
 
-  /** Predicted TTFT, ms, for `tokens` of prefill (queued ahead + own uncached) with `requests` already on the pod. */
-  predict(tokens: number, requests: number): number {
-    return this.overhead + this.prefillPerToken * tokens + this.interference * requests;
+  /**
+   * Predicted TTFT, ms, for `ownTokens` of own uncached prefill with `aheadTokens` of prefill queued ahead and
+   * `requests` already on the pod.
+   */
+  predict(ownTokens: number, aheadTokens: number, requests: number): number {
+    return (
+      this.overhead +
+      (this.prefillPerToken + this.loadedPrefillPerToken * requests) * ownTokens +
+      this.aheadPerToken * aheadTokens +
+      this.interference * requests
+    );
   }
 
   /** How much slower than nominal this pod decodes, from the learned inter-token time (1 before any). */
@@ -111,22 +136,44 @@ export class LatencyModel {
     return r < MIN_SPEED_RATIO ? MIN_SPEED_RATIO : Math.min(r, MAX_SPEED_RATIO);
   }
 
-  /** One TTFT: `tokens` and `requests` as they were at dispatch. Non-finite or absurd samples are ignored. */
-  observeTtft(ttftMs: number, tokens: number, requests: number): void {
+  /** One TTFT with the features as they were at dispatch. Non-finite or absurd samples are ignored. */
+  observeTtft(ttftMs: number, ownTokens: number, aheadTokens: number, requests: number): void {
     if (!finitePositive(ttftMs, MAX_OBSERVED_MS)) return;
-    if (!(tokens >= 0 && tokens < MAX_FEATURE_TOKENS) || !(requests >= 0 && requests < MAX_FEATURE_REQUESTS)) return;
+    if (
+      !(ownTokens >= 0 && ownTokens < MAX_FEATURE_TOKENS) ||
+      !(aheadTokens >= 0 && aheadTokens < MAX_FEATURE_TOKENS) ||
+      !(requests >= 0 && requests < MAX_FEATURE_REQUESTS)
+    )
+      return;
     const k = 1 - this.#prior.decay;
-    const x1 = tokens / TOKEN_SCALE;
-    const x2 = requests;
-    this.#s00 = k * this.#s00 + 1;
-    this.#s01 = k * this.#s01 + x1;
-    this.#s02 = k * this.#s02 + x2;
-    this.#s11 = k * this.#s11 + x1 * x1;
-    this.#s12 = k * this.#s12 + x1 * x2;
-    this.#s22 = k * this.#s22 + x2 * x2;
-    this.#b0 = k * this.#b0 + ttftMs;
-    this.#b1 = k * this.#b1 + x1 * ttftMs;
-    this.#b2 = k * this.#b2 + x2 * ttftMs;
+    const own = ownTokens / TOKEN_SCALE;
+    const x1 = own;
+    const x2 = aheadTokens / TOKEN_SCALE;
+    const x3 = requests;
+    const x4 = own * requests;
+    const s = this.#s;
+    const b = this.#b;
+    // Row by row over the upper triangle, x = [1, x1, x2, x3, x4].
+    s[0] = k * s[0]! + 1;
+    s[1] = k * s[1]! + x1;
+    s[2] = k * s[2]! + x2;
+    s[3] = k * s[3]! + x3;
+    s[4] = k * s[4]! + x4;
+    s[5] = k * s[5]! + x1 * x1;
+    s[6] = k * s[6]! + x1 * x2;
+    s[7] = k * s[7]! + x1 * x3;
+    s[8] = k * s[8]! + x1 * x4;
+    s[9] = k * s[9]! + x2 * x2;
+    s[10] = k * s[10]! + x2 * x3;
+    s[11] = k * s[11]! + x2 * x4;
+    s[12] = k * s[12]! + x3 * x3;
+    s[13] = k * s[13]! + x3 * x4;
+    s[14] = k * s[14]! + x4 * x4;
+    b[0] = k * b[0]! + ttftMs;
+    b[1] = k * b[1]! + x1 * ttftMs;
+    b[2] = k * b[2]! + x2 * ttftMs;
+    b[3] = k * b[3]! + x3 * ttftMs;
+    b[4] = k * b[4]! + x4 * ttftMs;
     this.ttftObservations++;
     this.#solve();
   }
@@ -143,39 +190,65 @@ export class LatencyModel {
     this.#solve();
   }
 
-  /** (S + Λ) θ = b + Λ θ₀, with θ₀ the prior scaled by the pod's speed ratio; Λ = priorWeight at typical x. */
+  /**
+   * (S + Λ) θ = b + Λ θ₀, with θ₀ the prior scaled by the pod's speed ratio (own and ahead tokens at the prior's
+   * prefill rate, no load interaction) and Λ = priorWeight at typical x, by Cholesky (S + Λ is symmetric positive
+   * definite: Λ > 0).
+   */
   #solve(): void {
     const p = this.#prior;
     const r = this.speedRatio;
-    const t0 = p.overheadMs * r;
-    const t1 = p.prefillMsPerToken * TOKEN_SCALE * r;
-    const t2 = p.interferenceMsPerRequest * r;
-    const l0 = p.priorWeight;
-    const l1 = p.priorWeight * TYPICAL_KTOKENS * TYPICAL_KTOKENS;
-    const l2 = p.priorWeight * TYPICAL_REQUESTS * TYPICAL_REQUESTS;
-    const a00 = this.#s00 + l0;
-    const a11 = this.#s11 + l1;
-    const a22 = this.#s22 + l2;
-    const a01 = this.#s01;
-    const a02 = this.#s02;
-    const a12 = this.#s12;
-    const c0 = this.#b0 + l0 * t0;
-    const c1 = this.#b1 + l1 * t1;
-    const c2 = this.#b2 + l2 * t2;
-    // Cramer's rule on the symmetric positive-definite 3×3 system (Λ > 0 keeps it invertible).
-    const m00 = a11 * a22 - a12 * a12;
-    const m01 = a01 * a22 - a12 * a02;
-    const m02 = a01 * a12 - a11 * a02;
-    const det = a00 * m00 - a01 * m01 + a02 * m02;
-    if (!(Math.abs(det) > 1e-12) || !Number.isFinite(det)) return;
-    const th0 = (c0 * m00 - a01 * (c1 * a22 - a12 * c2) + a02 * (c1 * a12 - a11 * c2)) / det;
-    const th1 = (a00 * (c1 * a22 - a12 * c2) - c0 * m01 + a02 * (a01 * c2 - c1 * a02)) / det;
-    const th2 = (a00 * (a11 * c2 - a12 * c1) - a01 * (a01 * c2 - c1 * a02) + c0 * m02) / det;
-    if (!Number.isFinite(th0) || !Number.isFinite(th1) || !Number.isFinite(th2)) return;
-    // A cost cannot be negative; a prefill rate of 0 would make every prompt free.
-    this.overhead = Math.max(0, th0);
-    this.prefillPerToken = Math.max(p.prefillMsPerToken * 0.01, th1 / TOKEN_SCALE);
-    this.interference = Math.max(0, th2);
+    const w = p.priorWeight;
+    const kt2 = TYPICAL_KTOKENS * TYPICAL_KTOKENS;
+    const rq2 = TYPICAL_REQUESTS * TYPICAL_REQUESTS;
+    const lambda0 = w;
+    const lambda1 = w * kt2;
+    const lambda3 = w * rq2;
+    const lambda4 = w * kt2 * rq2;
+    const prefill = p.prefillMsPerToken * TOKEN_SCALE * r;
+    const s = this.#s;
+    const b = this.#b;
+    for (let i = 0; i < FEATURES; i++) for (let j = i; j < FEATURES; j++) A[i * FEATURES + j] = s[tri(i, j)]!;
+    A[0] = A[0]! + lambda0;
+    A[6] = A[6]! + lambda1;
+    A[12] = A[12]! + lambda1;
+    A[18] = A[18]! + lambda3;
+    A[24] = A[24]! + lambda4;
+    C[0] = b[0]! + lambda0 * p.overheadMs * r;
+    C[1] = b[1]! + lambda1 * prefill;
+    C[2] = b[2]! + lambda1 * prefill;
+    C[3] = b[3]! + lambda3 * p.interferenceMsPerRequest * r;
+    C[4] = b[4]!;
+    // In-place Cholesky A = L Lᵀ on the upper triangle (stored as Lᵀ), then two triangular solves into C.
+    for (let i = 0; i < FEATURES; i++) {
+      let d = A[i * FEATURES + i]!;
+      for (let k = 0; k < i; k++) d -= A[k * FEATURES + i]! * A[k * FEATURES + i]!;
+      if (!(d > 1e-12) || !Number.isFinite(d)) return;
+      const l = Math.sqrt(d);
+      A[i * FEATURES + i] = l;
+      for (let j = i + 1; j < FEATURES; j++) {
+        let v = A[i * FEATURES + j]!;
+        for (let k = 0; k < i; k++) v -= A[k * FEATURES + i]! * A[k * FEATURES + j]!;
+        A[i * FEATURES + j] = v / l;
+      }
+    }
+    for (let i = 0; i < FEATURES; i++) {
+      let v = C[i]!;
+      for (let k = 0; k < i; k++) v -= A[k * FEATURES + i]! * C[k]!;
+      C[i] = v / A[i * FEATURES + i]!;
+    }
+    for (let i = FEATURES - 1; i >= 0; i--) {
+      let v = C[i]!;
+      for (let k = i + 1; k < FEATURES; k++) v -= A[i * FEATURES + k]! * C[k]!;
+      C[i] = v / A[i * FEATURES + i]!;
+    }
+    for (let i = 0; i < FEATURES; i++) if (!Number.isFinite(C[i]!)) return;
+    // A cost cannot be negative; an own prefill rate of 0 would make every prompt free.
+    this.overhead = Math.max(0, C[0]!);
+    this.prefillPerToken = Math.max(p.prefillMsPerToken * 0.01, C[1]! / TOKEN_SCALE);
+    this.aheadPerToken = Math.max(0, C[2]! / TOKEN_SCALE);
+    this.interference = Math.max(0, C[3]!);
+    this.loadedPrefillPerToken = Math.max(0, C[4]! / TOKEN_SCALE);
   }
 }
 
@@ -293,7 +366,7 @@ export function batchWaitMs(endpoint: Endpoint, requests: number): number {
  */
 export function predictTtftMs(endpoint: Endpoint, uncachedTokens: number, model: LatencyModel): number {
   const requests = fusedRequests(endpoint);
-  return model.predict(prefillTokensAhead(endpoint) + uncachedTokens, requests) + batchWaitMs(endpoint, requests);
+  return model.predict(uncachedTokens, prefillTokensAhead(endpoint), requests) + batchWaitMs(endpoint, requests);
 }
 
 export type ReleaseOutcome = "completed" | "cancelled" | "error";
@@ -305,8 +378,9 @@ export class LoadTicket {
   readonly #promptTokens: number;
   readonly #decodeTokens: number;
   readonly #dispatchedAt: number;
-  /** Features at dispatch, for the learner. */
-  readonly #work: number;
+  /** Features at dispatch, for the learner: own uncached prompt tokens, prefill tokens ahead, requests on the pod. */
+  readonly #own: number;
+  readonly #ahead: number;
   readonly #requests: number;
   /** Predicted wait for a batch slot at dispatch: not part of what the regression explains. */
   readonly #slotWait: number;
@@ -319,7 +393,8 @@ export class LoadTicket {
     promptTokens: number,
     decodeTokens: number,
     now: number,
-    work: number,
+    own: number,
+    ahead: number,
     requests: number,
     slotWait: number,
   ) {
@@ -328,7 +403,8 @@ export class LoadTicket {
     this.#promptTokens = promptTokens;
     this.#decodeTokens = decodeTokens;
     this.#dispatchedAt = now;
-    this.#work = work;
+    this.#own = own;
+    this.#ahead = ahead;
     this.#requests = requests;
     this.#slotWait = slotWait;
   }
@@ -354,7 +430,8 @@ export class LoadTicket {
     const s = this.#state;
     s.sync(this.endpoint.metrics);
     s.prefillTokens -= this.#promptTokens;
-    if (streamed) s.model.observeTtft(this.#regressionTtft(now - this.#dispatchedAt), this.#work, this.#requests);
+    if (streamed)
+      s.model.observeTtft(this.#regressionTtft(now - this.#dispatchedAt), this.#own, this.#ahead, this.#requests);
   }
 
   /**
@@ -386,11 +463,11 @@ export class LoadTicket {
     // One number for two unknowns: attribute it in the proportion the current model predicts, so a pod that is
     // uniformly slower (the common heterogeneous case) moves both estimates by the same factor.
     const total = now - this.#dispatchedAt;
-    const ttft = model.predict(this.#work, this.#requests) + this.#slotWait;
+    const ttft = model.predict(this.#own, this.#ahead, this.#requests) + this.#slotWait;
     const predicted = ttft + (tokens - 1) * model.interTokenMs;
     if (!(predicted > 0) || !(total > 0)) return;
     const f = total / predicted;
-    model.observeTtft(this.#regressionTtft(ttft * f), this.#work, this.#requests);
+    model.observeTtft(this.#regressionTtft(ttft * f), this.#own, this.#ahead, this.#requests);
     if (tokens >= 2) model.observeInterToken(model.interTokenMs * f);
   }
 }
@@ -426,7 +503,8 @@ export class EndpointLoad {
     s.sync(endpoint.metrics);
     const cached = s.cachedHint >= 0 && s.cachedHint <= 1 ? s.cachedHint : 0;
     s.cachedHint = -1;
-    const work = prefillTokensAhead(endpoint) + prompt * (1 - cached);
+    const own = prompt * (1 - cached);
+    const ahead = prefillTokensAhead(endpoint);
     const requests = fusedRequests(endpoint);
     const slotWait = batchWaitMs(endpoint, requests);
     s.inflight++;
@@ -438,7 +516,7 @@ export class EndpointLoad {
     e.inflightRequests++;
     e.inflightTokens += prompt + decode;
     e.routedRequests++;
-    return new LoadTicket(endpoint, s, prompt, decode, now, work, requests, slotWait);
+    return new LoadTicket(endpoint, s, prompt, decode, now, own, ahead, requests, slotWait);
   }
 }
 
@@ -453,7 +531,9 @@ export function loadDebugView(endpoint: Endpoint) {
     decodeTokens: s.decodeTokens,
     overheadMs: m.overhead,
     prefillMsPerToken: m.prefillPerToken,
+    aheadMsPerToken: m.aheadPerToken,
     interferenceMsPerRequest: m.interference,
+    loadedPrefillMsPerTokenPerRequest: m.loadedPrefillPerToken,
     interTokenMs: m.interTokenMs,
     ttftObservations: m.ttftObservations,
   };

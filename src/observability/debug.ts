@@ -36,7 +36,9 @@ export interface DebugEndpoint {
     readonly decodeTokens: number;
     readonly overheadMs: number;
     readonly prefillMsPerToken: number;
+    readonly aheadMsPerToken?: number;
     readonly interferenceMsPerRequest: number;
+    readonly loadedPrefillMsPerTokenPerRequest?: number;
     readonly interTokenMs: number;
     readonly ttftObservations: number;
   } | null;

@@ -118,17 +118,26 @@ function train(model: LatencyModel, speed: number, n: number): void {
   for (let i = 0; i < n; i++) {
     const tokens = 100 + ((i * 997) % 6000);
     const requests = i % 7;
-    model.observeTtft(trueTtft(speed, tokens, requests), tokens, requests);
+    model.observeTtft(trueTtft(speed, tokens, requests), tokens, 0, requests);
     model.observeInterToken(speed * 15);
   }
+}
+
+function coefficients(m: LatencyModel): number[] {
+  return [m.overhead, m.prefillPerToken, m.aheadPerToken, m.interference, m.loadedPrefillPerToken, m.interTokenMs];
+}
+
+/** Deterministic features: own and ahead tokens, requests on the pod. */
+function features(i: number): [number, number, number] {
+  return [100 + ((i * 997) % 3000), (i * 389) % 4000, i % 8];
 }
 
 describe("latency learner", () => {
   it("predicts from the prior before the first observation", () => {
     const m = new LatencyModel();
     const p = DEFAULT_LATENCY_PRIOR;
-    expect(m.predict(0, 0)).toBeCloseTo(p.overheadMs, 9);
-    expect(m.predict(4000, 2)).toBeCloseTo(
+    expect(m.predict(0, 0, 0)).toBeCloseTo(p.overheadMs, 9);
+    expect(m.predict(4000, 0, 2)).toBeCloseTo(
       p.overheadMs + 4000 * p.prefillMsPerToken + 2 * p.interferenceMsPerRequest,
       9,
     );
@@ -144,32 +153,67 @@ describe("latency learner", () => {
       [500, 0],
       [5000, 3],
     ] as const) {
-      expect(fast.predict(tokens, requests) / trueTtft(1, tokens, requests)).toBeGreaterThan(0.9);
-      expect(fast.predict(tokens, requests) / trueTtft(1, tokens, requests)).toBeLessThan(1.1);
-      expect(slow.predict(tokens, requests) / trueTtft(2, tokens, requests)).toBeGreaterThan(0.9);
-      expect(slow.predict(tokens, requests) / trueTtft(2, tokens, requests)).toBeLessThan(1.1);
+      expect(fast.predict(tokens, 0, requests) / trueTtft(1, tokens, requests)).toBeGreaterThan(0.9);
+      expect(fast.predict(tokens, 0, requests) / trueTtft(1, tokens, requests)).toBeLessThan(1.1);
+      expect(slow.predict(tokens, 0, requests) / trueTtft(2, tokens, requests)).toBeGreaterThan(0.9);
+      expect(slow.predict(tokens, 0, requests) / trueTtft(2, tokens, requests)).toBeLessThan(1.1);
     }
     expect(slow.interTokenMs / fast.interTokenMs).toBeCloseTo(2, 1);
     expect(slow.prefillPerToken / fast.prefillPerToken).toBeGreaterThan(1.8);
   });
 
+  it("learns an engine where prompts ahead cost nothing and a busy pod stretches a request's own prefill", () => {
+    // llm-d-inference-sim and switchyard sim: each request prefills on its own, × (1 + 0.25 × running).
+    const truth = (own: number, _ahead: number, requests: number) => (10 + 0.1 * own) * (1 + 0.25 * requests);
+    const m = new LatencyModel();
+    for (let i = 0; i < 400; i++) {
+      const [own, ahead, requests] = features(i);
+      m.observeTtft(truth(own, ahead, requests), own, ahead, requests);
+    }
+    expect(m.aheadPerToken).toBeLessThan(0.02); // the prior says 0.15
+    expect(m.loadedPrefillPerToken).toBeGreaterThan(0.01); // truth 0.025, the prior 0
+    // A short prompt on an idle pod with a long prompt in prefill beats the same prompt on a pod running 7.
+    expect(m.predict(200, 3000, 1)).toBeLessThan(m.predict(200, 0, 7));
+    // The ridge pull toward the prior (3 observations' worth against a memory of ≈ 20) biases single points, so the
+    // check is on the mean error over the traffic's range.
+    let error = 0;
+    for (let i = 0; i < 50; i++) {
+      const [own, ahead, requests] = features(i * 7 + 3);
+      error += Math.abs(m.predict(own, ahead, requests) / truth(own, ahead, requests) - 1) / 50;
+    }
+    expect(error).toBeLessThan(0.15);
+  });
+
+  it("learns an engine where prompts queued ahead delay a new one (chunked prefill)", () => {
+    const truth = (own: number, ahead: number, requests: number) => 15 + 0.12 * (own + ahead) + 3 * requests;
+    const m = new LatencyModel();
+    for (let i = 0; i < 400; i++) {
+      const [own, ahead, requests] = features(i);
+      m.observeTtft(truth(own, ahead, requests), own, ahead, requests);
+    }
+    expect(m.aheadPerToken).toBeGreaterThan(0.1);
+    expect(m.aheadPerToken).toBeLessThan(0.14);
+    expect(m.predict(200, 3000, 1)).toBeGreaterThan(m.predict(200, 0, 7));
+  });
+
   it("keeps constant state however many observations arrive, and ignores garbage", () => {
     const m = new LatencyModel();
     train(m, 1.5, 2000);
-    const settled = [m.overhead, m.prefillPerToken, m.interference, m.interTokenMs];
+    const settled = coefficients(m);
     // The same traffic again leaves a fixed point, not a growing history.
     train(m, 1.5, 2000);
-    const again = [m.overhead, m.prefillPerToken, m.interference, m.interTokenMs];
+    const again = coefficients(m);
     for (let i = 0; i < settled.length; i++) expect(again[i]).toBeCloseTo(settled[i]!, 6);
     for (const bad of [Number.NaN, -1, Number.POSITIVE_INFINITY, 1e12]) {
-      m.observeTtft(bad, 100, 1);
-      m.observeTtft(100, bad, 1);
-      m.observeTtft(100, 100, bad);
+      m.observeTtft(bad, 100, 0, 1);
+      m.observeTtft(100, bad, 0, 1);
+      m.observeTtft(100, 100, 0, bad);
+      m.observeTtft(100, 100, bad, 1);
       m.observeInterToken(bad);
     }
-    m.observeTtft(0, 100, 1);
+    m.observeTtft(0, 100, 0, 1);
     m.observeInterToken(0);
-    const after = [m.overhead, m.prefillPerToken, m.interference, m.interTokenMs];
+    const after = coefficients(m);
     expect(after).toEqual(again);
   });
 
@@ -186,8 +230,8 @@ describe("latency learner", () => {
     }
     const m = e.load!.model;
     expect(m.interTokenMs).toBeCloseTo(60, 0);
-    expect(m.predict(2000, 0) / (3 * (20 + 0.15 * 2000))).toBeGreaterThan(0.9);
-    expect(m.predict(2000, 0) / (3 * (20 + 0.15 * 2000))).toBeLessThan(1.1);
+    expect(m.predict(2000, 0, 0) / (3 * (20 + 0.15 * 2000))).toBeGreaterThan(0.9);
+    expect(m.predict(2000, 0, 0) / (3 * (20 + 0.15 * 2000))).toBeLessThan(1.1);
   });
 
   it("does not learn from failed or cancelled requests", () => {

@@ -39,7 +39,7 @@ function learn(e: Endpoint, speed: number): void {
   for (let i = 0; i < 200; i++) {
     const tokens = 200 + ((i * 613) % 4000);
     const requests = i % 5;
-    m.observeTtft(speed * (20 + 0.15 * tokens + 5 * requests), tokens, requests);
+    m.observeTtft(speed * (20 + 0.15 * tokens + 5 * requests), tokens, 0, requests);
     m.observeInterToken(speed * 20);
   }
 }
