@@ -25,7 +25,7 @@ const FLAGS = {
   preset: {
     kind: "string",
     default: "",
-    help: "peers = the peer-router comparison (bench/README.md): real Envoy, modes rr,lr,sy,gie,vca,vp2,sca, 85 % load, 3 reps, 2000 requests per stage, fleet 5× faster (EPP scrapes scaled alike), 8 tokens per write (explicit flags still win)",
+    help: "peers = the peer-router comparison (bench/README.md): real Envoy, modes rr,lr,sy,gie,vca,vp2,sca, 85 % load, 3 reps, 2000 requests per stage, fleet 5× faster (2× with --backend llm-d-inference-sim, which writes one SSE event per token) (EPP scrapes scaled alike), 8 tokens per write (explicit flags still win)",
     check: (v: string) => (v === "" || v === "peers" ? undefined : "must be peers or empty"),
   },
   quick: {
@@ -198,6 +198,14 @@ const PEERS_PRESET = {
   drain: 5000,
 } as const;
 
+/**
+ * `--preset peers --backend llm-d-inference-sim`: the fleet 2× faster, not 5×. llm-d-inference-sim writes one SSE
+ * event per token and cannot batch them, and every response chunk crosses Envoy's ext_proc filter and the EPP; at 5×
+ * (≈ 11,000 chunks a second) that alone saturated the 2-core bench box and starved every EPP mode, which Envoy's own
+ * least-request does not pay (bench/results/peers-llmd-diagnosis-2026-12-07/session8-cpu.md).
+ */
+const PEERS_LLMD_TIME_SCALE = 0.5;
+
 /** N values evenly spaced over `list` (first and last included). */
 export function pickSteps<T>(list: readonly T[], n: number): T[] {
   if (n <= 0 || n >= list.length) return [...list];
@@ -300,7 +308,10 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     reps: p("reps", f.reps) as number,
     durationMs: q("duration", f.duration) as number,
     drainMs: p("drain", q("drain", f.drain)) as number,
-    timeScale: p("time-scale", f["time-scale"]) as number,
+    timeScale:
+      preset && backend === "llm-d-inference-sim" && !f.$set.has("time-scale")
+        ? PEERS_LLMD_TIME_SCALE
+        : (p("time-scale", f["time-scale"]) as number),
     streamBatchTokens: p("stream-batch-tokens", f["stream-batch-tokens"]) as number,
     minRequests: p("min-requests", f["min-requests"]) as number,
     peerBins,

@@ -61,6 +61,18 @@ export type ScrapeFailureReason =
   /** The endpoint cannot be turned into a URL. */
   | "target";
 
+/** Every ScrapeFailureReason, e.g. to drop a departed endpoint's error series. */
+export const SCRAPE_FAILURE_REASONS: readonly ScrapeFailureReason[] = [
+  "timeout",
+  "connect",
+  "status",
+  "network",
+  "parse",
+  "implausible",
+  "engine",
+  "target",
+];
+
 export class ScrapeError extends Error {
   override readonly name = "ScrapeError";
   constructor(
@@ -89,6 +101,12 @@ export interface ScraperHooks {
   onScrape?(endpoint: Endpoint, result: ScrapeResult): void;
   /** Called when a `/v1/models` read replaced or cleared `endpoint.models`. Must not throw (it is guarded). */
   onModels?(endpoint: Endpoint): void;
+  /**
+   * Called once an endpoint the source removed is no longer scraped: no onScrape for it follows. Also called when
+   * the same change put another object under its key (ask the source), never at stop(). Must not throw (it is
+   * guarded).
+   */
+  onRemoved?(endpoint: Endpoint): void;
 }
 
 export interface ScrapeLoopOptions {
@@ -553,6 +571,7 @@ export class ScrapeLoops {
       if (t !== undefined && t.endpoint === endpoint) {
         this.#targets.delete(endpoint.key);
         this.#stopTarget(t);
+        this.#removed(endpoint);
       }
     }
     const n = added.length;
@@ -891,6 +910,16 @@ export class ScrapeLoops {
       hook(endpoint);
     } catch (err) {
       this.#logger.error({ err }, "onModels hook threw");
+    }
+  }
+
+  #removed(endpoint: Endpoint): void {
+    const hook = this.#hooks.onRemoved;
+    if (hook === undefined) return;
+    try {
+      hook(endpoint);
+    } catch (err) {
+      this.#logger.error({ err }, "onRemoved hook threw");
     }
   }
 

@@ -81,6 +81,7 @@ export {
   METRICS_ACCEPT_HEADER,
   MODELS_PATH,
   parseModelList,
+  SCRAPE_FAILURE_REASONS,
   ScrapeError,
   type ScrapeFailureReason,
   type ScrapeResult,
@@ -581,7 +582,11 @@ export class MetricsScraper {
       if (loops !== undefined) loops.remove(0, endpoint);
       else {
         const t = this.#targets.get(endpoint.key);
-        if (t !== undefined && t.endpoint === endpoint) this.#retire(t);
+        if (t !== undefined && t.endpoint === endpoint) {
+          this.#retire(t);
+          const hook = this.#hooks.onRemoved;
+          if (hook !== undefined) this.#guard(() => hook(endpoint), "onRemoved");
+        }
       }
       done++;
     }

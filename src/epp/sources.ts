@@ -5,8 +5,10 @@
  */
 
 import type { EngineRegistry } from "../datalayer/engines.js";
-import { MetricsScraper } from "../datalayer/scraper.js";
+import { MetricsScraper, SCRAPE_FAILURE_REASONS } from "../datalayer/scraper.js";
 import type { Datastore } from "../datastore/datastore.js";
+import type { Endpoint } from "../datastore/types.js";
+import type { HotHistogramChild } from "../observability/hot-metrics.js";
 import type { Logger } from "../observability/logger.js";
 import type { EppMetrics } from "../observability/metrics.js";
 import { FileSource } from "../sources/file.js";
@@ -70,6 +72,9 @@ export async function startSource(o: SourceOptions): Promise<RunningSource> {
   return { kind: "kubernetes", kubernetes: source, stop: async () => source.stop() };
 }
 
+/** The error series' reason when a failed scrape carries none. */
+const UNKNOWN_REASON = "unknown";
+
 /** One scrape loop per endpoint, reporting each scrape into the scrape metrics. Started by the caller. */
 export function createScraper(
   f: EppFlagValues,
@@ -78,6 +83,7 @@ export function createScraper(
   metrics: EppMetrics,
   logger: Logger,
 ): MetricsScraper {
+  const durationSeries = new WeakMap<Endpoint, HotHistogramChild>();
   return new MetricsScraper({
     source: datastore,
     engines,
@@ -90,9 +96,30 @@ export function createScraper(
     logger,
     hooks: {
       onScrape: (endpoint, result) => {
-        const labels = { pod: endpoint.name, endpoint: endpoint.key };
-        metrics.scrapeDuration.observe(labels, result.durationMs / 1000);
-        if (!result.ok) metrics.scrapeErrors.inc({ ...labels, reason: result.error?.reason ?? "unknown" });
+        // One series per endpoint object, found without building and hashing a label object per scrape: at 1,000
+        // pods this runs 20,000 times a second on the request path's thread (bench/README.md, "Scraping at scale").
+        let duration = durationSeries.get(endpoint);
+        if (duration === undefined) {
+          duration = metrics.scrapeDuration.labels({ pod: endpoint.name, endpoint: endpoint.key });
+          durationSeries.set(endpoint, duration);
+        }
+        duration.observe(result.durationMs / 1000);
+        if (!result.ok)
+          metrics.scrapeErrors.inc({
+            pod: endpoint.name,
+            endpoint: endpoint.key,
+            reason: result.error?.reason ?? UNKNOWN_REASON,
+          });
+      },
+      // A departed endpoint's per-pod scrape series leave /metrics with it; otherwise every pod a rollout or an
+      // autoscaler ever created would stay exported for the life of the process. The scraper calls this once the
+      // endpoint is no longer scraped, so no later scrape re-creates them. If the key is back in the pool under a
+      // new object by then (a pod replaced), its series continue.
+      onRemoved: (endpoint) => {
+        if (datastore.endpointByKey(endpoint.key) !== undefined) return;
+        metrics.scrapeDuration.remove({ pod: endpoint.name, endpoint: endpoint.key });
+        for (const reason of [...SCRAPE_FAILURE_REASONS, UNKNOWN_REASON])
+          metrics.scrapeErrors.remove({ pod: endpoint.name, endpoint: endpoint.key, reason });
       },
       onWorkerExit: () => metrics.scrapeWorkerRestarts.inc(),
     },

@@ -98,6 +98,17 @@ abstract class HotMetric<L extends string, C extends Child> {
     return child;
   }
 
+  /** Drops one series (absent: nothing happens); a cached child of it stops counting. O(labels), not O(series). */
+  remove(labels: Labels<L>): void {
+    const names = this.labelNames;
+    let key = "";
+    for (let i = 0; i < names.length; i++) {
+      const v = labels[names[i]!];
+      key += i === 0 ? String(v ?? "") : `\u0000${v ?? ""}`;
+    }
+    this.children.delete(key);
+  }
+
   /** Drops the series whose labels match: they leave the exposition and their cached children stop counting. */
   removeWhere(match: (labels: Readonly<Record<string, string>>) => boolean): void {
     for (const [key, entry] of this.children) if (match(entry.labels)) this.children.delete(key);

@@ -121,7 +121,8 @@ export class EppMetrics {
   // switchyard's own
   readonly shedTotal: Counter<"criticality" | "reason">;
   readonly scrapeErrors: Counter<"pod" | "endpoint" | "reason">;
-  readonly scrapeDuration: Histogram<"pod" | "endpoint">;
+  /** A HotHistogram: observed once per scrape per endpoint on the main thread (20,000 a second at 1,000 pods). */
+  readonly scrapeDuration: HotHistogram<"pod" | "endpoint">;
   readonly scrapeWorkerRestarts: Counter;
   readonly metricsAge: Gauge<"pod" | "endpoint">;
   readonly streamsInFlight: Gauge;
@@ -367,7 +368,7 @@ export class EppMetrics {
       labelNames: ["pod", "endpoint", "reason"],
       registers: [r],
     });
-    this.scrapeDuration = new Histogram({
+    this.scrapeDuration = new HotHistogram({
       name: "switchyard_scrape_duration_seconds",
       help: "Latency of /metrics scrapes of model-server endpoints.",
       labelNames: ["pod", "endpoint"],

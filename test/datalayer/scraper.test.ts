@@ -210,6 +210,36 @@ describe("MetricsScraper", () => {
     await vi.waitFor(() => expect(pods[2]!.requests).toBeGreaterThan(frozen), WAIT);
   });
 
+  for (const workers of [0, 1])
+    it(`tells onRemoved once a removed endpoint is no longer scraped, and never scrapes it after (workers: ${workers})`, async () => {
+      const events: string[] = [];
+      const { endpoints, source, scraper, count } = await setup({
+        workers,
+        hooks: {
+          onScrape: (e) => events.push(`scrape ${e.key}`),
+          onRemoved: (e) => events.push(`removed ${e.key}`),
+        },
+      });
+      scraper.start();
+      await scraper.firstRound();
+      const gone = endpoints[2]!;
+      source.remove(gone);
+      await vi.waitFor(() => expect(events).toContain(`removed ${gone.key}`), WAIT);
+      // Another endpoint scraped several times since: anything still coming for the removed one would have landed.
+      const seen = events.filter((e) => e === `scrape ${endpoints[0]!.key}`).length;
+      await vi.waitFor(
+        () => expect(events.filter((e) => e === `scrape ${endpoints[0]!.key}`).length).toBeGreaterThan(seen + 5),
+        WAIT,
+      );
+      const at = events.indexOf(`removed ${gone.key}`);
+      expect(events.slice(at + 1)).not.toContain(`scrape ${gone.key}`);
+      expect(events.filter((e) => e.startsWith("removed "))).toEqual([`removed ${gone.key}`]);
+      expect(count(gone)).toBe(0); // the default recorder was replaced by the hooks above
+      // stop() is not a removal.
+      await scraper.stop();
+      expect(events.filter((e) => e.startsWith("removed "))).toHaveLength(1);
+    });
+
   it("stop() closes every connection, unsubscribes, and sends nothing afterwards", async () => {
     const { source, scraper, endpoints, count } = await setup();
     pods[1]!.behaviour.delayMs = 5_000; // one scrape in flight while stopping

@@ -502,3 +502,30 @@ describe("metric label values from requests are bounded in length and expire whe
     );
   });
 });
+
+describe("a departed pod's scrape series", () => {
+  it("leave /metrics when the pod leaves the pool; the others keep theirs", async () => {
+    const h = await startHarness();
+    try {
+      const [kept, , gone] = h.pods.map((p) => `${p.address}:${h.port}`);
+      const count = (text: string, endpoint: string) =>
+        sample(text, "switchyard_scrape_duration_seconds_count", { endpoint: endpoint! });
+      await waitFor("the pod's scrape series", async () => (count(await metricsText(h), gone!) ?? 0) > 0);
+      writeFileSync(
+        join(h.dir, "resources.yaml"),
+        resourcesYaml(
+          "pool",
+          h.port,
+          h.pods.slice(0, 2).map((p) => p.address),
+          [],
+        ),
+      );
+      await waitFor("the departed pod's series to leave", async () => count(await metricsText(h), gone!) === undefined);
+      const text = await metricsText(h);
+      expect(count(text, kept!)).toBeGreaterThan(0);
+      expect(text).not.toContain(`endpoint="${gone}"`);
+    } finally {
+      await h.close();
+    }
+  });
+});
