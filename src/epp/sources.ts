@@ -84,6 +84,8 @@ export function createScraper(
   logger: Logger,
 ): MetricsScraper {
   const durationSeries = new WeakMap<Endpoint, HotHistogramChild>();
+  /** Keys with error series to drop when they leave (most never fail, so a 20k-pod reload stays cheap). */
+  const failed = new Set<string>();
   return new MetricsScraper({
     source: datastore,
     engines,
@@ -104,20 +106,25 @@ export function createScraper(
           durationSeries.set(endpoint, duration);
         }
         duration.observe(result.durationMs / 1000);
-        if (!result.ok)
+        if (!result.ok) {
+          failed.add(endpoint.key);
           metrics.scrapeErrors.inc({
             pod: endpoint.name,
             endpoint: endpoint.key,
             reason: result.error?.reason ?? UNKNOWN_REASON,
           });
+        }
       },
       // A departed endpoint's per-pod scrape series leave /metrics with it; otherwise every pod a rollout or an
       // autoscaler ever created would stay exported for the life of the process. The scraper calls this once the
-      // endpoint is no longer scraped, so no later scrape re-creates them. If the key is back in the pool under a
-      // new object by then (a pod replaced), its series continue.
+      // endpoint is no longer scraped, so no later scrape re-creates them. If the same pod is back under its key by
+      // then (an endpoint object replaced), its series continue; a new pod that reuses the address gets its own.
       onRemoved: (endpoint) => {
-        if (datastore.endpointByKey(endpoint.key) !== undefined) return;
+        // The cached child leaves with its series: the same object added again later gets a live one.
+        durationSeries.delete(endpoint);
+        if (datastore.endpointByKey(endpoint.key)?.name === endpoint.name) return;
         metrics.scrapeDuration.remove({ pod: endpoint.name, endpoint: endpoint.key });
+        if (!failed.delete(endpoint.key)) return;
         for (const reason of [...SCRAPE_FAILURE_REASONS, UNKNOWN_REASON])
           metrics.scrapeErrors.remove({ pod: endpoint.name, endpoint: endpoint.key, reason });
       },
