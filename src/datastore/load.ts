@@ -50,6 +50,8 @@ const MAX_OBSERVED_MS = 600_000;
 /** Features beyond these are corrupt input, not load: no pod queues ten million prompt tokens. */
 const MAX_FEATURE_TOKENS = 10_000_000;
 const MAX_FEATURE_REQUESTS = 100_000;
+/** Own k-tokens × requests beyond this is corrupt input too (1M-token prompts on a pod running 1,000). */
+const MAX_FEATURE_PRODUCT = 1_000_000;
 /** The speed ratio read from inter-token times never scales the prior beyond this range. */
 const MIN_SPEED_RATIO = 0.25;
 const MAX_SPEED_RATIO = 8;
@@ -142,7 +144,9 @@ export class LatencyModel {
     if (
       !(ownTokens >= 0 && ownTokens < MAX_FEATURE_TOKENS) ||
       !(aheadTokens >= 0 && aheadTokens < MAX_FEATURE_TOKENS) ||
-      !(requests >= 0 && requests < MAX_FEATURE_REQUESTS)
+      !(requests >= 0 && requests < MAX_FEATURE_REQUESTS) ||
+      // The product term squared would swamp the ridge and the other sums for hundreds of observations.
+      !((ownTokens / TOKEN_SCALE) * requests <= MAX_FEATURE_PRODUCT)
     )
       return;
     const k = 1 - this.#prior.decay;
@@ -221,9 +225,11 @@ export class LatencyModel {
     C[4] = b[4]!;
     // In-place Cholesky A = L Lᵀ on the upper triangle (stored as Lᵀ), then two triangular solves into C.
     for (let i = 0; i < FEATURES; i++) {
-      let d = A[i * FEATURES + i]!;
+      const diagonal = A[i * FEATURES + i]!;
+      let d = diagonal;
       for (let k = 0; k < i; k++) d -= A[k * FEATURES + i]! * A[k * FEATURES + i]!;
-      if (!(d > 1e-12) || !Number.isFinite(d)) return;
+      // Relative: a pivot lost in the rounding of a large diagonal means the system is numerically singular.
+      if (!(d > 1e-12 * diagonal) || !Number.isFinite(d)) return;
       const l = Math.sqrt(d);
       A[i * FEATURES + i] = l;
       for (let j = i + 1; j < FEATURES; j++) {

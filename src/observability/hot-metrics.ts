@@ -101,6 +101,10 @@ abstract class HotMetric<L extends string, C extends Child> {
   /** Drops one series (absent: nothing happens); a cached child of it stops counting. O(labels), not O(series). */
   remove(labels: Labels<L>): void {
     const names = this.labelNames;
+    for (const k of Object.keys(labels)) {
+      if (!names.includes(k as L)) throw new TypeError(`metric ${this.name}: unknown label "${k}"`);
+    }
+    if (names.length === 0) this.#unlabelled = undefined;
     let key = "";
     for (let i = 0; i < names.length; i++) {
       const v = labels[names[i]!];

@@ -141,6 +141,11 @@ describe("latency learner", () => {
       p.overheadMs + 4000 * p.prefillMsPerToken + 2 * p.interferenceMsPerRequest,
       9,
     );
+    // Own and queued-ahead tokens share the prior's rate, and the load interaction starts at 0.
+    expect(m.predict(4000, 1000, 2)).toBeCloseTo(
+      p.overheadMs + 5000 * p.prefillMsPerToken + 2 * p.interferenceMsPerRequest,
+      9,
+    );
     expect(m.interTokenMs).toBe(p.interTokenMs);
   });
 
@@ -209,6 +214,7 @@ describe("latency learner", () => {
       m.observeTtft(100, bad, 0, 1);
       m.observeTtft(100, 100, 0, bad);
       m.observeTtft(100, 100, bad, 1);
+      m.observeTtft(100, 5_000_000, 0, 50_000); // each factor plausible, their product not
       m.observeInterToken(bad);
     }
     m.observeTtft(0, 100, 0, 1);
