@@ -904,22 +904,21 @@ export class ScrapeLoops {
   }
 
   #reportModels(endpoint: Endpoint): void {
-    const hook = this.#hooks.onModels;
-    if (hook === undefined) return;
-    try {
-      hook(endpoint);
-    } catch (err) {
-      this.#logger.error({ err }, "onModels hook threw");
-    }
+    this.#endpointHook("onModels", endpoint);
   }
 
   #removed(endpoint: Endpoint): void {
-    const hook = this.#hooks.onRemoved;
+    this.#endpointHook("onRemoved", endpoint);
+  }
+
+  /** Calls a hook that takes only the endpoint; a throwing hook is logged, never propagated. */
+  #endpointHook(name: "onModels" | "onRemoved", endpoint: Endpoint): void {
+    const hook = this.#hooks[name];
     if (hook === undefined) return;
     try {
-      hook(endpoint);
+      hook.call(this.#hooks, endpoint);
     } catch (err) {
-      this.#logger.error({ err }, "onRemoved hook threw");
+      this.#logger.error({ err }, `${name} hook threw`);
     }
   }
 
