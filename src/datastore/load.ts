@@ -15,8 +15,8 @@
  *
  * The learner (`LatencyModel`) fits, per endpoint, TTFT ≈ overhead + (prefillMs/token + loadedPrefillMs/token ×
  * requests) × own uncached prompt + aheadMs/token × prefill queued ahead + interference × requests on the pod, by
- * exponentially decayed least squares pulled toward a prior (ridge), plus an EWMA of the inter-token time. Memory is constant per endpoint; state lives on the Endpoint
- * object and goes when the endpoint leaves the pool.
+ * exponentially decayed least squares pulled toward a prior (ridge), plus an EWMA of the inter-token time. Memory
+ * is constant per endpoint; state lives on the Endpoint object and goes when the endpoint leaves the pool.
  */
 import type { Endpoint, EndpointMetrics } from "./types.js";
 
@@ -73,8 +73,8 @@ function finitePositive(v: number, max: number): boolean {
 const FEATURES = 5;
 /** Upper triangle of the symmetric normal matrix, row by row. */
 const TRI = (FEATURES * (FEATURES + 1)) / 2;
-const tri = (i: number, j: number): number => (i <= j ? i * FEATURES - (i * (i - 1)) / 2 + (j - i) : tri(j, i));
-/** Scratch for the solve: one per process, used synchronously, so no allocation per observation. */
+/** Scratch for an observation and the solve: one per process, used synchronously, so nothing is allocated. */
+const X = new Float64Array(FEATURES);
 const A = new Float64Array(FEATURES * FEATURES);
 const C = new Float64Array(FEATURES);
 
@@ -84,10 +84,10 @@ const C = new Float64Array(FEATURES);
  *
  * Why five terms and not one prefill rate for "tokens ahead + own" (docs/design/scheduling.md §11.3): engines
  * differ in what a request waits for. vLLM's chunked prefill shares a per-step token budget, so prompts queued ahead
- * delay a new one; llm-d-inference-sim and `switchyard sim` prefill each request on its own and slow everything by a
- * factor that grows with the running count, so what is ahead costs nothing and a busy pod stretches a request's own
- * prefill. One shared coefficient could express neither; separate ones, plus the own × requests interaction, let each
- * pod's learner find out which engine it is talking to.
+ * delay a new one; an engine that stretches every request by a factor growing with its running count (the
+ * simulators' --time-factor-under-load) costs a busy pod's new request in proportion to its own prompt. One shared
+ * rate with an additive running count could express only the first; separate rates plus the own × requests term let
+ * each pod's learner weigh both from its own TTFTs.
  */
 export class LatencyModel {
   /** Decayed normal equations: S = Σ w x xᵀ (upper triangle), b = Σ w x y. */
@@ -151,33 +151,19 @@ export class LatencyModel {
       return;
     const k = 1 - this.#prior.decay;
     const own = ownTokens / TOKEN_SCALE;
-    const x1 = own;
-    const x2 = aheadTokens / TOKEN_SCALE;
-    const x3 = requests;
-    const x4 = own * requests;
+    X[0] = 1;
+    X[1] = own;
+    X[2] = aheadTokens / TOKEN_SCALE;
+    X[3] = requests;
+    X[4] = own * requests;
     const s = this.#s;
     const b = this.#b;
-    // Row by row over the upper triangle, x = [1, x1, x2, x3, x4].
-    s[0] = k * s[0]! + 1;
-    s[1] = k * s[1]! + x1;
-    s[2] = k * s[2]! + x2;
-    s[3] = k * s[3]! + x3;
-    s[4] = k * s[4]! + x4;
-    s[5] = k * s[5]! + x1 * x1;
-    s[6] = k * s[6]! + x1 * x2;
-    s[7] = k * s[7]! + x1 * x3;
-    s[8] = k * s[8]! + x1 * x4;
-    s[9] = k * s[9]! + x2 * x2;
-    s[10] = k * s[10]! + x2 * x3;
-    s[11] = k * s[11]! + x2 * x4;
-    s[12] = k * s[12]! + x3 * x3;
-    s[13] = k * s[13]! + x3 * x4;
-    s[14] = k * s[14]! + x4 * x4;
-    b[0] = k * b[0]! + ttftMs;
-    b[1] = k * b[1]! + x1 * ttftMs;
-    b[2] = k * b[2]! + x2 * ttftMs;
-    b[3] = k * b[3]! + x3 * ttftMs;
-    b[4] = k * b[4]! + x4 * ttftMs;
+    // S row by row over its upper triangle, the order #solve reads it in.
+    let n = 0;
+    for (let r = 0; r < FEATURES; r++) {
+      for (let c = r; c < FEATURES; c++, n++) s[n] = k * s[n]! + X[r]! * X[c]!;
+      b[r] = k * b[r]! + X[r]! * ttftMs;
+    }
     this.ttftObservations++;
     this.#solve();
   }
@@ -212,7 +198,8 @@ export class LatencyModel {
     const prefill = p.prefillMsPerToken * TOKEN_SCALE * r;
     const s = this.#s;
     const b = this.#b;
-    for (let i = 0; i < FEATURES; i++) for (let j = i; j < FEATURES; j++) A[i * FEATURES + j] = s[tri(i, j)]!;
+    let n = 0;
+    for (let i = 0; i < FEATURES; i++) for (let j = i; j < FEATURES; j++, n++) A[i * FEATURES + j] = s[n]!;
     A[0] = A[0]! + lambda0;
     A[6] = A[6]! + lambda1;
     A[12] = A[12]! + lambda1;

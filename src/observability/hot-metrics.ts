@@ -77,11 +77,7 @@ abstract class HotMetric<L extends string, C extends Child> {
   labels(labels: Labels<L>): C {
     const names = this.labelNames;
     if (names.length === 0 && this.#unlabelled !== undefined) return this.#unlabelled;
-    let key = "";
-    for (let i = 0; i < names.length; i++) {
-      const v = labels[names[i]!];
-      key += i === 0 ? String(v ?? "") : `\u0000${v ?? ""}`;
-    }
+    const key = this.#key(labels);
     const hit = this.children.get(key);
     if (hit !== undefined) return hit.child;
     const clean: Record<string, string> = {};
@@ -105,12 +101,18 @@ abstract class HotMetric<L extends string, C extends Child> {
       if (!names.includes(k as L)) throw new TypeError(`metric ${this.name}: unknown label "${k}"`);
     }
     if (names.length === 0) this.#unlabelled = undefined;
+    this.children.delete(this.#key(labels));
+  }
+
+  /** The children map's key: the label values in labelNames order, NUL-separated. */
+  #key(labels: Labels<L>): string {
+    const names = this.labelNames;
     let key = "";
     for (let i = 0; i < names.length; i++) {
       const v = labels[names[i]!];
       key += i === 0 ? String(v ?? "") : `\u0000${v ?? ""}`;
     }
-    this.children.delete(key);
+    return key;
   }
 
   /** Drops the series whose labels match: they leave the exposition and their cached children stop counting. */
