@@ -18,14 +18,15 @@
  *
  * Env: NS (default "8,100,1000,5000"), TEXT (small | vllm, default small), WINDOW (s, default 10), SETTLE (least
  * warm-up before the windows, default 4 s; it goes on until the scrape rate is steady, up to SETTLE_MAX, 30 s), REPS (default 3), BASE_CLI (default /tmp/scrape-base/dist/cli.js; "" = new only),
- * EPP_FLAGS (extra flags for both), EPP_NODE_ARGS (Node flags for the EPPs: a CPU profile, a GC trace), ARMS (base,new by default; also inproc, wK = this tree with K scrape workers, rare = this tree scraping every 30 s). Bounded: every window ends by itself and every child is killed at the end.
+ * EPP_FLAGS (extra flags for both), EPP_NODE_ARGS (Node flags for the EPPs: a CPU profile, a GC trace), ARMS (base,new by default; also inproc, wK = this tree with K scrape workers, rare = this tree scraping every 30 s, pinned = this tree with --pin-threads), PODS_CPUS (rest | any: see podsPlacement). Bounded: every window ends by itself and every child is killed at the end.
  */
 import { type ChildProcess, fork, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { allowedCpus, formatCpuList, pinThreadSync, planThreads } from "../../src/common/affinity.js";
 import { loopbackEppFlags } from "../../src/local/stack.js";
 import { freePorts } from "../../test/helpers/relay.js";
 import { LeanExtProcClient, RequestTemplate } from "../extproc/lean-client.js";
@@ -328,6 +329,25 @@ async function measure(
   }
 }
 
+/**
+ * PODS_CPUS: where the pods process runs. "rest" keeps it off the CPU `--pin-threads` gives the request thread: the
+ * pods stand in for model servers on other machines, and on this box they would otherwise take a share of that
+ * core (≈ 20 % of one at 1,000 pods). The default is "rest" when an arm is `pinned`, else "any". Every arm of a run
+ * sees the same placement.
+ */
+function podsPlacement(arms: readonly string[], pid: number): string {
+  const mode = process.env.PODS_CPUS ?? (arms.includes("pinned") ? "rest" : "any");
+  if (mode === "any") return "pods on any CPU";
+  if (mode !== "rest") throw new Error(`PODS_CPUS must be rest or any, got ${mode}`);
+  const plan = planThreads(allowedCpus());
+  if (typeof plan === "string") throw new Error(`PODS_CPUS=rest: ${plan}`);
+  for (const tid of readdirSync(`/proc/${pid}/task`).map(Number)) {
+    const error = pinThreadSync(tid, plan.otherCpus);
+    if (error !== undefined) throw new Error(`PODS_CPUS=rest: ${error}`);
+  }
+  return `pods on CPUs ${formatCpuList(plan.otherCpus)} (off the request CPU ${plan.requestCpu})`;
+}
+
 function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
@@ -358,12 +378,15 @@ async function main(): Promise<void> {
     if (/^w[0-9]+$/.test(a)) return [a, newCli, ["--scrape-workers", a.slice(1)]];
     // The control: the same pool scraped every 30 s, so what remains is the cost of N endpoints without scraping.
     if (a === "rare") return [a, newCli, ["--refresh-metrics-interval", "30s"]];
+    // The request thread alone on one CPU, every other thread on the rest (docs/design/model-servers.md §9).
+    if (a === "pinned") return [a, newCli, ["--pin-threads"]];
     throw new Error(`unknown arm ${a}`);
   });
   const dir = mkdtempSync(join(tmpdir(), "sy-scrape-scale-"));
   const pods = await Pods.start(Math.max(...ns), kind);
+  const podsCpus = podsPlacement(arms, pods.pid);
   process.stdout.write(
-    `pods: ${Math.max(...ns)} on port ${pods.port}, text ${kind} (${podText(kind).length} B); window ${window} s, ${reps} reps\n`,
+    `pods: ${Math.max(...ns)} on port ${pods.port}, text ${kind} (${podText(kind).length} B), ${podsCpus}; window ${window} s, ${reps} reps\n`,
   );
   const results = new Map<string, Sample[]>();
   try {

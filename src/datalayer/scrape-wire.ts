@@ -69,6 +69,8 @@ export interface ScrapeWorkerData {
   readonly maxBatch: number;
   /** Nice value for the worker's own thread (Linux); undefined leaves it as it is. */
   readonly nice: number | undefined;
+  /** CPUs the worker's own thread is pinned to at start (`--pin-threads`, Linux); undefined leaves it as it is. */
+  readonly cpus: readonly number[] | undefined;
 }
 
 /** Where an "add" message's endpoints stand in a larger join (scrape-loop.ts, JoinSpread). */

@@ -5,9 +5,9 @@
  * request path never runs a line of this: a fleet of thousands of pods scraped 20 times a second costs the main
  * event loop only the application of compact records.
  */
-import { readlinkSync } from "node:fs";
 import { setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
+import { pinThreadSync, threadId } from "../common/affinity.js";
 import type { Endpoint } from "../datastore/types.js";
 import type { Logger } from "../observability/logger.js";
 import { EngineRegistry } from "./engines.js";
@@ -39,6 +39,8 @@ const port = parentPort;
 if (port === null) throw new Error("scrape-worker.ts runs only as a worker thread");
 const data = workerData as ScrapeWorkerData;
 lowerPriority(data.nice);
+/** Why the pin to `data.cpus` failed, logged once the logger below exists. */
+const pinError = pinOwnThread(data.cpus);
 
 /**
  * Lowers this thread's scheduling priority (Linux: setpriority on the thread id), so that when the cores are
@@ -48,12 +50,24 @@ lowerPriority(data.nice);
 function lowerPriority(nice: number | undefined): void {
   if (nice === undefined) return;
   try {
-    const tid = Number(readlinkSync("/proc/thread-self").split("/").pop());
-    if (Number.isInteger(tid) && tid > 0) setPriority(tid, nice);
+    const tid = threadId();
+    if (tid !== undefined) setPriority(tid, nice);
   } catch {
     // Not Linux, or not allowed: nothing to do.
   }
 }
+/**
+ * Pins this thread to the CPUs the main thread chose for everything but requests (`--pin-threads`,
+ * src/common/affinity.ts): a worker started or restarted after the main thread pinned itself would otherwise run
+ * on the request CPU, inherited from it. Returns why it failed, or undefined.
+ */
+function pinOwnThread(cpus: readonly number[] | undefined): string | undefined {
+  if (cpus === undefined || cpus.length === 0) return undefined;
+  const tid = threadId();
+  if (tid === undefined) return "this thread's id is unknown (not Linux, or /proc is not mounted)";
+  return pinThreadSync(tid, cpus);
+}
+
 /** Adds to this thread's performance.now() to give the main thread's (both count from the same monotonic clock). */
 const clockShift = monotonicMs() - performance.now() + data.mainClockShift;
 
@@ -85,6 +99,8 @@ const logger = {
   fatal: forward("fatal"),
   isLevelEnabled: (level: string) => (LEVELS[level] ?? 0) >= threshold,
 } as unknown as Logger;
+if (pinError !== undefined)
+  logger.warn({ cpus: data.cpus, err: pinError }, "--pin-threads: this scrape worker could not pin its thread");
 
 // --- The shard's endpoints, as copies the loops write into.
 const byId = new Map<number, Endpoint>();

@@ -130,6 +130,11 @@ export interface MetricsScraperOptions extends ScrapeLoopOptions {
    * DEFAULT_SCRAPE_WORKERS.
    */
   workers?: number;
+  /**
+   * CPUs each worker pins its own thread to when it starts (`--pin-threads`; src/common/affinity.ts). A restarted
+   * worker would otherwise inherit the request thread's CPU from the thread that creates it.
+   */
+  workerCpus?: readonly number[];
   hooks?: MetricsScraperHooks;
 }
 
@@ -249,6 +254,7 @@ export class MetricsScraper {
   /** The in-process loops (workers: 0), or the validated settings holder whose `settings` the workers start from. */
   readonly #loops: ScrapeLoops;
   readonly #workers: number;
+  readonly #workerCpus: readonly number[] | undefined;
   readonly #settings: ScrapeSettings;
   readonly #source: EndpointSource;
   readonly #logger: Logger;
@@ -281,6 +287,7 @@ export class MetricsScraper {
       throw new ConfigError(`must be an integer 0-${MAX_SCRAPE_WORKERS}, got ${String(workers)}`, undefined, "workers");
     }
     this.#workers = workers;
+    this.#workerCpus = options.workerCpus;
     this.#settings = this.#loops.settings;
     this.#source = options.source;
     this.#logger = options.logger ?? silentLogger;
@@ -445,6 +452,7 @@ export class MetricsScraper {
       flushMs: FLUSH_MS,
       maxBatch: MAX_BATCH,
       nice: SCRAPE_WORKER_NICE,
+      cpus: this.#workerCpus,
     };
     let w: Worker;
     try {

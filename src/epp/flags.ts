@@ -153,6 +153,11 @@ export const EPP_FLAGS = {
     help: `worker threads that scrape, parse and extract /metrics off the request path's event loop (docs/design/model-servers.md §9); 0 = on the main event loop; at most ${MAX_SCRAPE_WORKERS}`,
     check: (v: number) => (v >= 0 && v <= MAX_SCRAPE_WORKERS ? undefined : `must be 0..${MAX_SCRAPE_WORKERS}`),
   },
+  "pin-threads": {
+    kind: "bool",
+    default: false,
+    help: "Linux: run the request path's thread alone on the first CPU the process may use and every other thread (scrape workers, V8's GC and compiler threads, libuv's pool) on the rest, via util-linux's taskset at start-up, so scraping never takes the request thread's core; for an EPP with whole CPUs of its own (Kubernetes: Guaranteed QoS, integer CPU requests, the static CPU manager). Needs 2+ CPUs; otherwise it logs why and changes nothing (docs/design/model-servers.md §9)",
+  },
   "scrape-timeout": {
     kind: "duration",
     default: DEFAULT_SCRAPE_TIMEOUT_MS,

@@ -13,6 +13,7 @@
  * src/cli/epp.ts parses the command line and calls assembleEpp(); tests and bench/extproc call startEpp() there.
  */
 import { setFlagsFromString } from "node:v8";
+import { allowedCpus, formatCpuList, pinThreads, planThreads, type ThreadPlan } from "../common/affinity.js";
 import { Datastore } from "../datastore/datastore.js";
 import type { DebugSnapshot } from "../observability/debug.js";
 import { createLogger, type Logger } from "../observability/logger.js";
@@ -129,9 +130,20 @@ export async function assembleEpp(f: EppFlagValues, overrides: StartEppOverrides
   const source: RunningSource | undefined = provided
     ? undefined
     : await startSource({ f, pool, datastore, metrics, logger, ...(isLeader ? { isLeader } : {}) });
+  const plan = f["pin-threads"] ? planThreads(allowedCpus()) : undefined;
   const scraper =
-    overrides.scrape === false ? undefined : createScraper(f, datastore, routing.engines, metrics, logger);
+    overrides.scrape === false
+      ? undefined
+      : createScraper(
+          f,
+          datastore,
+          routing.engines,
+          metrics,
+          logger,
+          typeof plan === "object" ? plan.otherCpus : undefined,
+        );
   scraper?.start();
+  if (plan !== undefined) await pinEppThreads(plan, logger);
 
   // 5. servers
   const { health, extproc } = createGrpcServers(f, routing.director, metrics, logger);
@@ -207,4 +219,26 @@ export async function assembleEpp(f: EppFlagValues, overrides: StartEppOverrides
       logger.flush?.();
     },
   };
+}
+
+/**
+ * `--pin-threads`: the request thread alone on one CPU, every other thread on the rest (src/common/affinity.ts;
+ * docs/design/model-servers.md §9). Best effort: whatever cannot be done is logged once and the EPP runs unpinned.
+ */
+async function pinEppThreads(plan: ThreadPlan | string, logger: Logger): Promise<void> {
+  if (typeof plan === "string") {
+    logger.warn({ reason: plan }, "--pin-threads: not pinning");
+    return;
+  }
+  try {
+    const report = await pinThreads(plan);
+    logger.info(
+      { requestCpu: plan.requestCpu, otherCpus: formatCpuList(plan.otherCpus), otherThreads: report.others },
+      "--pin-threads: the request thread runs alone on its CPU",
+    );
+    if (report.failures.length > 0)
+      logger.warn({ failures: report.failures }, "--pin-threads: some threads could not be pinned");
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, "--pin-threads: not pinning");
+  }
 }

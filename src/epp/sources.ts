@@ -82,6 +82,7 @@ export function createScraper(
   engines: EngineRegistry,
   metrics: EppMetrics,
   logger: Logger,
+  workerCpus?: readonly number[],
 ): MetricsScraper {
   const durationSeries = new WeakMap<Endpoint, HotHistogramChild>();
   /** Keys with error series to drop when they leave (most never fail, so a 20k-pod reload stays cheap). */
@@ -95,6 +96,7 @@ export function createScraper(
     idleIntervalMs: f["refresh-metrics-idle-interval"],
     maxSeries: f["scrape-max-series"],
     workers: f["scrape-workers"],
+    ...(workerCpus === undefined ? {} : { workerCpus }),
     logger,
     hooks: {
       onScrape: (endpoint, result) => {

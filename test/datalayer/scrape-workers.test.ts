@@ -6,9 +6,11 @@
  * idle-scrape.test.ts, served-models.test.ts) run against the default, worker, mode too.
  */
 
+import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { allowedCpus, threadCpus } from "../../src/common/affinity.js";
 import { DEFAULT_SCRAPE_WORKERS, MetricsScraper, SCRAPE_WORKER_NICE } from "../../src/datalayer/scraper.js";
 import { captureLogger } from "../observability/helpers.js";
 import { type FakePod, FakeSource, fixture, makeEndpoint, startPods, vllmBody } from "./fake-pods.js";
@@ -145,6 +147,31 @@ describe("scrape workers", { timeout: 120_000 }, () => {
     scraper.start();
     await vi.waitFor(() => expect(niced()).toBe(before + 2), WAIT);
     expect(os.getPriority()).not.toBe(SCRAPE_WORKER_NICE);
+  });
+
+  const pinnable = process.platform === "linux" && spawnSync("taskset", ["--version"]).status === 0;
+  it.runIf(pinnable)("pins each worker's thread to the CPUs it is given, again after a restart", async () => {
+    const cpu = (allowedCpus() ?? [0]).at(-1)!;
+    // This process is not pinned, so a thread whose mask is exactly [cpu] is a worker that pinned itself.
+    const pinned = () =>
+      readdirSync("/proc/self/task").filter((tid) => {
+        const mask = threadCpus(process.pid, Number(tid));
+        return mask !== undefined && mask.length === 1 && mask[0] === cpu;
+      });
+    const before = new Set(pinned());
+    const mine = () => pinned().filter((t) => !before.has(t));
+    const scraper = new MetricsScraper({ source: new FakeSource([]), workers: 2, workerCpus: [cpu] });
+    scrapers.push(scraper);
+    scraper.start();
+    await vi.waitFor(() => expect(mine()).toHaveLength(2), WAIT);
+    const first = mine();
+    scraper.crashWorkerForTest(0);
+    // The replacement is created by this (unpinned) thread and pins itself.
+    await vi.waitFor(() => {
+      const now = mine();
+      expect(now).toHaveLength(2);
+      expect(now).not.toEqual(first);
+    }, WAIT);
   });
 
   it("refuses an invalid worker count", () => {
