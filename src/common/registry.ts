@@ -25,6 +25,7 @@ export interface Plugin {
 export type PluginKind =
   | "scheduling"
   | "metrics-extractor"
+  | "metrics-data-source"
   | "fairness-policy"
   | "ordering-policy"
   | "usage-limit-policy"
@@ -33,6 +34,7 @@ export type PluginKind =
 export const PLUGIN_KINDS: readonly PluginKind[] = [
   "scheduling",
   "metrics-extractor",
+  "metrics-data-source",
   "fairness-policy",
   "ordering-policy",
   "usage-limit-policy",

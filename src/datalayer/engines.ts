@@ -43,6 +43,12 @@ export interface EngineConfig {
   readonly cacheBlockSizeSpec?: string;
   /** A gauge holding the number of blocks. */
   readonly cacheNumBlocksSpec?: string;
+  /**
+   * Where this engine serves its Prometheus text; default `/metrics`. trtllm-serve serves JSON at `/metrics` and the
+   * text at `/prometheus/metrics` (docs/design/model-servers.md §3.4). A `metrics-data-source` `path` overrides it
+   * for every engine.
+   */
+  readonly metricsPath?: string;
 }
 
 /** A validated, compiled engine mapping. */
@@ -58,6 +64,8 @@ export interface EngineMapping {
   readonly cacheNumBlocksLabel: string;
   readonly cacheBlockSize: MetricSpec | undefined;
   readonly cacheNumBlocks: MetricSpec | undefined;
+  /** Where the engine's Prometheus text is served. */
+  readonly metricsPath: string;
   /** Every metric name this mapping reads; what the parser filters on. */
   readonly wanted: WantedSet;
 }
@@ -67,6 +75,14 @@ export const DEFAULT_ENGINE = "vllm";
 export const RESERVED_ENGINE_NAME = "default";
 export const DEFAULT_CACHE_BLOCK_SIZE_LABEL = "block_size";
 export const DEFAULT_CACHE_NUM_BLOCKS_LABEL = "num_gpu_blocks";
+/** GIE's metrics path (metrics-data-source `path`). */
+export const DEFAULT_METRICS_PATH = "/metrics";
+
+/** Why `path` cannot be a metrics path (absolute, no spaces, no fragment), or undefined when it can. */
+export function metricsPathProblem(path: unknown): string | undefined {
+  if (typeof path === "string" && path.startsWith("/") && !/[\s#]/.test(path)) return undefined;
+  return `must be an absolute path without spaces or "#", got ${JSON.stringify(path)}`;
+}
 
 /** Built-in engines, exactly docs/design/model-servers.md §3.1. */
 export const DEFAULT_ENGINE_CONFIGS: readonly EngineConfig[] = Object.freeze([
@@ -104,6 +120,7 @@ export const DEFAULT_ENGINE_CONFIGS: readonly EngineConfig[] = Object.freeze([
     cacheInfoSpec: "",
     cacheBlockSizeSpec: "trtllm_kv_cache_tokens_per_block",
     cacheNumBlocksSpec: "trtllm_kv_cache_max_blocks",
+    metricsPath: "/prometheus/metrics",
   },
   {
     name: "triton-tensorrt-llm",
@@ -267,6 +284,7 @@ const ENGINE_CONFIG_KEYS: ReadonlySet<string> = new Set([
   "cacheNumBlocksLabelName",
   "cacheBlockSizeSpec",
   "cacheNumBlocksSpec",
+  "metricsPath",
 ]);
 
 /**
@@ -289,6 +307,14 @@ export function validateEngineConfig(
   const config = out as unknown as EngineConfig;
   compileEngine(config, path, file); // surfaces spec errors now, with the field name
   return config;
+}
+
+function metricsPathOf(value: string | undefined, path: string, file: string | undefined): string {
+  const v = (value ?? "").trim();
+  if (v === "") return DEFAULT_METRICS_PATH;
+  const problem = metricsPathProblem(v);
+  if (problem !== undefined) throw new ConfigError(problem, file, `${path}.metricsPath`);
+  return v;
 }
 
 /** Compiles an engine config; throws ConfigError naming the field of a malformed spec. */
@@ -330,6 +356,7 @@ export function compileEngine(
     cacheNumBlocksLabel: labelName("cacheNumBlocksLabelName", DEFAULT_CACHE_NUM_BLOCKS_LABEL),
     cacheBlockSize: parse("cacheBlockSizeSpec"),
     cacheNumBlocks: parse("cacheNumBlocksSpec"),
+    metricsPath: metricsPathOf(config.metricsPath, path, file),
   };
   const names: string[] = [];
   for (const s of [

@@ -1,13 +1,14 @@
 /**
- * Metrics extractors as registered plugins (kind "metrics-extractor", src/common/registry.ts): GIE's
+ * The data layer's plugins. Metrics extractors (kind "metrics-extractor", src/common/registry.ts): GIE's
  * `core-metrics-extractor` entry of an EndpointPickerConfig (engineLabelKey, defaultEngine, engineConfigs[]) is built
  * by its factory, so its parameters are validated with the scheduling plugins, once, at start-up, with the plugin's
- * field path in every message (docs/design/model-servers.md §3). The scraper reads the instance's engine mappings.
+ * field path in every message (docs/design/model-servers.md §3). The scraper reads the instance's engine mappings,
+ * and how to reach the pods from GIE's `metrics-data-source` (below).
  */
 import { PARAMS_READER, readParams } from "../common/config-reader.js";
 import { ConfigError } from "../common/errors.js";
 import { type Plugin, type PluginFactory, type RegisterOptions, registerPluginType } from "../common/registry.js";
-import { EngineRegistry, validateEngineConfig } from "./engines.js";
+import { EngineRegistry, metricsPathProblem, validateEngineConfig } from "./engines.js";
 
 /** A configured metrics extractor: how each engine's /metrics maps onto the scheduling signals. */
 export interface MetricsExtractor extends Plugin {
@@ -53,6 +54,38 @@ export const coreMetricsExtractorFactory: PluginFactory<MetricsExtractor> = (nam
   return { typedName: { type: CORE_METRICS_EXTRACTOR, name }, engines };
 };
 
+/**
+ * GIE's `metrics-data-source`: how pods are scraped. v1.5 parameters `scheme` (http | https, default http), `path`
+ * (default: each engine's own, `/metrics` but for trtllm-serve) and `insecureSkipVerify` (default true), plus
+ * `port` (newer GIE: scrape this port instead of the pool's target port). The scraper reads the instance.
+ */
+export interface MetricsDataSource extends Plugin {
+  readonly scheme: "http" | "https";
+  readonly path: string | undefined;
+  readonly insecureSkipVerify: boolean;
+  readonly port: number | undefined;
+}
+
+export const METRICS_DATA_SOURCE = "metrics-data-source";
+
+export function isMetricsDataSource(p: Plugin): p is MetricsDataSource {
+  return p.typedName.type === METRICS_DATA_SOURCE && "insecureSkipVerify" in p;
+}
+
+export const metricsDataSourceFactory: PluginFactory<MetricsDataSource> = (name, params) => {
+  const p = readParams(params);
+  const raw = p.text("scheme") ?? "http";
+  const scheme =
+    raw === "http" || raw === "https" ? raw : p.fail("scheme", `must be "http" or "https", got ${JSON.stringify(raw)}`);
+  const path = p.text("path");
+  const problem = path === undefined ? undefined : metricsPathProblem(path);
+  if (problem !== undefined) p.fail("path", problem);
+  const insecureSkipVerify = p.boolean("insecureSkipVerify", true);
+  const port = p.integer("port", { min: 1, max: 65535 });
+  p.done();
+  return { typedName: { type: METRICS_DATA_SOURCE, name }, scheme, path, insecureSkipVerify, port };
+};
+
 let registered = false;
 
 /**
@@ -63,4 +96,5 @@ export function registerDataLayerPlugins(): void {
   if (registered) return;
   registered = true;
   registerMetricsExtractor(CORE_METRICS_EXTRACTOR, coreMetricsExtractorFactory, { replace: true });
+  registerPluginType("metrics-data-source", METRICS_DATA_SOURCE, metricsDataSourceFactory, { replace: true });
 }

@@ -34,6 +34,7 @@ import {
   type EngineRegistryOptions,
   extractMetrics,
   ImplausibleMetricsError,
+  metricsPathProblem,
 } from "./engines.js";
 
 /** What the scraper needs from the datastore: the current endpoints and a change feed. */
@@ -115,7 +116,10 @@ export interface ScrapeLoopOptions {
   intervalMs?: number;
   /** Deadline for one scrape, connect included. Default 1000 ms. */
   timeoutMs?: number;
-  /** Metrics path. Default `/metrics`. */
+  /**
+   * Metrics path for every engine (GIE's metrics-data-source `path`). Default: each engine's `metricsPath`
+   * (`/metrics` but for trtllm-serve's `/prometheus/metrics`, engines.ts).
+   */
   path?: string;
   /** Default `http`. */
   scheme?: "http" | "https";
@@ -273,7 +277,7 @@ function classify(err: unknown, url: string): ScrapeError {
 export interface ScrapeSettings {
   readonly intervalMs: number;
   readonly timeoutMs: number;
-  readonly path: string;
+  readonly path: string | undefined;
   readonly scheme: "http" | "https";
   readonly metricsPort: number | undefined;
   readonly insecureSkipVerify: boolean;
@@ -372,7 +376,8 @@ export class ScrapeLoops {
   readonly #source: EndpointSource;
   readonly #intervalMs: number;
   readonly #timeoutMs: number;
-  readonly #path: string;
+  /** The metrics path for every engine, when configured; else each engine's own. */
+  readonly #path: string | undefined;
   readonly #scheme: "http" | "https";
   readonly #metricsPort: number | undefined;
   readonly #insecureSkipVerify: boolean;
@@ -435,14 +440,9 @@ export class ScrapeLoops {
       );
     }
     this.#idleIntervalMs = idle > this.#intervalMs ? idle : 0;
-    const path = options.path ?? "/metrics";
-    if (typeof path !== "string" || !path.startsWith("/") || /[\s#]/.test(path)) {
-      throw new ConfigError(
-        `must be an absolute path without spaces or "#", got ${JSON.stringify(path)}`,
-        undefined,
-        "path",
-      );
-    }
+    const path = options.path;
+    const problem = path === undefined ? undefined : metricsPathProblem(path);
+    if (problem !== undefined) throw new ConfigError(problem, undefined, "path");
     this.#path = path;
     const scheme = options.scheme ?? "http";
     if (scheme !== "http" && scheme !== "https") {
@@ -711,7 +711,7 @@ export class ScrapeLoops {
 
   async #scrape(t: Target): Promise<void> {
     const endpoint = t.endpoint;
-    const url = `${t.origin}${this.#path}`;
+    let url = t.origin;
     const started = performance.now();
     t.lastScrapeAt = started;
     let error: ScrapeError | undefined;
@@ -725,6 +725,8 @@ export class ScrapeLoops {
           `no metric mapping for engine "${name}" (known: ${this.#engines.names().join(", ")})`,
         );
       }
+      const path = this.#path ?? mapping.metricsPath;
+      url = `${t.origin}${path}`;
       let client: Client;
       try {
         client = this.#acquire(t);
@@ -733,7 +735,7 @@ export class ScrapeLoops {
           cause: err,
         });
       }
-      const get = new PlainGet(client, this.#path, METRICS_HEADERS, ERROR_BODY_LIMIT);
+      const get = new PlainGet(client, path, METRICS_HEADERS, ERROR_BODY_LIMIT);
       t.abort = get;
       const deadline = setTimeout(() => {
         get.abort(new ScrapeError("timeout", `GET ${url}: no complete response within ${this.#timeoutMs} ms`));
@@ -756,7 +758,7 @@ export class ScrapeLoops {
       }
       if (t.stopped) return;
       try {
-        endpoint.metrics = extractMetrics(mapping, text, finished, this.#path, this.#maxSeries);
+        endpoint.metrics = extractMetrics(mapping, text, finished, path, this.#maxSeries);
       } catch (err) {
         const reason = err instanceof ImplausibleMetricsError ? "implausible" : "parse";
         throw new ScrapeError(reason, `${url}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });

@@ -140,6 +140,7 @@ export async function assembleEpp(f: EppFlagValues, overrides: StartEppOverrides
           routing.engines,
           metrics,
           logger,
+          routing.dataSource,
           typeof plan === "object" ? plan.otherCpus : undefined,
         );
   scraper?.start();

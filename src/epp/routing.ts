@@ -6,8 +6,9 @@
 import { configuredTenantHeader } from "../admission/config.js";
 import { createAdmissionController } from "../admission/controller.js";
 import type { Admission } from "../admission/types.js";
+import { ConfigError } from "../common/errors.js";
 import { EngineRegistry } from "../datalayer/engines.js";
-import { isMetricsExtractor } from "../datalayer/extractor.js";
+import { isMetricsDataSource, isMetricsExtractor, type MetricsDataSource } from "../datalayer/extractor.js";
 import type { Datastore } from "../datastore/datastore.js";
 import { DecisionLog } from "../observability/decisions.js";
 import type { Logger } from "../observability/logger.js";
@@ -31,6 +32,8 @@ export interface Routing {
   readonly decisions: DecisionLog;
   /** The configured core-metrics-extractor's mappings (validated with the other plugins), else the built-in ones. */
   readonly engines: EngineRegistry;
+  /** The configured metrics-data-source (scheme, path, TLS, port), if the config has one. */
+  readonly dataSource: MetricsDataSource | undefined;
   /** `inference_extension_prefix_indexer_size`, read at scrape time. */
   readonly prefixIndexSize: () => number | undefined;
 }
@@ -80,7 +83,22 @@ export function buildRouting(o: RoutingOptions): Routing {
     for (const e of removed) scheduler.endpointRemoved(e.key);
   });
   const engines = scheduler.pluginSet.plugins.find(isMetricsExtractor)?.engines ?? new EngineRegistry();
-  return { scheduler, admission, director, decisions, engines, prefixIndexSize: prefixIndexSize(scheduler) };
+  const sources = scheduler.pluginSet.plugins.filter(isMetricsDataSource);
+  if (sources.length > 1)
+    throw new ConfigError(
+      `one metrics-data-source is supported, the config has ${sources.length} (${sources.map((p) => p.typedName.name).join(", ")})`,
+      config.file,
+      "plugins",
+    );
+  return {
+    scheduler,
+    admission,
+    director,
+    decisions,
+    engines,
+    dataSource: sources[0],
+    prefixIndexSize: prefixIndexSize(scheduler),
+  };
 }
 
 function buildScheduler(o: RoutingOptions): Scheduler {

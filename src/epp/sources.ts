@@ -5,6 +5,7 @@
  */
 
 import type { EngineRegistry } from "../datalayer/engines.js";
+import type { MetricsDataSource } from "../datalayer/extractor.js";
 import { MetricsScraper, SCRAPE_FAILURE_REASONS } from "../datalayer/scraper.js";
 import type { Datastore } from "../datastore/datastore.js";
 import type { Endpoint } from "../datastore/types.js";
@@ -82,6 +83,7 @@ export function createScraper(
   engines: EngineRegistry,
   metrics: EppMetrics,
   logger: Logger,
+  dataSource: MetricsDataSource | undefined,
   workerCpus?: readonly number[],
 ): MetricsScraper {
   const durationSeries = new WeakMap<Endpoint, HotHistogramChild>();
@@ -96,6 +98,15 @@ export function createScraper(
     idleIntervalMs: f["refresh-metrics-idle-interval"],
     maxSeries: f["scrape-max-series"],
     workers: f["scrape-workers"],
+    // GIE's metrics-data-source parameters; without one, http and each engine's own path (docs/design/model-servers.md §4).
+    ...(dataSource === undefined
+      ? {}
+      : {
+          scheme: dataSource.scheme,
+          insecureSkipVerify: dataSource.insecureSkipVerify,
+          ...(dataSource.path === undefined ? {} : { path: dataSource.path }),
+          ...(dataSource.port === undefined ? {} : { metricsPort: dataSource.port }),
+        }),
     ...(workerCpus === undefined ? {} : { workerCpus }),
     logger,
     hooks: {

@@ -16,6 +16,8 @@ export interface PodBehaviour {
   body: string;
   /** Delay before answering; 0 answers at once. */
   delayMs: number;
+  /** Other answers by exact request path (e.g. trtllm-serve's JSON `/metrics` beside `/prometheus/metrics`). */
+  routes?: Record<string, { readonly status: number; readonly body: string; readonly contentType: string }>;
 }
 
 export class FakePod {
@@ -55,10 +57,13 @@ export class FakePod {
       this.concurrent--;
       if (timer !== undefined) clearTimeout(timer);
     });
-    const { status, body, delayMs } = this.behaviour;
+    const { status, body, delayMs, routes } = this.behaviour;
+    const route = routes?.[req.url ?? ""];
     const answer = () => {
-      res.writeHead(status, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
-      res.end(body);
+      res.writeHead(route?.status ?? status, {
+        "content-type": route?.contentType ?? "text/plain; version=0.0.4; charset=utf-8",
+      });
+      res.end(route?.body ?? body);
     };
     if (delayMs > 0) timer = setTimeout(answer, delayMs);
     else answer();

@@ -46,7 +46,58 @@ async function setup(options: Partial<MetricsScraperOptions> = {}, addresses = A
   return { port: started.port, endpoints, source, scraper, results, count };
 }
 
+/** What trtllm-serve answers at `/metrics`: JSON iteration stats, not Prometheus text (docs/design/model-servers.md §3.4). */
+const TRTLLM_JSON = '[{"iterationCounter":12,"numActiveRequests":6,"kvCacheStats":{"usedNumBlocks":2990}}]';
+const trtllmRoutes = (textPath: string) => ({
+  "/metrics": { status: 200, body: TRTLLM_JSON, contentType: "application/json" },
+  [textPath]: { status: 200, body: fixture("trtllm-serve.txt"), contentType: "text/plain; version=0.0.4" },
+});
+const TRTLLM_NUMBERS = {
+  waitingQueueSize: 11,
+  runningRequestsSize: 6,
+  kvCacheUsagePercent: 0.73,
+  cacheNumBlocks: 4096,
+};
+
 describe("MetricsScraper", () => {
+  it("scrapes trtllm-serve at /prometheus/metrics, where it serves its text (its /metrics is JSON)", async () => {
+    const { endpoints, scraper } = await setup({ modelsIntervalMs: 0 });
+    (endpoints[1] as { engine: string }).engine = "trtllm-serve";
+    pods[1]!.behaviour.routes = trtllmRoutes("/prometheus/metrics");
+    scraper.start();
+    await scraper.firstRound();
+    await vi.waitFor(() => {
+      for (const ep of endpoints) expect(ep.metrics, ep.lastScrapeError).toBeDefined();
+    }, WAIT);
+    expect(endpoints[1]!.metrics).toMatchObject(TRTLLM_NUMBERS);
+    expect(endpoints[1]!.lastScrapeError).toBeUndefined();
+    expect(pods[1]!.lastPath).toBe("/prometheus/metrics");
+    expect(pods[0]!.lastPath).toBe("/metrics");
+  });
+
+  it("scrapes every engine at a configured path (metrics-data-source path)", async () => {
+    const { endpoints, scraper } = await setup({ modelsIntervalMs: 0, path: "/custom/metrics" });
+    (endpoints[1] as { engine: string }).engine = "trtllm-serve";
+    for (const pod of pods) pod.behaviour.status = 404;
+    pods[0]!.behaviour.routes = {
+      "/custom/metrics": { status: 200, body: vllmBody(5, 6, 0.5), contentType: "text/plain" },
+    };
+    pods[1]!.behaviour.routes = trtllmRoutes("/custom/metrics");
+    scraper.start();
+    await scraper.firstRound();
+    await vi.waitFor(() => {
+      expect(endpoints[0]!.metrics).toMatchObject({ waitingQueueSize: 5, runningRequestsSize: 6 });
+      expect(endpoints[1]!.metrics).toMatchObject(TRTLLM_NUMBERS);
+    }, WAIT);
+    expect(pods[1]!.lastPath).toBe("/custom/metrics");
+  });
+
+  it("refuses a metrics path that is not absolute, or has spaces or a fragment", () => {
+    const source = new FakeSource([]);
+    for (const path of ["metrics", "/a b", "/m#x"])
+      expect(() => new MetricsScraper({ source, path })).toThrow(/path.*absolute path/);
+  });
+
   it("scrapes every endpoint on the shared port into endpoint.metrics", async () => {
     // /v1/models off here, so the last path each pod saw is the metrics path.
     const { endpoints, scraper, results } = await setup({ modelsIntervalMs: 0 });

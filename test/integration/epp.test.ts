@@ -238,6 +238,47 @@ plugins:
     }
   });
 
+  it("scrapes the path a metrics-data-source names, for every pod", async () => {
+    const { startHarness: start } = await import("../helpers/epp-harness.js");
+    const config = `apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+  - type: queue-scorer
+  - type: metrics-data-source
+    parameters: { scheme: http, path: /engine/metrics, insecureSkipVerify: true }
+`;
+    const h = await start({ flags: ["--config-text", config] });
+    try {
+      // /metrics now answers 404 everywhere: only the configured path has the text.
+      for (const [i, p] of h.pods.entries())
+        p.behaviour = {
+          status: 404,
+          body: "not here",
+          delayMs: 0,
+          routes: {
+            "/engine/metrics": {
+              status: 200,
+              body: `vllm:num_requests_waiting ${i === 2 ? 0 : 9}\nvllm:num_requests_running 1\nvllm:kv_cache_usage_perc 0.2\n`,
+              contentType: "text/plain",
+            },
+          },
+        };
+      await vi.waitFor(
+        () => {
+          const snap = h.epp.snapshot();
+          expect(snap.endpoints.map((e) => e.metrics?.queue)).toEqual(
+            h.pods.map((_, i) => (i === 2 ? 0 : 9)),
+          );
+        },
+        { timeout: 30_000, interval: 20 },
+      );
+      const r = await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("m") });
+      expect(r.destination).toBe(`${h.pods[2]!.address}:${h.port}`);
+    } finally {
+      await h.close();
+    }
+  });
+
   it("rejects an invalid engine config naming the field", async () => {
     const { startEpp } = await import("../../src/cli/epp.js");
     const { silentLogger } = await import("../../src/observability/logger.js");

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/common/errors.js";
 import { registeredPluginTypes, registerPluginType } from "../../src/common/registry.js";
-import { isMetricsExtractor, registerDataLayerPlugins } from "../../src/datalayer/extractor.js";
+import { isMetricsDataSource, isMetricsExtractor, registerDataLayerPlugins } from "../../src/datalayer/extractor.js";
 import { defaultPickerConfig, instantiatePlugins, loadPickerConfig } from "../../src/scheduling/config.js";
 import type { MaxScorePicker } from "../../src/scheduling/plugins/pickers.js";
 import type { UtilizationDetector } from "../../src/scheduling/plugins/utilization-detector.js";
@@ -430,6 +430,22 @@ describe("one registry for every plugin kind", () => {
 `),
       ).message,
     ).toMatch(/^plugins\[0\]\.parameters\.defaultEngine: defaultEngine "nope" not found/);
+    // GIE's metrics-data-source: validated here too, applied by the scraper.
+    const source = instantiatePlugins(
+      load(`plugins:\n  - type: metrics-data-source\n    parameters: {scheme: https, path: /x/metrics, port: 9400}\n`),
+      createPluginHandle(),
+    ).plugins.find(isMetricsDataSource);
+    expect(source).toMatchObject({ scheme: "https", path: "/x/metrics", insecureSkipVerify: true, port: 9400 });
+    for (const [params, field] of [
+      ["{scheme: ftp}", "scheme"],
+      ["{path: metrics}", "path"],
+      ["{port: 70000}", "port"],
+      ["{insecureSkipVerify: maybe}", "insecureSkipVerify"],
+      ["{interval: 1s}", "interval"],
+    ] as const)
+      expect(errorOf(() => load(`plugins:\n  - type: metrics-data-source\n    parameters: ${params}\n`)).field).toBe(
+        `plugins[0].parameters.${field}`,
+      );
     // A metrics extractor is not a scheduling plugin: a profile cannot slot it.
     expect(
       errorOf(() =>
