@@ -49,6 +49,11 @@ export interface EngineConfig {
    * for every engine.
    */
   readonly metricsPath?: string;
+  /**
+   * The port the engine serves its metrics on, when not the pool's target port: Triton serves them on its metrics
+   * port (8002 by default), apart from inference (8000). A `metrics-data-source` `port` overrides it.
+   */
+  readonly metricsPort?: number;
 }
 
 /** A validated, compiled engine mapping. */
@@ -66,6 +71,8 @@ export interface EngineMapping {
   readonly cacheNumBlocks: MetricSpec | undefined;
   /** Where the engine's Prometheus text is served. */
   readonly metricsPath: string;
+  /** Its port, when not the endpoint's target port. */
+  readonly metricsPort: number | undefined;
   /** Every metric name this mapping reads; what the parser filters on. */
   readonly wanted: WantedSet;
 }
@@ -131,6 +138,9 @@ export const DEFAULT_ENGINE_CONFIGS: readonly EngineConfig[] = Object.freeze([
     cacheInfoSpec: "",
     cacheBlockSizeSpec: "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=tokens_per}",
     cacheNumBlocksSpec: "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=max}",
+    // Triton serves every metric, the TensorRT-LLM backend's included, on its metrics port (--metrics-port, 8002 by
+    // default), not on the inference port the pool targets (docs/design/model-servers.md §3.4).
+    metricsPort: 8002,
   },
 ]);
 
@@ -285,6 +295,7 @@ const ENGINE_CONFIG_KEYS: ReadonlySet<string> = new Set([
   "cacheBlockSizeSpec",
   "cacheNumBlocksSpec",
   "metricsPath",
+  "metricsPort",
 ]);
 
 /**
@@ -298,12 +309,13 @@ export function validateEngineConfig(
   reader: ConfigReader = new ConfigReader(file),
 ): EngineConfig {
   const m: MappingReader = reader.mapping(raw, path).only(ENGINE_CONFIG_KEYS);
-  const out: Record<string, string> = {};
+  const out: Record<string, string | number> = {};
   for (const key of ENGINE_CONFIG_KEYS) {
-    const v = m.text(key);
+    const v = key === "metricsPort" ? m.integer(key, { min: 1, max: 65535 }) : m.text(key);
     if (v !== undefined) out[key] = v;
   }
-  if (out["name"] === undefined || out["name"].trim() === "") m.fail("name", "engine config name cannot be empty");
+  const name = out["name"];
+  if (typeof name !== "string" || name.trim() === "") m.fail("name", "engine config name cannot be empty");
   const config = out as unknown as EngineConfig;
   compileEngine(config, path, file); // surfaces spec errors now, with the field name
   return config;
@@ -317,6 +329,14 @@ function metricsPathOf(value: string | undefined, path: string, file: string | u
   return v;
 }
 
+function metricsPortOf(value: unknown, path: string, file: string | undefined): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  const n = typeof value === "string" ? Number(value) : value;
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > 65535)
+    throw new ConfigError(`must be an integer port 1-65535, got ${JSON.stringify(value)}`, file, `${path}.metricsPort`);
+  return n;
+}
+
 /** Compiles an engine config; throws ConfigError naming the field of a malformed spec. */
 export function compileEngine(
   config: EngineConfig,
@@ -328,7 +348,7 @@ export function compileEngine(
   if (name === RESERVED_ENGINE_NAME) {
     throw new ConfigError(`engine config name cannot be "${RESERVED_ENGINE_NAME}" (reserved)`, file, `${path}.name`);
   }
-  const parse = (key: keyof EngineConfig): MetricSpec | undefined => {
+  const parse = (key: Exclude<keyof EngineConfig, "metricsPort">): MetricSpec | undefined => {
     return parseMetricSpec(config[key] ?? "", `${path}.${key}`, file);
   };
   const kv = parse("kvUsageSpec");
@@ -357,6 +377,7 @@ export function compileEngine(
     cacheBlockSize: parse("cacheBlockSizeSpec"),
     cacheNumBlocks: parse("cacheNumBlocksSpec"),
     metricsPath: metricsPathOf(config.metricsPath, path, file),
+    metricsPort: metricsPortOf(config.metricsPort, path, file),
   };
   const names: string[] = [];
   for (const s of [

@@ -123,7 +123,10 @@ export interface ScrapeLoopOptions {
   path?: string;
   /** Default `http`. */
   scheme?: "http" | "https";
-  /** Scrape this port instead of the endpoint's target port (GIE `--model-server-metrics-port`). Default: unset. */
+  /**
+   * Scrape this port for every engine instead of the endpoint's target port (GIE `--model-server-metrics-port`,
+   * metrics-data-source `port`). Default: each engine's `metricsPort` (Triton's 8002), else the target port.
+   */
   metricsPort?: number;
   /** Skip TLS verification for `https` (GIE's `insecureSkipVerify`, default true: pods serve self-signed certs). */
   insecureSkipVerify?: boolean;
@@ -597,7 +600,7 @@ export class ScrapeLoops {
       if (existing.endpoint === endpoint) return;
       this.#stopTarget(existing);
     }
-    const port = this.#metricsPort ?? endpoint.port;
+    const port = this.#metricsPort ?? this.#engines.resolve(endpoint)?.metricsPort ?? endpoint.port;
     const t: Target = {
       endpoint,
       origin: `${this.#scheme}://${hostPort(endpoint.address, port)}`,

@@ -172,6 +172,20 @@ describe("extractMetrics", () => {
     expect(extractMetrics(mapping("vllm"), older, 0).activeModels).toEqual(new Set(["a", "b"]));
   });
 
+  it("knows where trtllm-serve and Triton serve their metrics, and checks a configured path and port", () => {
+    expect(mapping("vllm")).toMatchObject({ metricsPath: "/metrics", metricsPort: undefined });
+    expect(mapping("trtllm-serve")).toMatchObject({ metricsPath: "/prometheus/metrics", metricsPort: undefined });
+    expect(mapping("triton-tensorrt-llm")).toMatchObject({ metricsPath: "/metrics", metricsPort: 8002 });
+    const custom = validateEngineConfig({ name: "x", metricsPath: "/m", metricsPort: 9100 }, "engineConfigs[0]");
+    expect(compileEngine(custom)).toMatchObject({ metricsPath: "/m", metricsPort: 9100 });
+    expect(() => validateEngineConfig({ name: "x", metricsPath: "m" }, "engineConfigs[0]")).toThrow(
+      /engineConfigs\[0\]\.metricsPath/,
+    );
+    expect(() => validateEngineConfig({ name: "x", metricsPort: 0 }, "engineConfigs[0]")).toThrow(
+      /engineConfigs\[0\]\.metricsPort/,
+    );
+  });
+
   it("reads SGLang, trtllm-serve and Triton", () => {
     expect(extractMetrics(mapping("sglang"), fixture("sglang.txt"), 1)).toMatchObject({
       waitingQueueSize: 3,

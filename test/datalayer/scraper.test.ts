@@ -92,6 +92,33 @@ describe("MetricsScraper", () => {
     expect(pods[1]!.lastPath).toBe("/custom/metrics");
   });
 
+  it("scrapes an engine on its own metrics port (Triton serves metrics on 8002, inference on the target port)", async () => {
+    const metricsPods = await startPods(ADDRESSES, () => ({ status: 200, body: vllmBody(4, 2, 0.3), delayMs: 0 }));
+    const { endpoints, scraper } = await setup({
+      modelsIntervalMs: 0,
+      engines: [
+        {
+          name: "split",
+          queuedRequestsSpec: "vllm:num_requests_waiting",
+          runningRequestsSpec: "vllm:num_requests_running",
+          kvUsageSpec: "vllm:kv_cache_usage_perc",
+          metricsPort: metricsPods.port,
+        },
+      ],
+    });
+    pods.push(...metricsPods.pods);
+    (endpoints[0] as { engine: string }).engine = "split";
+    pods[0]!.behaviour.status = 404; // the target port has no metrics for it
+    scraper.start();
+    await scraper.firstRound();
+    await vi.waitFor(() => {
+      expect(endpoints[0]!.metrics).toMatchObject({ waitingQueueSize: 4, runningRequestsSize: 2 });
+      expect(endpoints[1]!.metrics).toMatchObject({ waitingQueueSize: 1, runningRequestsSize: 2 });
+    }, WAIT);
+    expect(metricsPods.pods[0]!.requests).toBeGreaterThan(0);
+    expect(metricsPods.pods[1]!.requests).toBe(0);
+  });
+
   it("refuses a metrics path that is not absolute, or has spaces or a fragment", () => {
     const source = new FakeSource([]);
     for (const path of ["metrics", "/a b", "/m#x"])

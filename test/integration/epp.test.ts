@@ -266,9 +266,7 @@ plugins:
       await vi.waitFor(
         () => {
           const snap = h.epp.snapshot();
-          expect(snap.endpoints.map((e) => e.metrics?.queue)).toEqual(
-            h.pods.map((_, i) => (i === 2 ? 0 : 9)),
-          );
+          expect(snap.endpoints.map((e) => e.metrics?.queue)).toEqual(h.pods.map((_, i) => (i === 2 ? 0 : 9)));
         },
         { timeout: 30_000, interval: 20 },
       );
