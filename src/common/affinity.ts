@@ -166,7 +166,7 @@ export async function pinThreads(plan: ThreadPlan): Promise<PinReport> {
     if (error !== undefined && threadAlive(others[i]!)) failures.push({ tid: others[i]!, error });
   });
   const own = await pinThread(requestTid, [plan.requestCpu]);
-  if (own !== undefined) throw new Error(own);
+  if (own !== undefined) throw new Error(`the request thread could not be pinned: ${own}`);
   return { requestTid, others: others.length - failures.length, failures };
 }
 

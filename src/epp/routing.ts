@@ -10,6 +10,7 @@ import { ConfigError } from "../common/errors.js";
 import { EngineRegistry } from "../datalayer/engines.js";
 import { isMetricsDataSource, isMetricsExtractor, type MetricsDataSource } from "../datalayer/extractor.js";
 import type { Datastore } from "../datastore/datastore.js";
+import type { Endpoint } from "../datastore/types.js";
 import { DecisionLog } from "../observability/decisions.js";
 import type { Logger } from "../observability/logger.js";
 import type { EppMetrics } from "../observability/metrics.js";
@@ -59,6 +60,13 @@ export function buildRouting(o: RoutingOptions): Routing {
     detector,
     refreshIntervalMs: f["refresh-metrics-interval"],
   });
+  const sources = scheduler.pluginSet.plugins.filter(isMetricsDataSource);
+  if (sources.length > 1)
+    throw new ConfigError(
+      `one metrics-data-source is supported, the config has ${sources.length} (${sources.map((p) => p.typedName.name).join(", ")})`,
+      config.file,
+      "plugins",
+    );
   const decisions = new DecisionLog(50);
   const director = new Director({
     pool: datastore,
@@ -81,15 +89,16 @@ export function buildRouting(o: RoutingOptions): Routing {
     for (const e of added.slice(0, 10)) logger.info({ endpoint: e.key, pod: e.podName }, "endpoint joined the pool");
     for (const e of removed.slice(0, 10)) logger.info({ endpoint: e.key, pod: e.podName }, "endpoint left the pool");
     for (const e of removed) scheduler.endpointRemoved(e.key);
+    if (removed.length === 0) return;
+    // As for the scrape series (sources.ts): a series stays if the same pod is back under its key.
+    const gone: Endpoint[] = [];
+    for (const e of removed) {
+      const now = datastore.endpointByKey(e.key);
+      if (now === undefined || now.podName !== e.podName || now.namespace !== e.namespace) gone.push(e);
+    }
+    director.endpointsRemoved(gone);
   });
   const engines = scheduler.pluginSet.plugins.find(isMetricsExtractor)?.engines ?? new EngineRegistry();
-  const sources = scheduler.pluginSet.plugins.filter(isMetricsDataSource);
-  if (sources.length > 1)
-    throw new ConfigError(
-      `one metrics-data-source is supported, the config has ${sources.length} (${sources.map((p) => p.typedName.name).join(", ")})`,
-      config.file,
-      "plugins",
-    );
   return {
     scheduler,
     admission,

@@ -170,6 +170,7 @@ export class Director implements LifecycleFactory {
   readonly #shared: Shared;
   readonly #random: () => number;
   readonly #tenantHeader: string;
+  readonly #dropAttempts: (gone: readonly Endpoint[]) => void;
 
   constructor(options: DirectorOptions) {
     this.#random = options.random ?? Math.random;
@@ -185,6 +186,15 @@ export class Director implements LifecycleFactory {
       byModel.clear();
       byAttempt.clear();
     });
+    // A departed pod's per-pod attempt series would otherwise stay exported for the life of the process, one per
+    // pod a rollout or an autoscaler ever created; one pass over the series per change, not per pod.
+    this.#dropAttempts = (gone) => {
+      const keys = new Set<string>();
+      for (const e of gone) keys.add(`${e.podName}\u0000${e.namespace}\u0000${e.port}`);
+      m.schedulerAttempts.removeWhere((l) => keys.has(`${l["pod_name"]}\u0000${l["namespace"]}\u0000${l["port"]}`));
+      // Cached children of removed series no longer count; drop them, and the endpoint objects they hold.
+      byAttempt.clear();
+    };
     const metricName = (name: string): string => m.modelLabel(name);
     this.#shared = {
       ...options,
@@ -233,6 +243,14 @@ export class Director implements LifecycleFactory {
         return c;
       },
     };
+  }
+
+  /**
+   * Endpoints that left the pool for good (not the same pod back under its key): their
+   * `inference_extension_scheduler_attempts_total` series leave /metrics.
+   */
+  endpointsRemoved(gone: readonly Endpoint[]): void {
+    if (gone.length > 0) this.#dropAttempts(gone);
   }
 
   begin(): RequestLifecycle {

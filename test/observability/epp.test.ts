@@ -528,4 +528,41 @@ describe("a departed pod's scrape series", () => {
       await h.close();
     }
   });
+
+  it("so do its inference_extension_scheduler_attempts_total series; a pod that stays keeps its count", async () => {
+    const h = await startHarness();
+    try {
+      const busy = { waiting: 10, running: 8, kv: 0.9 };
+      const idle = { waiting: 0, running: 0, kv: 0.1 };
+      const attempts = (text: string, pod: string) =>
+        sample(text, "inference_extension_scheduler_attempts_total", { status: "success", pod_name: pod });
+      // One request to pod-3 (the one that will leave), then one to pod-1 (which stays).
+      for (const [best, pod] of [
+        [2, "pod-3"],
+        [0, "pod-1"],
+      ] as const) {
+        for (let i = 0; i < 3; i++) h.setPod(i, i === best ? idle : busy);
+        await h.settle();
+        const r = await h.client.roundTrip({ headers: CHAT_HEADERS, body: chatBody("m") });
+        expect(r.destination).toBe(`${h.pods[best]!.address}:${h.port}`);
+        expect(attempts(await metricsText(h), pod)).toBe(1);
+      }
+      writeFileSync(
+        join(h.dir, "resources.yaml"),
+        resourcesYaml(
+          "pool",
+          h.port,
+          h.pods.slice(0, 2).map((p) => p.address),
+          [],
+        ),
+      );
+      await waitFor(
+        "pod-3's attempt series to leave",
+        async () => attempts(await metricsText(h), "pod-3") === undefined,
+      );
+      expect(attempts(await metricsText(h), "pod-1")).toBe(1);
+    } finally {
+      await h.close();
+    }
+  });
 });
