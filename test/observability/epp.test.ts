@@ -503,6 +503,12 @@ describe("metric label values from requests are bounded in length and expire whe
   });
 });
 
+/** Rewrites the harness's resources file with only its first `n` pods: the others leave the pool. */
+function keepFirstPods(h: Harness, n: number): void {
+  const addresses = h.pods.slice(0, n).map((p) => p.address);
+  writeFileSync(join(h.dir, "resources.yaml"), resourcesYaml("pool", h.port, addresses, []));
+}
+
 describe("a departed pod's scrape series", () => {
   it("leave /metrics when the pod leaves the pool; the others keep theirs", async () => {
     const h = await startHarness();
@@ -511,15 +517,7 @@ describe("a departed pod's scrape series", () => {
       const count = (text: string, endpoint: string) =>
         sample(text, "switchyard_scrape_duration_seconds_count", { endpoint: endpoint! });
       await waitFor("the pod's scrape series", async () => (count(await metricsText(h), gone!) ?? 0) > 0);
-      writeFileSync(
-        join(h.dir, "resources.yaml"),
-        resourcesYaml(
-          "pool",
-          h.port,
-          h.pods.slice(0, 2).map((p) => p.address),
-          [],
-        ),
-      );
+      keepFirstPods(h, 2);
       await waitFor("the departed pod's series to leave", async () => count(await metricsText(h), gone!) === undefined);
       const text = await metricsText(h);
       expect(count(text, kept!)).toBeGreaterThan(0);
@@ -547,15 +545,7 @@ describe("a departed pod's scrape series", () => {
         expect(r.destination).toBe(`${h.pods[best]!.address}:${h.port}`);
         expect(attempts(await metricsText(h), pod)).toBe(1);
       }
-      writeFileSync(
-        join(h.dir, "resources.yaml"),
-        resourcesYaml(
-          "pool",
-          h.port,
-          h.pods.slice(0, 2).map((p) => p.address),
-          [],
-        ),
-      );
+      keepFirstPods(h, 2);
       await waitFor(
         "pod-3's attempt series to leave",
         async () => attempts(await metricsText(h), "pod-3") === undefined,
