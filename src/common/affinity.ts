@@ -158,7 +158,7 @@ export async function pinThreads(plan: ThreadPlan): Promise<PinReport> {
   if (requestTid === undefined) throw new Error("this thread's id is unknown (not Linux, or /proc is not mounted)");
   await stat(process.execPath).catch(() => undefined);
   const others = processThreadIds().filter((t) => t !== requestTid);
-  // The other threads first: if the request thread's own pin fails, nothing has been squeezed onto its CPU alone.
+  // The other threads first: should the request thread's own pin then fail, they are at least off its CPU.
   const results = await Promise.all(others.map((t) => pinThread(t, plan.otherCpus)));
   const failures: { tid: number; error: string }[] = [];
   results.forEach((error, i) => {
