@@ -64,6 +64,8 @@ export interface BenchResults {
   readonly loads_pct: readonly number[];
   readonly reps: number;
   readonly stage_duration_s: number;
+  /** Requests per stage when the run fixed a count (--min-requests; the peers preset): stages then last longer. */
+  readonly stage_min_requests?: number;
   readonly stages: readonly StageSummary[];
   readonly aggregate: readonly AggregatePoint[];
   readonly targets: readonly TargetCheck[];
@@ -252,13 +254,20 @@ export function renderPeerComparison(r: BenchResults): string[] {
   return lines;
 }
 
+/** How long a stage was: a fixed duration, or a fixed request count (which sets the duration at each rate). */
+export function stageText(r: Pick<BenchResults, "stage_duration_s" | "stage_min_requests">): string {
+  const n = r.stage_min_requests ?? 0;
+  if (n <= 0) return `${r.stage_duration_s} s open-loop Poisson stages`;
+  return `open-loop Poisson stages of ${n} requests each (at least ${r.stage_duration_s} s; at each load step as long as ${n} requests take at its rate)`;
+}
+
 export function renderSummary(r: BenchResults): string {
   const lines: string[] = [];
   const agg = r.aggregate;
   lines.push(`# Routing benchmark — ${r.generated_at}`);
   lines.push("");
   lines.push(
-    `Backend **${r.backend}**, ${r.modes.length} modes interleaved at each load step, ${r.reps} repetition(s), ${r.stage_duration_s} s open-loop Poisson stages. ` +
+    `Backend **${r.backend}**, ${r.modes.length} modes interleaved at each load step, ${r.reps} repetition(s), ${stageText(r)}. ` +
       `Capacity ${r.capacity.measured ? "measured" : "given"}: **${r.capacity.requests_per_sec.toFixed(2)} req/s** ` +
       `(${r.capacity.output_tokens_per_sec.toFixed(0)} output tokens/s at concurrency ${r.capacity.concurrency}, mean output ${r.capacity.mean_output_tokens.toFixed(0)} tokens). ` +
       `git ${r.git_sha.slice(0, 12)}, ${r.machine.cpus} CPUs, Node ${r.machine.node}.`,

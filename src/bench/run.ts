@@ -369,6 +369,7 @@ export class BenchRunner {
       loads_pct: c.loads,
       reps: c.reps,
       stage_duration_s: c.durationMs / 1000,
+      ...(c.minRequests > 0 ? { stage_min_requests: c.minRequests } : {}),
       stages,
       aggregate: agg,
       targets: checkTargets(agg, c.loads),

@@ -11,9 +11,18 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { benchPods, H100_SCALED, idleColdTtftMs, llmdArgs, simOptions } from "../../src/bench/fleet.js";
 import type { LoadResult } from "../../src/bench/loadgen.js";
-import { peerTargets, renderPeerComparison } from "../../src/bench/report.js";
+import { peerTargets, renderPeerComparison, stageText } from "../../src/bench/report.js";
 import { completedRequests, MODE_ALIASES, PEER_MODES } from "../../src/bench/run.js";
 import { type AggregatePoint, aggregate, summarizeStage } from "../../src/bench/stats.js";
+
+describe("the summary's stage length", () => {
+  it("names the request count when the run fixed one (the peers preset), not the unused duration", () => {
+    expect(stageText({ stage_duration_s: 40 })).toBe("40 s open-loop Poisson stages");
+    expect(stageText({ stage_duration_s: 40, stage_min_requests: 2000 })).toMatch(
+      /^open-loop Poisson stages of 2000 requests each \(at least 40 s;/,
+    );
+  });
+});
 
 describe("idle cold TTFT", () => {
   it("is the simulator's prefill for a batch of one, plus the adapter load for an adapter request", () => {
