@@ -260,6 +260,15 @@ export class Datastore implements EndpointSource {
     return this.#byKey.get(key);
   }
 
+  /**
+   * Whether the pod of a removed endpoint is back under its key (the endpoint object replaced, the pod the same),
+   * as opposed to gone or a different pod reusing the address: what decides if its per-pod series live on.
+   */
+  holdsPodOf(endpoint: Endpoint): boolean {
+    const now = this.#byKey.get(endpoint.key);
+    return now !== undefined && now.name === endpoint.name && now.namespace === endpoint.namespace;
+  }
+
   pool(): PoolSpec | undefined {
     return this.#pool;
   }

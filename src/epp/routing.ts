@@ -10,7 +10,6 @@ import { ConfigError } from "../common/errors.js";
 import { EngineRegistry } from "../datalayer/engines.js";
 import { isMetricsDataSource, isMetricsExtractor, type MetricsDataSource } from "../datalayer/extractor.js";
 import type { Datastore } from "../datastore/datastore.js";
-import type { Endpoint } from "../datastore/types.js";
 import { DecisionLog } from "../observability/decisions.js";
 import type { Logger } from "../observability/logger.js";
 import type { EppMetrics } from "../observability/metrics.js";
@@ -91,12 +90,7 @@ export function buildRouting(o: RoutingOptions): Routing {
     for (const e of removed) scheduler.endpointRemoved(e.key);
     if (removed.length === 0) return;
     // As for the scrape series (sources.ts): a series stays if the same pod is back under its key.
-    const gone: Endpoint[] = [];
-    for (const e of removed) {
-      const now = datastore.endpointByKey(e.key);
-      if (now === undefined || now.podName !== e.podName || now.namespace !== e.namespace) gone.push(e);
-    }
-    director.endpointsRemoved(gone);
+    director.endpointsRemoved(removed.filter((e) => !datastore.holdsPodOf(e)));
   });
   const engines = scheduler.pluginSet.plugins.find(isMetricsExtractor)?.engines ?? new EngineRegistry();
   return {

@@ -135,7 +135,7 @@ export function createScraper(
       onRemoved: (endpoint) => {
         // The cached child leaves with its series: the same object added again later gets a live one.
         durationSeries.delete(endpoint);
-        if (datastore.endpointByKey(endpoint.key)?.name === endpoint.name) return;
+        if (datastore.holdsPodOf(endpoint)) return;
         metrics.scrapeDuration.remove({ pod: endpoint.name, endpoint: endpoint.key });
         if (!failed.delete(endpoint.key)) return;
         for (const reason of [...SCRAPE_FAILURE_REASONS, UNKNOWN_REASON])
