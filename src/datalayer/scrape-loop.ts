@@ -9,17 +9,16 @@
  * Design rules, each a lesson from GIE's poller:
  * - One setTimeout chain per endpoint, scheduled only after the previous scrape settled, so two scrapes of one
  *   endpoint can never overlap; a scrape slower than the interval simply skips ticks.
- * - One undici Client (a single keep-alive connection, pipelining 1) per origin, so 20 scrapes/s reuse one socket.
- *   The connect timeout is short, so a dead pod fails fast instead of holding a slot for undici's 10 s default.
+ * - One keep-alive connection per origin, one GET at a time (http-get.ts), so 20 scrapes/s reuse one socket; a
+ *   connect that does not complete within the scrape deadline fails as `connect`.
  * - The body is always consumed (a non-200 one drained up to 128 KiB, past that its connection is dropped), otherwise
  *   the socket is never returned.
  * - On failure the previous metrics object is kept untouched, so it ages into staleness instead of reading as 0,
  *   and retries back off exponentially up to `maxBackoffMs` (default 2 s, the pool staleness threshold, so a pod that
  *   recovers is fresh again within one staleness window).
- * - The per-request deadline is our own cleared timer calling PlainGet.abort() rather than AbortSignal.timeout: the
+ * - The per-request deadline is our own cleared timer calling GetCall.abort() rather than AbortSignal.timeout: the
  *   timer is gone the moment the scrape ends, so stop() leaves nothing behind, and removal aborts the same way.
  */
-import { Client, type Dispatcher } from "undici";
 import { hostPort } from "../common/address.js";
 import { errorCode, isConnectFailure } from "../common/connect.js";
 import { DEFAULT_REFRESH_METRICS_INTERVAL_MS, DEFAULT_SCRAPE_TIMEOUT_MS } from "../common/constants.js";
@@ -36,6 +35,7 @@ import {
   ImplausibleMetricsError,
   metricsPathProblem,
 } from "./engines.js";
+import { createGetClient, type GetCall, type GetClient, GetError } from "./http-get.js";
 
 /** What the scraper needs from the datastore: the current endpoints and a change feed. */
 export interface EndpointSource {
@@ -217,7 +217,7 @@ export function deferred(): Deferred {
 }
 
 interface SharedClient {
-  readonly client: Client;
+  readonly client: GetClient;
   refs: number;
 }
 
@@ -225,14 +225,17 @@ interface SharedClient {
 interface Target {
   readonly endpoint: Endpoint;
   readonly origin: string;
+  readonly host: string;
+  /** The port scraped for metrics (the endpoint's, or the engine's or configured metrics port). */
+  readonly port: number;
   shared: SharedClient | undefined;
   timer: NodeJS.Timeout | undefined;
   /** The in-flight scrape, if any; stop() awaits it so no hook fires after stop() resolves. */
   inflight: Promise<void> | undefined;
   /** The in-flight `/v1/models` read and its abort handle (apart from the metrics scrape's). */
   modelsInflight: Promise<void> | undefined;
-  modelsAbort: AbortController | undefined;
-  abort: PlainGet | undefined;
+  modelsAbort: GetCall | undefined;
+  abort: GetCall | undefined;
   stopped: boolean;
   failures: number;
   readonly firstAttempt: Deferred;
@@ -241,7 +244,7 @@ interface Target {
   /** Origin of the serving port (differs from `origin` when metrics are scraped on their own port). */
   readonly modelsOrigin: string;
   /** A client of our own when `modelsOrigin` differs from `origin`. */
-  modelsClient: Client | undefined;
+  modelsClient: GetClient | undefined;
   /** performance.now() at which `/v1/models` is next due. */
   modelsDueAt: number;
   /** The last scrape named absent load families (logged once per transition). */
@@ -270,7 +273,7 @@ function classify(err: unknown, url: string): ScrapeError {
   if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") {
     return new ScrapeError("timeout", `GET ${url}: ${detail}`, { cause: err });
   }
-  if (code === "UND_ERR_RES_EXCEEDED_MAX_SIZE") {
+  if (code === "UND_ERR_RES_EXCEEDED_MAX_SIZE" || (err instanceof GetError && err.code === "SY_HTTP_BODY_TOO_LARGE")) {
     return new ScrapeError("network", `GET ${url}: body larger than the limit`, { cause: err });
   }
   return new ScrapeError("network", `GET ${url}: ${code ? `${code} ` : ""}${detail}`, { cause: err });
@@ -292,87 +295,6 @@ export interface ScrapeSettings {
   readonly failureLogIntervalMs: number;
   readonly joinRatePerSecond: number;
   readonly engines: EngineRegistryOptions;
-}
-
-const METRICS_HEADERS = { accept: METRICS_ACCEPT_HEADER };
-/** A non-200 body is drained up to this size (so the connection is reused); a larger one closes the socket. */
-const ERROR_BODY_LIMIT = 128 * 1024;
-
-/**
- * One GET through undici's dispatch API, the body collected as text. Why not `client.request()`: that wraps every
- * response in a Readable stream and an AbortSignal with listeners, and at fleet scale (20 scrapes per endpoint per
- * second) that machinery is a visible share of a scrape's CPU; a plain handler does the same job for 14–18 % less
- * CPU per scrape (bench/README.md, "Scraping at scale"). A non-200 body is drained up to `errorLimit` bytes and then dropped
- * with its connection, as `body.dump({ limit })` did; the client's `maxResponseSize` bounds a 200 body.
- */
-class PlainGet implements Dispatcher.DispatchHandler {
-  readonly done: Promise<{ statusCode: number; text: string }>;
-  #resolve!: (v: { statusCode: number; text: string }) => void;
-  #reject!: (err: Error) => void;
-  #controller: Dispatcher.DispatchController | undefined;
-  #reason: Error | undefined;
-  #statusCode = 0;
-  readonly #chunks: Buffer[] = [];
-  #bytes = 0;
-  readonly #errorLimit: number;
-
-  constructor(client: Client, path: string, headers: Record<string, string>, errorLimit: number) {
-    this.#errorLimit = errorLimit;
-    this.done = new Promise((resolve, reject) => {
-      this.#resolve = resolve;
-      this.#reject = reject;
-    });
-    client.dispatch({ method: "GET", path, headers }, this);
-  }
-
-  /** The reason given to abort(), if it was aborted. */
-  get reason(): Error | undefined {
-    return this.#reason;
-  }
-
-  abort(reason: Error): void {
-    if (this.#reason !== undefined) return;
-    this.#reason = reason;
-    if (this.#controller !== undefined) this.#controller.abort(reason);
-    else this.#reject(reason);
-  }
-
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.#controller = controller;
-    if (this.#reason !== undefined) controller.abort(this.#reason);
-  }
-
-  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number): void {
-    this.#statusCode = statusCode;
-  }
-
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.#bytes += chunk.length;
-    if (this.#statusCode !== 200) {
-      // Not kept; past the limit the connection is not worth draining.
-      if (this.#bytes > this.#errorLimit) controller.abort(new ScrapeError("status", `HTTP ${this.#statusCode}`));
-      return;
-    }
-    this.#chunks.push(chunk);
-  }
-
-  onResponseEnd(): void {
-    const chunks = this.#chunks;
-    const text =
-      chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks, this.#bytes).toString("utf8");
-    this.#chunks.length = 0;
-    this.#resolve({ statusCode: this.#statusCode, text });
-  }
-
-  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
-    this.#chunks.length = 0;
-    // A non-200 answer whose body was too large to drain is still that status.
-    if (this.#statusCode !== 0 && this.#statusCode !== 200 && this.#reason === undefined) {
-      this.#resolve({ statusCode: this.#statusCode, text: "" });
-      return;
-    }
-    this.#reject(err);
-  }
 }
 
 export class ScrapeLoops {
@@ -604,6 +526,8 @@ export class ScrapeLoops {
     const t: Target = {
       endpoint,
       origin: `${this.#scheme}://${hostPort(endpoint.address, port)}`,
+      host: endpoint.address,
+      port,
       modelsOrigin: `${this.#scheme}://${hostPort(endpoint.address, endpoint.port)}`,
       modelsClient: undefined,
       modelsInflight: undefined,
@@ -635,7 +559,7 @@ export class ScrapeLoops {
       t.timer = undefined;
     }
     t.abort?.abort(new ScrapeError("network", "endpoint removed"));
-    t.modelsAbort?.abort();
+    t.modelsAbort?.abort(new ScrapeError("network", "endpoint removed"));
     this.#release(t);
     if (t.modelsClient !== undefined) {
       const closing = t.modelsClient.destroy().catch(() => {});
@@ -675,28 +599,28 @@ export class ScrapeLoops {
     );
   }
 
-  #acquire(t: Target): Client {
+  #acquire(t: Target): GetClient {
     if (t.shared !== undefined) return t.shared.client;
     let shared = this.#clients.get(t.origin);
     if (shared === undefined) {
-      const client = new Client(t.origin, {
-        pipelining: 1,
-        connectTimeout: this.#timeoutMs,
-        // Backstops only: the per-request AbortController enforces timeoutMs precisely.
-        headersTimeout: this.#timeoutMs + 1_000,
-        bodyTimeout: this.#timeoutMs + 1_000,
-        // Idle well past the interval, so consecutive scrapes reuse the connection.
-        keepAliveTimeout: Math.max(4_000, 4 * this.#intervalMs),
-        keepAliveMaxTimeout: Math.max(600_000, 4 * this.#intervalMs),
-        maxResponseSize: this.#maxBodyBytes,
-        ...(this.#scheme === "https" ? { connect: { rejectUnauthorized: !this.#insecureSkipVerify } } : {}),
-      });
-      shared = { client, refs: 0 };
+      shared = { client: this.#client(t.host, t.port), refs: 0 };
       this.#clients.set(t.origin, shared);
     }
     shared.refs++;
     t.shared = shared;
     return shared.client;
+  }
+
+  #client(host: string, port: number): GetClient {
+    return createGetClient({
+      scheme: this.#scheme,
+      host,
+      port,
+      // Idle well past the interval, so consecutive scrapes reuse the connection.
+      keepAliveTimeoutMs: Math.max(4_000, 4 * this.#intervalMs),
+      connectTimeoutMs: this.#timeoutMs,
+      rejectUnauthorized: !this.#insecureSkipVerify,
+    });
   }
 
   #release(t: Target): void {
@@ -730,7 +654,7 @@ export class ScrapeLoops {
       }
       const path = this.#path ?? mapping.metricsPath;
       url = `${t.origin}${path}`;
-      let client: Client;
+      let client: GetClient;
       try {
         client = this.#acquire(t);
       } catch (err) {
@@ -738,10 +662,14 @@ export class ScrapeLoops {
           cause: err,
         });
       }
-      const get = new PlainGet(client, path, METRICS_HEADERS, ERROR_BODY_LIMIT);
+      const get = client.get(path, METRICS_ACCEPT_HEADER, this.#maxBodyBytes);
       t.abort = get;
       const deadline = setTimeout(() => {
-        get.abort(new ScrapeError("timeout", `GET ${url}: no complete response within ${this.#timeoutMs} ms`));
+        get.abort(
+          get.connecting
+            ? new ScrapeError("connect", `GET ${url}: cannot connect (no connection within ${this.#timeoutMs} ms)`)
+            : new ScrapeError("timeout", `GET ${url}: no complete response within ${this.#timeoutMs} ms`),
+        );
       }, this.#timeoutMs);
       deadline.unref();
       let text: string;
@@ -858,41 +786,30 @@ export class ScrapeLoops {
    * was one (a transient error must not widen what the endpoint is thought to serve) and unknown otherwise; only
    * a 404 clears it, since the server then has no such list. Never throws.
    */
-  async #readModels(t: Target, metricsClient: Client): Promise<void> {
+  async #readModels(t: Target, metricsClient: GetClient): Promise<void> {
     let client = metricsClient;
     if (t.modelsOrigin !== t.origin) {
-      t.modelsClient ??= new Client(t.modelsOrigin, {
-        pipelining: 1,
-        connectTimeout: this.#timeoutMs,
-        headersTimeout: this.#timeoutMs + 1_000,
-        bodyTimeout: this.#timeoutMs + 1_000,
-        maxResponseSize: MAX_MODELS_BODY_BYTES,
-        ...(this.#scheme === "https" ? { connect: { rejectUnauthorized: !this.#insecureSkipVerify } } : {}),
-      });
+      t.modelsClient ??= this.#client(t.host, t.endpoint.port);
       client = t.modelsClient;
     }
-    const abort = new AbortController();
-    t.modelsAbort = abort;
-    const deadline = setTimeout(() => abort.abort(), this.#timeoutMs);
+    const call = client.get(MODELS_PATH, "application/json", MAX_MODELS_BODY_BYTES);
+    t.modelsAbort = call;
+    const deadline = setTimeout(
+      () => call.abort(new ScrapeError("timeout", "GET /v1/models timed out")),
+      this.#timeoutMs,
+    );
     deadline.unref();
     try {
-      const res = await client.request({
-        method: "GET",
-        path: MODELS_PATH,
-        headers: { accept: "application/json" },
-        signal: abort.signal,
-      });
+      const res = await call.done;
       if (res.statusCode !== 200) {
-        await res.body.dump({ limit: 64 * 1024, signal: abort.signal }).catch(() => {});
         if (res.statusCode === 404 && t.endpoint.models !== undefined) {
           t.endpoint.models = undefined;
           this.#reportModels(t.endpoint);
         }
         return;
       }
-      const text = await res.body.text();
       if (t.stopped) return;
-      const models = parseModelList(text, performance.now());
+      const models = parseModelList(res.text, performance.now());
       if (models === undefined) {
         this.#logger.debug({ endpoint: t.endpoint.key }, "ignoring a /v1/models answer that is not a model list");
         return;
@@ -904,7 +821,7 @@ export class ScrapeLoops {
         this.#logger.debug({ endpoint: t.endpoint.key, err: String(err) }, "reading /v1/models failed");
     } finally {
       clearTimeout(deadline);
-      if (t.modelsAbort === abort) t.modelsAbort = undefined;
+      if (t.modelsAbort === call) t.modelsAbort = undefined;
     }
   }
 
