@@ -101,6 +101,12 @@ const LF = 10;
 const CRLFCRLF = Buffer.from("\r\n\r\n", "latin1");
 const CRLF = Buffer.from("\r\n", "latin1");
 const EMPTY = Buffer.alloc(0);
+/**
+ * Every connection of this thread reads into this one buffer (net's `onread`): no Buffer allocated per read and no
+ * Readable stream between the socket and the parser. Safe because each read is parsed synchronously; whatever the
+ * answer still needs after the callback returns (a partial head or body) is copied out first (#keepBorrowed).
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
 /** Where the parser of the current answer stands. */
 enum Phase {
@@ -177,8 +183,11 @@ export class Http1GetClient implements GetClient {
   readonly #port: number;
   readonly #hostHeader: string;
   readonly #keepAliveMs: number;
-  /** Request bytes per (path, accept): built once, written as-is every scrape. */
+  /** Request bytes per (path, accept): built once, written as-is every scrape; the last one is checked first. */
   readonly #requests = new Map<string, Buffer>();
+  #lastPath = "";
+  #lastAccept = "";
+  #lastRequest: Buffer | undefined;
   readonly #queue: Http1Call[] = [];
   #socket: Socket | undefined;
   #connected = false;
@@ -211,14 +220,20 @@ export class Http1GetClient implements GetClient {
   }
 
   get(path: string, accept: string, maxBodyBytes: number): GetCall {
-    const key = `${path}\n${accept}`;
-    let request = this.#requests.get(key);
-    if (request === undefined) {
-      request = Buffer.from(
-        `GET ${path} HTTP/1.1\r\nhost: ${this.#hostHeader}\r\naccept: ${accept}\r\nuser-agent: switchyard\r\n\r\n`,
-        "latin1",
-      );
-      this.#requests.set(key, request);
+    let request = this.#lastRequest;
+    if (request === undefined || path !== this.#lastPath || accept !== this.#lastAccept) {
+      const key = `${path}\n${accept}`;
+      request = this.#requests.get(key);
+      if (request === undefined) {
+        request = Buffer.from(
+          `GET ${path} HTTP/1.1\r\nhost: ${this.#hostHeader}\r\naccept: ${accept}\r\nuser-agent: switchyard\r\n\r\n`,
+          "latin1",
+        );
+        this.#requests.set(key, request);
+      }
+      this.#lastPath = path;
+      this.#lastAccept = accept;
+      this.#lastRequest = request;
     }
     const call = new Http1Call(request, maxBodyBytes);
     if (this.#destroyed) {
@@ -307,7 +322,19 @@ export class Http1GetClient implements GetClient {
   }
 
   #open(): void {
-    const socket = connect({ host: this.#host, port: this.#port, noDelay: true });
+    const socket = connect({
+      host: this.#host,
+      port: this.#port,
+      noDelay: true,
+      onread: {
+        buffer: READ_BUFFER,
+        callback: (nread: number, buf: Uint8Array) => {
+          if (this.#socket === socket)
+            this.#onData(buf === READ_BUFFER ? READ_BUFFER.subarray(0, nread) : Buffer.from(buf.subarray(0, nread)));
+          return true;
+        },
+      },
+    });
     this.#socket = socket;
     this.#connected = false;
     this.#reused = false;
@@ -318,9 +345,6 @@ export class Http1GetClient implements GetClient {
       if (call === undefined) return;
       call.connecting = false;
       socket.write(call.request);
-    });
-    socket.on("data", (chunk: Buffer) => {
-      if (this.#socket === socket) this.#onData(chunk);
     });
     socket.on("error", (err) => {
       if (this.#socket === socket) this.#onClose(err);
@@ -393,10 +417,21 @@ export class Http1GetClient implements GetClient {
     }
     this.#answered = true;
     const data = this.#parse(chunk);
+    if (this.#current !== undefined) this.#keepBorrowed();
     // Bytes past the end of a complete answer: nobody asked for them, so the connection is out of step and
     // is not reused (the answer itself was complete and well-framed, so it stands).
     if (data.length > 0) void this.#drop();
     this.#pump();
+  }
+
+  /** Copies the partial head or body that still points into READ_BUFFER, which the next read overwrites. */
+  #keepBorrowed(): void {
+    for (const list of [this.#head, this.#body]) {
+      for (let i = 0; i < list.length; i++) {
+        const b = list[i]!;
+        if (b.buffer === READ_BUFFER.buffer) list[i] = Buffer.from(b);
+      }
+    }
   }
 
   /** Feeds `chunk` to the answer's parser; returns what is left once the call has ended (normally nothing). */
@@ -500,9 +535,11 @@ export class Http1GetClient implements GetClient {
 
   /** Reads the status line and the framing headers; returns what is wrong, or undefined. */
   #parseHead(head: string): string | undefined {
-    const lines = head.split("\r\n");
-    const status = /^HTTP\/1\.([01]) (\d{3})(?: |$)/.exec(lines[0]!);
-    if (status === null) return `not an HTTP/1.x status line: ${JSON.stringify(lines[0]!.slice(0, 64))}`;
+    let eol = head.indexOf("\r\n");
+    if (eol === -1) eol = head.length;
+    const statusLine = head.slice(0, eol);
+    const status = /^HTTP\/1\.([01]) (\d{3})(?: |$)/.exec(statusLine);
+    if (status === null) return `not an HTTP/1.x status line: ${JSON.stringify(statusLine.slice(0, 64))}`;
     const code = Number(status[2]);
     if (code >= 100 && code < 200) {
       // 100 Continue and 103 Early Hints precede the real answer; 101 would switch protocols we never asked for.
@@ -513,32 +550,40 @@ export class Http1GetClient implements GetClient {
     let length: number | undefined;
     let chunked = false;
     let keepAlive = status[1] === "1";
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i]!;
-      const colon = line.indexOf(":");
-      if (colon <= 0) return `malformed header line: ${JSON.stringify(line.slice(0, 64))}`;
-      const name = line.slice(0, colon).trim().toLowerCase();
-      if (name.length !== colon) return `malformed header line: ${JSON.stringify(line.slice(0, 64))}`;
-      const value = line.slice(colon + 1).trim();
-      if (name === "content-length") {
-        if (!/^\d{1,15}$/.test(value)) return `invalid content-length ${JSON.stringify(value.slice(0, 32))}`;
-        const n = Number(value);
-        if (length !== undefined && length !== n) return "two different content-length headers";
-        length = n;
-      } else if (name === "transfer-encoding") {
-        const codings = value
-          .toLowerCase()
-          .split(",")
-          .map((s) => s.trim());
-        // Chunked must be the last coding; anything else (gzip, …) is a body we cannot read as text.
-        if (codings.length !== 1 || codings[0] !== "chunked" || chunked)
-          return `unsupported transfer-encoding ${JSON.stringify(value.slice(0, 32))}`;
-        chunked = true;
-      } else if (name === "connection") {
-        const tokens = value.toLowerCase();
-        if (/(?:^|[\s,])close(?:$|[\s,])/.test(tokens)) keepAlive = false;
-        else if (/(?:^|[\s,])keep-alive(?:$|[\s,])/.test(tokens)) keepAlive = true;
+    // Line by line without splitting: only three header names matter, told apart by length before any lowercasing.
+    for (let pos = eol + 2; pos < head.length; ) {
+      let end = head.indexOf("\r\n", pos);
+      if (end === -1) end = head.length;
+      const colon = head.indexOf(":", pos);
+      const nameLength = colon - pos;
+      if (
+        colon === -1 ||
+        colon >= end ||
+        nameLength === 0 ||
+        isBlankCode(head.charCodeAt(pos)) ||
+        isBlankCode(head.charCodeAt(colon - 1))
+      )
+        return `malformed header line: ${JSON.stringify(head.slice(pos, Math.min(end, pos + 64)))}`;
+      if (nameLength === 14 || nameLength === 17 || nameLength === 10) {
+        const name = head.slice(pos, colon).toLowerCase();
+        const value = head.slice(colon + 1, end).trim();
+        if (name === "content-length") {
+          if (!/^\d{1,15}$/.test(value)) return `invalid content-length ${JSON.stringify(value.slice(0, 32))}`;
+          const n = Number(value);
+          if (length !== undefined && length !== n) return "two different content-length headers";
+          length = n;
+        } else if (name === "transfer-encoding") {
+          // Chunked as the only coding; anything else (gzip, …) is a body we cannot read as text.
+          if (value.toLowerCase() !== "chunked" || chunked)
+            return `unsupported transfer-encoding ${JSON.stringify(value.slice(0, 32))}`;
+          chunked = true;
+        } else if (name === "connection") {
+          const tokens = value.toLowerCase();
+          if (/(?:^|[\s,])close(?:$|[\s,])/.test(tokens)) keepAlive = false;
+          else if (/(?:^|[\s,])keep-alive(?:$|[\s,])/.test(tokens)) keepAlive = true;
+        }
       }
+      pos = end + 2;
     }
     // RFC 9112 §6.3: with both, transfer-encoding wins and the message is suspect; refusing it is the safe reading.
     if (chunked && length !== undefined) return "both transfer-encoding and content-length";
@@ -669,6 +714,10 @@ export class Http1GetClient implements GetClient {
     else void this.#drop();
     call.succeed({ statusCode, text });
   }
+}
+
+function isBlankCode(c: number): boolean {
+  return c === 32 || c === 9;
 }
 
 function errCode(err: Error): string {
