@@ -27,14 +27,7 @@ const MAX_CPU = 4095;
 export interface ThreadPlan {
   readonly requestCpu: number;
   readonly otherCpus: readonly number[];
-  /** Every allowed CPU: where scrape workers run under SCHED_IDLE (placeScrapeThreadSync). */
-  readonly allCpus: readonly number[];
 }
-
-/** The external command that sets a thread's scheduling policy (util-linux, like taskset). */
-export const CHRT = "chrt";
-/** Linux's SCHED_IDLE policy number, as /proc/<pid>/task/<tid>/stat reports it. */
-export const SCHED_IDLE = 5;
 
 /** Parses a kernel CPU list ("0-3,6,8-9") into sorted, distinct CPU numbers; undefined if it is not one. */
 export function parseCpuList(text: string): number[] | undefined {
@@ -86,7 +79,7 @@ export function planThreads(allowed: readonly number[] | undefined): ThreadPlan 
   if (allowed === undefined) return "the allowed CPUs are unknown (not Linux, or /proc is not mounted)";
   if (allowed.length < 2)
     return `the process may run on ${allowed.length === 0 ? "no CPU" : `CPU ${allowed[0]} only`}: nothing to separate`;
-  return { requestCpu: allowed[0]!, otherCpus: allowed.slice(1), allCpus: [...allowed] };
+  return { requestCpu: allowed[0]!, otherCpus: allowed.slice(1) };
 }
 
 /** This thread's kernel id (Linux), or undefined. */
@@ -119,65 +112,14 @@ export function threadCpus(pid: number, tid: number): number[] | undefined {
   }
 }
 
-/** A thread's scheduling policy (0 normal, 3 batch, 5 idle, …) from /proc, or undefined (for checks and tests). */
-export function threadPolicy(pid: number, tid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
-    // Fields after the command name, which is in parentheses and may hold anything: field 41 is the policy.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const policy = Number(fields[41 - 3]);
-    return Number.isInteger(policy) ? policy : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Where a scrape worker's thread runs under `--pin-threads`: SCHED_IDLE on every allowed CPU, the request CPU
- * included, so that it takes whatever time the request thread leaves idle there and gives it back the moment a
- * request arrives (the kernel preempts a SCHED_IDLE thread at once for any normal one). If the policy cannot be set,
- * it runs on the other CPUs only, at its normal priority: never beside the request thread on equal terms.
- * Returns where it went and, if the first choice failed, why.
- */
-export function placeScrapeThreadSync(
-  tid: number,
-  placement: { readonly idleCpus: readonly number[] | undefined; readonly cpus: readonly number[] },
-): { readonly idle: boolean; readonly cpus: readonly number[]; readonly error?: string } {
-  let idleError: string | undefined;
-  if (placement.idleCpus !== undefined && placement.idleCpus.length > 0) {
-    idleError = idlePolicySync(tid);
-    if (idleError === undefined) {
-      const error = pinThreadSync(tid, placement.idleCpus);
-      return error === undefined ? { idle: true, cpus: placement.idleCpus } : { idle: true, cpus: [], error };
-    }
-  }
-  const error = pinThreadSync(tid, placement.cpus);
-  const why = [idleError === undefined ? undefined : `SCHED_IDLE: ${idleError}`, error].filter((e) => e !== undefined);
-  return {
-    idle: false,
-    cpus: error === undefined ? placement.cpus : [],
-    ...(why.length > 0 ? { error: why.join("; ") } : {}),
-  };
-}
-
-/** Puts one thread under SCHED_IDLE (`chrt -i -p 0 <tid>`; lowering a policy needs no privilege). */
-export function idlePolicySync(tid: number): string | undefined {
-  try {
-    execFileSync(CHRT, ["-i", "-p", "0", String(tid)], { stdio: ["ignore", "ignore", "pipe"], timeout: 5000 });
-    return undefined;
-  } catch (err) {
-    return describe(err, CHRT);
-  }
-}
-
 function tasksetArgs(tid: number, cpus: readonly number[]): string[] {
   return ["-pc", formatCpuList(cpus), String(tid)];
 }
 
-/** Why taskset (or chrt) failed, in one line: missing, or its own message. */
-function describe(err: unknown, command = TASKSET): string {
+/** Why taskset failed, in one line: missing, or its own message. */
+function describe(err: unknown): string {
   const e = err as { code?: string; stderr?: Buffer | string; message?: string };
-  if (e.code === "ENOENT") return `${command} not found: ${TASKSET_INSTALL_HINT}`;
+  if (e.code === "ENOENT") return `${TASKSET} not found: ${TASKSET_INSTALL_HINT}`;
   const stderr = e.stderr === undefined ? "" : String(e.stderr).trim();
   return stderr !== "" ? stderr : (e.message ?? String(err));
 }

@@ -71,11 +71,6 @@ export interface ScrapeWorkerData {
   readonly nice: number | undefined;
   /** CPUs the worker's own thread is pinned to at start (`--pin-threads`, Linux); undefined leaves it as it is. */
   readonly cpus: readonly number[] | undefined;
-  /**
-   * With `cpus`: run under SCHED_IDLE on these CPUs instead, falling back to `cpus` when the policy cannot be set
-   * (src/common/affinity.ts, placeScrapeThreadSync).
-   */
-  readonly idleCpus: readonly number[] | undefined;
 }
 
 /** Where an "add" message's endpoints stand in a larger join (scrape-loop.ts, JoinSpread). */

@@ -7,7 +7,7 @@
  */
 import { setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
-import { formatCpuList, placeScrapeThreadSync, threadId } from "../common/affinity.js";
+import { pinThreadSync, threadId } from "../common/affinity.js";
 import type { Endpoint } from "../datastore/types.js";
 import type { Logger } from "../observability/logger.js";
 import { EngineRegistry } from "./engines.js";
@@ -39,8 +39,8 @@ const port = parentPort;
 if (port === null) throw new Error("scrape-worker.ts runs only as a worker thread");
 const data = workerData as ScrapeWorkerData;
 lowerPriority(data.nice);
-/** Where this thread was placed (`--pin-threads`), and why not as asked; logged once the logger below exists. */
-const placed = placeOwnThread(data.cpus, data.idleCpus);
+/** Why the pin to `data.cpus` failed, logged once the logger below exists. */
+const pinError = pinOwnThread(data.cpus);
 
 /**
  * Lowers this thread's scheduling priority (Linux: setpriority on the thread id), so that when the cores are
@@ -57,20 +57,15 @@ function lowerPriority(nice: number | undefined): void {
   }
 }
 /**
- * Places this thread as the main thread planned (`--pin-threads`, src/common/affinity.ts): under SCHED_IDLE on every
- * CPU when `idleCpus` is given, else (or when that policy cannot be set) pinned to `cpus`, the CPUs other than the
- * request thread's. A worker started or restarted after the main thread pinned itself would otherwise run on the
- * request CPU, inherited from it, at normal priority.
+ * Pins this thread to the CPUs the main thread chose for everything but requests (`--pin-threads`,
+ * src/common/affinity.ts): a worker started or restarted after the main thread pinned itself would otherwise run
+ * on the request CPU, inherited from it. Returns why it failed, or undefined.
  */
-function placeOwnThread(
-  cpus: readonly number[] | undefined,
-  idleCpus: readonly number[] | undefined,
-): { readonly idle: boolean; readonly cpus: readonly number[]; readonly error?: string } | undefined {
+function pinOwnThread(cpus: readonly number[] | undefined): string | undefined {
   if (cpus === undefined || cpus.length === 0) return undefined;
   const tid = threadId();
-  if (tid === undefined)
-    return { idle: false, cpus: [], error: "this thread's id is unknown (not Linux, or /proc is not mounted)" };
-  return placeScrapeThreadSync(tid, { idleCpus, cpus });
+  if (tid === undefined) return "this thread's id is unknown (not Linux, or /proc is not mounted)";
+  return pinThreadSync(tid, cpus);
 }
 
 /** Adds to this thread's performance.now() to give the main thread's (both count from the same monotonic clock). */
@@ -104,13 +99,8 @@ const logger = {
   fatal: forward("fatal"),
   isLevelEnabled: (level: string) => (LEVELS[level] ?? 0) >= threshold,
 } as unknown as Logger;
-if (placed?.error !== undefined)
-  logger.warn(
-    { cpus: formatCpuList(placed.cpus), idle: placed.idle, err: placed.error },
-    placed.cpus.length === 0
-      ? "--pin-threads: this scrape worker could not pin its thread"
-      : "--pin-threads: this scrape worker could not run under SCHED_IDLE; it runs on the other CPUs instead",
-  );
+if (pinError !== undefined)
+  logger.warn({ cpus: data.cpus, err: pinError }, "--pin-threads: this scrape worker could not pin its thread");
 
 // --- The shard's endpoints, as copies the loops write into.
 const byId = new Map<number, Endpoint>();

@@ -135,11 +135,6 @@ export interface MetricsScraperOptions extends ScrapeLoopOptions {
    * worker would otherwise inherit the request thread's CPU from the thread that creates it.
    */
   workerCpus?: readonly number[];
-  /**
-   * With `workerCpus`: each worker runs under SCHED_IDLE on these CPUs (the request CPU included) and pins itself to
-   * `workerCpus` only if that policy cannot be set (`--pin-threads`; src/common/affinity.ts, placeScrapeThreadSync).
-   */
-  workerIdleCpus?: readonly number[];
   hooks?: MetricsScraperHooks;
 }
 
@@ -260,7 +255,6 @@ export class MetricsScraper {
   readonly #loops: ScrapeLoops;
   readonly #workers: number;
   readonly #workerCpus: readonly number[] | undefined;
-  readonly #workerIdleCpus: readonly number[] | undefined;
   readonly #settings: ScrapeSettings;
   readonly #source: EndpointSource;
   readonly #logger: Logger;
@@ -294,7 +288,6 @@ export class MetricsScraper {
     }
     this.#workers = workers;
     this.#workerCpus = options.workerCpus;
-    this.#workerIdleCpus = options.workerIdleCpus;
     this.#settings = this.#loops.settings;
     this.#source = options.source;
     this.#logger = options.logger ?? silentLogger;
@@ -460,7 +453,6 @@ export class MetricsScraper {
       maxBatch: MAX_BATCH,
       nice: SCRAPE_WORKER_NICE,
       cpus: this.#workerCpus,
-      idleCpus: this.#workerCpus === undefined ? undefined : this.#workerIdleCpus,
     };
     let w: Worker;
     try {

@@ -131,9 +131,6 @@ export async function assembleEpp(f: EppFlagValues, overrides: StartEppOverrides
     ? undefined
     : await startSource({ f, pool, datastore, metrics, logger, ...(isLeader ? { isLeader } : {}) });
   const plan = f["pin-threads"] ? planThreads(allowedCpus()) : undefined;
-  // Before the scrape workers start: they place themselves (SCHED_IDLE on every CPU), and a sweep after them could
-  // undo that. Threads started later inherit the request CPU until they place themselves.
-  const pinned = plan === undefined ? false : await pinEppThreads(plan, logger);
   const scraper =
     overrides.scrape === false
       ? undefined
@@ -144,9 +141,10 @@ export async function assembleEpp(f: EppFlagValues, overrides: StartEppOverrides
           metrics,
           logger,
           routing.dataSource,
-          pinned && typeof plan === "object" ? plan : undefined,
+          typeof plan === "object" ? plan.otherCpus : undefined,
         );
   scraper?.start();
+  if (plan !== undefined) await pinEppThreads(plan, logger);
 
   // 5. servers
   const { health, extproc } = createGrpcServers(f, routing.director, metrics, logger);
@@ -228,10 +226,10 @@ export async function assembleEpp(f: EppFlagValues, overrides: StartEppOverrides
  * `--pin-threads`: the request thread alone on one CPU, every other thread on the rest (src/common/affinity.ts;
  * docs/design/model-servers.md §9). Best effort: whatever cannot be done is logged once and the EPP runs unpinned.
  */
-async function pinEppThreads(plan: ThreadPlan | string, logger: Logger): Promise<boolean> {
+async function pinEppThreads(plan: ThreadPlan | string, logger: Logger): Promise<void> {
   if (typeof plan === "string") {
     logger.warn({ reason: plan }, "--pin-threads: not pinning");
-    return false;
+    return;
   }
   try {
     const report = await pinThreads(plan);
@@ -241,9 +239,7 @@ async function pinEppThreads(plan: ThreadPlan | string, logger: Logger): Promise
     );
     if (report.failures.length > 0)
       logger.warn({ failures: report.failures }, "--pin-threads: some threads could not be pinned");
-    return true;
   } catch (err) {
     logger.warn({ err: (err as Error).message }, "--pin-threads: not pinning");
-    return false;
   }
 }

@@ -4,7 +4,6 @@
  * (docs/design/model-servers.md §4–§6). Both feed the datastore and nothing else.
  */
 
-import type { ThreadPlan } from "../common/affinity.js";
 import type { EngineRegistry } from "../datalayer/engines.js";
 import type { MetricsDataSource } from "../datalayer/extractor.js";
 import { MetricsScraper, SCRAPE_FAILURE_REASONS } from "../datalayer/scraper.js";
@@ -85,8 +84,7 @@ export function createScraper(
   metrics: EppMetrics,
   logger: Logger,
   dataSource: MetricsDataSource | undefined,
-  /** `--pin-threads`' plan, once the EPP's own threads are pinned: where the scrape workers place themselves. */
-  plan?: ThreadPlan,
+  workerCpus?: readonly number[],
 ): MetricsScraper {
   const durationSeries = new WeakMap<Endpoint, HotHistogramChild>();
   /** Keys with error series to drop when they leave (most never fail, so a 20k-pod reload stays cheap). */
@@ -109,7 +107,7 @@ export function createScraper(
           ...(dataSource.path === undefined ? {} : { path: dataSource.path }),
           ...(dataSource.port === undefined ? {} : { metricsPort: dataSource.port }),
         }),
-    ...(plan === undefined ? {} : { workerCpus: plan.otherCpus, workerIdleCpus: plan.allCpus }),
+    ...(workerCpus === undefined ? {} : { workerCpus }),
     logger,
     hooks: {
       onScrape: (endpoint, result) => {

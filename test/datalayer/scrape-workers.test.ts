@@ -10,7 +10,7 @@ import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { allowedCpus, SCHED_IDLE, threadCpus, threadPolicy } from "../../src/common/affinity.js";
+import { allowedCpus, threadCpus } from "../../src/common/affinity.js";
 import { DEFAULT_SCRAPE_WORKERS, MetricsScraper, SCRAPE_WORKER_NICE } from "../../src/datalayer/scraper.js";
 import { captureLogger } from "../observability/helpers.js";
 import { type FakePod, FakeSource, fixture, makeEndpoint, startPods, vllmBody } from "./fake-pods.js";
@@ -70,39 +70,6 @@ describe("scrape workers", { timeout: 120_000 }, () => {
     // Times are on the main thread's clock.
     expect(a.updateTime).toBeLessThanOrEqual(performance.now());
     expect(endpoints[1]!.metricsValidUntil).toBeGreaterThan(a.updateTime);
-  });
-
-  it("carries every change of an endpoint's adapter lists across the thread, and back again", async () => {
-    const lora = (running: string, waiting: string) =>
-      `${vllmBody(0, 1, 0.1)}# TYPE vllm:lora_requests_info gauge\nvllm:lora_requests_info{max_lora="2",running_lora_adapters="${running}",waiting_lora_adapters="${waiting}"} 1.0\n`;
-    const started = await startPods([ADDRESSES[0]!], () => ({ status: 200, body: lora("a", ""), delayMs: 0 }));
-    pods = started.pods;
-    const endpoint = makeEndpoint(ADDRESSES[0]!, started.port);
-    const scraper = new MetricsScraper({
-      source: new FakeSource([endpoint]),
-      intervalMs: 20,
-      workers: 1,
-      modelsIntervalMs: 0,
-    });
-    scrapers.push(scraper);
-    scraper.start();
-    const lists = () => [[...(endpoint.metrics?.activeModels ?? [])], [...(endpoint.metrics?.waitingModels ?? [])]];
-    // Each step changes one list only (same size, other member; then order; then the other list), and the last
-    // goes back to the first state, which the worker sent before.
-    for (const [running, waiting] of [
-      ["a", ""],
-      ["b", ""],
-      ["b,c", ""],
-      ["c,b", ""],
-      ["c,b", "d"],
-      ["a", ""],
-    ] as const) {
-      pods[0]!.behaviour.body = lora(running, waiting);
-      await vi.waitFor(
-        () => expect(lists()).toEqual([running.split(","), waiting === "" ? [] : waiting.split(",")]),
-        WAIT,
-      );
-    }
   });
 
   it("logs, counts and restarts a worker that dies, and its endpoints are scraped again", async () => {
@@ -206,33 +173,6 @@ describe("scrape workers", { timeout: 120_000 }, () => {
       expect(now).not.toEqual(first);
     }, WAIT);
   });
-
-  it.runIf(pinnable && spawnSync("chrt", ["--version"]).status === 0)(
-    "runs each worker under SCHED_IDLE on the idle CPUs it is given, again after a restart",
-    async () => {
-      const all = allowedCpus() ?? [0];
-      const idle = () =>
-        readdirSync("/proc/self/task").filter((tid) => threadPolicy(process.pid, Number(tid)) === SCHED_IDLE);
-      expect(idle()).toEqual([]);
-      const scraper = new MetricsScraper({
-        source: new FakeSource([]),
-        workers: 2,
-        workerCpus: [all.at(-1)!],
-        workerIdleCpus: all,
-      });
-      scrapers.push(scraper);
-      scraper.start();
-      await vi.waitFor(() => expect(idle()).toHaveLength(2), WAIT);
-      for (const tid of idle()) expect(threadCpus(process.pid, Number(tid))).toEqual(all);
-      const first = idle();
-      scraper.crashWorkerForTest(0);
-      await vi.waitFor(() => {
-        const now = idle();
-        expect(now).toHaveLength(2);
-        expect(now).not.toEqual(first);
-      }, WAIT);
-    },
-  );
 
   it("refuses an invalid worker count", () => {
     const source = new FakeSource([]);
