@@ -18,7 +18,7 @@
  *
  * Env: NS (default "8,100,1000,5000"), TEXT (small | vllm, default small), WINDOW (s, default 10), SETTLE (least
  * warm-up before the windows, default 4 s; it goes on until the scrape rate is steady, up to SETTLE_MAX, 30 s), REPS (default 3), BASE_CLI (default /tmp/scrape-base/dist/cli.js; "" = new only),
- * EPP_FLAGS (extra flags for both), EPP_NODE_ARGS (Node flags for the EPPs: a CPU profile, a GC trace), ARMS (base,new by default; also inproc, wK = this tree with K scrape workers, rare = this tree scraping every 30 s, pinned = this tree with --pin-threads), PODS_CPUS (rest | any: see podsPlacement). Bounded: every window ends by itself and every child is killed at the end.
+ * EPP_FLAGS (extra flags for both), EPP_NODE_ARGS (Node flags for the EPPs: a CPU profile, a GC trace), ARMS (base,new by default; also alt = ALT_CLI, inproc, wK = this tree with K scrape workers, rare = this tree scraping every 30 s, pinned = this tree with --pin-threads), PODS_CPUS (rest | any: see podsPlacement). Bounded: every window ends by itself and every child is killed at the end.
  */
 import { type ChildProcess, fork, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -368,11 +368,17 @@ async function main(): Promise<void> {
   const baseCli = process.env.BASE_CLI ?? "/tmp/scrape-base/dist/cli.js";
   const newCli = fileURLToPath(new URL("../../dist/cli.js", import.meta.url));
   const extra = (process.env.EPP_FLAGS ?? "").split(" ").filter((s) => s !== "");
-  // ARMS: base (BASE_CLI), new (this tree), inproc (this tree with --scrape-workers 0), wK (this tree with
+  // ARMS: base (BASE_CLI), alt (ALT_CLI), new (this tree), inproc (this tree with --scrape-workers 0), wK (this tree with
   // --scrape-workers K), rare (this tree scraping every 30 s: N endpoints without the scraping).
   const arms = (process.env.ARMS ?? (baseCli === "" ? "new" : "base,new")).split(",");
   const impls: [string, string, string[]][] = arms.map((a) => {
     if (a === "base") return [a, baseCli, []];
+    // A second baseline (ALT_CLI), e.g. an intermediate commit, to tell two changes apart in one run.
+    if (a === "alt") {
+      const alt = process.env.ALT_CLI;
+      if (alt === undefined || alt === "") throw new Error("ARMS has alt: set ALT_CLI to a built dist/cli.js");
+      return [a, alt, []];
+    }
     if (a === "new") return [a, newCli, []];
     if (a === "inproc") return [a, newCli, ["--scrape-workers", "0"]];
     if (/^w[0-9]+$/.test(a)) return [a, newCli, ["--scrape-workers", a.slice(1)]];
