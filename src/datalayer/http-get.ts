@@ -200,6 +200,7 @@ export class Http1GetClient implements GetClient {
   #current: Http1Call | undefined;
   #retried = false;
   #phase: Phase = Phase.Head;
+  /** The partial status line and headers, or chunk-size or trailer line, read so far (at most one buffer). */
   #head: Buffer[] = [];
   #headBytes = 0;
   #statusCode = 0;
@@ -438,93 +439,98 @@ export class Http1GetClient implements GetClient {
   #parse(chunk: Buffer): Buffer {
     let data = chunk;
     while (data.length > 0 && this.#current !== undefined) {
-      switch (this.#phase) {
-        case Phase.Head: {
-          const rest = this.#readHead(data);
-          if (rest === undefined) return EMPTY;
-          data = rest;
-          continue;
-        }
-        case Phase.Length: {
-          const n = Math.min(this.#remaining, data.length);
-          if (!this.#take(data.subarray(0, n))) return EMPTY;
-          this.#remaining -= n;
-          data = data.subarray(n);
-          if (this.#remaining === 0) this.#finish();
-          continue;
-        }
-        case Phase.ChunkSize: {
-          const rest = this.#readChunkSize(data);
-          if (rest === undefined) return EMPTY;
-          data = rest;
-          continue;
-        }
-        case Phase.ChunkData: {
-          const n = Math.min(this.#remaining, data.length);
-          if (!this.#take(data.subarray(0, n))) return EMPTY;
-          this.#remaining -= n;
-          data = data.subarray(n);
-          if (this.#remaining === 0) {
-            this.#phase = Phase.ChunkDataEnd;
-            this.#remaining = 2;
-          }
-          continue;
-        }
-        case Phase.ChunkDataEnd: {
-          // The CRLF after chunk data, possibly split across reads.
-          while (this.#remaining > 0 && data.length > 0) {
-            const want = this.#remaining === 2 ? CR : LF;
-            if (data[0] !== want) {
-              this.#protocolError("chunk data not followed by CRLF");
-              return EMPTY;
-            }
-            this.#remaining--;
-            data = data.subarray(1);
-          }
-          if (this.#remaining === 0) this.#phase = Phase.ChunkSize;
-          continue;
-        }
-        case Phase.Trailers: {
-          const rest = this.#readTrailers(data);
-          if (rest === undefined) return EMPTY;
-          data = rest;
-          continue;
-        }
-        case Phase.UntilClose: {
-          if (!this.#take(data)) return EMPTY;
-          data = data.subarray(data.length);
-          continue;
-        }
-      }
+      const rest = this.#step(data);
+      if (rest === undefined) return EMPTY;
+      data = rest;
     }
     return data;
   }
 
+  /**
+   * Reads what the current phase can from `data`; returns the bytes after it, or undefined when it needs more (or
+   * the call ended on an error).
+   */
+  #step(data: Buffer): Buffer | undefined {
+    switch (this.#phase) {
+      case Phase.Head:
+        return this.#readHead(data);
+      case Phase.Length: {
+        const rest = this.#takeRun(data);
+        if (rest !== undefined && this.#remaining === 0) this.#finish();
+        return rest;
+      }
+      case Phase.ChunkSize:
+        return this.#readChunkSize(data);
+      case Phase.ChunkData: {
+        const rest = this.#takeRun(data);
+        if (rest !== undefined && this.#remaining === 0) {
+          this.#phase = Phase.ChunkDataEnd;
+          this.#remaining = 2;
+        }
+        return rest;
+      }
+      case Phase.ChunkDataEnd: {
+        // The CRLF after chunk data, possibly split across reads.
+        let rest = data;
+        while (this.#remaining > 0 && rest.length > 0) {
+          if (rest[0] !== (this.#remaining === 2 ? CR : LF)) {
+            this.#protocolError("chunk data not followed by CRLF");
+            return undefined;
+          }
+          this.#remaining--;
+          rest = rest.subarray(1);
+        }
+        if (this.#remaining === 0) this.#phase = Phase.ChunkSize;
+        return rest;
+      }
+      case Phase.Trailers:
+        return this.#readTrailers(data);
+      case Phase.UntilClose:
+        return this.#take(data) ? EMPTY : undefined;
+    }
+  }
+
+  /**
+   * Takes what is left of a framed run (a content-length body or one chunk's data) from `data`; returns the bytes
+   * after it, or undefined when the call ended on a limit.
+   */
+  #takeRun(data: Buffer): Buffer | undefined {
+    const n = Math.min(this.#remaining, data.length);
+    if (!this.#take(data.subarray(0, n))) return undefined;
+    this.#remaining -= n;
+    return data.subarray(n);
+  }
+
+  /** Appends `data` to the partial head or line and returns all of it, kept as one buffer for the next read. */
+  #pending(data: Buffer): Buffer {
+    const head = this.#head;
+    const all = head.length === 0 ? data : Buffer.concat([head[0]!, data]);
+    head[0] = all;
+    this.#headBytes = all.length;
+    return all;
+  }
+
+  #clearPending(): void {
+    this.#head.length = 0;
+    this.#headBytes = 0;
+  }
+
   /** Buffers header bytes until the blank line; returns the bytes after it, or undefined to wait (or on error). */
   #readHead(data: Buffer): Buffer | undefined {
-    this.#head.push(data);
-    this.#headBytes += data.length;
-    const all = this.#head.length === 1 ? data : Buffer.concat(this.#head, this.#headBytes);
     // The blank line may straddle reads: search from 3 bytes before the new data.
-    const from = Math.max(0, this.#headBytes - data.length - 3);
+    const from = Math.max(0, this.#headBytes - 3);
+    const all = this.#pending(data);
     const end = all.indexOf(CRLFCRLF, from);
     if (end === -1) {
-      if (this.#headBytes > MAX_HEADER_BYTES) {
+      if (all.length > MAX_HEADER_BYTES)
         this.#protocolError(`status line and headers larger than ${MAX_HEADER_BYTES} bytes`);
-        return undefined;
-      }
-      if (this.#head.length > 1) {
-        this.#head.length = 0;
-        this.#head.push(all);
-      }
       return undefined;
     }
     if (end + 4 > MAX_HEADER_BYTES) {
       this.#protocolError(`status line and headers larger than ${MAX_HEADER_BYTES} bytes`);
       return undefined;
     }
-    this.#head.length = 0;
-    this.#headBytes = 0;
+    this.#clearPending();
     const problem = this.#parseHead(all.toString("latin1", 0, end));
     if (problem !== undefined) {
       this.#protocolError(problem);
@@ -674,23 +680,14 @@ export class Http1GetClient implements GetClient {
    * undefined when it is not complete yet (or too long, which fails the call).
    */
   #line(data: Buffer): [string, Buffer] | undefined {
-    this.#head.push(data);
-    this.#headBytes += data.length;
-    const all = this.#head.length === 1 ? data : Buffer.concat(this.#head, this.#headBytes);
+    const all = this.#pending(data);
     const end = all.indexOf(CRLF);
     if (end === -1 || end > MAX_CHUNK_LINE_BYTES) {
-      if (end > MAX_CHUNK_LINE_BYTES || this.#headBytes > MAX_CHUNK_LINE_BYTES) {
+      if (end > MAX_CHUNK_LINE_BYTES || all.length > MAX_CHUNK_LINE_BYTES)
         this.#protocolError(`chunk-size or trailer line longer than ${MAX_CHUNK_LINE_BYTES} bytes`);
-        return undefined;
-      }
-      if (this.#head.length > 1) {
-        this.#head.length = 0;
-        this.#head.push(all);
-      }
       return undefined;
     }
-    this.#head.length = 0;
-    this.#headBytes = 0;
+    this.#clearPending();
     return [all.toString("latin1", 0, end), all.subarray(end + 2)];
   }
 

@@ -82,6 +82,15 @@ function ok(body: string | Buffer, extra = ""): string | Buffer {
   return Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\ncontent-length: ${b.length}\r\n${extra}\r\n`), b]);
 }
 
+/** A server whose first request gets `first` and every later one a 200 with `then` as its body. */
+function firstThen(first: string | Buffer, then: string): Promise<RawServer> {
+  let answered = false;
+  return rawServer((conn) => {
+    conn.socket.write(answered ? ok(then) : first);
+    answered = true;
+  });
+}
+
 async function failure(p: Promise<unknown>): Promise<Error> {
   try {
     await p;
@@ -201,13 +210,7 @@ describe("Http1GetClient", () => {
       `HTTP/1.1 200 OK\r\n\r\n${big}`,
     ];
     for (const answer of answers) {
-      let first = true;
-      const server = await rawServer((conn) => {
-        if (first) {
-          first = false;
-          conn.socket.write(answer);
-        } else conn.socket.write(ok("small"));
-      });
+      const server = await firstThen(answer, "small");
       const c = client(server.port);
       const err = await failure(c.get("/m", "text/plain", 1500).done);
       expect((err as GetError).code).toBe("SY_HTTP_BODY_TOO_LARGE");
@@ -282,13 +285,7 @@ describe("Http1GetClient", () => {
       /not followed by CRLF/,
     ],
   ])("fails with SY_HTTP_PROTOCOL on %s and then works on a new connection", async (_name, bad, message) => {
-    let first = true;
-    const server = await rawServer((conn) => {
-      if (first) {
-        first = false;
-        conn.socket.write(bad);
-      } else conn.socket.write(ok("good"));
-    });
+    const server = await firstThen(bad, "good");
     const c = client(server.port);
     const err = await failure(c.get("/m", "text/plain", 1024).done);
     expect((err as GetError).code).toBe("SY_HTTP_PROTOCOL");
