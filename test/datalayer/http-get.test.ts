@@ -340,6 +340,18 @@ describe("Http1GetClient", () => {
     await expect.poll(() => server.conns[0]!.socket.closed).toBe(true);
   });
 
+  it("keeps a connection that is used more often than the keep-alive time, past that time", async () => {
+    const server = await rawServer((conn) => conn.socket.write(ok("x")));
+    const c = client(server.port, 2_000);
+    // 3 s of use, a GET every 300 ms: only a gap of a whole keep-alive time may close it.
+    for (let i = 0; i < 10; i++) {
+      await c.get("/m", "text/plain", 1024).done;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    expect(server.conns).toHaveLength(1);
+    expect(server.conns[0]!.requests).toHaveLength(10);
+  });
+
   it("closes an idle connection after the keep-alive timeout and reconnects for the next call", async () => {
     const server = await rawServer((conn) => conn.socket.write(ok("x")));
     const c = client(server.port, 30);
