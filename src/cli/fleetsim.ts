@@ -44,6 +44,11 @@ const FLAGS = {
   "capacity-requests": { kind: "int", default: 3000, help: "requests in the capacity probe", check: checks.positive },
   "scrape-interval": { kind: "duration", default: 50, help: "the EPP's --refresh-metrics-interval" },
   "scrape-lag": { kind: "duration", default: 2, help: "time from a pod answering /metrics to the EPP holding it" },
+  "epp-overhead": {
+    kind: "duration",
+    default: 0,
+    help: "EPP modes only: time from the pick to the pod receiving the request (the ext_proc round trip; the real-time bench's 5x time scale makes it 5x larger relative to model time)",
+  },
   "scrape-mode": {
     kind: "string",
     default: "direct",
@@ -293,6 +298,7 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
         requests: f.requests,
         scrapeIntervalMs: f["scrape-interval"],
         scrapeLagMs: f["scrape-lag"],
+        eppOverheadMs: f["epp-overhead"],
         scrapeMode,
         gaugeLag,
       },

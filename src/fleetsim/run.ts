@@ -54,6 +54,11 @@ export interface RunConfig {
   readonly scrapeMode?: ScrapeMode;
   /** The simulator's `--gauge-lag`; default its own ("first-step", like vLLM). */
   readonly gaugeLag?: "first-step" | number;
+  /**
+   * EPP modes only: time from the pick to the pod receiving the request, the ext_proc round trip the real-time bench
+   * pays on every EPP request (and, at its 5x time scale, pays 5x larger relative to model time). Default 0.
+   */
+  readonly eppOverheadMs?: number;
 }
 
 export interface RequestRecord {
@@ -162,6 +167,7 @@ export function runFleet(c: RunConfig): RunOutput {
   }
 
   const total = Math.min(c.requests, c.trace.length);
+  const eppOverhead = c.mode.kind === "epp" ? (c.eppOverheadMs ?? 0) : 0;
   const records: RequestRecord[] = new Array(total);
   // Start after one full scrape round, as the bench waits for the EPP to see fresh metrics from every pod.
   const start = interval + lag;
@@ -205,7 +211,8 @@ export function runFleet(c: RunConfig): RunOutput {
     const p = podOf.get(res.endpoint);
     if (p === undefined) throw new Error(`fleetsim: router chose unknown endpoint ${res.endpoint}`);
     (rec as { pod: number }).pod = p;
-    dispatch(rec, pods[p]!, item.lora, item.engine, res.events);
+    if (eppOverhead > 0) q.after(eppOverhead, () => dispatch(rec, pods[p]!, item.lora, item.engine, res.events));
+    else dispatch(rec, pods[p]!, item.lora, item.engine, res.events);
   };
 
   const dispatch = (

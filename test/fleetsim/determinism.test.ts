@@ -35,3 +35,21 @@ describe("fleetsim determinism", () => {
     60_000,
   );
 });
+
+describe("fleetsim --epp-overhead", () => {
+  it("delays every EPP dispatch by the overhead and leaves the baseline balancers alone", { timeout: 60_000 }, () => {
+    const trace = prepareTrace({ ...DEFAULT_WORKLOAD, seed: 7 }, 40, H100_SCALED);
+    const go = (mode: string, eppOverheadMs: number) =>
+      runFleet({ fleet, trace, mode: resolveMode(mode), seed: 7, rate: 0.05, requests: 40, eppOverheadMs }).records;
+    // A balancer that is not the EPP runs exactly as without it.
+    expect(go("lr", 250)).toEqual(go("lr", 0));
+    // Through the EPP no first token can come sooner than the overhead, though most do without it (a trickle of
+    // requests on an idle fleet: tens of ms each). The picks themselves may differ, so TTFTs are not compared 1:1.
+    const ttfts = (records: RunOutput["records"]) => records.filter((r) => r.status === 200).map((r) => r.ttft);
+    const base = ttfts(go("sy", 0));
+    const slow = ttfts(go("sy", 250));
+    expect(base.filter((t) => t < 250).length).toBeGreaterThan(base.length / 2);
+    expect(slow.length).toBeGreaterThan(20);
+    for (const t of slow) expect(t).toBeGreaterThanOrEqual(250);
+  });
+});
