@@ -11,7 +11,12 @@ import { readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { allowedCpus, threadCpus } from "../../src/common/affinity.js";
-import { DEFAULT_SCRAPE_WORKERS, MetricsScraper, SCRAPE_WORKER_NICE } from "../../src/datalayer/scraper.js";
+import {
+  DEFAULT_SCRAPE_WORKERS,
+  flushDelayMs,
+  MetricsScraper,
+  SCRAPE_WORKER_NICE,
+} from "../../src/datalayer/scraper.js";
 import { captureLogger } from "../observability/helpers.js";
 import { type FakePod, FakeSource, fixture, makeEndpoint, startPods, vllmBody } from "./fake-pods.js";
 
@@ -70,6 +75,39 @@ describe("scrape workers", { timeout: 120_000 }, () => {
     // Times are on the main thread's clock.
     expect(a.updateTime).toBeLessThanOrEqual(performance.now());
     expect(endpoints[1]!.metricsValidUntil).toBeGreaterThan(a.updateTime);
+  });
+
+  it("carries every change of an endpoint's adapter lists across the thread, and back again", async () => {
+    const lora = (running: string, waiting: string) =>
+      `${vllmBody(0, 1, 0.1)}# TYPE vllm:lora_requests_info gauge\nvllm:lora_requests_info{max_lora="2",running_lora_adapters="${running}",waiting_lora_adapters="${waiting}"} 1.0\n`;
+    const started = await startPods([ADDRESSES[0]!], () => ({ status: 200, body: lora("a", ""), delayMs: 0 }));
+    pods = started.pods;
+    const endpoint = makeEndpoint(ADDRESSES[0]!, started.port);
+    const scraper = new MetricsScraper({
+      source: new FakeSource([endpoint]),
+      intervalMs: 20,
+      workers: 1,
+      modelsIntervalMs: 0,
+    });
+    scrapers.push(scraper);
+    scraper.start();
+    const lists = () => [[...(endpoint.metrics?.activeModels ?? [])], [...(endpoint.metrics?.waitingModels ?? [])]];
+    // Each step changes one list only (same size, other member; then order; then the other list), and the last
+    // goes back to the first state, which the worker sent before.
+    for (const [running, waiting] of [
+      ["a", ""],
+      ["b", ""],
+      ["b,c", ""],
+      ["c,b", ""],
+      ["c,b", "d"],
+      ["a", ""],
+    ] as const) {
+      pods[0]!.behaviour.body = lora(running, waiting);
+      await vi.waitFor(
+        () => expect(lists()).toEqual([running.split(","), waiting === "" ? [] : waiting.split(",")]),
+        WAIT,
+      );
+    }
   });
 
   it("logs, counts and restarts a worker that dies, and its endpoints are scraped again", async () => {
@@ -179,5 +217,14 @@ describe("scrape workers", { timeout: 120_000 }, () => {
     expect(() => new MetricsScraper({ source, workers: -1 })).toThrow(/workers/);
     expect(() => new MetricsScraper({ source, workers: 1.5 })).toThrow(/workers/);
     expect(() => new MetricsScraper({ source, workers: 1000 })).toThrow(/workers/);
+  });
+});
+
+describe("record batching", () => {
+  it("posts a batch within a tenth of the scrape interval, 5 ms at most", () => {
+    expect(flushDelayMs(50)).toBe(5);
+    expect(flushDelayMs(1_000)).toBe(5);
+    expect(flushDelayMs(10)).toBe(1);
+    expect(flushDelayMs(1)).toBe(0.5);
   });
 });
