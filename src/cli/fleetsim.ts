@@ -44,6 +44,11 @@ const FLAGS = {
   "capacity-requests": { kind: "int", default: 3000, help: "requests in the capacity probe", check: checks.positive },
   "scrape-interval": { kind: "duration", default: 50, help: "the EPP's --refresh-metrics-interval" },
   "scrape-lag": { kind: "duration", default: 2, help: "time from a pod answering /metrics to the EPP holding it" },
+  "epp-response-overhead": {
+    kind: "duration",
+    default: 0,
+    help: "EPP modes only: how much later than the pod's first token the client sees it (the response side of the ext_proc path), added to the recorded TTFT",
+  },
   "epp-overhead": {
     kind: "duration",
     default: 0,
@@ -299,6 +304,7 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
         scrapeIntervalMs: f["scrape-interval"],
         scrapeLagMs: f["scrape-lag"],
         eppOverheadMs: f["epp-overhead"],
+        eppResponseOverheadMs: f["epp-response-overhead"],
         scrapeMode,
         gaugeLag,
       },

@@ -59,6 +59,12 @@ export interface RunConfig {
    * pays on every EPP request (and, at its 5x time scale, pays 5x larger relative to model time). Default 0.
    */
   readonly eppOverheadMs?: number;
+  /**
+   * EPP modes only: how much later than the pod's first token the client sees it, the response side of the ext_proc
+   * path (every chunk crosses the EPP before the client). Added to the recorded TTFT; the EPP's own events are not
+   * moved. Default 0.
+   */
+  readonly eppResponseOverheadMs?: number;
 }
 
 export interface RequestRecord {
@@ -168,6 +174,7 @@ export function runFleet(c: RunConfig): RunOutput {
 
   const total = Math.min(c.requests, c.trace.length);
   const eppOverhead = c.mode.kind === "epp" ? (c.eppOverheadMs ?? 0) : 0;
+  const eppResponseOverhead = c.mode.kind === "epp" ? (c.eppResponseOverheadMs ?? 0) : 0;
   const records: RequestRecord[] = new Array(total);
   // Start after one full scrape round, as the bench waits for the EPP to see fresh metrics from every pod.
   const start = interval + lag;
@@ -238,7 +245,7 @@ export function runFleet(c: RunConfig): RunOutput {
         // Throughput counts what the fleet produced while load was still offered (as the bench does).
         if (sent < total) windowTokens++;
         if (seq.generated === 1) {
-          rec.ttft = now - rec.arrival;
+          rec.ttft = now - rec.arrival + eppResponseOverhead;
           events.firstToken();
         }
       },

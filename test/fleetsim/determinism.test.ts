@@ -52,4 +52,22 @@ describe("fleetsim --epp-overhead", () => {
     expect(slow.length).toBeGreaterThan(20);
     for (const t of slow) expect(t).toBeGreaterThanOrEqual(250);
   });
+
+  it("adds the response-side overhead to every EPP request's TTFT, and to no other mode's", { timeout: 60_000 }, () => {
+    const trace = prepareTrace({ ...DEFAULT_WORKLOAD, seed: 7 }, 40, H100_SCALED);
+    const go = (mode: string, eppResponseOverheadMs: number) =>
+      runFleet({ fleet, trace, mode: resolveMode(mode), seed: 7, rate: 0.05, requests: 40, eppResponseOverheadMs })
+        .records;
+    expect(go("lr", 250)).toEqual(go("lr", 0));
+    // The pod sees the same requests at the same times (the EPP's own events are not moved), so every TTFT is the
+    // same one plus the overhead.
+    const base = go("sy", 0);
+    const slow = go("sy", 250);
+    expect(slow.map((r) => r.pod)).toEqual(base.map((r) => r.pod));
+    const ok = base.filter((r) => r.status === 200).length;
+    expect(ok).toBeGreaterThan(20);
+    slow.forEach((r, i) => {
+      if (r.status === 200) expect(r.ttft - base[i]!.ttft).toBeCloseTo(250, 6);
+    });
+  });
 });
