@@ -1,6 +1,6 @@
 /**
  * Worker-thread entry of the scraper (docs/design/model-servers.md §9): runs the same poll loops as the in-process
- * mode (scrape-loop.ts: HTTP with undici, parse, extract, backoff, idle interval, `/v1/models`) on copies of its
+ * mode (scrape-loop.ts: HTTP through http-get.ts, parse, extract, backoff, idle interval, `/v1/models`) on copies of its
  * shard's endpoints, and posts what each scrape wrote back to the main thread in batches (scrape-wire.ts). The
  * request path never runs a line of this: a fleet of thousands of pods scraped 20 times a second costs the main
  * event loop only the application of compact records.

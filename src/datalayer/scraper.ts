@@ -5,7 +5,7 @@
  * Scraping must never delay a request, and at fleet scale it cannot share the request path's event loop: with 1,000
  * pods at 50 ms, the HTTP, parsing and extraction alone took more than a core, and sequential ext_proc requests
  * waited 29 ms (p50) behind it. So by default the poll loops (scrape-loop.ts) run in `--scrape-workers` worker
- * threads, each owning the endpoints whose key hashes to it, and each doing its own HTTP with undici. What the main
+ * threads, each owning the endpoints whose key hashes to it, and each doing its own HTTP (http-get.ts). What the main
  * thread does per scrape is apply one fixed-size record: a fresh EndpointMetrics object from a few numbers, plus the
  * adapter/served-model sets only when they changed (scrape-wire.ts). Why records and not a SharedArrayBuffer the
  * request path reads in place: the scorers read `endpoint.metrics` as a plain object, many times per request, and
@@ -430,7 +430,7 @@ export class MetricsScraper {
         shard.restartTimer = undefined;
         const w = shard.worker;
         if (w === undefined) return;
-        // The worker stops its loops (aborting scrapes, destroying its undici clients), says so and exits.
+        // The worker stops its loops (aborting scrapes, closing its connections), says so and exits.
         const stopped = new Promise<void>((resolve) => {
           const grace = setTimeout(resolve, STOP_GRACE_MS);
           grace.unref();
