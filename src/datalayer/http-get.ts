@@ -207,8 +207,7 @@ export class Http1GetClient implements GetClient {
   #retried = false;
   #phase: Phase = Phase.Head;
   /** The partial status line and headers, or chunk-size or trailer line, read so far (at most one buffer). */
-  #head: Buffer[] = [];
-  #headBytes = 0;
+  #head: Buffer | undefined;
   #statusCode = 0;
   #keepAlive = true;
   #remaining = 0;
@@ -368,8 +367,7 @@ export class Http1GetClient implements GetClient {
 
   #resetAnswer(): void {
     this.#phase = Phase.Head;
-    this.#head.length = 0;
-    this.#headBytes = 0;
+    this.#head = undefined;
     this.#statusCode = 0;
     this.#keepAlive = true;
     this.#remaining = 0;
@@ -438,11 +436,10 @@ export class Http1GetClient implements GetClient {
 
   /** Copies the partial head or body that still points into READ_BUFFER, which the next read overwrites. */
   #keepBorrowed(): void {
-    for (const list of [this.#head, this.#body]) {
-      for (let i = 0; i < list.length; i++) {
-        const b = list[i]!;
-        if (b.buffer === READ_BUFFER.buffer) list[i] = Buffer.from(b);
-      }
+    if (this.#head?.buffer === READ_BUFFER.buffer) this.#head = Buffer.from(this.#head);
+    const body = this.#body;
+    for (let i = 0; i < body.length; i++) {
+      if (body[i]!.buffer === READ_BUFFER.buffer) body[i] = Buffer.from(body[i]!);
     }
   }
 
@@ -515,21 +512,14 @@ export class Http1GetClient implements GetClient {
   /** Appends `data` to the partial head or line and returns all of it, kept as one buffer for the next read. */
   #pending(data: Buffer): Buffer {
     const head = this.#head;
-    const all = head.length === 0 ? data : Buffer.concat([head[0]!, data]);
-    head[0] = all;
-    this.#headBytes = all.length;
-    return all;
-  }
-
-  #clearPending(): void {
-    this.#head.length = 0;
-    this.#headBytes = 0;
+    this.#head = head === undefined ? data : Buffer.concat([head, data]);
+    return this.#head;
   }
 
   /** Buffers header bytes until the blank line; returns the bytes after it, or undefined to wait (or on error). */
   #readHead(data: Buffer): Buffer | undefined {
     // The blank line may straddle reads: search from 3 bytes before the new data.
-    const from = Math.max(0, this.#headBytes - 3);
+    const from = Math.max(0, (this.#head?.length ?? 0) - 3);
     const all = this.#pending(data);
     const end = all.indexOf(CRLFCRLF, from);
     if (end === -1) {
@@ -541,7 +531,7 @@ export class Http1GetClient implements GetClient {
       this.#protocolError(`status line and headers larger than ${MAX_HEADER_BYTES} bytes`);
       return undefined;
     }
-    this.#clearPending();
+    this.#head = undefined;
     const problem = this.#parseHead(all.toString("latin1", 0, end));
     if (problem !== undefined) {
       this.#protocolError(problem);
@@ -698,7 +688,7 @@ export class Http1GetClient implements GetClient {
         this.#protocolError(`chunk-size or trailer line longer than ${MAX_CHUNK_LINE_BYTES} bytes`);
       return undefined;
     }
-    this.#clearPending();
+    this.#head = undefined;
     return [all.toString("latin1", 0, end), all.subarray(end + 2)];
   }
 

@@ -3,7 +3,7 @@
  * odd splits, with every framing HTTP/1.1 allows and with the ways a server can lie or hang.
  */
 import { createServer, type Server, type Socket } from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { ERROR_BODY_LIMIT, GetError, Http1GetClient, MAX_HEADER_BYTES } from "../../src/datalayer/http-get.js";
 
 interface Conn {
@@ -340,24 +340,43 @@ describe("Http1GetClient", () => {
     await expect.poll(() => server.conns[0]!.socket.closed).toBe(true);
   });
 
+  // The idle timer runs on a fake clock (timers and performance.now()), advanced by hand between real GETs, so no
+  // assertion depends on how fast this machine is.
   it("keeps a connection that is used more often than the keep-alive time, past that time", async () => {
     const server = await rawServer((conn) => conn.socket.write(ok("x")));
-    const c = client(server.port, 2_000);
-    // 3 s of use, a GET every 300 ms: only a gap of a whole keep-alive time may close it.
-    for (let i = 0; i < 10; i++) {
-      await c.get("/m", "text/plain", 1024).done;
-      await new Promise((r) => setTimeout(r, 300));
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    try {
+      const c = client(server.port, 2_000);
+      // 3 s of use, a GET every 300 ms: only a gap of a whole keep-alive time may close it.
+      for (let i = 0; i < 10; i++) {
+        await c.get("/m", "text/plain", 1024).done;
+        vi.advanceTimersByTime(300);
+      }
+      expect(server.conns).toHaveLength(1);
+      expect(server.conns[0]!.requests).toHaveLength(10);
+      expect(server.conns[0]!.socket.closed).toBe(false);
+      // Then a whole keep-alive time without a GET closes it.
+      vi.advanceTimersByTime(2_000);
+      await vi.waitFor(() => expect(server.conns[0]!.socket.closed).toBe(true));
+    } finally {
+      vi.useRealTimers();
     }
-    expect(server.conns).toHaveLength(1);
-    expect(server.conns[0]!.requests).toHaveLength(10);
   });
 
   it("closes an idle connection after the keep-alive timeout and reconnects for the next call", async () => {
     const server = await rawServer((conn) => conn.socket.write(ok("x")));
-    const c = client(server.port, 30);
-    await c.get("/m", "text/plain", 1024).done;
-    await expect.poll(() => server.conns[0]!.socket.closed).toBe(true);
-    expect((await c.get("/m", "text/plain", 1024).done).text).toBe("x");
-    expect(server.conns).toHaveLength(2);
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    try {
+      const c = client(server.port, 30);
+      await c.get("/m", "text/plain", 1024).done;
+      vi.advanceTimersByTime(29);
+      expect(server.conns[0]!.socket.closed).toBe(false);
+      vi.advanceTimersByTime(1);
+      await vi.waitFor(() => expect(server.conns[0]!.socket.closed).toBe(true));
+      expect((await c.get("/m", "text/plain", 1024).done).text).toBe("x");
+      expect(server.conns).toHaveLength(2);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
