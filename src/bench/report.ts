@@ -205,6 +205,32 @@ const withRange = (v: number, r: readonly [number, number] | undefined, digits =
     ? fmt(v, digits)
     : `${fmt(v, digits)} (${fmt(r[0], digits)}–${fmt(r[1], digits)})`;
 
+/** Real Envoy's own time per request, from its access log: what each front door adds, the EPP's exchanges included. */
+function renderGatewayTimes(r: BenchResults): string[] {
+  const rows = r.aggregate.filter((a) => a.gateway_us !== undefined);
+  if (rows.length === 0) return [];
+  const us = (v: number) => (Number.isFinite(v) ? fmt(v / 1000, 2) : "–");
+  const lines = [
+    "### Time in the gateway (real Envoy's access log)",
+    "",
+    "Wall ms per request at real speed, median over repetitions of each stage's percentile. `before upstream` = first " +
+      "request byte in → first byte to the upstream (for EPP modes, the ext_proc exchange that picks the endpoint); " +
+      "`headers back` = first response byte from the upstream → first byte to the client; `per chunk` = Envoy's mean " +
+      "ext_proc time per response body chunk, one value per request. A peer router's own time is inside its upstream.",
+    "",
+    "| load | mode | before upstream p50 / p90 / p99 | headers back p50 / p90 / p99 | per chunk p50 / p90 |",
+    "|---|---|---|---|---|",
+  ];
+  for (const a of rows) {
+    const g = a.gateway_us!;
+    lines.push(
+      `| ${a.load_pct} % | ${MODE_LABELS[a.mode] ?? a.mode} | ${us(g.before_upstream.p50)} / ${us(g.before_upstream.p90)} / ${us(g.before_upstream.p99)} | ${us(g.headers_back.p50)} / ${us(g.headers_back.p90)} / ${us(g.headers_back.p99)} | ${g.epp_chunk_mean === undefined ? "–" : `${us(g.epp_chunk_mean.p50)} / ${us(g.epp_chunk_mean.p90)}`} |`,
+    );
+  }
+  lines.push("");
+  return lines;
+}
+
 /** The comparison issue 15 asks for: raw TTFT and slowdown percentiles, throughput, errors, hits, per-pod load. */
 export function renderPeerComparison(r: BenchResults): string[] {
   const lines: string[] = [];
@@ -237,6 +263,7 @@ export function renderPeerComparison(r: BenchResults): string[] {
       );
     }
   lines.push("");
+  lines.push(...renderGatewayTimes(r));
   const calls = r.aggregate.filter((a) => a.peer_calls !== undefined && Object.keys(a.peer_calls).length > 0);
   if (calls.length > 0) {
     lines.push(

@@ -18,6 +18,7 @@ import { DEFAULT_IDLE_SCRAPE_INTERVAL_MS } from "../datalayer/scraper.js";
 import { type Child, Supervisor, waitFor } from "../local/children.js";
 import { BASE_MODEL, fleetResources, localEppArgs, POOL_NAMESPACE, type SimPod } from "../local/stack.js";
 import { benchPods, type FleetParams, findLlmdBinary, idleColdTtftMs, llmdArgs, simOptions } from "./fleet.js";
+import { type GatewayTimings, logOffset, readLinesSince, summarizeGatewayLines } from "./gateway-timings.js";
 import type { LoadJob, LoadResult, Progress } from "./loadgen.js";
 import { type BenchResults, checkTargets, writeReport } from "./report.js";
 import { READY_LINE } from "./sim-host.js";
@@ -101,6 +102,8 @@ export const PEER_PATHS: readonly string[] = [
 const COMPLETION_PATHS: readonly string[] = ["/v1/chat/completions", "/v1/completions"];
 /** The vLLM completed-request counter llm-d-inference-sim also exports (docs/design/model-servers.md §7.4). */
 const SUCCESS_COUNTER = "vllm:request_success_total";
+/** Envoy's file access log flushes about once a second (its default access_log_flush_interval). */
+const ACCESS_LOG_FLUSH_WAIT_MS = 3000;
 
 /** Requests a vLLM-shaped server has finished, from its `/metrics` text: every label set (reason, model) summed. */
 export function completedRequests(metricsText: string): number {
@@ -472,7 +475,15 @@ export class BenchRunner {
   #watch(child: Child): void {
     void child.exited.then((code) => {
       if (this.#stopping || this.#sup.stopping) return;
-      this.#c.log(`!! ${child.name} exited unexpectedly (${code}); log ${child.logFile}:\n${this.#sup.tail(child)}`);
+      // The kernel hangs up a stopped process whose process group is orphaned: a paused EPP dies when the shell
+      // that started the bench exits (nohup protects the bench, not its children). setsid keeps the group whole.
+      const hint =
+        code === "SIGHUP"
+          ? "\n   (a paused EPP gets SIGHUP when the shell that started the bench exits: run it in the foreground, or under `setsid`)"
+          : "";
+      this.#c.log(
+        `!! ${child.name} exited unexpectedly (${code}); log ${child.logFile}:\n${this.#sup.tail(child)}${hint}`,
+      );
     });
   }
 
@@ -796,6 +807,8 @@ export class BenchRunner {
     const jobFile = join(c.workDir, `load-${n}.job.json`);
     writeFileSync(jobFile, JSON.stringify(job));
     const hitsBefore = await this.#podHits();
+    const accessLog = this.#accessLog(mode);
+    const logStart = accessLog === undefined ? 0 : logOffset(accessLog);
     const child = this.#sup.start(`load-${n}`, ["bench", "__load", jobFile]);
     this.#current = child;
     const head = `[${SHORT[mode].padEnd(3)} ${label}${concurrency === undefined && rate > 0 ? ` ${rate.toFixed(2)} req/s` : concurrency !== undefined ? ` closed loop ×${concurrency}` : ""}]`;
@@ -859,7 +872,38 @@ export class BenchRunner {
       podRequests[this.#pods[i]!.name] = COMPLETION_PATHS.reduce((a, path) => a + delta(path), 0);
       for (const path of PEER_PATHS) if (delta(path) > 0) peerCalls[path] = (peerCalls[path] ?? 0) + delta(path);
     });
-    return { result, spread, extras: { slowdowns: this.#slowdowns(result, traceLength), podRequests, peerCalls } };
+    const gateway = accessLog === undefined ? undefined : await this.#gatewayTimings(accessLog, logStart, result);
+    return {
+      result,
+      spread,
+      extras: {
+        slowdowns: this.#slowdowns(result, traceLength),
+        podRequests,
+        peerCalls,
+        ...(gateway !== undefined ? { gateway } : {}),
+      },
+    };
+  }
+
+  /** Real Envoy's access log for this mode's front door (`switchyard envoy --dir` writes it there). */
+  #accessLog(mode: ModeId): string | undefined {
+    return this.#c.envoyBin === undefined
+      ? undefined
+      : join(this.#c.workDir, `envoy-${SHORT[mode]}`, "envoy-access.log");
+  }
+
+  /**
+   * The stage's own lines: Envoy logs a request when it ends and flushes its file about once a second, so wait until
+   * every request the load generator sent is there (bounded: a request Envoy never saw has no line).
+   */
+  async #gatewayTimings(file: string, from: number, result: LoadResult): Promise<GatewayTimings | undefined> {
+    const deadline = Date.now() + ACCESS_LOG_FLUSH_WAIT_MS;
+    let lines = readLinesSince(file, from);
+    while (lines.length < result.records.length && Date.now() < deadline) {
+      await sleep(250);
+      lines = readLinesSince(file, from);
+    }
+    return summarizeGatewayLines(lines);
   }
 
   /**

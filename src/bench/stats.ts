@@ -4,6 +4,8 @@
  * plus switchyard's own view in milliseconds: TTFT including censored requests, per-criticality outcomes and the
  * per-endpoint load spread.
  */
+
+import type { GatewayTimings } from "./gateway-timings.js";
 import type { LoadResult, RequestRecord } from "./loadgen.js";
 import { CRITICALITIES, type Criticality } from "./workload.js";
 
@@ -114,6 +116,8 @@ export interface SwitchyardStageView {
   /** Calls to the pods' router-facing endpoints during the stage, summed over pods (tokenize, render, load …). */
   readonly peer_calls: Readonly<Record<string, number>>;
   readonly loadgen_cpu_pct: { readonly avg: number; readonly peak: number };
+  /** Real Envoy's own time per request (its access log); absent behind the dev gateway. */
+  readonly gateway?: GatewayTimings;
   readonly schedule_lag_ms: { readonly p50: number; readonly p99: number; readonly max: number };
 }
 
@@ -180,6 +184,8 @@ export interface StageExtras {
   readonly slowdowns: readonly number[];
   readonly podRequests: Readonly<Record<string, number>>;
   readonly peerCalls: Readonly<Record<string, number>>;
+  /** Real Envoy's own timings of the stage's requests, from its access log (gateway-timings.ts). */
+  readonly gateway?: GatewayTimings;
 }
 
 export function summarizeStage(
@@ -266,6 +272,7 @@ export function summarizeStage(
     pod_requests: extras.podRequests,
     peer_calls: extras.peerCalls,
     loadgen_cpu_pct: { avg: result.cpu.pct, peak: result.cpu.peakPct },
+    ...(extras.gateway !== undefined ? { gateway: extras.gateway } : {}),
     schedule_lag_ms: result.scheduleLagMs,
   };
 
@@ -353,6 +360,16 @@ export interface AggregatePoint {
   readonly peer_calls: Readonly<Record<string, number>>;
   /** Smallest request count behind any repetition's p90 (requests at or above it). */
   readonly p90_tail_min: number;
+  /**
+   * Real Envoy's own time per request, µs, median over repetitions of each stage's percentile (absent behind the
+   * dev gateway): before the upstream (the EPP's request-side exchange included), the response headers' crossing,
+   * and for EPP modes the mean ext_proc time per response chunk.
+   */
+  readonly gateway_us?: {
+    readonly before_upstream: { readonly p50: number; readonly p90: number; readonly p99: number };
+    readonly headers_back: { readonly p50: number; readonly p90: number; readonly p99: number };
+    readonly epp_chunk_mean: { readonly p50: number; readonly p90: number } | undefined;
+  };
 }
 
 function range(values: readonly (number | undefined)[]): readonly [number, number] {
@@ -366,6 +383,31 @@ function medianRecord(records: readonly Readonly<Record<string, number>>[]): Rec
   const out: Record<string, number> = {};
   for (const k of [...keys].sort()) out[k] = median(records.map((r) => r[k] ?? 0));
   return out;
+}
+
+function gatewayPoint(g: readonly SwitchyardStageView[]): Pick<AggregatePoint, "gateway_us"> {
+  const with_ = g.filter((s) => s.gateway?.before_upstream_us !== undefined);
+  if (with_.length === 0) return {};
+  const m = (f: (t: GatewayTimings) => number | undefined) =>
+    median(with_.map((s) => f(s.gateway!) ?? Number.NaN).filter(Number.isFinite));
+  const chunks = with_.some((s) => s.gateway!.epp_chunk_mean_us !== undefined);
+  return {
+    gateway_us: {
+      before_upstream: {
+        p50: m((t) => t.before_upstream_us?.median),
+        p90: m((t) => t.before_upstream_us?.p90),
+        p99: m((t) => t.before_upstream_us?.p99),
+      },
+      headers_back: {
+        p50: m((t) => t.headers_back_us?.median),
+        p90: m((t) => t.headers_back_us?.p90),
+        p99: m((t) => t.headers_back_us?.p99),
+      },
+      epp_chunk_mean: chunks
+        ? { p50: m((t) => t.epp_chunk_mean_us?.median), p90: m((t) => t.epp_chunk_mean_us?.p90) }
+        : undefined,
+    },
+  };
 }
 
 export function aggregate(stages: readonly SwitchyardStageView[]): AggregatePoint[] {
@@ -421,6 +463,7 @@ export function aggregate(stages: readonly SwitchyardStageView[]): AggregatePoin
       pod_requests: medianRecord(g.map((s) => s.pod_requests ?? {})),
       peer_calls: medianRecord(g.map((s) => s.peer_calls ?? {})),
       p90_tail_min: Math.min(...g.map((s) => Math.ceil((s.ttft_ms?.count ?? 0) * 0.1))),
+      ...gatewayPoint(g),
     });
   }
   return out;

@@ -10,6 +10,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { logOffset, readLinesSince, summarizeGatewayLines } from "../../src/bench/gateway-timings.js";
 import { type Child, Supervisor } from "../../src/local/children.js";
 import { type EnvoyBodyMode, type EnvoyConfigOptions, type EnvoyProcess, startEnvoy } from "../../src/local/envoy.js";
 import { type Simulator, startSimulator } from "../../src/sim/index.js";
@@ -78,6 +79,7 @@ describeWithTools(["envoy"], "switchyard behind real Envoy", ({ envoy: envoyBina
   let port: number;
   let epp: { child: Child; port: number };
   const envoys = new Set<EnvoyProcess>();
+  const accessLogs = new Map<EnvoyProcess, string>();
   let next = 0;
 
   async function startEpp(name: string, extra: readonly string[] = []): Promise<{ child: Child; port: number }> {
@@ -136,6 +138,7 @@ describeWithTools(["envoy"], "switchyard behind real Envoy", ({ envoy: envoyBina
           },
         });
         envoys.add(e);
+        accessLogs.set(e, join(dir, `access-${n}.log`));
         return e;
       } catch (err) {
         if (attempt >= 3 || !/Address already in use|cannot bind/i.test(String(err))) throw err;
@@ -340,6 +343,39 @@ describeWithTools(["envoy"], "switchyard behind real Envoy", ({ envoy: envoyBina
       const data = sseData(text);
       expect(data.at(-1)).toBe("[DONE]");
       expect((JSON.parse(data.at(-2)!) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBe(40);
+    });
+
+    it("logs what the picker's round trips cost each request, in fields the bench reads", async () => {
+      const file = accessLogs.get(e)!;
+      const from = logOffset(file);
+      const res = await fetch(`${e.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: chat(BASE, "time me", { stream: true, max_tokens: 20 }),
+        signal: AbortSignal.timeout(30_000),
+      });
+      expect(res.status).toBe(200);
+      await res.text();
+      // Envoy flushes its access log file about once a second.
+      let lines: string[] = [];
+      const deadline = Date.now() + 20_000;
+      while (lines.length === 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 200));
+        lines = readLinesSince(file, from).filter((l) => l.includes("/v1/chat/completions"));
+      }
+      expect(lines).toHaveLength(1);
+      // Envoy 1.40 fills every field: a wrong filter-state key or field name would print null.
+      const row = JSON.parse(lines[0]!) as Record<string, unknown>;
+      for (const key of ["epp_req_headers_us", "epp_req_body_us", "epp_resp_headers_us", "epp_resp_body_us"]) {
+        expect(Number(row[key]), key).toBeGreaterThan(0);
+      }
+      const t = summarizeGatewayLines(lines)!;
+      expect(t.requests).toBe(1);
+      // 20 tokens 5 ms apart cross ext_proc as several chunks, each one timed.
+      expect(t.epp_chunks!.median).toBeGreaterThan(1);
+      expect(t.epp_chunk_mean_us!.median).toBeGreaterThan(0);
+      expect(t.epp_request_us!.median).toBeGreaterThan(0);
+      expect(t.before_upstream_us!.median).toBeGreaterThan(0);
     });
 
     it("sends LoRA requests only to the pod that has the adapter", async () => {
