@@ -348,7 +348,10 @@ describeWithTools(["envoy"], "switchyard behind real Envoy", ({ envoy: envoyBina
     it("logs what the picker's round trips cost each request, in fields the bench reads", async () => {
       const file = accessLogs.get(e)!;
       const from = logOffset(file);
-      const res = await fetch(`${e.url}/v1/chat/completions`, {
+      // An earlier test's line may still be in Envoy's buffer: this request is found by a marker in its query
+      // (Envoy replaces a client's x-request-id, and the picker and the pod ignore the query).
+      const marker = `probe=${Date.now()}`;
+      const res = await fetch(`${e.url}/v1/chat/completions?${marker}`, {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: chat(BASE, "time me", { stream: true, max_tokens: 20 }),
@@ -361,7 +364,7 @@ describeWithTools(["envoy"], "switchyard behind real Envoy", ({ envoy: envoyBina
       const deadline = Date.now() + 20_000;
       while (lines.length === 0 && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 200));
-        lines = readLinesSince(file, from).filter((l) => l.includes("/v1/chat/completions"));
+        lines = readLinesSince(file, from).filter((l) => l.includes(marker));
       }
       expect(lines).toHaveLength(1);
       // Envoy 1.40 fills every field: a wrong filter-state key or field name would print null.
