@@ -113,3 +113,30 @@ export function summarizeGatewayLines(lines: readonly string[]): GatewayTimings 
     epp_chunks: dist(chunks),
   };
 }
+
+/**
+ * One pair per logged EPP request, µs: its wait before the upstream and its mean ext_proc time per response chunk
+ * (the access log has no first-chunk field; the mean stands in for the first chunk the client waits on). What
+ * `switchyard fleetsim --epp-path` replays in virtual time.
+ */
+export function eppPathPairs(lines: readonly string[]): { readonly beforeUs: number[]; readonly chunkUs: number[] } {
+  const beforeUs: number[] = [];
+  const chunkUs: number[] = [];
+  for (const line of lines) {
+    if (!line.startsWith("{")) continue;
+    let row: Record<string, unknown>;
+    try {
+      row = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      continue;
+    }
+    if (typeof row.path !== "string" || !WORKLOAD_PATH.test(row.path)) continue;
+    const before = num(row.rx_to_upstream_us);
+    const calls = num(row.epp_resp_body_calls);
+    const total = num(row.epp_resp_body_us);
+    if (before === undefined || calls === undefined || calls <= 0 || total === undefined) continue;
+    beforeUs.push(before);
+    chunkUs.push(total / calls);
+  }
+  return { beforeUs, chunkUs };
+}

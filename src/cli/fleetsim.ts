@@ -6,11 +6,12 @@
  */
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { H100_SCALED } from "../bench/fleet.js";
+import { eppPathPairs } from "../bench/gateway-timings.js";
 import { DEFAULT_WORKLOAD } from "../bench/workload.js";
 import { ConfigError } from "../common/errors.js";
 import { checks, type FlagSpecs, formatHelp, parseFlags } from "../common/flags.js";
 import { meanSd, pairedRatios } from "../fleetsim/regression.js";
-import { type FleetShape, type ModeSpec, prepareTrace, type RunOutput } from "../fleetsim/run.js";
+import { type EppPathSamples, type FleetShape, type ModeSpec, prepareTrace, type RunOutput } from "../fleetsim/run.js";
 import { type Capacity, measureCapacity, type RunSummary, resolveMode, sweep } from "../fleetsim/summary.js";
 
 const SUMMARY =
@@ -53,6 +54,22 @@ const FLAGS = {
     kind: "duration",
     default: 0,
     help: "EPP modes only: time from the pick to the pod receiving the request (the ext_proc round trip; the real-time bench's 5x time scale makes it 5x larger relative to model time)",
+  },
+  "epp-path": {
+    kind: "string",
+    default: "",
+    help: "EPP modes only: real Envoy's access log of an EPP mode (switchyard bench --gateway envoy: <work dir>/envoy-<mode>/envoy-access.log); every EPP request replays one logged request's wait before the upstream and ext_proc time per response chunk, drawn at random, instead of --epp-overhead / --epp-response-overhead",
+  },
+  "epp-path-base": {
+    kind: "duration",
+    default: 0,
+    help: "with --epp-path: subtracted from each logged wait before the upstream (a front door without the EPP pays this too: the least-request mode's p50 in the bench's \"Time in the gateway\")",
+  },
+  "epp-path-scale": {
+    kind: "float",
+    default: 1,
+    help: "with --epp-path: wall time to model time (5 for a bench run at --time-scale 0.2)",
+    check: checks.positive,
   },
   "scrape-mode": {
     kind: "string",
@@ -272,6 +289,12 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
   if (loads.some((l) => !(l > 0))) throw new ConfigError("must be positive percentages", undefined, "--loads");
   if (seeds.some((s) => !Number.isInteger(s))) throw new ConfigError("must be integers", undefined, "--seeds");
   const fleet: FleetShape = { pods: f.pods, speeds: f.speeds.map(Number), params: H100_SCALED };
+  const eppPath =
+    f["epp-path"] === "" ? undefined : readEppPath(f["epp-path"], f["epp-path-base"], f["epp-path-scale"]);
+  if (eppPath !== undefined)
+    out(
+      `--epp-path: ${eppPath.requestMs.length} logged EPP requests; model ms before the pod p50/p99 ${f2(quantileOf(eppPath.requestMs, 0.5))}/${f2(quantileOf(eppPath.requestMs, 0.99))}, after its first token ${f2(quantileOf(eppPath.responseMs, 0.5))}/${f2(quantileOf(eppPath.responseMs, 0.99))}`,
+    );
 
   const runs: RunSummary[] = [];
   const records = f.records === "" ? undefined : f.records;
@@ -305,6 +328,7 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
         scrapeLagMs: f["scrape-lag"],
         eppOverheadMs: f["epp-overhead"],
         eppResponseOverheadMs: f["epp-response-overhead"],
+        ...(eppPath !== undefined ? { eppPathSamples: eppPath } : {}),
         scrapeMode,
         gaugeLag,
       },
@@ -331,4 +355,30 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
     out(`wrote ${f.json}`);
   }
   return 0;
+}
+
+/** Paired per-request delays from real Envoy's access log, in model ms (docs/design/benchmarks.md, fleetsim table). */
+function readEppPath(file: string, baseMs: number, scale: number): EppPathSamples {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new ConfigError(`cannot read ${file}: ${(err as Error).message}`, undefined, "--epp-path");
+  }
+  const { beforeUs, chunkUs } = eppPathPairs(text.split("\n"));
+  if (beforeUs.length === 0)
+    throw new ConfigError(
+      `${file} has no EPP request lines (completion requests with the ext_proc fields of deploy/envoy/envoy.yaml's access log)`,
+      undefined,
+      "--epp-path",
+    );
+  return {
+    requestMs: beforeUs.map((us) => Math.max(0, us / 1000 - baseMs) * scale),
+    responseMs: chunkUs.map((us) => (us / 1000) * scale),
+  };
+}
+
+function quantileOf(values: readonly number[], q: number): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
 }

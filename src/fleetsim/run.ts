@@ -65,6 +65,18 @@ export interface RunConfig {
    * moved. Default 0.
    */
   readonly eppResponseOverheadMs?: number;
+  /**
+   * EPP modes only: per-request (request side, response side) delays in model ms, one pair drawn at random (seeded)
+   * for every EPP request instead of the two constants above: the measured ext_proc path, with its tail
+   * (`eppPathFromAccessLog`).
+   */
+  readonly eppPathSamples?: EppPathSamples;
+}
+
+/** Paired samples: index i is one real request's request-side and response-side delay, model ms. */
+export interface EppPathSamples {
+  readonly requestMs: readonly number[];
+  readonly responseMs: readonly number[];
 }
 
 export interface RequestRecord {
@@ -77,6 +89,8 @@ export interface RequestRecord {
   outputTokens: number;
   cachedTokens: number;
   aloneTtft: number;
+  /** EPP modes: how much later than the pod's first token the client sees it (ms); 0 for the balancers. */
+  responseOverhead: number;
 }
 
 export interface RunOutput {
@@ -175,6 +189,10 @@ export function runFleet(c: RunConfig): RunOutput {
   const total = Math.min(c.requests, c.trace.length);
   const eppOverhead = c.mode.kind === "epp" ? (c.eppOverheadMs ?? 0) : 0;
   const eppResponseOverhead = c.mode.kind === "epp" ? (c.eppResponseOverheadMs ?? 0) : 0;
+  const path =
+    c.mode.kind === "epp" && c.eppPathSamples && c.eppPathSamples.requestMs.length > 0 ? c.eppPathSamples : undefined;
+  // Its own stream, so drawing path samples leaves every other random choice of the run as it was.
+  const pathRng = new Rng(c.seed ^ 0x51ed2701);
   const records: RequestRecord[] = new Array(total);
   // Start after one full scrape round, as the bench waits for the EPP to see fresh metrics from every pod.
   const start = interval + lag;
@@ -207,6 +225,7 @@ export function runFleet(c: RunConfig): RunOutput {
       outputTokens: 0,
       cachedTokens: 0,
       aloneTtft: item.engine === undefined ? Number.NaN : aloneTtftMs(params, item.engine),
+      responseOverhead: 0,
     };
     records[i] = rec;
     const res = router.route({ requestId: `r${i}`, body: item.body, headers: item.headers });
@@ -218,7 +237,13 @@ export function runFleet(c: RunConfig): RunOutput {
     const p = podOf.get(res.endpoint);
     if (p === undefined) throw new Error(`fleetsim: router chose unknown endpoint ${res.endpoint}`);
     (rec as { pod: number }).pod = p;
-    if (eppOverhead > 0) q.after(eppOverhead, () => dispatch(rec, pods[p]!, item.lora, item.engine, res.events));
+    let before = eppOverhead;
+    if (path !== undefined) {
+      const k = Math.min(path.requestMs.length - 1, Math.floor(pathRng.next() * path.requestMs.length));
+      before = path.requestMs[k]!;
+      rec.responseOverhead = path.responseMs[k]!;
+    } else rec.responseOverhead = eppResponseOverhead;
+    if (before > 0) q.after(before, () => dispatch(rec, pods[p]!, item.lora, item.engine, res.events));
     else dispatch(rec, pods[p]!, item.lora, item.engine, res.events);
   };
 
@@ -245,7 +270,7 @@ export function runFleet(c: RunConfig): RunOutput {
         // Throughput counts what the fleet produced while load was still offered (as the bench does).
         if (sent < total) windowTokens++;
         if (seq.generated === 1) {
-          rec.ttft = now - rec.arrival + eppResponseOverhead;
+          rec.ttft = now - rec.arrival + rec.responseOverhead;
           events.firstToken();
         }
       },

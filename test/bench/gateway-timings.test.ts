@@ -2,7 +2,7 @@ import { appendFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { logOffset, readLinesSince, summarizeGatewayLines } from "../../src/bench/gateway-timings.js";
+import { eppPathPairs, logOffset, readLinesSince, summarizeGatewayLines } from "../../src/bench/gateway-timings.js";
 
 /** A line as deploy/envoy/envoy.yaml's json_format prints it: FILTER_STATE fields as strings, null when unset. */
 function line(fields: Record<string, unknown>): string {
@@ -77,5 +77,15 @@ describe("gateway timings from Envoy's access log", () => {
     expect(t.epp_chunk_mean_us).toBeUndefined();
     expect(t.epp_chunks).toBeUndefined();
     expect(summarizeGatewayLines([JSON.stringify({ path: "/health" })])).toBeUndefined();
+  });
+
+  it("pairs each EPP request's wait before the upstream with its mean time per response chunk", () => {
+    const pairs = eppPathPairs([
+      line({ rx_to_upstream_us: 1500, epp_resp_body_calls: "4", epp_resp_body_us: "2000" }),
+      line({ rx_to_upstream_us: 200, epp_resp_body_calls: null }),
+      JSON.stringify({ path: "/v1/models", rx_to_upstream_us: 9, epp_resp_body_calls: "1", epp_resp_body_us: "9" }),
+      line({ rx_to_upstream_us: 900, epp_resp_body_calls: "2", epp_resp_body_us: "300" }),
+    ]);
+    expect(pairs).toEqual({ beforeUs: [1500, 900], chunkUs: [500, 150] });
   });
 });

@@ -71,3 +71,27 @@ describe("fleetsim --epp-overhead", () => {
     });
   });
 });
+
+describe("fleetsim --epp-path (measured per-request delays)", () => {
+  const trace = prepareTrace({ ...DEFAULT_WORKLOAD, seed: 7 }, 40, H100_SCALED);
+  const go = (mode: string, extra: Partial<Parameters<typeof runFleet>[0]>) =>
+    runFleet({ fleet, trace, mode: resolveMode(mode), seed: 7, rate: 0.05, requests: 40, ...extra }).records;
+
+  it("one logged pair behaves exactly as the two constants", { timeout: 60_000 }, () => {
+    const sampled = go("sy", { eppPathSamples: { requestMs: [100], responseMs: [30] } });
+    expect(sampled).toEqual(go("sy", { eppOverheadMs: 100, eppResponseOverheadMs: 30 }));
+    expect(go("lr", { eppPathSamples: { requestMs: [100], responseMs: [30] } })).toEqual(go("lr", {}));
+  });
+
+  it("draws a pair per request, and the draw moves nothing else", { timeout: 60_000 }, () => {
+    const base = go("sy", {});
+    const sampled = go("sy", { eppPathSamples: { requestMs: [0, 0], responseMs: [0, 500] } });
+    // Request side 0: the pods see the same requests at the same times, so only the response side differs.
+    expect(sampled.map((r) => r.pod)).toEqual(base.map((r) => r.pod));
+    const added = sampled.flatMap((r, i) => (r.status === 200 ? [Math.round(r.ttft - base[i]!.ttft)] : []));
+    expect(added.length).toBeGreaterThan(20);
+    expect(new Set(added)).toEqual(new Set([0, 500]));
+    // Deterministic by seed.
+    expect(go("sy", { eppPathSamples: { requestMs: [0, 0], responseMs: [0, 500] } })).toEqual(sampled);
+  });
+});
