@@ -68,14 +68,9 @@ function num(v: unknown): number | undefined {
 /** Completion requests only: the bench's readiness probes and the simulators' side calls are not the workload. */
 const WORKLOAD_PATH = /^\/v1\/(chat\/)?completions/;
 
-export function summarizeGatewayLines(lines: readonly string[]): GatewayTimings | undefined {
-  const before: number[] = [];
-  const back: number[] = [];
-  const eppRequest: number[] = [];
-  const chunkMean: number[] = [];
-  const chunkMax: number[] = [];
-  const chunks: number[] = [];
-  let requests = 0;
+/** The JSON lines of completion requests; anything else (text, torn or foreign lines, other paths) is skipped. */
+function workloadRows(lines: readonly string[]): Record<string, unknown>[] {
+  const rows: Record<string, unknown>[] = [];
   for (const line of lines) {
     if (!line.startsWith("{")) continue;
     let row: Record<string, unknown>;
@@ -84,7 +79,20 @@ export function summarizeGatewayLines(lines: readonly string[]): GatewayTimings 
     } catch {
       continue;
     }
-    if (typeof row.path !== "string" || !WORKLOAD_PATH.test(row.path)) continue;
+    if (typeof row.path === "string" && WORKLOAD_PATH.test(row.path)) rows.push(row);
+  }
+  return rows;
+}
+
+export function summarizeGatewayLines(lines: readonly string[]): GatewayTimings | undefined {
+  const before: number[] = [];
+  const back: number[] = [];
+  const eppRequest: number[] = [];
+  const chunkMean: number[] = [];
+  const chunkMax: number[] = [];
+  const chunks: number[] = [];
+  let requests = 0;
+  for (const row of workloadRows(lines)) {
     requests++;
     const push = (into: number[], v: number | undefined) => {
       if (v !== undefined) into.push(v);
@@ -122,15 +130,7 @@ export function summarizeGatewayLines(lines: readonly string[]): GatewayTimings 
 export function eppPathPairs(lines: readonly string[]): { readonly beforeUs: number[]; readonly chunkUs: number[] } {
   const beforeUs: number[] = [];
   const chunkUs: number[] = [];
-  for (const line of lines) {
-    if (!line.startsWith("{")) continue;
-    let row: Record<string, unknown>;
-    try {
-      row = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      continue;
-    }
-    if (typeof row.path !== "string" || !WORKLOAD_PATH.test(row.path)) continue;
+  for (const row of workloadRows(lines)) {
     const before = num(row.rx_to_upstream_us);
     const calls = num(row.epp_resp_body_calls);
     const total = num(row.epp_resp_body_us);
