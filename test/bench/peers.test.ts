@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { benchPods, H100_SCALED, idleColdTtftMs, llmdArgs, simOptions } from "../../src/bench/fleet.js";
+import { type GatewayTimings, summarizeGatewayLines } from "../../src/bench/gateway-timings.js";
 import type { LoadResult } from "../../src/bench/loadgen.js";
 import { peerTargets, renderPeerComparison, stageText } from "../../src/bench/report.js";
 import { completedRequests, MODE_ALIASES, PEER_MODES } from "../../src/bench/run.js";
@@ -46,7 +47,14 @@ describe("time scaling", () => {
   });
 });
 
-function stage(mode: string, rep: number, ttfts: number[], slowdowns: number[], tokens: number) {
+function stage(
+  mode: string,
+  rep: number,
+  ttfts: number[],
+  slowdowns: number[],
+  tokens: number,
+  gateway?: GatewayTimings,
+) {
   const records = ttfts.map((ttft, i) => ({
     i,
     crit: "Standard" as const,
@@ -80,6 +88,7 @@ function stage(mode: string, rep: number, ttfts: number[], slowdowns: number[], 
     slowdowns,
     podRequests: { "sim-1": rep * 10, "sim-2": 5 },
     peerCalls: { "/tokenize": rep },
+    ...(gateway !== undefined ? { gateway } : {}),
   }).switchyard;
 }
 
@@ -158,6 +167,54 @@ describe("targets against the peers", () => {
     expect(row).toContain("(190–390)");
     expect(row).toContain("15 / 5");
     expect(lines.join("\n")).toContain("5.0× simulated speed");
+  });
+});
+
+describe("time in the gateway", () => {
+  const log = (before: number[], chunk: number | undefined) =>
+    summarizeGatewayLines(
+      before.map((b) =>
+        JSON.stringify({
+          path: "/v1/chat/completions",
+          rx_to_upstream_us: b,
+          upstream_to_client_us: 40,
+          ...(chunk === undefined
+            ? {}
+            : { epp_req_headers_us: "900", epp_resp_body_calls: "2", epp_resp_body_us: String(2 * chunk) }),
+        }),
+      ),
+    )!;
+
+  it("takes the median over repetitions of each stage's percentiles, and prints them in ms", () => {
+    const agg = aggregate([
+      stage("switchyard", 1, [100], [1], 1, log([1000, 1000, 3000], 400)),
+      stage("switchyard", 2, [100], [1], 1, log([2000, 2000, 2000], 600)),
+      stage("switchyard", 3, [100], [1], 1, log([1500, 1500, 1500], 500)),
+      stage("least-request", 1, [100], [1], 1, log([200, 200], undefined)),
+      stage("round-robin", 1, [100], [1], 1),
+    ]);
+    const sy = agg.find((a) => a.mode === "switchyard")!.gateway_us!;
+    expect(sy.before_upstream.p50).toBe(1500);
+    expect(sy.epp_chunk_mean).toEqual({ p50: 500, p90: 500 });
+    const lr = agg.find((a) => a.mode === "least-request")!.gateway_us!;
+    expect(lr.before_upstream.p50).toBe(200);
+    expect(lr.epp_chunk_mean).toBeUndefined();
+    // Behind the dev gateway there is no access log, hence nothing to report.
+    expect(agg.find((a) => a.mode === "round-robin")!.gateway_us).toBeUndefined();
+    const lines = renderPeerComparison({
+      modes: ["switchyard", "least-request", "round-robin"],
+      loads_pct: [85],
+      reps: 3,
+      aggregate: agg,
+    } as never);
+    const at = lines.indexOf("### Time in the gateway (real Envoy's access log)");
+    expect(at).toBeGreaterThan(0);
+    const rows = lines.slice(at).filter((l) => l.startsWith("| 85 % |"));
+    expect(rows).toEqual([
+      // p90s of the stages: 2.6, 2.0 and 1.5 ms (interpolated); their median is 2.0.
+      "| 85 % | switchyard (default profile) | 1.50 / 2.00 / 2.00 | 0.04 / 0.04 / 0.04 | 0.50 / 0.50 |",
+      "| 85 % | least-request | 0.20 / 0.20 / 0.20 | 0.04 / 0.04 / 0.04 | – |",
+    ]);
   });
 });
 
