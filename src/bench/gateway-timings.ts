@@ -3,7 +3,7 @@
  * the fields; docs/envoy.md "Access log" says what each one times). The bench reads the lines one stage appended, so
  * every mode's own time in the gateway — the EPP's round trips included — is a reading, not a fit.
  */
-import { closeSync, openSync, readSync, statSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, statSync } from "node:fs";
 import { type Dist, dist } from "./stats.js";
 
 /** Per stage, over the completion requests Envoy logged. Microseconds of wall time. */
@@ -44,7 +44,7 @@ export function readLinesSince(file: string, offset: number): string[] {
     return [];
   }
   try {
-    const size = statSync(file).size;
+    const size = fstatSync(fd).size;
     const length = Math.min(Math.max(0, size - offset), MAX_READ_BYTES);
     if (length === 0) return [];
     const buf = Buffer.allocUnsafe(length);

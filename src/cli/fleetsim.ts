@@ -7,6 +7,7 @@
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { H100_SCALED } from "../bench/fleet.js";
 import { eppPathPairs } from "../bench/gateway-timings.js";
+import { quantile } from "../bench/stats.js";
 import { DEFAULT_WORKLOAD } from "../bench/workload.js";
 import { ConfigError } from "../common/errors.js";
 import { checks, type FlagSpecs, formatHelp, parseFlags } from "../common/flags.js";
@@ -291,10 +292,13 @@ export async function run(argv: readonly string[]): Promise<number | undefined> 
   const fleet: FleetShape = { pods: f.pods, speeds: f.speeds.map(Number), params: H100_SCALED };
   const eppPath =
     f["epp-path"] === "" ? undefined : readEppPath(f["epp-path"], f["epp-path-base"], f["epp-path-scale"]);
-  if (eppPath !== undefined)
+  if (eppPath !== undefined) {
+    const before = [...eppPath.requestMs].sort((a, b) => a - b);
+    const after = [...eppPath.responseMs].sort((a, b) => a - b);
     out(
-      `--epp-path: ${eppPath.requestMs.length} logged EPP requests; model ms before the pod p50/p99 ${f2(quantileOf(eppPath.requestMs, 0.5))}/${f2(quantileOf(eppPath.requestMs, 0.99))}, after its first token ${f2(quantileOf(eppPath.responseMs, 0.5))}/${f2(quantileOf(eppPath.responseMs, 0.99))}`,
+      `--epp-path: ${before.length} logged EPP requests; model ms before the pod p50/p99 ${f2(quantile(before, 0.5))}/${f2(quantile(before, 0.99))}, after its first token ${f2(quantile(after, 0.5))}/${f2(quantile(after, 0.99))}`,
     );
+  }
 
   const runs: RunSummary[] = [];
   const records = f.records === "" ? undefined : f.records;
@@ -376,9 +380,4 @@ function readEppPath(file: string, baseMs: number, scale: number): EppPathSample
     requestMs: beforeUs.map((us) => Math.max(0, us / 1000 - baseMs) * scale),
     responseMs: chunkUs.map((us) => (us / 1000) * scale),
   };
-}
-
-function quantileOf(values: readonly number[], q: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
 }

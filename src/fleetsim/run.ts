@@ -68,7 +68,7 @@ export interface RunConfig {
   /**
    * EPP modes only: per-request (request side, response side) delays in model ms, one pair drawn at random (seeded)
    * for every EPP request instead of the two constants above: the measured ext_proc path, with its tail
-   * (`eppPathFromAccessLog`).
+   * (read by `switchyard fleetsim --epp-path`: src/cli/fleetsim.ts).
    */
   readonly eppPathSamples?: EppPathSamples;
 }
